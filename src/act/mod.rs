@@ -1,0 +1,1 @@
+//! Actuators: carry out a decision's actions, idempotently and within budgets.

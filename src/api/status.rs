@@ -1,0 +1,536 @@
+//! What the controller reports, and remembers, about a MemoryTier.
+//!
+//! `status` is the only state the controller keeps: a restarted or newly elected replica resumes
+//! mid-incident from `status.policy` (timers, phases, cooldowns) and never repeats a destructive
+//! action whose cooldown is recorded here.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Duration, WarmTrigger};
+
+/// How many incidents `status.incidents` keeps (newest first).
+pub const MAX_INCIDENTS_IN_STATUS: usize = 10;
+/// How many recent actions `status.recentActions` keeps (newest first).
+pub const MAX_ACTIONS_IN_STATUS: usize = 20;
+
+/// Observed state of a MemoryTier.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryTierStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the tier is in the runbooks' lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Kubernetes conditions: Ready, Reconciling, Stalled, and the domain conditions RolledBack,
+    /// MemoryPressure, CacheStampede, BreakerOpen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The signals read at the last reconcile; an absent value is unknown, with the reason in `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Observation>,
+    /// The configuration the application runs with now: the spec with the active mitigations applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<EffectiveConfig>,
+    /// Mitigations in force, each with the reason it was applied and when it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mitigations: Vec<Mitigation>,
+    /// Recent incidents, newest first (at most ten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<IncidentSummary>,
+    /// Redis memory level, last remediation and audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_report: Option<MemoryReport>,
+    /// Recent actions, newest first (at most twenty); in DryRun, what would have been done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_actions: Vec<ActionRecord>,
+    /// The policy's memory: timers, phases and cooldowns the controller resumes from after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyMemory>,
+}
+
+/// The tier's lifecycle phase.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+pub enum Phase {
+    /// Not reconciled yet.
+    #[default]
+    Pending,
+    /// Running on the baseline, all signals within bounds.
+    Healthy,
+    /// Something is being watched or mitigated (memory level, breaker, stampede), without a rollback.
+    Degraded,
+    /// A canary rollback is in progress (phases 1 to 3).
+    RollingBack,
+    /// The rollback is verified; the tier waits for a human to resume (or for autoResume).
+    RolledBack,
+    /// Mitigations are ending and the canary ramps back to the baseline.
+    Recovering,
+    /// spec.mode is Paused: observing and reporting only.
+    Paused,
+    /// The spec is invalid or a dependency is missing; nothing is done until it is fixed.
+    Stalled,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Healthy => "Healthy",
+            Phase::Degraded => "Degraded",
+            Phase::RollingBack => "RollingBack",
+            Phase::RolledBack => "RolledBack",
+            Phase::Recovering => "Recovering",
+            Phase::Paused => "Paused",
+            Phase::Stalled => "Stalled",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state of the application's circuit breaker.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The gauge encoding the built-in query expects: 0 closed, 1 open, 2 half-open.
+    pub fn from_gauge(value: f64) -> Option<Self> {
+        match value {
+            v if v == 0.0 => Some(BreakerState::Closed),
+            v if v == 1.0 => Some(BreakerState::Open),
+            v if v == 2.0 => Some(BreakerState::HalfOpen),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// One reading of every signal. A signal that could not be read is absent (unknown), never zero,
+/// and `unknown` says why.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// When the observation was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "timestamp_schema")]
+    pub at: Option<Timestamp>,
+    /// Median request latency, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_latency_ms: Option<f64>,
+    /// 95th percentile request latency, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_latency_ms: Option<f64>,
+    /// 99th percentile request latency, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_latency_ms: Option<f64>,
+    /// Failed requests, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_percent: Option<f64>,
+    /// Cache hits, percent of lookups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_hit_rate_percent: Option<f64>,
+    /// Successful mem0 writes, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem0_write_success_percent: Option<f64>,
+    /// Circuit-breaker state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_state: Option<BreakerState>,
+    /// Redis used memory in percent of maxmemory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_used_memory_percent: Option<f64>,
+    /// Redis used memory, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_used_memory_bytes: Option<u64>,
+    /// Redis maxmemory (or spec.redis.maxMemory when Redis reports 0), bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_max_memory_bytes: Option<u64>,
+    /// Redis evicted_keys counter (summed over masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_evicted_keys: Option<u64>,
+    /// Redis keyspace_hits counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_keyspace_hits: Option<u64>,
+    /// Redis keyspace_misses counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_keyspace_misses: Option<u64>,
+    /// Redis run_id (a change means Redis restarted; several masters are joined with commas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_run_id: Option<String>,
+    /// Redis uptime in seconds (the smallest over masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_uptime_seconds: Option<u64>,
+    /// Why each unknown signal is unknown, by signal name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, String>,
+    /// Health of each source that was read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceHealth>,
+}
+
+/// How one source answered.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceHealth {
+    /// prometheus, scrape or redis.
+    pub name: String,
+    /// Whether the source answered.
+    pub ok: bool,
+    /// Why it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How long it took, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+}
+
+/// The effective configuration and where it was rendered.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveConfig {
+    /// The effective canary sample rate (shown in `kubectl get mt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_sample_rate: Option<String>,
+    /// Every rendered key and value.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Hash of the rendered content (also on the ConfigMap as an annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Keys whose effective value differs from the spec, with the mitigation that changed them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overridden_by: BTreeMap<String, String>,
+}
+
+/// A temporary overlay on the baseline.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Mitigation {
+    /// Stable name, e.g. rollback-canary, breaker-mem0-off, stampede-serve-stale.
+    pub name: String,
+    /// Why it was applied, with the signal values that triggered it.
+    pub reason: String,
+    /// When it was applied.
+    #[schemars(schema_with = "timestamp_schema")]
+    pub since: Timestamp,
+    /// The condition under which it ends.
+    pub until: String,
+    /// The configuration keys it overrides and their values.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// One incident, as listed in status; the full report is in the `<tier>-incidents` ConfigMap.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentSummary {
+    /// Stable identifier, e.g. 2026-11-25-0312-canary-rollback.
+    pub id: String,
+    /// Which runbook: CanaryRollback, CircuitBreakerOpen, CacheStampede, RedisMemory.
+    pub runbook: String,
+    /// What triggered it.
+    pub trigger: String,
+    /// When it started.
+    #[schemars(schema_with = "timestamp_schema")]
+    pub started_at: Timestamp,
+    /// When it was resolved, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub resolved_at: Option<Timestamp>,
+    /// The highest escalation level notified.
+    #[serde(default)]
+    pub escalation_level: u8,
+    /// Timeline entries: what happened when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+    /// Where the full report is stored (ConfigMap/key), once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+}
+
+/// One line of an incident timeline.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    #[schemars(schema_with = "timestamp_schema")]
+    pub at: Timestamp,
+    pub what: String,
+}
+
+/// Redis memory: level, last remediation, last audit.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryReport {
+    /// ok, watch, warning or critical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<MemoryLevel>,
+    /// Used memory in percent of maxmemory at the last reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_percent: Option<f64>,
+    /// Evictions counted over the eviction window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evictions_in_window: Option<u64>,
+    /// The last remediation run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_remediation: Option<RemediationOutcome>,
+    /// The last key audit (keys without TTL, largest keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_audit: Option<AuditOutcome>,
+}
+
+/// Memory levels of the Redis OOM runbook.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryLevel {
+    #[default]
+    Ok,
+    Watch,
+    Warning,
+    Critical,
+}
+
+impl MemoryLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryLevel::Ok => "ok",
+            MemoryLevel::Watch => "watch",
+            MemoryLevel::Warning => "warning",
+            MemoryLevel::Critical => "critical",
+        }
+    }
+}
+
+/// What one remediation run did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationOutcome {
+    #[schemars(schema_with = "timestamp_schema")]
+    pub at: Timestamp,
+    /// Keys unlinked, by pattern.
+    #[serde(default)]
+    pub deleted_by_pattern: BTreeMap<String, u64>,
+    /// Keys scanned.
+    #[serde(default)]
+    pub scanned: u64,
+    /// Whether it stopped at a budget (keys or time) before the scan finished.
+    #[serde(default)]
+    pub budget_exhausted: bool,
+    /// Dry run: counted, not deleted.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Error, if the run failed part-way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What one key audit found.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditOutcome {
+    #[schemars(schema_with = "timestamp_schema")]
+    pub at: Timestamp,
+    /// Keys sampled.
+    pub sampled: u64,
+    /// Sampled keys without a TTL, by prefix.
+    #[serde(default)]
+    pub without_ttl_by_prefix: BTreeMap<String, u64>,
+    /// The largest sampled keys with their size in bytes, largest first.
+    #[serde(default)]
+    pub largest_keys: Vec<KeySize>,
+}
+
+/// A key and its memory usage.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySize {
+    pub key: String,
+    pub bytes: u64,
+}
+
+/// An action the controller took (or, in DryRun, would have taken).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    #[schemars(schema_with = "timestamp_schema")]
+    pub at: Timestamp,
+    /// render-config, restart-workload, warm-cache, remediate-redis, audit-redis, notify, record-incident.
+    pub action: String,
+    /// Why.
+    pub reason: String,
+    /// ok, failed, skipped or dry-run.
+    pub outcome: String,
+    /// Details of the outcome (never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The policy engine's memory between reconciles. Everything time-dependent the runbooks need
+/// ("for 10 minutes", "hold 5 minutes", cooldowns, escalation) is kept here, so that a restarted
+/// controller resumes exactly where the last one stopped.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyMemory {
+    /// When the policy last ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub last_tick: Option<Timestamp>,
+    /// Breach windows by criterion name: how long each has been continuously breached.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub windows: BTreeMap<String, WindowState>,
+    /// The canary rollback in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackState>,
+    /// When the breaker was first seen open in the current outage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub breaker_open_since: Option<Timestamp>,
+    /// When the breaker was first seen closed again after an outage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub breaker_closed_since: Option<Timestamp>,
+    /// Stampede state, if one is being handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stampede: Option<StampedeState>,
+    /// The current Redis memory level (with hysteresis).
+    #[serde(default)]
+    pub memory_level: MemoryLevel,
+    /// When the last Redis remediation ran (its cooldown starts here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub last_remediation_at: Option<Timestamp>,
+    /// Recent evicted_keys readings, to compute the eviction rate over the window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eviction_samples: Vec<CounterSample>,
+    /// The last Redis run_id and uptime seen, to detect a cold start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_uptime_seconds: Option<u64>,
+    /// The learned normal error rate (percent), when the spec gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_baseline_percent: Option<f64>,
+    /// Open incidents by runbook, with their escalation state.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub open_incidents: BTreeMap<String, OpenIncident>,
+    /// Effective-config changes in the last hour (their times), to bound churn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "timestamp_list_schema")]
+    pub config_changes: Vec<Timestamp>,
+    /// The spec generation last seen (a change is a deploy; it may trigger warming).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_generation: Option<i64>,
+    /// The value of the resume annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+}
+
+/// A breach window.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowState {
+    /// Breached time accumulated so far in the current run of breaching samples.
+    pub breached_for: Duration,
+    /// When the last sample that counted was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub last_sample_at: Option<Timestamp>,
+    /// The value of the last breaching sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_value: Option<f64>,
+}
+
+/// A canary rollback in progress.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackState {
+    /// 1 reduce traffic, 2 disable features, 3 verify, 4 documented (rolled back).
+    pub phase: u8,
+    /// When the current phase started.
+    #[schemars(schema_with = "timestamp_schema")]
+    pub phase_since: Timestamp,
+    /// When the rollback started.
+    #[schemars(schema_with = "timestamp_schema")]
+    pub started_at: Timestamp,
+    /// The criterion that triggered it.
+    pub trigger: String,
+    /// Within phase 1: whether the canary already went from the reduced rate to 0.
+    #[serde(default)]
+    pub canary_at_zero: bool,
+    /// The trigger signal's value when the rollback started (to tell whether it worsens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_value: Option<f64>,
+    /// Since when all signals have been back within the baseline (phase 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub stable_since: Option<Timestamp>,
+}
+
+/// A stampede being handled.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StampedeState {
+    #[schemars(schema_with = "timestamp_schema")]
+    pub started_at: Timestamp,
+    /// What started it: the warm trigger.
+    pub trigger: WarmTrigger,
+    /// Once the hit rate recovered: when the ramp began, and the canary rate reached so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub ramp_step_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_rate: Option<f64>,
+}
+
+/// A counter reading at a time.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterSample {
+    #[schemars(schema_with = "timestamp_schema")]
+    pub at: Timestamp,
+    pub value: u64,
+}
+
+/// An incident that is still open, with its escalation.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenIncident {
+    pub id: String,
+    #[schemars(schema_with = "timestamp_schema")]
+    pub started_at: Timestamp,
+    /// The highest escalation level already notified.
+    #[serde(default)]
+    pub notified_level: u8,
+}
+
+fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "format": "date-time"})
+}
+
+fn optional_timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "format": "date-time", "nullable": true})
+}
+
+fn timestamp_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "array", "items": {"type": "string", "format": "date-time"}})
+}

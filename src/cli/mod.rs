@@ -1,0 +1,42 @@
+//! The `tierguard` command line.
+
+mod check;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// tierguard runs the incident runbooks of a Redis-backed memory tier by itself.
+#[derive(Debug, Parser)]
+#[command(name = "tierguard", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the MemoryTier CustomResourceDefinition as YAML.
+    Crd,
+    /// Validate MemoryTier manifests offline with the same rules as the cluster.
+    ///
+    /// Exits 0 when every MemoryTier document is valid, 1 otherwise, printing one line per problem:
+    /// `FILE: <field path>: <what is wrong>`. Documents of other kinds are reported and not checked.
+    Check {
+        /// Manifest files (YAML, several documents per file allowed); `-` reads standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Run the parsed command line; the exit code is the command's verdict.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crate::api::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { files } => Ok(check::run(&files)),
+    }
+}

@@ -1,0 +1,1 @@
+//! The kube-runtime controller: read → validate → observe → decide → act → status.

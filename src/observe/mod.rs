@@ -1,0 +1,1 @@
+//! Observers: turn Prometheus, a /metrics endpoint and Redis INFO into one [`crate::api::Observation`].

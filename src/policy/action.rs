@@ -1,0 +1,85 @@
+//! What the policy asks the outside world to do. The actuators in [`crate::act`] carry these out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{IncidentSummary, MemoryLevel, WarmTrigger};
+
+/// One action of a decision. Every action carries the reason it is taken, for status and Events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Render this effective configuration into the target ConfigMap.
+    RenderConfig {
+        config: BTreeMap<String, String>,
+        hash: String,
+        reason: String,
+    },
+    /// Rollout-restart the referenced workload (only when the config hash changed and the spec asks).
+    RestartWorkload { hash: String, reason: String },
+    /// Warm the cache through the application's admin endpoint.
+    WarmCache { trigger: WarmTrigger, reason: String },
+    /// Delete non-critical keys and old generations (SCAN + UNLINK within the spec's budgets).
+    RemediateRedis { level: MemoryLevel, reason: String },
+    /// Audit keys without TTL and the largest keys, into status.
+    AuditRedis { reason: String },
+    /// Notify an escalation level.
+    Notify {
+        level: u8,
+        kind: NotifyKind,
+        incident_id: String,
+        runbook: String,
+        trigger: String,
+        message: String,
+    },
+    /// Write (or update) the incident report: runbook phase 4.
+    RecordIncident { incident: IncidentSummary, reason: String },
+    /// A Kubernetes Event on the MemoryTier.
+    Event {
+        warning: bool,
+        reason: String,
+        message: String,
+    },
+}
+
+impl Action {
+    /// The action's name as used in status, Events and metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::RenderConfig { .. } => "render-config",
+            Action::RestartWorkload { .. } => "restart-workload",
+            Action::WarmCache { .. } => "warm-cache",
+            Action::RemediateRedis { .. } => "remediate-redis",
+            Action::AuditRedis { .. } => "audit-redis",
+            Action::Notify { .. } => "notify",
+            Action::RecordIncident { .. } => "record-incident",
+            Action::Event { .. } => "event",
+        }
+    }
+
+    /// Why the action is taken.
+    pub fn reason(&self) -> &str {
+        match self {
+            Action::RenderConfig { reason, .. }
+            | Action::RestartWorkload { reason, .. }
+            | Action::WarmCache { reason, .. }
+            | Action::RemediateRedis { reason, .. }
+            | Action::AuditRedis { reason }
+            | Action::RecordIncident { reason, .. } => reason,
+            Action::Notify { message, .. } | Action::Event { message, .. } => message,
+        }
+    }
+}
+
+/// What a notification is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyKind {
+    /// A new incident (level 1 at once).
+    Opened,
+    /// Still unresolved: a higher level is told.
+    Escalated,
+    /// The incident is over.
+    Resolved,
+}

@@ -1,0 +1,223 @@
+//! baseline ⊕ mitigations = effective config.
+//!
+//! The baseline is rendered from the spec into the application's environment variables. Each
+//! active mitigation overrides some keys. When several mitigations touch the same key, the most
+//! conservative value wins, whatever their order: the lowest canary rate, a feature flag off over
+//! on, serving stale over not, the longest TTL. So a mitigation can only make the tier safer than
+//! its baseline, never less safe, and dropping a mitigation is just removing its overlay.
+
+use std::collections::BTreeMap;
+
+use crate::api::{MemoryTierSpec, Mitigation};
+
+/// Canary share of traffic, 0 to 1.
+pub const CANARY_SAMPLE_RATE: &str = "CANARY_SAMPLE_RATE";
+pub const FAST_PATH_ENABLED: &str = "FAST_PATH_ENABLED";
+pub const MEM0_READS_ENABLED: &str = "MEM0_READS_ENABLED";
+pub const MEM0_SHADOW_MODE: &str = "MEM0_SHADOW_MODE";
+/// Cache TTL, whole seconds.
+pub const CACHE_TTL: &str = "CACHE_TTL";
+/// Random TTL jitter, whole seconds.
+pub const CACHE_TTL_JITTER: &str = "CACHE_TTL_JITTER";
+pub const CACHE_SERVE_STALE: &str = "CACHE_SERVE_STALE";
+/// How long stale entries may be served, whole seconds.
+pub const CACHE_STALE_TTL: &str = "CACHE_STALE_TTL";
+/// Largest cache value, bytes.
+pub const MAX_CACHE_VALUE_SIZE: &str = "MAX_CACHE_VALUE_SIZE";
+pub const MAX_CLINIC_CACHE_ITEMS: &str = "MAX_CLINIC_CACHE_ITEMS";
+pub const CIRCUIT_BREAKER_NAME: &str = "CIRCUIT_BREAKER_NAME";
+pub const CIRCUIT_BREAKER_FAILURE_THRESHOLD: &str = "CIRCUIT_BREAKER_FAILURE_THRESHOLD";
+/// Calls slower than this count as failures, milliseconds.
+pub const CIRCUIT_BREAKER_LATENCY_THRESHOLD_MS: &str = "CIRCUIT_BREAKER_LATENCY_THRESHOLD_MS";
+/// Seconds of success after which the breaker closes.
+pub const CIRCUIT_BREAKER_RESET_SECONDS: &str = "CIRCUIT_BREAKER_RESET_SECONDS";
+
+/// Every fixed key the effective config carries (feature flags beyond the runbooks' three are
+/// added from `spec.features`).
+pub const KEYS: [&str; 14] = [
+    CANARY_SAMPLE_RATE,
+    FAST_PATH_ENABLED,
+    MEM0_READS_ENABLED,
+    MEM0_SHADOW_MODE,
+    CACHE_TTL,
+    CACHE_TTL_JITTER,
+    CACHE_SERVE_STALE,
+    CACHE_STALE_TTL,
+    MAX_CACHE_VALUE_SIZE,
+    MAX_CLINIC_CACHE_ITEMS,
+    CIRCUIT_BREAKER_NAME,
+    CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+    CIRCUIT_BREAKER_LATENCY_THRESHOLD_MS,
+    CIRCUIT_BREAKER_RESET_SECONDS,
+];
+
+/// The effective configuration: key → value, in the form the application reads from its env.
+pub type ConfigMap = BTreeMap<String, String>;
+
+/// Format a canary rate the way the runbooks write it ("0.05", "0.1", "0.0").
+pub fn format_rate(rate: f64) -> String {
+    // Round to 4 decimals so ramp arithmetic (0.05 + 0.05) renders as "0.1", not "0.10000000000000001".
+    let rounded = (rate.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
+    let text = format!("{rounded}");
+    if text.contains('.') { text } else { format!("{text}.0") }
+}
+
+fn format_bool(b: bool) -> String {
+    if b { "true" } else { "false" }.to_owned()
+}
+
+/// The baseline: the spec rendered into environment variables.
+pub fn baseline(spec: &MemoryTierSpec) -> ConfigMap {
+    let mut config = ConfigMap::new();
+    let mut put = |k: &str, v: String| {
+        config.insert(k.to_owned(), v);
+    };
+    put(CANARY_SAMPLE_RATE, format_rate(spec.canary.sample_rate));
+    // The runbooks' three flags are always rendered; the application must never guess a default.
+    for flag in [FAST_PATH_ENABLED, MEM0_READS_ENABLED, MEM0_SHADOW_MODE] {
+        put(flag, format_bool(spec.features.get(flag).copied().unwrap_or(false)));
+    }
+    put(CACHE_TTL, spec.cache.ttl.as_std().as_secs().to_string());
+    put(CACHE_TTL_JITTER, spec.cache.ttl_jitter.as_std().as_secs().to_string());
+    put(CACHE_SERVE_STALE, format_bool(spec.cache.serve_stale));
+    put(CACHE_STALE_TTL, spec.cache.stale_ttl.as_std().as_secs().to_string());
+    put(MAX_CACHE_VALUE_SIZE, spec.cache.max_value_bytes.to_string());
+    put(MAX_CLINIC_CACHE_ITEMS, spec.cache.max_items_per_clinic.to_string());
+    put(CIRCUIT_BREAKER_NAME, spec.breaker.name.clone());
+    put(CIRCUIT_BREAKER_FAILURE_THRESHOLD, spec.breaker.failure_threshold.to_string());
+    put(
+        CIRCUIT_BREAKER_LATENCY_THRESHOLD_MS,
+        spec.breaker.latency_threshold.as_std().as_millis().to_string(),
+    );
+    put(
+        CIRCUIT_BREAKER_RESET_SECONDS,
+        spec.breaker.reset_after.as_std().as_secs().to_string(),
+    );
+    for (flag, on) in &spec.features {
+        config.insert(flag.clone(), format_bool(*on));
+    }
+    config
+}
+
+/// The more conservative of two values for a key.
+fn conservative(key: &str, current: &str, proposed: &str) -> String {
+    let pick = |keep_current: bool| {
+        if keep_current { current } else { proposed }.to_owned()
+    };
+    match key {
+        CANARY_SAMPLE_RATE => match (current.parse::<f64>(), proposed.parse::<f64>()) {
+            (Ok(a), Ok(b)) => pick(a <= b),
+            _ => pick(current.parse::<f64>().is_ok()),
+        },
+        CACHE_TTL | CACHE_STALE_TTL => match (current.parse::<u64>(), proposed.parse::<u64>()) {
+            (Ok(a), Ok(b)) => pick(a >= b),
+            _ => pick(current.parse::<u64>().is_ok()),
+        },
+        CACHE_SERVE_STALE => pick(current == "true"),
+        // Feature flags (and anything else boolean): off is the safe side.
+        _ if current == "false" || proposed == "false" => "false".to_owned(),
+        _ => proposed.to_owned(),
+    }
+}
+
+/// The effective config and, for each key that differs from the baseline, the mitigation that set it.
+pub fn render(spec: &MemoryTierSpec, mitigations: &[Mitigation]) -> (ConfigMap, BTreeMap<String, String>) {
+    let base = baseline(spec);
+    let mut effective = base.clone();
+    let mut overridden_by = BTreeMap::new();
+    for mitigation in mitigations {
+        for (key, value) in &mitigation.overrides {
+            let merged = match effective.get(key) {
+                Some(current) => conservative(key, current, value),
+                None => value.clone(),
+            };
+            if effective.get(key) != Some(&merged) {
+                overridden_by.insert(key.clone(), mitigation.name.clone());
+            }
+            effective.insert(key.clone(), merged);
+        }
+    }
+    overridden_by.retain(|k, _| base.get(k) != effective.get(k));
+    (effective, overridden_by)
+}
+
+/// A short, stable hash of a rendered config (hex SHA-256 prefix), for change detection.
+pub fn hash(config: &ConfigMap) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (k, v) in config {
+        hasher.update(k.as_bytes());
+        hasher.update([0]);
+        hasher.update(v.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+
+    fn spec() -> MemoryTierSpec {
+        serde_json::from_value(serde_json::json!({"target": {"configMapName": "flags"}})).unwrap()
+    }
+
+    fn mitigation(name: &str, overrides: &[(&str, &str)]) -> Mitigation {
+        Mitigation {
+            name: name.into(),
+            reason: "test".into(),
+            since: Timestamp::UNIX_EPOCH,
+            until: "never".into(),
+            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn baseline_has_the_runbook_defaults() {
+        let base = baseline(&spec());
+        assert_eq!(base[CANARY_SAMPLE_RATE], "0.1");
+        assert_eq!(base[FAST_PATH_ENABLED], "true");
+        assert_eq!(base[CACHE_TTL], "3600");
+        assert_eq!(base[CACHE_TTL_JITTER], "300");
+        assert_eq!(base[CACHE_STALE_TTL], "300");
+        assert_eq!(base[CACHE_SERVE_STALE], "false");
+        assert_eq!(base[MAX_CACHE_VALUE_SIZE], "100000");
+        assert_eq!(base[CIRCUIT_BREAKER_LATENCY_THRESHOLD_MS], "5000");
+        for key in KEYS {
+            assert!(base.contains_key(key), "{key} missing");
+        }
+    }
+
+    #[test]
+    fn the_most_conservative_override_wins_in_any_order() {
+        let a = mitigation("stampede", &[(CANARY_SAMPLE_RATE, "0.05"), (CACHE_TTL, "7200"), (CACHE_SERVE_STALE, "true")]);
+        let b = mitigation("rollback", &[(CANARY_SAMPLE_RATE, "0.0"), (MEM0_READS_ENABLED, "false")]);
+        let (ab, by_ab) = render(&spec(), &[a.clone(), b.clone()]);
+        let (ba, _) = render(&spec(), &[b, a]);
+        assert_eq!(ab, ba);
+        assert_eq!(ab[CANARY_SAMPLE_RATE], "0.0");
+        assert_eq!(ab[CACHE_TTL], "7200");
+        assert_eq!(ab[CACHE_SERVE_STALE], "true");
+        assert_eq!(ab[MEM0_READS_ENABLED], "false");
+        assert_eq!(by_ab[CANARY_SAMPLE_RATE], "rollback");
+        assert_eq!(by_ab[CACHE_TTL], "stampede");
+    }
+
+    #[test]
+    fn a_mitigation_never_raises_the_canary_above_baseline() {
+        let m = mitigation("ramp", &[(CANARY_SAMPLE_RATE, "0.5")]);
+        let (eff, by) = render(&spec(), &[m]);
+        assert_eq!(eff[CANARY_SAMPLE_RATE], "0.1");
+        assert!(by.is_empty());
+    }
+
+    #[test]
+    fn rates_render_cleanly() {
+        assert_eq!(format_rate(0.05 + 0.05), "0.1");
+        assert_eq!(format_rate(0.0), "0.0");
+        assert_eq!(format_rate(1.0), "1.0");
+        assert_eq!(format_rate(0.05), "0.05");
+    }
+}
