@@ -1,0 +1,4 @@
+//! Shared test harness: real servers started by the tests.
+#![allow(dead_code)]
+
+pub mod servers;
