@@ -25,7 +25,12 @@ fn redis_server_starts_answers_and_restarts_with_a_new_run_id() {
     let mut con = redis.client();
     assert_ne!(first, info(&mut con), "a restart must give a new run_id");
     redis.stop();
-    assert!(redis::Client::open(redis.url()).unwrap().get_connection().is_err());
+    assert!(
+        redis::Client::open(redis.url())
+            .unwrap()
+            .get_connection()
+            .is_err()
+    );
 }
 
 #[test]

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 /// Find a program on PATH or fail the test with the set-up instructions.
 pub fn require_binary(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")]) {
+    for dir in
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+    {
         let candidate = dir.join(name);
         if candidate.is_file() {
             return candidate;
@@ -182,7 +184,9 @@ fn redis_ping(port: u16, password: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
-    stream.set_read_timeout(Some(Duration::from_millis(500))).ok();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok();
     let mut out = Vec::new();
     if let Some(p) = password {
         out.extend(resp(&["AUTH", p]));
@@ -236,7 +240,10 @@ impl PrometheusServer {
         let port = free_port();
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -247,7 +254,9 @@ impl PrometheusServer {
             dir,
             child: Some(child),
         };
-        wait_until("prometheus", Duration::from_secs(30), || http_get_ok(port, "/-/ready"));
+        wait_until("prometheus", Duration::from_secs(30), || {
+            http_get_ok(port, "/-/ready")
+        });
         server
     }
 
