@@ -5,7 +5,7 @@ mod check;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// tierguard runs the incident runbooks of a Redis-backed memory tier by itself.
 #[derive(Debug, Parser)]
@@ -28,6 +28,27 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the policy on a virtual clock over a scenario and print what the controller would do.
+    ///
+    /// No cluster and no servers: the MemoryTier is read from MANIFEST (and validated), the signals
+    /// come from the scenario file (see examples/scenarios/README.md for the format).
+    Simulate {
+        /// A file holding one MemoryTier.
+        manifest: PathBuf,
+        /// The scenario: tick, duration, starting signals and a timeline of changes.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// text: a readable timeline; json: one object per line.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// Output formats of `simulate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 /// Run the parsed command line; the exit code is the command's verdict.
@@ -38,5 +59,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { files } => Ok(check::run(&files)),
+        Command::Simulate {
+            manifest,
+            scenario,
+            output,
+        } => {
+            use crate::simulate;
+            let (tier, scenario, outcome) = simulate::run_files(&manifest, &scenario)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match output {
+                Output::Text => simulate::output::write_text(&mut out, &tier, &scenario, &outcome)?,
+                Output::Json => simulate::output::write_json(&mut out, &outcome)?,
+            }
+            std::io::Write::flush(&mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
