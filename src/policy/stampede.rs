@@ -97,6 +97,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         state.canary_rate = reduced;
         state.recovering = WindowState::default();
         state.clear = WindowState::default();
+        feed_recovery(step, state);
         let reason =
             format!("Redis cold start during the stampede: {why}; canary back to the reduced rate");
         step.changes.push(Change::Transition {
@@ -109,19 +110,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         return;
     }
 
-    let hit = step.signals.cache_hit_rate_percent;
-    let recovered = match hit {
-        Some(h) if h > spec.stampede.recover_above_percent => Sample::Holds(Some(h)),
-        Some(_) => Sample::Broken,
-        None => Sample::Unknown,
-    };
-    feed(&mut state.recovering, step.now, recovered, OnUnknown::Hold);
-    let clear = match step.stampede_sample {
-        Sample::Holds(_) => Sample::Broken,
-        Sample::Broken => Sample::Holds(None),
-        Sample::Unknown => Sample::Unknown,
-    };
-    feed(&mut state.clear, step.now, clear, OnUnknown::Hold);
+    feed_recovery(step, state);
 
     let interval = spec.canary.ramp_interval;
     let baseline = spec.canary.sample_rate;
@@ -180,6 +169,22 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     }
 }
 
+/// Feed this observation into the recovery and all-clear windows.
+fn feed_recovery(step: &Step, state: &mut StampedeState) {
+    let recovered = match step.signals.cache_hit_rate_percent {
+        Some(h) if h > step.spec.stampede.recover_above_percent => Sample::Holds(Some(h)),
+        Some(_) => Sample::Broken,
+        None => Sample::Unknown,
+    };
+    feed(&mut state.recovering, step.now, recovered, OnUnknown::Hold);
+    let clear = match step.stampede_sample {
+        Sample::Holds(_) => Sample::Broken,
+        Sample::Broken => Sample::Holds(None),
+        Sample::Unknown => Sample::Unknown,
+    };
+    feed(&mut state.clear, step.now, clear, OnUnknown::Hold);
+}
+
 fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason: String) {
     let spec = step.spec;
     if trigger == WarmTrigger::Stampede {
@@ -190,14 +195,17 @@ fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason:
         .reduced_rate
         .min(spec.canary.sample_rate)
         .max(0.0);
-    m.stampede = Some(StampedeState {
+    let mut state = StampedeState {
         started_at: step.now,
         trigger,
         reason: reason.clone(),
         canary_rate: rate,
         recovering: WindowState::default(),
         clear: WindowState::default(),
-    });
+    };
+    // This observation is the recovery windows' first sample.
+    feed_recovery(step, &mut state);
+    m.stampede = Some(state);
     m.windows.stampede = WindowState::default();
     step.changes.push(Change::Transition {
         subject: "stampede",
