@@ -176,7 +176,7 @@ fn canary_rollback_on_p50_latency() {
             // First breaching sample at 300 s: the window holds 10 minutes later.
             "900 phase Healthy->RollingBack",
             "900 rollback none->1",
-            "900 incident CanaryRollback opened",
+            "900 incident CanaryRollback opened L1",
             "900 render CANARY_SAMPLE_RATE=0.05",
             "900 notify L1 Opened",
             // Phase 1 holds 5 minutes, then canary 0 and phase 2, and phase 3 starts at once.
@@ -214,7 +214,7 @@ fn a_signal_worsening_in_phase_1_goes_straight_to_phase_2() {
             START[1],
             "900 phase Healthy->RollingBack",
             "900 rollback none->1",
-            "900 incident CanaryRollback opened",
+            "900 incident CanaryRollback opened L1",
             "900 render CANARY_SAMPLE_RATE=0.05",
             "900 notify L1 Opened",
             // 1600 ≥ 1200 + 25% of the 1000 ms threshold: no waiting for the 5m hold.
@@ -242,7 +242,7 @@ fn canary_rollback_on_error_rate_above_baseline() {
             // 2.9 is within 1.0 + 2 points; 3.5 is not, from 120 s on.
             "420 phase Healthy->RollingBack",
             "420 rollback none->1",
-            "420 incident CanaryRollback opened",
+            "420 incident CanaryRollback opened L1",
             "420 render CANARY_SAMPLE_RATE=0.05",
             "420 notify L1 Opened",
         ],
@@ -267,14 +267,14 @@ fn canary_rollback_on_mem0_write_success() {
             START[1],
             // Below 99%: the breaker runbook's symptom, alerted at once as an incident.
             "300 phase Healthy->Degraded",
-            "300 incident CircuitBreakerOpen opened",
+            "300 incident CircuitBreakerOpen opened L1",
             "300 notify L1 Opened",
             "1200 incident CircuitBreakerOpen escalated L2",
             "1200 notify L2 Escalated",
             // Below 95% for 30 minutes: rollback.
             "2100 phase Degraded->RollingBack",
             "2100 rollback none->1",
-            "2100 incident CanaryRollback opened",
+            "2100 incident CanaryRollback opened L1",
             "2100 incident CircuitBreakerOpen escalated L3",
             "2100 render CANARY_SAMPLE_RATE=0.05",
             "2100 notify L1 Opened",
@@ -304,7 +304,7 @@ fn breaker_open_alerts_at_once_and_mitigates_after_max_open_duration() {
             START[1],
             "10 phase Healthy->Degraded",
             "10 alert breaker BreakerOpened",
-            "10 incident CircuitBreakerOpen opened",
+            "10 incident CircuitBreakerOpen opened L1",
             "10 notify L1 Opened",
             "30 breaker open->mem0-off",
             "30 render MEM0_READS_ENABLED=false MEM0_SHADOW_MODE=false",
@@ -339,11 +339,11 @@ fn breaker_open_longer_than_breaker_open_for_rolls_back() {
             START[1],
             "1 phase Healthy->Degraded",
             "1 alert breaker BreakerOpened",
-            "1 incident CircuitBreakerOpen opened",
+            "1 incident CircuitBreakerOpen opened L1",
             "1 notify L1 Opened",
             "11 phase Degraded->RollingBack",
             "11 rollback none->1",
-            "11 incident CanaryRollback opened",
+            "11 incident CanaryRollback opened L1",
             "11 render CANARY_SAMPLE_RATE=0.05",
             "11 notify L1 Opened",
         ],
@@ -373,7 +373,7 @@ fn cache_stampede_ramps_back_in_steps() {
             START[1],
             "90 phase Healthy->Degraded",
             "90 stampede none->active",
-            "90 incident CacheStampede opened",
+            "90 incident CacheStampede opened L1",
             // Warming first, then the overlays.
             "90 warm Stampede",
             "90 render CACHE_SERVE_STALE=true CACHE_TTL=7200 CANARY_SAMPLE_RATE=0.04",
@@ -418,7 +418,7 @@ fn redis_cold_start_by_uptime_going_back() {
             START[1],
             "90 phase Healthy->Degraded",
             "90 stampede none->active",
-            "90 incident CacheStampede opened",
+            "90 incident CacheStampede opened L1",
             "90 warm ColdStart",
             "90 render CACHE_SERVE_STALE=true CACHE_TTL=7200 CANARY_SAMPLE_RATE=0.05",
             "90 notify L1 Opened",
@@ -479,7 +479,7 @@ fn redis_memory_levels_evictions_and_remediation() {
             "5 phase Healthy->Degraded",
             "5 alert redis-memory MemoryWatch",
             "10 alert redis-memory MemoryWarning",
-            "10 incident RedisMemory opened",
+            "10 incident RedisMemory opened L1",
             "10 notify L1 Opened",
             "12 alert redis-memory MemoryCritical",
             "12 remediate",
@@ -519,7 +519,7 @@ fn escalation_levels_and_one_resolved_notification() {
             START[1],
             "60 phase Healthy->Degraded",
             "60 alert breaker BreakerOpened",
-            "60 incident CircuitBreakerOpen opened",
+            "60 incident CircuitBreakerOpen opened L1",
             "60 notify L1 Opened",
             "960 incident CircuitBreakerOpen escalated L2",
             "960 notify L2 Escalated",
@@ -550,7 +550,7 @@ fn auto_resume_ramps_the_canary_back() {
             START[1],
             "900 phase Healthy->RollingBack",
             "900 rollback none->1",
-            "900 incident CanaryRollback opened",
+            "900 incident CanaryRollback opened L1",
             "900 render CANARY_SAMPLE_RATE=0.05",
             "900 notify L1 Opened",
             "1200 rollback 1->2",
@@ -587,7 +587,7 @@ fn a_rolled_back_tier_stays_rolled_back_until_resumed() {
             START[1],
             "900 phase Healthy->RollingBack",
             "900 rollback none->1",
-            "900 incident CanaryRollback opened",
+            "900 incident CanaryRollback opened L1",
             "900 render CANARY_SAMPLE_RATE=0.05",
             "900 notify L1 Opened",
             "1200 rollback 1->2",
@@ -626,7 +626,7 @@ fn a_spec_change_resumes_and_warms_the_cache() {
             START[1],
             "900 phase Healthy->RollingBack",
             "900 rollback none->1",
-            "900 incident CanaryRollback opened",
+            "900 incident CanaryRollback opened L1",
             "900 render CANARY_SAMPLE_RATE=0.05",
             "900 notify L1 Opened",
             "1200 rollback 1->2",
@@ -668,7 +668,7 @@ fn missing_data_holds_the_window() {
             // 600 s are reached at 960 s instead of 660 s.
             "960 phase Healthy->RollingBack",
             "960 rollback none->1",
-            "960 incident CanaryRollback opened",
+            "960 incident CanaryRollback opened L1",
             "960 render CANARY_SAMPLE_RATE=0.05",
             "960 notify L1 Opened",
         ],
@@ -690,7 +690,7 @@ fn missing_data_counts_as_a_breach_when_asked() {
             START[1],
             "900 phase Healthy->RollingBack",
             "900 rollback none->1",
-            "900 incident CanaryRollback opened",
+            "900 incident CanaryRollback opened L1",
             "900 render CANARY_SAMPLE_RATE=0.05",
             "900 notify L1 Opened",
         ],
@@ -712,7 +712,7 @@ fn restart_on_change_restarts_after_a_change_but_not_the_first_render() {
             START[1],
             "900 phase Healthy->RollingBack",
             "900 rollback none->1",
-            "900 incident CanaryRollback opened",
+            "900 incident CanaryRollback opened L1",
             "900 render CANARY_SAMPLE_RATE=0.05",
             "900 restart",
             "900 notify L1 Opened",
@@ -793,4 +793,167 @@ fn paused_observes_and_reports_only() {
             .iter()
             .any(|c| c.type_ == "MemoryPressure" && c.status == "True")
     );
+}
+
+/// Drive `decide` directly through mode switches, which a scenario cannot express.
+mod mode_switches {
+    use jiff::{SignedDuration, Timestamp};
+    use serde_json::json;
+    use tierguard::api::{Mode, Observation, Phase, PolicyMemory};
+    use tierguard::policy::{Action, AppliedConfig, DecideContext, Decision, decide};
+
+    fn obs(p50: f64) -> Observation {
+        Observation {
+            p50_latency_ms: Some(p50),
+            error_rate_percent: Some(0.5),
+            cache_hit_rate_percent: Some(97.0),
+            ..Observation::default()
+        }
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_900_000_000).unwrap() + SignedDuration::from_secs(secs)
+    }
+
+    fn ctx() -> DecideContext {
+        DecideContext {
+            generation: Some(1),
+            resume_token: None,
+            applied: AppliedConfig::Unknown,
+        }
+    }
+
+    fn renders(d: &Decision) -> Vec<&Action> {
+        d.actions
+            .iter()
+            .filter(|a| matches!(a, Action::RenderConfig { .. }))
+            .collect()
+    }
+
+    #[test]
+    fn enforce_after_dry_run_renders_what_was_only_recorded() {
+        let mut spec = super::tier(json!({"mode": "DryRun"})).spec;
+        let mut memory = PolicyMemory::default();
+        let mut last = None;
+        for i in 0..=40 {
+            let d = decide(
+                &spec,
+                &memory,
+                &obs(if i >= 5 { 1500.0 } else { 300.0 }),
+                at(i * 30),
+                &ctx(),
+            );
+            assert!(d.dry_run);
+            memory = d.memory.clone();
+            last = Some(d);
+        }
+        let recorded = last.unwrap();
+        assert_eq!(recorded.phase, Phase::RollingBack);
+        spec.mode = Mode::Enforce;
+        let d = decide(&spec, &memory, &obs(1500.0), at(41 * 30), &ctx());
+        assert!(!d.dry_run);
+        let r = renders(&d);
+        assert_eq!(r.len(), 1, "{:?}", d.actions);
+        let Action::RenderConfig { config, reason, .. } = r[0] else {
+            unreachable!()
+        };
+        assert_eq!(config, &recorded.effective.config);
+        assert!(reason.contains("DryRun"), "{reason}");
+        // And only once.
+        let next = decide(&spec, &d.memory, &obs(1500.0), at(42 * 30), &ctx());
+        assert!(renders(&next).is_empty());
+    }
+
+    #[test]
+    fn a_tier_unpaused_mid_breach_acts_on_what_held() {
+        let mut spec = super::tier(json!({"mode": "Paused"})).spec;
+        let mut memory = PolicyMemory::default();
+        for i in 0..=30 {
+            let d = decide(&spec, &memory, &obs(1500.0), at(i * 30), &ctx());
+            assert_eq!(d.phase, Phase::Paused);
+            assert!(d.actions.iter().all(|a| matches!(a, Action::Event { .. })));
+            memory = d.memory;
+        }
+        spec.mode = Mode::Enforce;
+        let d = decide(&spec, &memory, &obs(1500.0), at(31 * 30), &ctx());
+        assert_eq!(
+            d.phase,
+            Phase::RollingBack,
+            "the breach held for 15 minutes while paused"
+        );
+        assert_eq!(d.effective.config["CANARY_SAMPLE_RATE"], "0.05");
+        assert_eq!(renders(&d).len(), 1);
+    }
+
+    #[test]
+    fn a_drifted_configmap_is_rendered_again_in_enforce() {
+        let spec = super::tier(json!({})).spec;
+        let first = decide(&spec, &PolicyMemory::default(), &obs(300.0), at(0), &ctx());
+        let hash = first.effective.hash.clone().unwrap();
+        let same = DecideContext {
+            applied: AppliedConfig::Hash(hash.clone()),
+            ..ctx()
+        };
+        assert!(renders(&decide(&spec, &first.memory, &obs(300.0), at(30), &same)).is_empty());
+        let edited = DecideContext {
+            applied: AppliedConfig::Hash("edited".into()),
+            ..ctx()
+        };
+        let d = decide(&spec, &first.memory, &obs(300.0), at(30), &edited);
+        assert_eq!(renders(&d).len(), 1);
+        let absent = DecideContext {
+            applied: AppliedConfig::Absent,
+            ..ctx()
+        };
+        assert_eq!(
+            renders(&decide(&spec, &first.memory, &obs(300.0), at(30), &absent)).len(),
+            1
+        );
+        // DryRun never repairs: it acts on nothing.
+        let dry = super::tier(json!({"mode": "DryRun"})).spec;
+        assert!(renders(&decide(&dry, &first.memory, &obs(300.0), at(30), &edited)).is_empty());
+    }
+
+    #[test]
+    fn status_shows_the_decision() {
+        let spec = super::tier(json!({})).spec;
+        let mut memory = PolicyMemory::default();
+        let mut status = tierguard::api::MemoryTierStatus::default();
+        for i in 0..=40 {
+            let o = obs(if i >= 5 { 1500.0 } else { 300.0 });
+            let d = decide(&spec, &memory, &o, at(i * 30), &ctx());
+            d.apply_to_status(&mut status, &o, Some(1));
+            memory = d.memory;
+        }
+        assert_eq!(status.phase, Some(Phase::RollingBack));
+        assert_eq!(status.mitigations.len(), 1);
+        assert_eq!(status.mitigations[0].name, "rollback-features");
+        let effective = status.effective.as_ref().unwrap();
+        assert_eq!(effective.canary_sample_rate.as_deref(), Some("0.0"));
+        assert_eq!(
+            effective.overridden_by["FAST_PATH_ENABLED"],
+            "rollback-features"
+        );
+        assert_eq!(status.incidents.len(), 1);
+        assert!(status.incidents[0].timeline.len() >= 4);
+        assert!(tierguard::api::conditions::is_true(
+            &status.conditions,
+            "RolledBack"
+        ));
+        assert!(!tierguard::api::conditions::is_true(
+            &status.conditions,
+            "Ready"
+        ));
+        assert_eq!(
+            status
+                .policy
+                .as_ref()
+                .unwrap()
+                .rollback
+                .as_ref()
+                .unwrap()
+                .phase,
+            3
+        );
+    }
 }

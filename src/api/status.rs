@@ -464,6 +464,9 @@ pub struct PolicyMemory {
     /// Hash of the effective config the policy last asked to render.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rendered_hash: Option<String>,
+    /// Whether that render was only recorded (DryRun): in Enforce it is then rendered for real.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rendered_dry_run: bool,
 }
 
 /// The breach windows of the rollback criteria and of the stampede detector.

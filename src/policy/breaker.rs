@@ -52,7 +52,8 @@ pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
 
 /// Alert, mitigate, end the mitigation, and keep the incident.
 pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
-    let name = step.spec.breaker.name.clone();
+    let spec = step.spec;
+    let name = &spec.breaker.name;
     let max_open = step.spec.breaker.max_open_duration;
     let interval = step.spec.canary.ramp_interval;
     if m.breaker.outage_since.is_some() && !m.breaker.alerted {

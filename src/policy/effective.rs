@@ -56,14 +56,18 @@ pub type ConfigMap = BTreeMap<String, String>;
 
 /// Format a canary rate the way the runbooks write it ("0.05", "0.1", "0.0").
 pub fn format_rate(rate: f64) -> String {
-    // Round to 4 decimals so ramp arithmetic (0.05 + 0.05) renders as "0.1", not "0.10000000000000001".
-    let rounded = (rate.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
-    let text = format!("{rounded}");
-    if text.contains('.') {
-        text
-    } else {
-        format!("{text}.0")
+    // Four decimals at most, so ramp arithmetic (0.05 + 0.05) renders as "0.1", not
+    // "0.10000000000000001". Integer arithmetic: this runs at every policy step.
+    let n = (rate.clamp(0.0, 1.0) * 10_000.0).round() as u32;
+    let (whole, frac) = (n / 10_000, n % 10_000);
+    if frac == 0 {
+        return format!("{whole}.0");
     }
+    let mut text = format!("{whole}.{frac:04}");
+    while text.ends_with('0') {
+        text.pop();
+    }
+    text
 }
 
 fn format_bool(b: bool) -> String {
@@ -72,54 +76,53 @@ fn format_bool(b: bool) -> String {
 
 /// The baseline: the spec rendered into environment variables.
 pub fn baseline(spec: &MemoryTierSpec) -> ConfigMap {
-    let mut config = ConfigMap::new();
-    let mut put = |k: &str, v: String| {
-        config.insert(k.to_owned(), v);
-    };
-    put(CANARY_SAMPLE_RATE, format_rate(spec.canary.sample_rate));
-    // The runbooks' three flags are always rendered; the application must never guess a default.
-    for flag in [FAST_PATH_ENABLED, MEM0_READS_ENABLED, MEM0_SHADOW_MODE] {
-        put(
-            flag,
-            format_bool(spec.features.get(flag).copied().unwrap_or(false)),
-        );
+    let secs = |d: crate::api::Duration| d.as_std().as_secs().to_string();
+    let flag = |name: &str| format_bool(spec.features.get(name).copied().unwrap_or(false));
+    let mut pairs: Vec<(String, String)> = Vec::with_capacity(KEYS.len() + spec.features.len());
+    // In key order, so that building the map needs no reordering.
+    let fixed: [(&str, String); 14] = [
+        (CACHE_SERVE_STALE, format_bool(spec.cache.serve_stale)),
+        (CACHE_STALE_TTL, secs(spec.cache.stale_ttl)),
+        (CACHE_TTL, secs(spec.cache.ttl)),
+        (CACHE_TTL_JITTER, secs(spec.cache.ttl_jitter)),
+        (CANARY_SAMPLE_RATE, format_rate(spec.canary.sample_rate)),
+        (
+            CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+            spec.breaker.failure_threshold.to_string(),
+        ),
+        (
+            CIRCUIT_BREAKER_LATENCY_THRESHOLD_MS,
+            spec.breaker
+                .latency_threshold
+                .as_std()
+                .as_millis()
+                .to_string(),
+        ),
+        (CIRCUIT_BREAKER_NAME, spec.breaker.name.clone()),
+        (
+            CIRCUIT_BREAKER_RESET_SECONDS,
+            secs(spec.breaker.reset_after),
+        ),
+        // The runbooks' three flags are always rendered; the application must never guess a default.
+        (FAST_PATH_ENABLED, flag(FAST_PATH_ENABLED)),
+        (MAX_CACHE_VALUE_SIZE, spec.cache.max_value_bytes.to_string()),
+        (
+            MAX_CLINIC_CACHE_ITEMS,
+            spec.cache.max_items_per_clinic.to_string(),
+        ),
+        (MEM0_READS_ENABLED, flag(MEM0_READS_ENABLED)),
+        (MEM0_SHADOW_MODE, flag(MEM0_SHADOW_MODE)),
+    ];
+    pairs.extend(fixed.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    // Every other flag of spec.features passes through.
+    for (name, on) in &spec.features {
+        if !KEYS.contains(&name.as_str()) {
+            pairs.push((name.clone(), format_bool(*on)));
+        }
     }
-    put(CACHE_TTL, spec.cache.ttl.as_std().as_secs().to_string());
-    put(
-        CACHE_TTL_JITTER,
-        spec.cache.ttl_jitter.as_std().as_secs().to_string(),
-    );
-    put(CACHE_SERVE_STALE, format_bool(spec.cache.serve_stale));
-    put(
-        CACHE_STALE_TTL,
-        spec.cache.stale_ttl.as_std().as_secs().to_string(),
-    );
-    put(MAX_CACHE_VALUE_SIZE, spec.cache.max_value_bytes.to_string());
-    put(
-        MAX_CLINIC_CACHE_ITEMS,
-        spec.cache.max_items_per_clinic.to_string(),
-    );
-    put(CIRCUIT_BREAKER_NAME, spec.breaker.name.clone());
-    put(
-        CIRCUIT_BREAKER_FAILURE_THRESHOLD,
-        spec.breaker.failure_threshold.to_string(),
-    );
-    put(
-        CIRCUIT_BREAKER_LATENCY_THRESHOLD_MS,
-        spec.breaker
-            .latency_threshold
-            .as_std()
-            .as_millis()
-            .to_string(),
-    );
-    put(
-        CIRCUIT_BREAKER_RESET_SECONDS,
-        spec.breaker.reset_after.as_std().as_secs().to_string(),
-    );
-    for (flag, on) in &spec.features {
-        config.insert(flag.clone(), format_bool(*on));
-    }
-    config
+    // Built in one go (the standard library sorts an already sorted list in one pass): much
+    // cheaper than key-by-key insertion.
+    ConfigMap::from_iter(pairs)
 }
 
 /// The more conservative of two values for a key.
@@ -146,22 +149,41 @@ pub fn render(
     spec: &MemoryTierSpec,
     mitigations: &[Mitigation],
 ) -> (ConfigMap, BTreeMap<String, String>) {
-    let base = baseline(spec);
-    let mut effective = base.clone();
+    let mut effective = baseline(spec);
     let mut overridden_by = BTreeMap::new();
+    // First merge the overrides per key (key, value, the mitigation that set it), then apply
+    // them: the baseline value is still at hand to tell whether the key differs from it.
+    let mut merged: Vec<(&String, String, &String)> = Vec::new();
     for mitigation in mitigations {
         for (key, value) in &mitigation.overrides {
-            let merged = match effective.get(key) {
+            let slot = merged.iter().position(|(k, _, _)| *k == key);
+            let current = match slot {
+                Some(i) => Some(merged[i].1.as_str()),
+                None => effective.get(key).map(String::as_str),
+            };
+            let next = match current {
                 Some(current) => conservative(key, current, value),
                 None => value.clone(),
             };
-            if effective.get(key) != Some(&merged) {
-                overridden_by.insert(key.clone(), mitigation.name.clone());
+            if current == Some(next.as_str()) {
+                continue;
             }
-            effective.insert(key.clone(), merged);
+            match slot {
+                Some(i) => merged[i] = (key, next, &mitigation.name),
+                None => merged.push((key, next, &mitigation.name)),
+            }
         }
     }
-    overridden_by.retain(|k, _| base.get(k) != effective.get(k));
+    for (key, value, name) in merged {
+        match effective.get_mut(key) {
+            Some(slot) if *slot == value => continue,
+            Some(slot) => *slot = value,
+            None => {
+                effective.insert(key.clone(), value);
+            }
+        }
+        overridden_by.insert(key.clone(), name.clone());
+    }
     (effective, overridden_by)
 }
 
@@ -176,7 +198,12 @@ pub fn hash(config: &ConfigMap) -> String {
         hasher.update([0]);
     }
     let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut text = String::with_capacity(16);
+    for b in &digest[..8] {
+        use std::fmt::Write as _;
+        let _ = write!(text, "{b:02x}");
+    }
+    text
 }
 
 #[cfg(test)]

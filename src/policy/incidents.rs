@@ -82,16 +82,24 @@ pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str,
         }],
         clear: Default::default(),
     };
-    step.changes.push(Change::Incident {
-        id,
-        runbook,
-        what: IncidentChange::Opened,
-        level: 0,
-        reason: trigger.to_owned(),
-    });
     m.open_incidents.insert(runbook.to_owned(), incident);
     step.touch(runbook);
+    let at = step.changes.len();
     escalate_one(step, m, runbook);
+    let level = m
+        .open_incidents
+        .get(runbook)
+        .map_or(0, |i| i.notified_level);
+    step.changes.insert(
+        at,
+        Change::Incident {
+            id,
+            runbook,
+            what: IncidentChange::Opened,
+            level,
+            reason: trigger.to_owned(),
+        },
+    );
 }
 
 /// Notify every escalation level now due for every open incident.

@@ -380,9 +380,9 @@ pub fn decide(
     let active = mitigations::active(spec, &m);
     let (config, overridden_by) = effective::render(spec, &active);
     let hash = effective::hash(&config);
-    if !paused {
-        render(&mut step, &m, memory, &config, &hash);
+    if !paused && render(&mut step, &m, memory, &config, &hash) {
         m.rendered_hash = Some(hash.clone());
+        m.rendered_dry_run = spec.mode == Mode::DryRun;
     }
     let effective = EffectiveConfig {
         canary_sample_rate: config.get(effective::CANARY_SAMPLE_RATE).cloned(),
@@ -501,16 +501,18 @@ fn action_event(action: &Action, dry_run: bool) -> Option<Action> {
 }
 
 /// Ask for a render when the effective config changed, or (in Enforce) when the ConfigMap does not
-/// hold it.
+/// hold it or the last render was only recorded in DryRun. Returns whether it asked.
 fn render(
     step: &mut Step,
     m: &PolicyMemory,
     before: &PolicyMemory,
     config: &effective::ConfigMap,
     hash: &str,
-) {
+) -> bool {
+    let enforce = step.spec.mode == Mode::Enforce;
     let changed = before.rendered_hash.as_deref() != Some(hash);
-    let drift = step.spec.mode == Mode::Enforce
+    let only_recorded = enforce && before.rendered_dry_run;
+    let drift = enforce
         && match &step.ctx.applied {
             AppliedConfig::Unknown => None,
             AppliedConfig::Absent => Some("the ConfigMap does not exist".to_owned()),
@@ -520,14 +522,16 @@ fn render(
             AppliedConfig::Hash(_) => None,
         }
         .is_some();
-    if !changed && !drift {
-        return;
+    if !changed && !drift && !only_recorded {
+        return false;
     }
     let reason = if changed {
         match &before.rendered_hash {
             None => "first render of the effective config".to_owned(),
             Some(_) => change_reason(step.spec, before, m),
         }
+    } else if only_recorded {
+        "spec.mode is Enforce: the effective config so far was only recorded (DryRun)".to_owned()
     } else {
         match &step.ctx.applied {
             AppliedConfig::Absent => "the ConfigMap does not exist".to_owned(),
@@ -551,6 +555,7 @@ fn render(
             reason: format!("target.restartOnChange: {reason}"),
         });
     }
+    true
 }
 
 fn change_reason(spec: &MemoryTierSpec, before: &PolicyMemory, after: &PolicyMemory) -> String {

@@ -86,17 +86,24 @@ pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
             at: step.now,
             value: r.evictions_total,
         };
-        let n = r.eviction_samples.len();
+        let now = step.now;
+        // Keep one reading at or before the window's start, as the base. Older ones are dropped
+        // before a push, so that the vector's room is reused.
+        let out_of_window =
+            |samples: &[CounterSample]| samples.len() >= 2 && elapsed(now, samples[1].at) >= window;
+        let samples = &mut r.eviction_samples;
+        let n = samples.len();
         // Thin: the newest slot floats until it is `spacing` past the one before it.
-        if n >= 2 && elapsed(step.now, r.eviction_samples[n - 2].at) < spacing {
-            r.eviction_samples[n - 1] = sample;
+        if n >= 2 && elapsed(now, samples[n - 2].at) < spacing {
+            samples[n - 1] = sample;
         } else {
-            r.eviction_samples.push(sample);
+            while out_of_window(samples) {
+                samples.remove(0);
+            }
+            samples.push(sample);
         }
-        // Keep one reading at or before the window's start, as the base.
-        while r.eviction_samples.len() >= 2 && elapsed(step.now, r.eviction_samples[1].at) >= window
-        {
-            r.eviction_samples.remove(0);
+        while out_of_window(samples) {
+            samples.remove(0);
         }
     }
 
@@ -132,9 +139,10 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     let levels = &spec.memory_levels;
     let used = step.signals.redis_used_memory_percent;
     let level = m.redis.level;
-    let used_text = used
-        .map(|u| format!("{}%", num(u)))
-        .unwrap_or_else(|| "unknown".into());
+    let used_text = || {
+        used.map(|u| format!("{}%", num(u)))
+            .unwrap_or_else(|| "unknown".into())
+    };
 
     if level != m.redis.alerted_level {
         let from = m.redis.alerted_level;
@@ -145,7 +153,8 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
                 code: level_reason(level),
                 warning: true,
                 message: format!(
-                    "Redis memory {used_text} of maxmemory: level {} (≥ {}%)",
+                    "Redis memory {} of maxmemory: level {} (≥ {}%)",
+                    used_text(),
                     level.as_str(),
                     num(threshold(levels, level))
                 ),
@@ -156,7 +165,8 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
                 from: from.as_str().into(),
                 to: level.as_str().into(),
                 reason: format!(
-                    "Redis memory {used_text}, more than {} points below the {} level",
+                    "Redis memory {}, more than {} points below the {} level",
+                    used_text(),
                     num(levels.hysteresis),
                     from.as_str()
                 ),
@@ -168,9 +178,10 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
                 m,
                 REDIS_MEMORY,
                 format!(
-                    "Memory level {} → {} ({used_text})",
+                    "Memory level {} → {} ({})",
                     from.as_str(),
-                    level.as_str()
+                    level.as_str(),
+                    used_text()
                 ),
             );
         }
@@ -213,7 +224,8 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         if cooled {
             m.redis.last_remediation_at = Some(step.now);
             let reason = format!(
-                "Redis memory {used_text} ≥ critical {}%: unlink non-critical keys and old cache generations (cooldown {})",
+                "Redis memory {} ≥ critical {}%: unlink non-critical keys and old cache generations (cooldown {})",
+                used_text(),
                 num(levels.critical),
                 spec.remediation.cooldown
             );
@@ -222,7 +234,10 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
                 reason: reason.clone(),
             });
             step.actions.push(Action::AuditRedis {
-                reason: format!("Redis memory {used_text} ≥ critical: find keys without TTL and the largest keys"),
+                reason: format!(
+                    "Redis memory {} ≥ critical: find keys without TTL and the largest keys",
+                    used_text()
+                ),
             });
             incidents::open(step, m, REDIS_MEMORY, &reason);
             incidents::note(step, m, REDIS_MEMORY, "Remediation and key audit requested");
@@ -233,7 +248,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     let alert = m.redis.eviction_alert;
     let trigger = || {
         if level >= MemoryLevel::Warning {
-            format!("Redis memory {used_text}: level {}", level.as_str())
+            format!("Redis memory {}: level {}", used_text(), level.as_str())
         } else if alert {
             format!(
                 "Redis evicted {} keys within {window}",

@@ -42,11 +42,20 @@ impl<'a> Signals<'a> {
 
 /// A number for a message: whole numbers without decimals, others with at most two.
 pub fn num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        let text = format!("{v:.2}");
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    let hundredths = (v * 100.0).round();
+    if hundredths.abs() >= 1e15 {
+        return format!("{v:e}");
+    }
+    // Integer arithmetic (this runs in messages at every step); anything that rounds to zero
+    // prints as 0, never -0.
+    let h = hundredths as i64;
+    let sign = if h < 0 { "-" } else { "" };
+    let (whole, frac) = (h.unsigned_abs() / 100, h.unsigned_abs() % 100);
+    match frac {
+        0 if h == 0 => "0".to_owned(),
+        0 => format!("{sign}{whole}"),
+        f if f % 10 == 0 => format!("{sign}{whole}.{}", f / 10),
+        f => format!("{sign}{whole}.{f:02}"),
     }
 }
 
@@ -76,5 +85,8 @@ mod tests {
         assert_eq!(num(2.5), "2.5");
         assert_eq!(num(99.333), "99.33");
         assert_eq!(num(-0.5), "-0.5");
+        assert_eq!(num(-1e-300), "0");
+        assert_eq!(num(0.05), "0.05");
+        assert_eq!(num(1e300), "1e300");
     }
 }
