@@ -355,6 +355,30 @@ fn check_effective(spec: &MemoryTierSpec, d: &Decision) -> Result<(), TestCaseEr
     Ok(())
 }
 
+/// Every change is reported by an Event with the same words; every action says why.
+fn check_explained(d: &Decision) -> Result<(), TestCaseError> {
+    let events: Vec<&str> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event { message, .. } => Some(message.trim_start_matches("DryRun: ")),
+            _ => None,
+        })
+        .collect();
+    for change in &d.changes {
+        let text = change.describe();
+        prop_assert!(events.contains(&text.as_str()), "no Event for {}", text);
+    }
+    for action in &d.actions {
+        prop_assert!(
+            !action.reason().trim().is_empty(),
+            "{:?} without a reason",
+            action
+        );
+    }
+    Ok(())
+}
+
 fn config_changes(decisions: &[Decision]) -> Vec<Timestamp> {
     decisions
         .iter()
@@ -377,6 +401,9 @@ proptest! {
         let history = expand(&segs);
         let decisions = run(&spec, &history);
         check_sustained(&spec, &history, &decisions)?;
+        for d in &decisions {
+            check_explained(d)?;
+        }
     }
 
     #[test]
@@ -515,6 +542,7 @@ proptest! {
             };
             let d = decide(&spec, &memory, &obs, at, &ctx(Some("x")));
             check_effective(&spec, &d)?;
+            check_explained(&d)?;
             // Whatever came in, the memory still round-trips through status JSON.
             let text = serde_json::to_string(&d.memory).expect("memory serializes");
             let back: PolicyMemory = serde_json::from_str(&text).expect("memory deserializes");

@@ -957,3 +957,69 @@ mod mode_switches {
         );
     }
 }
+
+/// Evictions are counted from evicted_keys readings; a restarted Redis starts its counter again.
+mod eviction_counter {
+    use jiff::{SignedDuration, Timestamp};
+    use serde_json::json;
+    use tierguard::api::{Observation, PolicyMemory};
+    use tierguard::policy::{AppliedConfig, Change, DecideContext, decide};
+
+    #[test]
+    fn counter_resets_are_counted_from_zero() {
+        let spec =
+            super::tier(json!({"redis": {"evictions": {"maxEvictions": 10, "window": "1m"}}})).spec;
+        let ctx = DecideContext {
+            generation: Some(1),
+            resume_token: None,
+            applied: AppliedConfig::Unknown,
+        };
+        let t0 = Timestamp::from_second(1_900_000_000).unwrap();
+        let readings: [(i64, u64, &str); 5] = [
+            (0, 1000, "a"),
+            (10, 1005, "a"),
+            // Redis restarted: a new run_id and the counter from zero.
+            (20, 4, "b"),
+            (30, 8, "b"),
+            // A counter below the last reading without a run_id change is a reset too.
+            (40, 2, "b"),
+        ];
+        let mut memory = PolicyMemory::default();
+        let mut counted = Vec::new();
+        let mut alerts = Vec::new();
+        for (secs, evicted, run) in readings {
+            let obs = Observation {
+                redis_evicted_keys: Some(evicted),
+                redis_run_id: Some(run.into()),
+                ..Observation::default()
+            };
+            let d = decide(
+                &spec,
+                &memory,
+                &obs,
+                t0 + SignedDuration::from_secs(secs),
+                &ctx,
+            );
+            counted.push(d.memory_report.evictions_in_window);
+            alerts.extend(
+                d.changes
+                    .iter()
+                    .filter(|c| {
+                        matches!(
+                            c,
+                            Change::Alert {
+                                subject: "evictions",
+                                ..
+                            }
+                        )
+                    })
+                    .map(|_| secs),
+            );
+            memory = d.memory;
+        }
+        // 5, then +4 after the restart, +4, then +2 after the reset: never a negative or wrapped
+        // difference of raw readings.
+        assert_eq!(counted, [Some(0), Some(5), Some(9), Some(13), Some(15)]);
+        assert_eq!(alerts, [30], "more than 10 within the minute from 30 s");
+    }
+}
