@@ -72,12 +72,9 @@ impl Default for Metrics {
             "Reconciles that failed, by kind of error",
             reconcile_errors.clone(),
         );
-        let reconcile_duration = Histogram::new(
-            [
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]
-            .into_iter(),
-        );
+        let reconcile_duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]);
         registry.register(
             "reconcile_duration_seconds",
             "Time one reconcile took",
