@@ -107,13 +107,22 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_a_flip() {
         let mut conds = Vec::new();
-        merge(&mut conds, condition(READY, true, "A", "first", Some(1), at(100)));
-        merge(&mut conds, condition(READY, true, "B", "second", Some(2), at(200)));
+        merge(
+            &mut conds,
+            condition(READY, true, "A", "first", Some(1), at(100)),
+        );
+        merge(
+            &mut conds,
+            condition(READY, true, "B", "second", Some(2), at(200)),
+        );
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0].last_transition_time.0, at(100));
         assert_eq!(conds[0].reason, "B");
         assert_eq!(conds[0].observed_generation, Some(2));
-        merge(&mut conds, condition(READY, false, "C", "third", Some(2), at(300)));
+        merge(
+            &mut conds,
+            condition(READY, false, "C", "third", Some(2), at(300)),
+        );
         assert_eq!(conds[0].last_transition_time.0, at(300));
         assert_eq!(conds[0].status, "False");
     }
@@ -121,7 +130,10 @@ mod tests {
     #[test]
     fn conditions_keep_a_stable_order() {
         let mut conds = Vec::new();
-        merge(&mut conds, condition(BREAKER_OPEN, false, "x", "", None, at(1)));
+        merge(
+            &mut conds,
+            condition(BREAKER_OPEN, false, "x", "", None, at(1)),
+        );
         merge(&mut conds, condition(READY, true, "x", "", None, at(1)));
         merge(&mut conds, condition(STALLED, false, "x", "", None, at(1)));
         let types: Vec<_> = conds.iter().map(|c| c.type_.as_str()).collect();

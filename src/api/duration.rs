@@ -120,8 +120,8 @@ impl fmt::Display for Duration {
         if total_nanos == 0 {
             return f.write_str("0s");
         }
-        if total_nanos % 1_000_000_000 != 0 {
-            if total_nanos % 1_000_000 == 0 {
+        if !total_nanos.is_multiple_of(1_000_000_000) {
+            if total_nanos.is_multiple_of(1_000_000) {
                 return write!(f, "{}ms", total_nanos / 1_000_000);
             }
             return write!(f, "{total_nanos}ns");
@@ -198,7 +198,10 @@ mod tests {
     #[test]
     fn rejects_malformed_durations() {
         for text in ["", "10", "m", "10 m", "1d", "-5m", "1..5s", "5mm", "abc"] {
-            assert!(text.parse::<Duration>().is_err(), "{text:?} should be rejected");
+            assert!(
+                text.parse::<Duration>().is_err(),
+                "{text:?} should be rejected"
+            );
         }
     }
 

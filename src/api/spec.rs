@@ -13,6 +13,8 @@ use super::{Duration, MemoryTierStatus};
 
 /// Desired state of a memory tier: the baseline configuration that humans and GitOps own, and the
 /// rules by which the controller may temporarily mitigate it during an incident.
+// The printer columns repeat `type_ = "string"`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "tierguard.dev",
@@ -24,10 +26,29 @@ use super::{Duration, MemoryTierStatus};
     status = "MemoryTierStatus",
     derive = "PartialEq",
     doc = "A MemoryTier declares how one application's Redis-backed memory tier is run: its canary rate, feature flags, cache TTLs, circuit breaker, Redis memory limits, rollback criteria and cache warming. The controller renders the effective configuration into a ConfigMap and applies the runbooks' mitigations automatically.",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Where the tier is in the runbooks' lifecycle"),
-    printcolumn(name = "Canary", type_ = "string", json_path = ".status.effective.canarySampleRate", description = "Effective canary sample rate"),
-    printcolumn(name = "Memory", type_ = "string", json_path = ".status.memoryReport.level", description = "Redis memory level (ok, watch, warning, critical)"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Where the tier is in the runbooks' lifecycle"
+    ),
+    printcolumn(
+        name = "Canary",
+        type_ = "string",
+        json_path = ".status.effective.canarySampleRate",
+        description = "Effective canary sample rate"
+    ),
+    printcolumn(
+        name = "Memory",
+        type_ = "string",
+        json_path = ".status.memoryReport.level",
+        description = "Redis memory level (ok, watch, warning, critical)"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("!has(self.warming.endpoint) || self.warming.clinicIds.size() > 0 || has(self.warming.topN)").message("warming.endpoint is set but neither warming.clinicIds nor warming.topN says which clinics to warm").field_path(".warming"))]
@@ -116,7 +137,10 @@ fn default_features() -> BTreeMap<String, bool> {
 pub struct TargetSpec {
     /// Name of the ConfigMap (same namespace) that receives the effective configuration. The
     /// controller owns this ConfigMap; do not manage it with GitOps.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub config_map_name: String,
 
     /// The workload (same namespace) that reads the ConfigMap. Needed only for restartOnChange.
@@ -624,7 +648,11 @@ impl Default for WarmingSpec {
             token_secret_ref: None,
             clinic_ids: Vec::new(),
             top_n: None,
-            triggers: vec![WarmTrigger::ColdStart, WarmTrigger::Stampede, WarmTrigger::Deploy],
+            triggers: vec![
+                WarmTrigger::ColdStart,
+                WarmTrigger::Stampede,
+                WarmTrigger::Deploy,
+            ],
             batch_size: 50,
             concurrency: 2,
             timeout: Duration::from_secs(10),

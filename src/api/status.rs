@@ -56,7 +56,20 @@ pub struct MemoryTierStatus {
 }
 
 /// The tier's lifecycle phase.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
 pub enum Phase {
     /// Not reconciled yet.
     #[default]
@@ -110,11 +123,14 @@ pub enum BreakerState {
 impl BreakerState {
     /// The gauge encoding the built-in query expects: 0 closed, 1 open, 2 half-open.
     pub fn from_gauge(value: f64) -> Option<Self> {
-        match value {
-            v if v == 0.0 => Some(BreakerState::Closed),
-            v if v == 1.0 => Some(BreakerState::Open),
-            v if v == 2.0 => Some(BreakerState::HalfOpen),
-            _ => None,
+        if value == 0.0 {
+            Some(BreakerState::Closed)
+        } else if value == 1.0 {
+            Some(BreakerState::Open)
+        } else if value == 2.0 {
+            Some(BreakerState::HalfOpen)
+        } else {
+            None
         }
     }
 
@@ -300,7 +316,20 @@ pub struct MemoryReport {
 }
 
 /// Memory levels of the Redis OOM runbook.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MemoryLevel {
     #[default]

@@ -65,7 +65,10 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
     let Some(obj) = doc.as_object() else {
         return Err(vec![Problem::new(
             "<document>",
-            format!("expected a Kubernetes object (a mapping), found {}", kind_of(doc)),
+            format!(
+                "expected a Kubernetes object (a mapping), found {}",
+                kind_of(doc)
+            ),
         )]);
     };
     let mut problems = Vec::new();
@@ -102,7 +105,10 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
         ));
     }
     for key in obj.keys() {
-        if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+        if !matches!(
+            key.as_str(),
+            "apiVersion" | "kind" | "metadata" | "spec" | "status"
+        ) {
             problems.push(Problem::new(key.clone(), "unknown field"));
         }
     }
@@ -120,7 +126,10 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
         Validator::new().validate_compiled_with_context(&rules.compiled, doc, None, Some(&root))
     {
         for e in errors.iter() {
-            problems.push(Problem::new(normalize_path(&e.field_path), e.message.clone()));
+            problems.push(Problem::new(
+                normalize_path(&e.field_path),
+                e.message.clone(),
+            ));
         }
         return Err(problems);
     }
@@ -129,7 +138,11 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
     serde_path_to_error::deserialize::<_, MemoryTier>(deserializer).map_err(|e| {
         let path = e.path().to_string();
         vec![Problem::new(
-            if path == "." { "<document>".into() } else { path },
+            if path == "." {
+                "<document>".into()
+            } else {
+                path
+            },
             e.into_inner().to_string(),
         )]
     })
@@ -149,7 +162,10 @@ fn check_metadata(metadata: Option<&Value>, problems: &mut Vec<Problem>) {
         None => problems.push(Problem::new("metadata.name", "required")),
         Some(name) => {
             if name.len() > 253
-                || !pattern_matches(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", name)
+                || !pattern_matches(
+                    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                    name,
+                )
             {
                 problems.push(Problem::new(
                     "metadata.name",
@@ -182,12 +198,18 @@ fn check_schema(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Pr
         let hint = match (expected, value) {
             (Some("string"), Value::Number(_)) => " (quote it, e.g. \"10m\")",
             (Some("boolean"), Value::String(_)) => " (write true or false without quotes)",
-            (Some("number" | "integer"), Value::String(_)) => " (write the number without quotes)",
+            (Some("number" | "integer"), Value::String(_)) => {
+                " (write a plain number, without quotes or units)"
+            }
             _ => "",
         };
         problems.push(Problem::new(
             path,
-            format!("expected {}, found {}{hint}", expected.unwrap_or("?"), kind_of(value)),
+            format!(
+                "expected {}, found {}{hint}",
+                expected.unwrap_or("?"),
+                kind_of(value)
+            ),
         ));
         return;
     }
@@ -208,12 +230,18 @@ fn check_schema(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Pr
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                 && len > max
             {
-                problems.push(Problem::new(path, format!("has {len} items, at most {max} allowed")));
+                problems.push(Problem::new(
+                    path,
+                    format!("has {len} items, at most {max} allowed"),
+                ));
             }
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && len < min
             {
-                problems.push(Problem::new(path, format!("has {len} items, at least {min} required")));
+                problems.push(Problem::new(
+                    path,
+                    format!("has {len} items, at least {min} required"),
+                ));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -256,7 +284,10 @@ fn check_string(schema: &Value, s: &str, path: &str, problems: &mut Vec<Problem>
     if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
         && len > max
     {
-        problems.push(Problem::new(path, format!("must be at most {max} characters long")));
+        problems.push(Problem::new(
+            path,
+            format!("must be at most {max} characters long"),
+        ));
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
         && !pattern_matches(pattern, s)
@@ -331,7 +362,11 @@ fn normalize_path(path: &str) -> String {
         last_dot = c == '.';
         out.push(c);
     }
-    if out.is_empty() { "<document>".into() } else { out }
+    if out.is_empty() {
+        "<document>".into()
+    } else {
+        out
+    }
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -416,7 +451,11 @@ mod tests {
         doc["spec"]["canary"] = json!({"sampelRate": 0.2});
         let problems = validate_document(&doc).unwrap_err();
         assert_eq!(problems[0].path, "spec.canary.sampelRate");
-        assert!(problems[0].message.contains("sampleRate"), "{}", problems[0].message);
+        assert!(
+            problems[0].message.contains("sampleRate"),
+            "{}",
+            problems[0].message
+        );
 
         let mut doc = minimal();
         doc["spec"]["rollback"] = json!({"p50LatencyFor": "ten minutes"});
@@ -434,7 +473,8 @@ mod tests {
         assert_eq!(paths(&doc), ["spec.canary.reducedRate"]);
 
         let mut doc = minimal();
-        doc["spec"]["redis"] = json!({"memoryLevels": {"watch": 85, "warning": 80, "critical": 90}});
+        doc["spec"]["redis"] =
+            json!({"memoryLevels": {"watch": 85, "warning": 80, "critical": 90}});
         assert_eq!(paths(&doc), ["spec.redis.memoryLevels.warning"]);
 
         let mut doc = minimal();

@@ -19,7 +19,10 @@ pub enum Action {
     /// Rollout-restart the referenced workload (only when the config hash changed and the spec asks).
     RestartWorkload { hash: String, reason: String },
     /// Warm the cache through the application's admin endpoint.
-    WarmCache { trigger: WarmTrigger, reason: String },
+    WarmCache {
+        trigger: WarmTrigger,
+        reason: String,
+    },
     /// Delete non-critical keys and old generations (SCAN + UNLINK within the spec's budgets).
     RemediateRedis { level: MemoryLevel, reason: String },
     /// Audit keys without TTL and the largest keys, into status.
@@ -34,7 +37,10 @@ pub enum Action {
         message: String,
     },
     /// Write (or update) the incident report: runbook phase 4.
-    RecordIncident { incident: IncidentSummary, reason: String },
+    RecordIncident {
+        incident: IncidentSummary,
+        reason: String,
+    },
     /// A Kubernetes Event on the MemoryTier.
     Event {
         warning: bool,

@@ -59,7 +59,11 @@ pub fn format_rate(rate: f64) -> String {
     // Round to 4 decimals so ramp arithmetic (0.05 + 0.05) renders as "0.1", not "0.10000000000000001".
     let rounded = (rate.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
     let text = format!("{rounded}");
-    if text.contains('.') { text } else { format!("{text}.0") }
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
+    }
 }
 
 fn format_bool(b: bool) -> String {
@@ -75,19 +79,38 @@ pub fn baseline(spec: &MemoryTierSpec) -> ConfigMap {
     put(CANARY_SAMPLE_RATE, format_rate(spec.canary.sample_rate));
     // The runbooks' three flags are always rendered; the application must never guess a default.
     for flag in [FAST_PATH_ENABLED, MEM0_READS_ENABLED, MEM0_SHADOW_MODE] {
-        put(flag, format_bool(spec.features.get(flag).copied().unwrap_or(false)));
+        put(
+            flag,
+            format_bool(spec.features.get(flag).copied().unwrap_or(false)),
+        );
     }
     put(CACHE_TTL, spec.cache.ttl.as_std().as_secs().to_string());
-    put(CACHE_TTL_JITTER, spec.cache.ttl_jitter.as_std().as_secs().to_string());
+    put(
+        CACHE_TTL_JITTER,
+        spec.cache.ttl_jitter.as_std().as_secs().to_string(),
+    );
     put(CACHE_SERVE_STALE, format_bool(spec.cache.serve_stale));
-    put(CACHE_STALE_TTL, spec.cache.stale_ttl.as_std().as_secs().to_string());
+    put(
+        CACHE_STALE_TTL,
+        spec.cache.stale_ttl.as_std().as_secs().to_string(),
+    );
     put(MAX_CACHE_VALUE_SIZE, spec.cache.max_value_bytes.to_string());
-    put(MAX_CLINIC_CACHE_ITEMS, spec.cache.max_items_per_clinic.to_string());
+    put(
+        MAX_CLINIC_CACHE_ITEMS,
+        spec.cache.max_items_per_clinic.to_string(),
+    );
     put(CIRCUIT_BREAKER_NAME, spec.breaker.name.clone());
-    put(CIRCUIT_BREAKER_FAILURE_THRESHOLD, spec.breaker.failure_threshold.to_string());
+    put(
+        CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+        spec.breaker.failure_threshold.to_string(),
+    );
     put(
         CIRCUIT_BREAKER_LATENCY_THRESHOLD_MS,
-        spec.breaker.latency_threshold.as_std().as_millis().to_string(),
+        spec.breaker
+            .latency_threshold
+            .as_std()
+            .as_millis()
+            .to_string(),
     );
     put(
         CIRCUIT_BREAKER_RESET_SECONDS,
@@ -101,9 +124,7 @@ pub fn baseline(spec: &MemoryTierSpec) -> ConfigMap {
 
 /// The more conservative of two values for a key.
 fn conservative(key: &str, current: &str, proposed: &str) -> String {
-    let pick = |keep_current: bool| {
-        if keep_current { current } else { proposed }.to_owned()
-    };
+    let pick = |keep_current: bool| if keep_current { current } else { proposed }.to_owned();
     match key {
         CANARY_SAMPLE_RATE => match (current.parse::<f64>(), proposed.parse::<f64>()) {
             (Ok(a), Ok(b)) => pick(a <= b),
@@ -121,7 +142,10 @@ fn conservative(key: &str, current: &str, proposed: &str) -> String {
 }
 
 /// The effective config and, for each key that differs from the baseline, the mitigation that set it.
-pub fn render(spec: &MemoryTierSpec, mitigations: &[Mitigation]) -> (ConfigMap, BTreeMap<String, String>) {
+pub fn render(
+    spec: &MemoryTierSpec,
+    mitigations: &[Mitigation],
+) -> (ConfigMap, BTreeMap<String, String>) {
     let base = baseline(spec);
     let mut effective = base.clone();
     let mut overridden_by = BTreeMap::new();
@@ -170,7 +194,10 @@ mod tests {
             reason: "test".into(),
             since: Timestamp::UNIX_EPOCH,
             until: "never".into(),
-            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -192,8 +219,18 @@ mod tests {
 
     #[test]
     fn the_most_conservative_override_wins_in_any_order() {
-        let a = mitigation("stampede", &[(CANARY_SAMPLE_RATE, "0.05"), (CACHE_TTL, "7200"), (CACHE_SERVE_STALE, "true")]);
-        let b = mitigation("rollback", &[(CANARY_SAMPLE_RATE, "0.0"), (MEM0_READS_ENABLED, "false")]);
+        let a = mitigation(
+            "stampede",
+            &[
+                (CANARY_SAMPLE_RATE, "0.05"),
+                (CACHE_TTL, "7200"),
+                (CACHE_SERVE_STALE, "true"),
+            ],
+        );
+        let b = mitigation(
+            "rollback",
+            &[(CANARY_SAMPLE_RATE, "0.0"), (MEM0_READS_ENABLED, "false")],
+        );
         let (ab, by_ab) = render(&spec(), &[a.clone(), b.clone()]);
         let (ba, _) = render(&spec(), &[b, a]);
         assert_eq!(ab, ba);

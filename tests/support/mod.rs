@@ -1,5 +1,6 @@
-//! Shared support for the integration tests. Each test binary includes it with `mod support;` and
-//! uses only a part of it, hence the `dead_code` allowance.
+//! Shared test harness: real servers started by the tests, and an in-process Kubernetes API
+//! server. Each test binary uses only a part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod servers;
