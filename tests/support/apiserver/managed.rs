@@ -116,9 +116,24 @@ fn remove_field(object: &mut Value, path: &[String]) {
     }
 }
 
-/// One field is the other or contains it.
-fn overlaps(a: &[String], b: &[String]) -> bool {
-    a.starts_with(b) || b.starts_with(a)
+fn is_map(object: &Value, path: &[String]) -> bool {
+    get_field(object, path).is_some_and(Value::is_object)
+}
+
+/// Whether writing field `written` affects field `owned`: the same field, or one inside the other
+/// where the outer one is atomic. Maps are merged key by key, so owning a map (its existence) is
+/// not touched by writing one of its keys, nor is a key by writing the map itself.
+/// `before` holds the owned value, `after` the written one.
+fn entangled(written: &[String], owned: &[String], before: &Value, after: &Value) -> bool {
+    if written == owned {
+        true
+    } else if written.starts_with(owned) {
+        !is_map(before, owned)
+    } else if owned.starts_with(written) {
+        !is_map(after, written)
+    } else {
+        false
+    }
 }
 
 fn display(path: &[String]) -> String {
@@ -290,9 +305,11 @@ impl Managed {
             .iter_mut()
             .filter(|e| !e.is(writer.manager, "Update", writer.subresource))
         {
-            entry
-                .fields
-                .retain(|owned| !changed.iter().any(|c| overlaps(c, owned)));
+            entry.fields.retain(|owned| {
+                !changed
+                    .iter()
+                    .any(|c| entangled(c, owned, before.unwrap_or(&Value::Null), after))
+            });
         }
         let own = self.entry_mut(writer, "Update");
         own.fields.extend(changed.intersection(&new).cloned());
@@ -319,7 +336,10 @@ impl Managed {
         let mut conflicts: Vec<(usize, FieldPath, FieldPath)> = Vec::new();
         for (index, entry) in self.0.iter().enumerate().filter(|(_, e)| !is_own(e)) {
             for owned in &entry.fields {
-                for path in applied.iter().filter(|p| overlaps(p, owned)) {
+                for path in applied
+                    .iter()
+                    .filter(|p| entangled(p, owned, current, config))
+                {
                     if get_field(config, path) != get_field(current, path) {
                         conflicts.push((index, owned.clone(), path.clone()));
                     }
@@ -340,7 +360,8 @@ impl Managed {
             }
         }
 
-        // Fields this manager applied before and no longer does are removed, unless still owned.
+        // Fields this manager applied before and no longer does are removed, unless someone else
+        // owns them (or something inside them, or an atomic field around them).
         let previous = self
             .0
             .iter()
@@ -353,7 +374,12 @@ impl Managed {
                 .0
                 .iter()
                 .filter(|e| !is_own(e))
-                .any(|e| e.fields.iter().any(|owned| dropped.starts_with(owned)));
+                .any(|e| {
+                    e.fields.iter().any(|owned| {
+                        owned.starts_with(dropped)
+                            || (dropped.starts_with(owned) && !is_map(current, owned))
+                    })
+                });
             if !still_owned {
                 remove_field(&mut object, dropped);
             }

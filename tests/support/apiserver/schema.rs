@@ -10,13 +10,14 @@ use serde_json::Value;
 
 /// Prunes and defaults a whole custom resource against its `openAPIV3Schema`.
 pub fn apply_schema(object: &mut Value, schema: &Value) {
-    // The object's metadata is the server's business, not the schema's.
-    let metadata = object
-        .as_object_mut()
-        .and_then(|map| map.remove("metadata"));
+    // apiVersion, kind and metadata are the server's business, not the schema's.
+    let kept: Vec<(String, Value)> = ["apiVersion", "kind", "metadata"]
+        .into_iter()
+        .filter_map(|key| Some((key.to_string(), object.as_object_mut()?.remove(key)?)))
+        .collect();
     prune_and_default(object, schema);
-    if let (Some(map), Some(metadata)) = (object.as_object_mut(), metadata) {
-        map.insert("metadata".into(), metadata);
+    if let Some(map) = object.as_object_mut() {
+        map.extend(kept);
     }
 }
 
