@@ -349,46 +349,42 @@ fn resource(
         dry_run,
     };
     let force = is_true(query.get("force"));
-    match (method, target.name.as_deref()) {
+    let metadata_only = header_text(headers, header::ACCEPT)
+        .is_some_and(|accept| accept.contains("as=PartialObjectMetadata"));
+    let (code, value) = match (method, target.name.as_deref()) {
         (&Method::GET, None) if is_true(query.get("watch")) => {
-            watch(app, store, &kind, target, query)
+            return watch(app, store, &kind, target, query, metadata_only);
         }
-        (&Method::GET, None) => Ok(ok(
-            &store.list(target.kind, &list_request(&kind, target.namespace, query)?)?
-        )),
+        (&Method::GET, None) => {
+            let request = list_request(&kind, target.namespace, query)?;
+            (StatusCode::OK, store.list(target.kind, &request)?)
+        }
         (&Method::POST, None) if kind.namespaced && target.namespace.is_none() => {
-            Err(ApiError::method_not_allowed(method.as_str()))
+            return Err(ApiError::method_not_allowed(method.as_str()));
         }
         (&Method::POST, None) => {
-            let created =
-                store.create(target.kind, &namespace, parse_json(body)?, sub, &options)?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                "application/json",
-                &created,
-            ))
+            let body = parse_json(body)?;
+            let created = store.create(target.kind, &namespace, body, sub, &options)?;
+            (StatusCode::CREATED, created)
         }
         (&Method::DELETE, None) => {
             let request = list_request(&kind, target.namespace, query)?;
-            let deleted =
-                store.delete_collection(target.kind, &request, &delete_options(query, body)?);
+            let options = delete_options(query, body)?;
+            let deleted = store.delete_collection(target.kind, &request, &options);
             let list = json!({
                 "kind": format!("{}List", kind.kind),
                 "apiVersion": kind.api_version(),
                 "metadata": { "resourceVersion": store.resource_version().to_string() },
                 "items": deleted,
             });
-            Ok(ok(&list))
+            (StatusCode::OK, list)
         }
-        (&Method::GET, Some(name)) => Ok(ok(&store.get(target.kind, &namespace, name)?)),
-        (&Method::PUT, Some(name)) => Ok(ok(&store.replace(
-            target.kind,
-            &namespace,
-            name,
-            parse_json(body)?,
-            sub,
-            &options,
-        )?)),
+        (&Method::GET, Some(name)) => (StatusCode::OK, store.get(target.kind, &namespace, name)?),
+        (&Method::PUT, Some(name)) => {
+            let body = parse_json(body)?;
+            let replaced = store.replace(target.kind, &namespace, name, body, sub, &options)?;
+            (StatusCode::OK, replaced)
+        }
         (&Method::PATCH, Some(name)) => {
             let content_type = header_text(headers, header::CONTENT_TYPE).unwrap_or_default();
             let media = content_type.split(';').next().unwrap_or_default().trim();
@@ -405,32 +401,18 @@ fn resource(
             }
             let patch = match media {
                 "application/apply-patch+yaml" => {
-                    let config = serde_json::from_slice(body).or_else(|_| {
-                        let text = std::str::from_utf8(body)
-                            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-                        serde_saphyr::from_str::<Value>(text).map_err(|e| {
-                            ApiError::bad_request(format!("the apply patch is not valid YAML: {e}"))
-                        })
-                    })?;
-                    let apply_options = WriteOptions {
-                        manager: query.get("fieldManager").map_or("", String::as_str),
-                        dry_run,
-                    };
-                    let (object, created) = store.apply(
-                        target.kind,
-                        &namespace,
-                        name,
-                        config,
-                        force,
-                        sub,
-                        &apply_options,
-                    )?;
+                    let config = parse_apply(body)?;
+                    // Apply has no default field manager: the request must name one.
+                    let manager = query.get("fieldManager").map_or("", String::as_str);
+                    let options = WriteOptions { manager, dry_run };
+                    let (object, created) =
+                        store.apply(target.kind, &namespace, name, config, force, sub, &options)?;
                     let code = if created {
                         StatusCode::CREATED
                     } else {
                         StatusCode::OK
                     };
-                    return Ok(json_response(code, "application/json", &object));
+                    return Ok(respond(code, object, metadata_only));
                 }
                 // Strategic merge is served as a JSON merge patch: right for maps, but lists are
                 // replaced rather than merged by their patch keys.
@@ -440,18 +422,12 @@ fn resource(
                 "application/json-patch+json" => Patch::Json(parse_json(body)?),
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
-            Ok(ok(&store.patch(
-                target.kind,
-                &namespace,
-                name,
-                patch,
-                sub,
-                &options,
-            )?))
+            let patched = store.patch(target.kind, &namespace, name, patch, sub, &options)?;
+            (StatusCode::OK, patched)
         }
         (&Method::DELETE, Some(name)) => {
-            let (object, gone) =
-                store.delete(target.kind, &namespace, name, &delete_options(query, body)?)?;
+            let options = delete_options(query, body)?;
+            let (object, gone) = store.delete(target.kind, &namespace, name, &options)?;
             if gone && !kind.custom {
                 let status = json!({
                     "kind": "Status",
@@ -467,10 +443,43 @@ fn resource(
                 });
                 return Ok(ok(&status));
             }
-            Ok(ok(&object))
+            (StatusCode::OK, object)
         }
-        _ => Err(ApiError::method_not_allowed(method.as_str())),
-    }
+        _ => return Err(ApiError::method_not_allowed(method.as_str())),
+    };
+    Ok(respond(code, value, metadata_only))
+}
+
+fn parse_apply(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).or_else(|_| {
+        let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        serde_saphyr::from_str::<Value>(text)
+            .map_err(|e| ApiError::bad_request(format!("the apply patch is not valid YAML: {e}")))
+    })
+}
+
+/// An object as `meta.k8s.io/v1` `PartialObjectMetadata`: what a client gets when it asks for
+/// metadata only (kube's `metadata_watcher`, `get_metadata`, `list_metadata`).
+fn partial_metadata(object: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+fn respond(code: StatusCode, value: Value, metadata_only: bool) -> Response {
+    let value = match (metadata_only, value.get("items").and_then(Value::as_array)) {
+        (false, _) => value,
+        (true, Some(items)) => json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadataList",
+            "metadata": value["metadata"],
+            "items": items.iter().map(partial_metadata).collect::<Vec<_>>(),
+        }),
+        (true, None) => partial_metadata(&value),
+    };
+    json_response(code, "application/json", &value)
 }
 
 /// `DeleteOptions` from the body (as kube sends them) and the query.
@@ -517,9 +526,18 @@ struct WatchFilter {
     selectors: Selectors,
     kind_name: String,
     api_version: String,
+    metadata_only: bool,
 }
 
 impl WatchFilter {
+    fn line(&self, kind: &str, object: &Value) -> Bytes {
+        if self.metadata_only {
+            event_line(kind, &partial_metadata(object))
+        } else {
+            event_line(kind, object)
+        }
+    }
+
     fn event(&self, change: &Change) -> Option<Bytes> {
         if change.kind != self.kind
             || self
@@ -535,12 +553,12 @@ impl WatchFilter {
             .is_some_and(|o| self.selectors.matches(o));
         match (&change.new, &change.deleted) {
             (Some(new), _) => match (was, self.selectors.matches(new)) {
-                (false, true) => Some(event_line("ADDED", new)),
-                (true, true) => Some(event_line("MODIFIED", new)),
-                (true, false) => Some(event_line("DELETED", new)),
+                (false, true) => Some(self.line("ADDED", new)),
+                (true, true) => Some(self.line("MODIFIED", new)),
+                (true, false) => Some(self.line("DELETED", new)),
                 (false, false) => None,
             },
-            (None, Some(deleted)) if was => Some(event_line("DELETED", deleted)),
+            (None, Some(deleted)) if was => Some(self.line("DELETED", deleted)),
             _ => None,
         }
     }
@@ -627,6 +645,7 @@ fn watch(
     kind: &Kind,
     target: Target,
     query: &HashMap<String, String>,
+    metadata_only: bool,
 ) -> Result<Response, ApiError> {
     let request = list_request(kind, target.namespace.clone(), query)?;
     let bookmarks = is_true(query.get("allowWatchBookmarks"));
@@ -669,6 +688,7 @@ fn watch(
         selectors: request.selectors,
         kind_name: kind.kind.clone(),
         api_version: kind.api_version(),
+        metadata_only,
     };
     let mut pending: VecDeque<Bytes> = start
         .backlog

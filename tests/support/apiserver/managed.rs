@@ -116,6 +116,11 @@ fn remove_field(object: &mut Value, path: &[String]) {
     }
 }
 
+/// Whether a field's value differs; two maps never do as such (only their keys can).
+fn differs(a: Option<&Value>, b: Option<&Value>) -> bool {
+    !matches!((a, b), (Some(Value::Object(_)), Some(Value::Object(_)))) && a != b
+}
+
 fn is_map(object: &Value, path: &[String]) -> bool {
     get_field(object, path).is_some_and(Value::is_object)
 }
@@ -293,7 +298,12 @@ impl Managed {
         let new = leaf_fields(after, writer.scope);
         let changed: BTreeSet<FieldPath> = new
             .iter()
-            .filter(|path| before.and_then(|b| get_field(b, path)) != get_field(after, path))
+            .filter(|path| {
+                differs(
+                    before.and_then(|b| get_field(b, path)),
+                    get_field(after, path),
+                )
+            })
             .chain(old.difference(&new))
             .cloned()
             .collect();
@@ -340,7 +350,7 @@ impl Managed {
                     .iter()
                     .filter(|p| entangled(p, owned, current, config))
                 {
-                    if get_field(config, path) != get_field(current, path) {
+                    if differs(get_field(config, path), get_field(current, path)) {
                         conflicts.push((index, owned.clone(), path.clone()));
                     }
                 }
@@ -370,16 +380,12 @@ impl Managed {
             .unwrap_or_default();
         let mut object = current.clone();
         for dropped in previous.difference(&applied) {
-            let still_owned = self
-                .0
-                .iter()
-                .filter(|e| !is_own(e))
-                .any(|e| {
-                    e.fields.iter().any(|owned| {
-                        owned.starts_with(dropped)
-                            || (dropped.starts_with(owned) && !is_map(current, owned))
-                    })
-                });
+            let still_owned = self.0.iter().filter(|e| !is_own(e)).any(|e| {
+                e.fields.iter().any(|owned| {
+                    owned.starts_with(dropped)
+                        || (dropped.starts_with(owned) && !is_map(current, owned))
+                })
+            });
             if !still_owned {
                 remove_field(&mut object, dropped);
             }
