@@ -217,16 +217,16 @@ fn serve(
         };
         Ok(json_response(StatusCode::OK, content_type, &value))
     };
-    let kinds = app.store().kinds.clone();
+    let served = || app.store().kinds.clone();
     match segments.as_slice() {
         ["version"] => discovery(Some(kinds::version())),
-        ["api"] if aggregated => discovery(Some(kinds::aggregated(&kinds, true))),
-        ["apis"] if aggregated => discovery(Some(kinds::aggregated(&kinds, false))),
+        ["api"] if aggregated => discovery(Some(kinds::aggregated(&served(), true))),
+        ["apis"] if aggregated => discovery(Some(kinds::aggregated(&served(), false))),
         ["api"] => discovery(Some(kinds::core_versions(&app.address.to_string()))),
-        ["apis"] => discovery(Some(kinds::group_list(&kinds))),
-        ["api", version] => discovery(kinds::resource_list(&kinds, "", version)),
-        ["apis", group] => discovery(kinds::group(&kinds, group)),
-        ["apis", group, version] => discovery(kinds::resource_list(&kinds, group, version)),
+        ["apis"] => discovery(Some(kinds::group_list(&served()))),
+        ["api", version] => discovery(kinds::resource_list(&served(), "", version)),
+        ["apis", group] => discovery(kinds::group(&served(), group)),
+        ["apis", group, version] => discovery(kinds::resource_list(&served(), group, version)),
         ["api", version, rest @ ..] => {
             resource(app, method, "", version, rest, headers, query, body)
         }

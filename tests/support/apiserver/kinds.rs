@@ -7,6 +7,7 @@
 use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -76,7 +77,7 @@ pub struct Kind {
     /// the structural schema (if any) prunes unknown fields and applies defaults.
     pub custom: bool,
     /// `openAPIV3Schema` of a custom resource.
-    pub schema: Option<Value>,
+    pub schema: Option<Arc<Value>>,
     /// Fields usable in a fieldSelector besides `metadata.name` and `metadata.namespace`.
     pub field_selectors: Vec<String>,
     pub short_names: Vec<String>,
@@ -118,7 +119,7 @@ impl Kind {
             .schema
             .as_ref()
             .and_then(|s| s.open_api_v3_schema.as_ref())
-            .map(|s| serde_json::to_value(s).expect("a CRD schema serializes"));
+            .map(|s| Arc::new(serde_json::to_value(s).expect("a CRD schema serializes")));
         Self {
             gvr: Gvr::new(&spec.group, &version.name, &spec.names.plural),
             kind: spec.names.kind.clone(),

@@ -74,7 +74,8 @@ impl ApiServerBuilder {
     }
 
     /// How many changes the server remembers for watches and paginated lists; older
-    /// resourceVersions are answered with 410 `Expired`. Default: 10,000.
+    /// resourceVersions are answered with 410 `Expired`. Default: 2,000 (kube's watcher keeps its
+    /// resourceVersion fresh through bookmarks, so only a client that falls this far behind relists).
     pub fn history_limit(mut self, changes: usize) -> Self {
         self.history_limit = changes;
         self
@@ -139,7 +140,7 @@ impl ApiServer {
         ApiServerBuilder {
             kinds: default_kinds(),
             bookmark_interval: Duration::from_secs(10),
-            history_limit: 10_000,
+            history_limit: 2_000,
         }
     }
 

@@ -219,7 +219,8 @@ pub struct Store {
 
 impl Store {
     pub fn new(kinds: Vec<Kind>, history_limit: usize) -> Self {
-        let (feed, _) = broadcast::channel(16 * 1024);
+        // A watch that falls this far behind the feed is ended; its client resumes from history.
+        let (feed, _) = broadcast::channel(1024);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64);
