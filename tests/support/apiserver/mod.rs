@@ -16,6 +16,8 @@
 //! server-side apply, strategic merge patch is a JSON merge patch, and the two Event APIs are
 //! separate stores.
 //!
+//! Use it from an integration test with `mod support;` and `use support::apiserver::ApiServer;`:
+//!
 //! ```ignore
 //! let server = ApiServer::start().await;
 //! let client = server.client();
@@ -25,7 +27,10 @@
 //! server.shutdown().await;
 //! ```
 //!
-//! Every test API server is independent; start one per test.
+//! Every test API server is independent; start one per test. Tell callers apart with
+//! [`ApiServer::client_as`] / [`ApiServer::write_kubeconfig_as`] (the bearer token is recorded as
+//! the request's `user`). JSON handling dominates its cost, so a benchmark with thousands of objects
+//! should run in a release build.
 
 mod error;
 mod http;
