@@ -85,6 +85,10 @@ pub enum ConfigError {
         "spec.metrics.prometheus.basicAuthSecretRef: Secret {name} key {key} must hold user:password (no ':' found)"
     )]
     BasicAuthFormat { name: String, key: String },
+    #[error(
+        "spec.metrics.prometheus.bearerTokenSecretRef: Secret {name} key {key} holds characters an HTTP header cannot carry (a line break inside the token?)"
+    )]
+    BearerTokenFormat { name: String, key: String },
     #[error("spec.metrics.prometheus.url: {0}")]
     PrometheusUrl(String),
     #[error("spec.metrics.scrape.url: {0}")]
@@ -147,6 +151,12 @@ impl ObserveConfig {
             Some(p) => {
                 let auth = if let Some(r) = &p.bearer_token_secret_ref {
                     let token = resolve("spec.metrics.prometheus.bearerTokenSecretRef", r).await?;
+                    if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+                        return Err(ConfigError::BearerTokenFormat {
+                            name: r.name.clone(),
+                            key: r.key.clone(),
+                        });
+                    }
                     Some(PrometheusAuth::Bearer(Redacted::new(token)))
                 } else if let Some(r) = &p.basic_auth_secret_ref {
                     let value = resolve("spec.metrics.prometheus.basicAuthSecretRef", r).await?;

@@ -196,7 +196,7 @@ impl LocalSecrets {
             .values
             .get(&(reference.name.clone(), reference.key.clone()))
         {
-            return Some(v.clone());
+            return Some(clean(v.clone()));
         }
         if self.use_env {
             return std::env::var(env_var_name(reference)).ok().map(clean);
