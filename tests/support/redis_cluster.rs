@@ -15,10 +15,12 @@ impl RedisCluster {
     /// Start one master per entry of `maxmemory` (e.g. `["4mb", "64mb", "64mb"]`), join them
     /// and wait until every node reports `cluster_state:ok`.
     pub fn start(maxmemory: &[&str]) -> Self {
+        let bus_ports: Vec<u16> = maxmemory.iter().map(|_| free_port()).collect();
         let nodes: Vec<RedisServer> = maxmemory
             .iter()
-            .map(|max| {
-                let bus = free_port().to_string();
+            .zip(&bus_ports)
+            .map(|(max, bus)| {
+                let bus = bus.to_string();
                 RedisServer::start_with(&[
                     "--cluster-enabled",
                     "yes",
@@ -49,11 +51,13 @@ impl RedisCluster {
                 .expect("CLUSTER ADDSLOTSRANGE");
         }
         let mut first = nodes[0].client();
-        for other in &nodes[1..] {
+        for (other, bus) in nodes[1..].iter().zip(&bus_ports[1..]) {
+            // The bus port is not port + 10000 here, so MEET must be told it.
             let _: () = redis::cmd("CLUSTER")
                 .arg("MEET")
                 .arg("127.0.0.1")
                 .arg(other.port())
+                .arg(*bus)
                 .query(&mut first)
                 .expect("CLUSTER MEET");
         }
