@@ -277,3 +277,73 @@ async fn a_real_cluster_is_read_on_every_master() {
         why(&obs, "redisRunId")
     );
 }
+
+/// A self-signed certificate for 127.0.0.1, made with the openssl command.
+fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let openssl = support::servers::require_binary("openssl");
+    let (cert, key) = (dir.join("redis.crt"), dir.join("redis.key"));
+    let status = std::process::Command::new(openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl could not make a certificate");
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_through_the_url() {
+    tierguard::install_crypto_provider();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(certs.path());
+    let tls_port = support::servers::free_port().to_string();
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+        "--maxmemory",
+        "8mb",
+    ]);
+    let expected_run_id = info(&mut redis.client())["run_id"].clone();
+
+    // The certificate is not signed by a root the system trusts: refused, with the reason.
+    let verified = format!("rediss://127.0.0.1:{tls_port}/");
+    let obs = observer_for(&verified, json!({})).await.observe().await;
+    assert_eq!(obs.redis_run_id, None);
+    let reason = why(&obs, "redisRunId").to_lowercase();
+    assert!(
+        reason.contains("certificate") || reason.contains("issuer"),
+        "{reason}"
+    );
+
+    // #insecure skips verification (self-signed test setups): read over TLS.
+    let insecure = format!("rediss://127.0.0.1:{tls_port}/#insecure");
+    let obs = observer_for(&insecure, json!({})).await.observe().await;
+    assert_eq!(
+        obs.redis_run_id.as_deref(),
+        Some(expected_run_id.as_str()),
+        "{:?}",
+        obs.unknown
+    );
+    assert_eq!(obs.redis_max_memory_bytes, Some(8 * 1024 * 1024));
+}

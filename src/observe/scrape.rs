@@ -70,10 +70,10 @@ impl ScrapeSnapshot {
                     let mut labels = labels;
                     // Buckets without a TYPE line arrive as plain samples: write their bound
                     // the way typed ones are written, so both compare equal.
-                    if let Some(le) = labels.get_mut(LE) {
-                        if let Ok(bound) = le.to_ascii_lowercase().parse::<f64>() {
-                            *le = format_le(bound);
-                        }
+                    if let Some(le) = labels.get_mut(LE)
+                        && let Ok(bound) = le.to_ascii_lowercase().parse::<f64>()
+                    {
+                        *le = format_le(bound);
                     }
                     series.insert((sample.metric, labels), v);
                 }

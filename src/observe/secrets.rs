@@ -28,7 +28,7 @@ pub enum SecretError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// Not given locally, and no cluster to read it from.
     #[error(
@@ -86,7 +86,7 @@ impl SecretResolver for KubeSecrets {
             .map_err(|source| SecretError::Api {
                 namespace: self.namespace.clone(),
                 name: reference.name.clone(),
-                source,
+                source: Box::new(source),
             })?
             .ok_or_else(|| SecretError::SecretNotFound {
                 namespace: self.namespace.clone(),
