@@ -515,3 +515,31 @@ async fn no_sources_configured_means_every_signal_unknown_with_the_reason() {
     assert!(why_of(&obs, "redisRunId").contains("spec.redis.urlSecretRef is not set"));
     assert_eq!(obs.unknown.len(), 15);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_config_keeps_the_previous_scrape_when_the_endpoint_is_the_same() {
+    tierguard::install_crypto_provider();
+    let exporter = Exporter::start(&zero_metrics());
+    let other = Exporter::start(&zero_metrics());
+    let config = |url: String, timeout: &str| {
+        let spec = spec(
+            json!({"scrape": {"url": url}, "timeout": timeout}),
+            serde_json::Value::Null,
+        );
+        async move {
+            ObserveConfig::resolve(&spec, &LocalSecrets::new())
+                .await
+                .unwrap()
+        }
+    };
+    let mut obs_er = Observer::new(config(exporter.url(), "2s").await).unwrap();
+    obs_er.observe().await;
+    exporter.set(&loaded_metrics());
+    // Only the deadline changed: the first scrape is still the baseline.
+    obs_er.update(config(exporter.url(), "3s").await).unwrap();
+    assert_loaded_values(&obs_er.observe().await);
+    // Another endpoint: its first scrape has no baseline.
+    obs_er.update(config(other.url(), "3s").await).unwrap();
+    let obs = obs_er.observe().await;
+    assert!(why_of(&obs, "errorRatePercent").contains("need two scrapes"));
+}
