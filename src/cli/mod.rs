@@ -1,6 +1,9 @@
 //! The `tierguard` command line.
 
 mod check;
+mod observe;
+
+pub use observe::{OutputFormat, render_text};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +31,23 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Read every signal of one MemoryTier once and print it (the runbooks' detection steps).
+    ///
+    /// Secret values come from --secret flags, then from TIERGUARD_SECRET_<NAME>_<KEY>
+    /// environment variables (NAME and KEY upper-cased, other characters as _), then from the
+    /// cluster of the current kubeconfig. Unknown signals are printed with the reason; the
+    /// command exits 0 unless the manifest is invalid or a Secret is missing.
+    Observe {
+        /// A manifest holding exactly one MemoryTier; `-` reads standard input.
+        manifest: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        /// A Secret value, NAME/KEY=VALUE (repeatable). Prefer the environment variable for
+        /// passwords: command lines are visible to other users of the machine.
+        #[arg(long = "secret", value_name = "NAME/KEY=VALUE")]
+        secrets: Vec<String>,
+    },
 }
 
 /// Run the parsed command line; the exit code is the command's verdict.
@@ -38,5 +58,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { files } => Ok(check::run(&files)),
+        Command::Observe {
+            manifest,
+            output,
+            secrets,
+        } => observe::run(&manifest, output, &secrets).await,
     }
 }

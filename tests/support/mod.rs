@@ -3,4 +3,8 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod exporter;
+pub mod redis_cluster;
+pub mod secret_api;
 pub mod servers;
+pub mod tiers;
