@@ -1,6 +1,9 @@
 //! The `tierguard` command line.
 
 mod check;
+mod observe;
+
+pub use observe::{OutputFormat, render_text};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,15 +42,34 @@ pub enum Command {
         #[arg(long)]
         scenario: PathBuf,
         /// text: a readable timeline; json: one object per line.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[arg(long, value_enum, default_value_t = SimulateOutput::Text)]
+        output: SimulateOutput,
+    },
+    /// Read every signal of one MemoryTier once and print it (the runbooks' detection steps).
+    ///
+    /// Secret values come from --secret flags, then from TIERGUARD_SECRET_<NAME>_<KEY>
+    /// environment variables (NAME and KEY upper-cased, other characters as _), then from the
+    /// cluster of the current kubeconfig. Unknown signals are printed with the reason; the
+    /// command exits 0 unless the manifest is invalid or a Secret is missing.
+    Observe {
+        /// A manifest holding exactly one MemoryTier; `-` reads standard input.
+        manifest: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        /// A Secret value, NAME/KEY=VALUE (repeatable). Prefer the environment variable for
+        /// passwords: command lines are visible to other users of the machine.
+        #[arg(long = "secret", value_name = "NAME/KEY=VALUE")]
+        secrets: Vec<String>,
     },
 }
 
 /// Output formats of `simulate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub enum SimulateOutput {
+    /// A readable timeline: time, phase, what changed and why.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -69,11 +91,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             match output {
-                Output::Text => simulate::output::write_text(&mut out, &tier, &scenario, &outcome)?,
-                Output::Json => simulate::output::write_json(&mut out, &outcome)?,
+                SimulateOutput::Text => {
+                    simulate::output::write_text(&mut out, &tier, &scenario, &outcome)?
+                }
+                SimulateOutput::Json => simulate::output::write_json(&mut out, &outcome)?,
             }
             std::io::Write::flush(&mut out)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Observe {
+            manifest,
+            output,
+            secrets,
+        } => observe::run(&manifest, output, &secrets).await,
     }
 }
