@@ -470,7 +470,7 @@ proptest! {
         if let Some(rb) = &memory.rollback {
             prop_assert_eq!(rb.phase, 4);
         }
-        prop_assert!(memory.open_incidents.is_empty(), "{:?}", memory.open_incidents.keys());
+        prop_assert!(memory.open_incidents.is_empty(), "{:?}", memory.open_incidents);
         // A human resumes: then everything ends.
         for _ in 0..steps {
             at += SignedDuration::from_millis(dt_ms as i64);

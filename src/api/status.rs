@@ -448,9 +448,9 @@ pub struct PolicyMemory {
     /// The learned normal error rate (percent), when the spec gives none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate_baseline_percent: Option<f64>,
-    /// Open incidents by runbook, with their escalation state and timeline.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub open_incidents: BTreeMap<String, OpenIncident>,
+    /// Open incidents, at most one per runbook, with their escalation state and timeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_incidents: Vec<OpenIncident>,
     /// When the effective config last loosened automatically (a mitigation ended or a ramp stepped
     /// up). The next automatic loosening waits at least canary.rampInterval, so the config cannot
     /// churn however the signals move.
@@ -682,11 +682,16 @@ pub struct OpenIncident {
     #[serde(default)]
     pub notified_level: u8,
     /// What happened when (bounded; the oldest entries are kept).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub timeline: Vec<TimelineEntry>,
+    // Shared: carrying the memory from one step to the next must not copy it every time.
+    #[serde(default, skip_serializing_if = "is_empty_timeline")]
+    pub timeline: std::sync::Arc<Vec<TimelineEntry>>,
     /// How long its trouble has been absent (it resolves after canary.rampInterval).
     #[serde(default, skip_serializing_if = "WindowState::is_idle")]
     pub clear: WindowState,
+}
+
+fn is_empty_timeline(t: &std::sync::Arc<Vec<TimelineEntry>>) -> bool {
+    t.is_empty()
 }
 
 fn is_zero(d: &Duration) -> bool {

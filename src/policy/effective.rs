@@ -57,16 +57,23 @@ pub type ConfigMap = BTreeMap<String, String>;
 /// Format a canary rate the way the runbooks write it ("0.05", "0.1", "0.0").
 pub fn format_rate(rate: f64) -> String {
     // Four decimals at most, so ramp arithmetic (0.05 + 0.05) renders as "0.1", not
-    // "0.10000000000000001". Integer arithmetic: this runs at every policy step.
+    // "0.10000000000000001". Written digit by digit: this runs several times per policy step.
     let n = (rate.clamp(0.0, 1.0) * 10_000.0).round() as u32;
-    let (whole, frac) = (n / 10_000, n % 10_000);
+    let (whole, mut frac) = (n / 10_000, n % 10_000);
+    let mut text = String::with_capacity(6);
+    text.push(char::from(b'0' + whole as u8));
+    text.push('.');
     if frac == 0 {
-        return format!("{whole}.0");
+        text.push('0');
+        return text;
     }
-    let mut text = format!("{whole}.{frac:04}");
-    while text.ends_with('0') {
-        text.pop();
+    let mut digits = [b'0'; 4];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (frac % 10) as u8;
+        frac /= 10;
     }
+    let len = 4 - digits.iter().rev().take_while(|d| **d == b'0').count();
+    text.extend(digits[..len].iter().map(|d| char::from(*d)));
     text
 }
 
@@ -280,6 +287,12 @@ mod tests {
     #[test]
     fn rates_render_cleanly() {
         assert_eq!(format_rate(0.05 + 0.05), "0.1");
+        assert_eq!(format_rate(0.0005), "0.0005");
+        assert_eq!(format_rate(0.1234), "0.1234");
+        assert_eq!(format_rate(0.12345), "0.1235");
+        assert_eq!(format_rate(2.0), "1.0");
+        assert_eq!(format_rate(-1.0), "0.0");
+        assert_eq!(format_rate(f64::NAN), "0.0");
         assert_eq!(format_rate(0.0), "0.0");
         assert_eq!(format_rate(1.0), "1.0");
         assert_eq!(format_rate(0.05), "0.05");

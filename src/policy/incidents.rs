@@ -1,6 +1,8 @@
 //! Incidents: opened when a runbook's trouble starts, escalated by `spec.notify.escalation`,
 //! resolved once, with one `Resolved` notification and the incident record.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 
 use super::window::{OnUnknown, Sample, elapsed, feed, holds_for};
@@ -46,6 +48,20 @@ fn role(level: u8) -> &'static str {
     }
 }
 
+/// The open incident of `runbook`.
+pub fn find<'m>(m: &'m PolicyMemory, runbook: &str) -> Option<&'m OpenIncident> {
+    m.open_incidents.iter().find(|i| i.runbook == runbook)
+}
+
+fn find_mut<'m>(m: &'m mut PolicyMemory, runbook: &str) -> Option<&'m mut OpenIncident> {
+    m.open_incidents.iter_mut().find(|i| i.runbook == runbook)
+}
+
+fn take(m: &mut PolicyMemory, runbook: &str) -> Option<OpenIncident> {
+    let at = m.open_incidents.iter().position(|i| i.runbook == runbook)?;
+    Some(m.open_incidents.remove(at))
+}
+
 /// Add a line to an open incident's timeline.
 pub(crate) fn note(
     step: &mut Step,
@@ -53,9 +69,9 @@ pub(crate) fn note(
     runbook: &'static str,
     what: impl Into<String>,
 ) {
-    if let Some(incident) = m.open_incidents.get_mut(runbook) {
+    if let Some(incident) = find_mut(m, runbook) {
         if incident.timeline.len() < MAX_TIMELINE {
-            incident.timeline.push(TimelineEntry {
+            Arc::make_mut(&mut incident.timeline).push(TimelineEntry {
                 at: step.now,
                 what: what.into(),
             });
@@ -66,7 +82,7 @@ pub(crate) fn note(
 
 /// Open an incident for `runbook` unless one is open already; notify the first escalation level.
 pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str, trigger: &str) {
-    if m.open_incidents.contains_key(runbook) {
+    if find(m, runbook).is_some() {
         return;
     }
     let id = format!("{}-{}", step.now.strftime("%Y-%m-%d-%H%M%S"), slug(runbook));
@@ -76,20 +92,17 @@ pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str,
         trigger: trigger.to_owned(),
         started_at: step.now,
         notified_level: 0,
-        timeline: vec![TimelineEntry {
+        timeline: Arc::new(vec![TimelineEntry {
             at: step.now,
             what: format!("Anomaly detected: {trigger}"),
-        }],
+        }]),
         clear: Default::default(),
     };
-    m.open_incidents.insert(runbook.to_owned(), incident);
+    m.open_incidents.push(incident);
     step.touch(runbook);
     let at = step.changes.len();
     escalate_one(step, m, runbook);
-    let level = m
-        .open_incidents
-        .get(runbook)
-        .map_or(0, |i| i.notified_level);
+    let level = find(m, runbook).map_or(0, |i| i.notified_level);
     step.changes.insert(
         at,
         Change::Incident {
@@ -104,22 +117,20 @@ pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str,
 
 /// Notify every escalation level now due for every open incident.
 pub(crate) fn escalate(step: &mut Step, m: &mut PolicyMemory) {
-    let runbooks: Vec<&'static str> = [
+    for runbook in [
         CANARY_ROLLBACK,
         CIRCUIT_BREAKER_OPEN,
         CACHE_STAMPEDE,
         REDIS_MEMORY,
-    ]
-    .into_iter()
-    .filter(|r| m.open_incidents.contains_key(*r))
-    .collect();
-    for runbook in runbooks {
-        escalate_one(step, m, runbook);
+    ] {
+        if find(m, runbook).is_some() {
+            escalate_one(step, m, runbook);
+        }
     }
 }
 
 fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str) {
-    let Some(incident) = m.open_incidents.get_mut(runbook) else {
+    let Some(incident) = find_mut(m, runbook) else {
         return;
     };
     let open_for = elapsed(step.now, incident.started_at);
@@ -152,7 +163,7 @@ fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str) {
             ),
         };
         if incident.timeline.len() < MAX_TIMELINE {
-            incident.timeline.push(TimelineEntry {
+            Arc::make_mut(&mut incident.timeline).push(TimelineEntry {
                 at: step.now,
                 what: what.clone(),
             });
@@ -180,11 +191,11 @@ fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str) {
 
 /// Resolve the open incident of `runbook`: timeline, one Resolved notification, the record.
 pub(crate) fn resolve(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str, reason: &str) {
-    let Some(mut incident) = m.open_incidents.remove(runbook) else {
+    let Some(mut incident) = take(m, runbook) else {
         return;
     };
     if incident.timeline.len() < MAX_TIMELINE {
-        incident.timeline.push(TimelineEntry {
+        Arc::make_mut(&mut incident.timeline).push(TimelineEntry {
             at: step.now,
             what: format!("Resolved: {reason}"),
         });
@@ -226,7 +237,7 @@ pub(crate) fn track(
     may_resolve: bool,
 ) {
     let interval = step.spec.canary.ramp_interval;
-    match m.open_incidents.get_mut(runbook) {
+    match find_mut(m, runbook) {
         None => {
             if trouble == Some(true) {
                 open(step, m, runbook, &trigger());
@@ -256,7 +267,7 @@ pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> Incid
         started_at: incident.started_at,
         resolved_at,
         escalation_level: incident.notified_level,
-        timeline: incident.timeline.clone(),
+        timeline: incident.timeline.to_vec(),
         report: None,
     }
 }
@@ -270,7 +281,7 @@ fn message(incident: &OpenIncident, level: u8, status: &str) -> String {
         role(level),
         incident.trigger,
     );
-    for entry in &incident.timeline {
+    for entry in incident.timeline.iter() {
         text.push_str(&format!(
             "- {} - {}\n",
             entry.at.strftime("%H:%M:%S UTC"),

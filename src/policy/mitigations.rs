@@ -17,11 +17,13 @@ pub const STAMPEDE_SERVE_STALE: &str = "stampede-serve-stale";
 pub const STAMPEDE_TTL: &str = "stampede-ttl";
 pub const STAMPEDE_SHED_LOAD: &str = "stampede-shed-load";
 
-fn overrides(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
+fn overrides<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
+    // A handful of keys: inserting one by one beats collecting (which sorts first).
+    let mut map = BTreeMap::new();
+    for (k, v) in pairs {
+        map.insert(k.to_owned(), v);
+    }
+    map
 }
 
 const OFF: &str = "false";
@@ -47,14 +49,14 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
                     "phase 1 holds {}, then the canary goes to 0.0 and phase 2 disables the features",
                     spec.rollback.phase_hold
                 ),
-                overrides: overrides(&[(CANARY_SAMPLE_RATE, format_rate(spec.canary.reduced_rate))]),
+                overrides: overrides([(CANARY_SAMPLE_RATE, format_rate(spec.canary.reduced_rate))]),
             }),
             Some(off) => out.push(Mitigation {
                 name: ROLLBACK_FEATURES.into(),
                 reason: format!("canary rollback phase 2: {}", rb.reason),
                 since: off,
                 until: resume,
-                overrides: overrides(&[
+                overrides: overrides([
                     (CANARY_SAMPLE_RATE, format_rate(0.0)),
                     (FAST_PATH_ENABLED, OFF.into()),
                     (MEM0_READS_ENABLED, OFF.into()),
@@ -73,7 +75,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
                 format_rate(spec.canary.sample_rate),
                 format_rate(spec.canary.ramp_step)
             ),
-            overrides: overrides(&[(CANARY_SAMPLE_RATE, format_rate(ramp.rate))]),
+            overrides: overrides([(CANARY_SAMPLE_RATE, format_rate(ramp.rate))]),
         });
     }
     if let (Some(since), Some(reason)) = (m.breaker.mitigated_since, &m.breaker.mitigation_reason) {
@@ -82,7 +84,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
             reason: reason.clone(),
             since,
             until: format!("the circuit breaker has been closed for {interval}"),
-            overrides: overrides(&[
+            overrides: overrides([
                 (MEM0_READS_ENABLED, OFF.into()),
                 (MEM0_SHADOW_MODE, OFF.into()),
             ]),
@@ -99,7 +101,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
             reason: s.reason.clone(),
             since: s.started_at,
             until: over.clone(),
-            overrides: overrides(&[
+            overrides: overrides([
                 (CACHE_SERVE_STALE, "true".into()),
                 (
                     CACHE_STALE_TTL,
@@ -112,7 +114,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
             reason: s.reason.clone(),
             since: s.started_at,
             until: over,
-            overrides: overrides(&[(
+            overrides: overrides([(
                 CACHE_TTL,
                 spec.cache.incident_ttl.as_std().as_secs().to_string(),
             )]),
@@ -128,7 +130,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
                     format_rate(spec.canary.ramp_step),
                     super::signals::num(spec.stampede.recover_above_percent)
                 ),
-                overrides: overrides(&[(CANARY_SAMPLE_RATE, format_rate(s.canary_rate))]),
+                overrides: overrides([(CANARY_SAMPLE_RATE, format_rate(s.canary_rate))]),
             });
         }
     }

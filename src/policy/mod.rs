@@ -419,7 +419,7 @@ pub fn decide(
 
     let mut incidents_out = std::mem::take(&mut step.resolved);
     for runbook in &step.touched {
-        if let Some(open) = m.open_incidents.get(*runbook) {
+        if let Some(open) = incidents::find(&m, runbook) {
             incidents_out.push(incidents::summary(open, None));
         }
     }
@@ -648,7 +648,7 @@ fn phase_reason(
             if m.redis.eviction_alert {
                 why.push("Redis evictions".into());
             }
-            for incident in m.open_incidents.values() {
+            for incident in &m.open_incidents {
                 why.push(format!("incident {} open", incident.id));
             }
             why.dedup();

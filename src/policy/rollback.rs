@@ -422,7 +422,7 @@ fn resume(step: &mut Step, m: &mut PolicyMemory, why: &str) {
         "resumed",
         format!("{why}: features back to the spec, canary ramps back to the baseline"),
     );
-    if m.open_incidents.contains_key(CANARY_ROLLBACK) {
+    if incidents::find(m, CANARY_ROLLBACK).is_some() {
         incidents::note(
             step,
             m,

@@ -225,7 +225,7 @@ pub fn write_text(
             m.name, m.since, m.until
         )?;
     }
-    for incident in last.memory.open_incidents.values() {
+    for incident in &last.memory.open_incidents {
         writeln!(
             out,
             "Incident {} still open (level {} notified)",
