@@ -424,72 +424,102 @@ pub struct PolicyMemory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_timestamp_schema")]
     pub last_tick: Option<Timestamp>,
-    /// Breach windows by criterion name: how long each has been continuously breached.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub windows: BTreeMap<String, WindowState>,
-    /// The canary rollback in progress, if any.
+    /// The phase the policy reported last (a change is a transition, with an Event).
+    #[serde(default)]
+    pub phase: Phase,
+    /// The rollback criteria's and the stampede's breach windows.
+    #[serde(default, skip_serializing_if = "BreachWindows::is_idle")]
+    pub windows: BreachWindows,
+    /// The canary rollback in progress or awaiting resume, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackState>,
-    /// When the breaker was first seen open in the current outage.
+    /// The canary ramping back to its baseline after a resumed rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "optional_timestamp_schema")]
-    pub breaker_open_since: Option<Timestamp>,
-    /// When the breaker was first seen closed again after an outage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "optional_timestamp_schema")]
-    pub breaker_closed_since: Option<Timestamp>,
-    /// Stampede state, if one is being handled.
+    pub ramp: Option<RampState>,
+    /// The circuit breaker's current outage and its mitigation.
+    #[serde(default, skip_serializing_if = "BreakerTrack::is_idle")]
+    pub breaker: BreakerTrack,
+    /// The cache stampede being handled, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stampede: Option<StampedeState>,
-    /// The current Redis memory level (with hysteresis).
+    /// Redis: memory level, evictions, restarts and the remediation cooldown.
     #[serde(default)]
-    pub memory_level: MemoryLevel,
-    /// When the last Redis remediation ran (its cooldown starts here).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "optional_timestamp_schema")]
-    pub last_remediation_at: Option<Timestamp>,
-    /// Recent evicted_keys readings, to compute the eviction rate over the window.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub eviction_samples: Vec<CounterSample>,
-    /// The last Redis run_id and uptime seen, to detect a cold start.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_run_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_uptime_seconds: Option<u64>,
+    pub redis: RedisTrack,
     /// The learned normal error rate (percent), when the spec gives none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate_baseline_percent: Option<f64>,
-    /// Open incidents by runbook, with their escalation state.
+    /// Open incidents by runbook, with their escalation state and timeline.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub open_incidents: BTreeMap<String, OpenIncident>,
-    /// Effective-config changes in the last hour (their times), to bound churn.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "timestamp_list_schema")]
-    pub config_changes: Vec<Timestamp>,
-    /// The spec generation last seen (a change is a deploy; it may trigger warming).
+    /// When the effective config last loosened automatically (a mitigation ended or a ramp stepped
+    /// up). The next automatic loosening waits at least canary.rampInterval, so the config cannot
+    /// churn however the signals move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub last_relaxed_at: Option<Timestamp>,
+    /// The spec generation last seen (a change is a deploy; it may trigger warming and it resumes
+    /// a rolled-back tier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_generation: Option<i64>,
-    /// The value of the resume annotation last acted on.
+    /// Hash of the effective config the policy last asked to render.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resume_token: Option<String>,
+    pub rendered_hash: Option<String>,
 }
 
-/// A breach window.
+/// The breach windows of the rollback criteria and of the stampede detector.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreachWindows {
+    /// P50 latency above rollback.p50LatencyMs.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub p50_latency: WindowState,
+    /// Error rate more than rollback.errorRateIncreasePoints above the baseline.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub error_rate: WindowState,
+    /// mem0 write success below rollback.mem0WriteSuccessBelowPercent.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub mem0_write_success: WindowState,
+    /// Cache hit rate below stampede.hitRateBelowPercent while P50 is above
+    /// stampede.p50LatencyAboveMs.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub stampede: WindowState,
+}
+
+impl BreachWindows {
+    pub fn is_idle(&self) -> bool {
+        self.p50_latency.is_idle()
+            && self.error_rate.is_idle()
+            && self.mem0_write_success.is_idle()
+            && self.stampede.is_idle()
+    }
+}
+
+/// A window over which a condition must hold at every sample ("P50 > 1000 ms for 10m"). A
+/// contrary sample resets it; an unknown sample either holds it (neither fills nor resets) or,
+/// when unknown counts as a breach, fills it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowState {
-    /// Breached time accumulated so far in the current run of breaching samples.
-    pub breached_for: Duration,
-    /// When the last sample that counted was taken.
+    /// How long the condition has held, summed over the intervals between counting samples.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_for: Duration,
+    /// When the last sample of the current run was taken; absent when no run is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_timestamp_schema")]
     pub last_sample_at: Option<Timestamp>,
-    /// The value of the last breaching sample.
+    /// The signal's value at the last known sample of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_value: Option<f64>,
 }
 
-/// A canary rollback in progress.
+impl WindowState {
+    /// No run in progress.
+    pub fn is_idle(&self) -> bool {
+        self.last_sample_at.is_none()
+    }
+}
+
+/// A canary rollback: phases 1 to 3 in progress, or 4 (verified and documented) awaiting resume.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackState {
@@ -501,34 +531,128 @@ pub struct RollbackState {
     /// When the rollback started.
     #[schemars(schema_with = "timestamp_schema")]
     pub started_at: Timestamp,
-    /// The criterion that triggered it.
+    /// The criterion that triggered it: p50-latency, error-rate, breaker-open or mem0-write-success.
     pub trigger: String,
-    /// Within phase 1: whether the canary already went from the reduced rate to 0.
-    #[serde(default)]
-    pub canary_at_zero: bool,
+    /// Why it started, with the signal values.
+    pub reason: String,
     /// The trigger signal's value when the rollback started (to tell whether it worsens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_value: Option<f64>,
-    /// Since when all signals have been back within the baseline (phase 3).
+    /// When the canary went to 0 and the features were switched off (phase 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_timestamp_schema")]
-    pub stable_since: Option<Timestamp>,
+    pub features_off_at: Option<Timestamp>,
+    /// Phase 3: how long every rollback signal has been back within its bound.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub verified: WindowState,
+    /// The resume annotation's value when the rollback started; a different value resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+    /// The spec generation when the rollback started; a different generation resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
-/// A stampede being handled.
+/// The canary stepping back up to its baseline after a resumed rollback.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RampState {
+    /// The canary rate reached so far.
+    pub rate: f64,
+    /// When the ramp started.
+    #[schemars(schema_with = "timestamp_schema")]
+    pub since: Timestamp,
+    /// Why it started.
+    pub reason: String,
+    /// How long the rollback signals have stayed within bounds since the last step.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub healthy: WindowState,
+}
+
+/// The circuit breaker: the current outage, its alert and its mitigation.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakerTrack {
+    /// When the breaker was first seen open (or half-open) in the current outage. The outage ends
+    /// once the breaker has been closed for canary.rampInterval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub outage_since: Option<Timestamp>,
+    /// How long the outage has lasted, counting only time covered by known breaker readings.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub open: WindowState,
+    /// How long the breaker has been closed within the outage.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub closed: WindowState,
+    /// Whether the outage (or low mem0 write success) has been alerted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alerted: bool,
+    /// Since when mem0 reads and shadow writes are switched off, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub mitigated_since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mitigation_reason: Option<String>,
+}
+
+impl BreakerTrack {
+    pub fn is_idle(&self) -> bool {
+        *self == BreakerTrack::default()
+    }
+}
+
+/// A cache stampede being handled.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StampedeState {
     #[schemars(schema_with = "timestamp_schema")]
     pub started_at: Timestamp,
-    /// What started it: the warm trigger.
+    /// What started it: a detected stampede or a Redis cold start.
     pub trigger: WarmTrigger,
-    /// Once the hit rate recovered: when the ramp began, and the canary rate reached so far.
+    /// Why it started, with the signal values.
+    pub reason: String,
+    /// The canary rate the stampede holds the canary at; it steps back up to the baseline.
+    pub canary_rate: f64,
+    /// How long the hit rate has stayed above stampede.recoverAbovePercent since the last step.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub recovering: WindowState,
+    /// How long the stampede condition has been absent.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub clear: WindowState,
+}
+
+/// Redis as the policy tracks it between reconciles.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisTrack {
+    /// The current memory level (with hysteresis).
+    #[serde(default)]
+    pub level: MemoryLevel,
+    /// The level last announced (alerts fire when the level differs from it).
+    #[serde(default)]
+    pub alerted_level: MemoryLevel,
+    /// The last Redis run_id seen, to detect a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The last Redis uptime seen, seconds; going back means a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
+    /// The last raw evicted_keys reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted_keys: Option<u64>,
+    /// Evictions counted since tracking began, corrected for counter resets.
+    #[serde(default)]
+    pub evictions_total: u64,
+    /// Readings of `evictionsTotal` over the eviction window (thinned to a bounded number).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eviction_samples: Vec<CounterSample>,
+    /// Whether the eviction-rate alert is raised.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub eviction_alert: bool,
+    /// When the last remediation was asked for (its cooldown starts here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_timestamp_schema")]
-    pub ramp_step_at: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ramp_rate: Option<f64>,
+    pub last_remediation_at: Option<Timestamp>,
 }
 
 /// A counter reading at a time.
@@ -540,16 +664,30 @@ pub struct CounterSample {
     pub value: u64,
 }
 
-/// An incident that is still open, with its escalation.
+/// An incident that is still open, with its escalation and timeline.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenIncident {
     pub id: String,
+    /// CanaryRollback, CircuitBreakerOpen, CacheStampede or RedisMemory.
+    pub runbook: String,
+    /// What triggered it.
+    pub trigger: String,
     #[schemars(schema_with = "timestamp_schema")]
     pub started_at: Timestamp,
     /// The highest escalation level already notified.
     #[serde(default)]
     pub notified_level: u8,
+    /// What happened when (bounded; the oldest entries are kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+    /// How long its trouble has been absent (it resolves after canary.rampInterval).
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub clear: WindowState,
+}
+
+fn is_zero(d: &Duration) -> bool {
+    d.is_zero()
 }
 
 fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -558,8 +696,4 @@ fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 fn optional_timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "format": "date-time", "nullable": true})
-}
-
-fn timestamp_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "array", "items": {"type": "string", "format": "date-time"}})
 }

@@ -48,6 +48,20 @@ pub enum Command {
         #[arg(long = "secret", value_name = "NAME/KEY=VALUE")]
         secrets: Vec<String>,
     },
+    /// Run the policy on a virtual clock over a scenario and print what the controller would do.
+    ///
+    /// No cluster and no servers: the MemoryTier is read from MANIFEST (and validated), the signals
+    /// come from the scenario file (see examples/scenarios/README.md for the format).
+    Simulate {
+        /// A file holding one MemoryTier.
+        manifest: PathBuf,
+        /// The scenario: tick, duration, starting signals and a timeline of changes.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// text: a readable timeline; json: one object per line.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
 }
 
 /// Run the parsed command line; the exit code is the command's verdict.
@@ -63,5 +77,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             secrets,
         } => observe::run(&manifest, output, &secrets).await,
+        Command::Simulate {
+            manifest,
+            scenario,
+            output,
+        } => {
+            use crate::simulate;
+            let (tier, scenario, outcome) = simulate::run_files(&manifest, &scenario)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match output {
+                OutputFormat::Text => simulate::output::write_text(&mut out, &tier, &scenario, &outcome)?,
+                OutputFormat::Json => simulate::output::write_json(&mut out, &outcome)?,
+            }
+            std::io::Write::flush(&mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -8,7 +8,11 @@ use crate::api::{IncidentSummary, MemoryLevel, WarmTrigger};
 
 /// One action of a decision. Every action carries the reason it is taken, for status and Events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
+#[serde(
+    tag = "action",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Action {
     /// Render this effective configuration into the target ConfigMap.
     RenderConfig {

@@ -1,1 +1,426 @@
 //! The policy on a virtual clock over a scenario: the cluster-free way to try a MemoryTier.
+//!
+//! `tierguard simulate MANIFEST --scenario FILE` reads one MemoryTier (checked like `tierguard
+//! check`) and a scenario (see [`scenario`] for the format), runs [`crate::policy::decide`] at
+//! every tick with the scenario's signal values, and prints what the controller would have done:
+//! each transition, alert, incident change and action, with its reason. Actions count as carried
+//! out at once (the ConfigMap holds what was rendered), except in DryRun, where nothing is.
+
+pub mod output;
+pub mod scenario;
+
+use std::path::{Path, PathBuf};
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+
+use crate::api::{KIND, MemoryTier, Observation, Phase, PolicyMemory, RESUME_ANNOTATION, validate};
+use crate::policy::{Action, AppliedConfig, Change, DecideContext, Decision, decide, effective};
+pub use scenario::{Scenario, ScenarioEvent, SignalPatch, TimelineStep};
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {location}: invalid YAML: {message}")]
+    Yaml {
+        path: PathBuf,
+        location: String,
+        message: String,
+    },
+    #[error("{path}: not a valid MemoryTier:\n{}", problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Manifest {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+    #[error("{path}: no {KIND} document found")]
+    NoMemoryTier { path: PathBuf },
+    #[error("{path}: {count} {KIND} documents found; simulate takes exactly one")]
+    SeveralMemoryTiers { path: PathBuf, count: usize },
+    #[error("{path}: {field}: {message}")]
+    Scenario {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+/// Read one MemoryTier from a manifest file and validate it as the API server would.
+pub fn load_manifest(path: &Path) -> Result<MemoryTier, SimulateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SimulateError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_manifest(path, &text)
+}
+
+/// Parse one MemoryTier from manifest text; `path` names it in errors.
+pub fn parse_manifest(path: &Path, text: &str) -> Result<MemoryTier, SimulateError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| SimulateError::Yaml {
+        path: path.to_owned(),
+        location: e
+            .location()
+            .map(|l| format!("line {}, column {}", l.line(), l.column()))
+            .unwrap_or_else(|| "<yaml>".into()),
+        message: e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("cannot parse")
+            .to_owned(),
+    })?;
+    let tiers: Vec<&Value> = docs
+        .iter()
+        .filter(|d| !d.is_null())
+        .filter(|d| {
+            d.get("kind")
+                .and_then(Value::as_str)
+                .is_none_or(|k| k == KIND)
+        })
+        .collect();
+    match tiers.as_slice() {
+        [] => Err(SimulateError::NoMemoryTier {
+            path: path.to_owned(),
+        }),
+        [doc] => validate::validate_document(doc).map_err(|problems| SimulateError::Manifest {
+            path: path.to_owned(),
+            problems: problems.iter().map(ToString::to_string).collect(),
+        }),
+        several => Err(SimulateError::SeveralMemoryTiers {
+            path: path.to_owned(),
+            count: several.len(),
+        }),
+    }
+}
+
+/// Read and check a scenario file.
+pub fn load_scenario(path: &Path) -> Result<Scenario, SimulateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SimulateError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    scenario::parse(&text).map_err(|p| SimulateError::Scenario {
+        path: path.to_owned(),
+        field: p.path,
+        message: p.message,
+    })
+}
+
+/// One line of the simulation's record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Seconds since the start.
+    pub t: f64,
+    pub at: Timestamp,
+    /// The tier's phase after this step.
+    pub phase: Phase,
+    pub what: EntryKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum EntryKind {
+    /// A scenario input: signals set or an event (text output only).
+    Input(String),
+    /// A transition, alert or incident change.
+    Change(Change),
+    /// An action (Events are left out: each repeats a change or an action already listed).
+    Action {
+        action: Action,
+        dry_run: bool,
+        /// For render-config: the keys whose value changed since the last render (from, to).
+        changed: Vec<(String, Option<String>, Option<String>)>,
+    },
+}
+
+/// The record of a run.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub entries: Vec<Entry>,
+    /// The last step's decision.
+    pub last: Decision,
+    /// Seconds simulated.
+    pub seconds: f64,
+    /// Steps run.
+    pub steps: u64,
+}
+
+/// The simulated world: signal values, Redis's counters, the tier's metadata.
+struct World {
+    obs: Observation,
+    uptime_set: Option<(u64, Timestamp)>,
+    evicted: f64,
+    evictions_per_second: f64,
+    generation: i64,
+    resume: Option<String>,
+    restarts: u32,
+    resumes: u32,
+}
+
+impl World {
+    fn apply(&mut self, patch: &SignalPatch, now: Timestamp) {
+        let o = &mut self.obs;
+        if let Some(v) = patch.p50_latency_ms {
+            o.p50_latency_ms = v;
+        }
+        if let Some(v) = patch.p95_latency_ms {
+            o.p95_latency_ms = v;
+        }
+        if let Some(v) = patch.p99_latency_ms {
+            o.p99_latency_ms = v;
+        }
+        if let Some(v) = patch.error_rate_percent {
+            o.error_rate_percent = v;
+        }
+        if let Some(v) = patch.cache_hit_rate_percent {
+            o.cache_hit_rate_percent = v;
+        }
+        if let Some(v) = patch.mem0_write_success_percent {
+            o.mem0_write_success_percent = v;
+        }
+        if let Some(v) = patch.breaker_state {
+            o.breaker_state = v;
+        }
+        if let Some(v) = patch.redis_used_memory_percent {
+            o.redis_used_memory_percent = v;
+        }
+        if let Some(v) = patch.redis_evicted_keys {
+            o.redis_evicted_keys = v;
+            self.evicted = v.unwrap_or(0) as f64;
+        }
+        if let Some(v) = patch.redis_evictions_per_second {
+            self.evictions_per_second = v.unwrap_or(0.0);
+            if o.redis_evicted_keys.is_none() && self.evictions_per_second > 0.0 {
+                o.redis_evicted_keys = Some(self.evicted as u64);
+            }
+        }
+        if let Some(v) = &patch.redis_run_id {
+            o.redis_run_id = v.clone();
+        }
+        if let Some(v) = patch.redis_uptime_seconds {
+            self.uptime_set = v.map(|up| (up, now));
+            o.redis_uptime_seconds = v;
+        }
+    }
+
+    fn event(&mut self, event: ScenarioEvent, now: Timestamp) -> Result<(), String> {
+        match event {
+            ScenarioEvent::RedisRestart => {
+                if self.obs.redis_run_id.is_none() && self.uptime_set.is_none() {
+                    return Err("a restart cannot be seen without redisRunId or redisUptimeSeconds: set one of them first".into());
+                }
+                self.restarts += 1;
+                if self.obs.redis_run_id.is_some() {
+                    self.obs.redis_run_id = Some(format!(
+                        "{:040x}",
+                        0x5eed_0000_u64 + u64::from(self.restarts)
+                    ));
+                }
+                self.uptime_set = Some((0, now));
+                self.obs.redis_uptime_seconds = Some(0);
+                if self.obs.redis_evicted_keys.is_some() {
+                    self.obs.redis_evicted_keys = Some(0);
+                }
+                self.evicted = 0.0;
+            }
+            ScenarioEvent::Resume => {
+                self.resumes += 1;
+                self.resume = Some(format!("simulated-resume-{}", self.resumes));
+            }
+            ScenarioEvent::Deploy => self.generation += 1,
+        }
+        Ok(())
+    }
+
+    /// Advance the counters to `now` (from `before`).
+    fn advance(&mut self, before: Timestamp, now: Timestamp) {
+        let dt = crate::policy::window::elapsed(now, before).as_secs_f64();
+        if self.evictions_per_second > 0.0 && self.obs.redis_evicted_keys.is_some() {
+            self.evicted += self.evictions_per_second * dt;
+            self.obs.redis_evicted_keys = Some(self.evicted.floor() as u64);
+        }
+        if let Some((base, at)) = self.uptime_set {
+            let up = base.saturating_add(crate::policy::window::elapsed(now, at).as_secs());
+            self.obs.redis_uptime_seconds = Some(up);
+        }
+        self.obs.at = Some(now);
+    }
+}
+
+/// Load a manifest and a scenario and run them.
+pub fn run_files(
+    manifest: &Path,
+    scenario_path: &Path,
+) -> Result<(MemoryTier, Scenario, Outcome), SimulateError> {
+    let tier = load_manifest(manifest)?;
+    let scenario = load_scenario(scenario_path)?;
+    let outcome =
+        run_inner(&tier, &scenario).map_err(|(field, message)| SimulateError::Scenario {
+            path: scenario_path.to_owned(),
+            field,
+            message,
+        })?;
+    Ok((tier, scenario, outcome))
+}
+
+/// Run a scenario against a MemoryTier.
+pub fn run(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, SimulateError> {
+    run_inner(tier, scenario).map_err(|(field, message)| SimulateError::Scenario {
+        path: PathBuf::from("<scenario>"),
+        field,
+        message,
+    })
+}
+
+fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String, String)> {
+    let spec = &tier.spec;
+    let start = scenario.start;
+    let mut world = World {
+        obs: Observation::default(),
+        uptime_set: None,
+        evicted: 0.0,
+        evictions_per_second: 0.0,
+        generation: tier.metadata.generation.unwrap_or(1),
+        resume: tier
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESUME_ANNOTATION).cloned()),
+        restarts: 0,
+        resumes: 0,
+    };
+    world.apply(&scenario.signals, start);
+
+    let tick = scenario.tick.as_std();
+    let duration = scenario.duration.as_std();
+    let mut memory = PolicyMemory::default();
+    let mut applied = AppliedConfig::Absent;
+    let mut rendered: Option<effective::ConfigMap> = None;
+    let mut entries = Vec::new();
+    let mut next_step = 0usize;
+    let mut previous_now = start;
+    let mut last;
+    let mut steps = 0u64;
+    let mut offset = std::time::Duration::ZERO;
+    loop {
+        let now = start
+            .checked_add(
+                SignedDuration::try_from(offset)
+                    .map_err(|e| ("duration".to_owned(), e.to_string()))?,
+            )
+            .map_err(|e| {
+                (
+                    "duration".to_owned(),
+                    format!("the scenario runs past the end of time: {e}"),
+                )
+            })?;
+        let t = offset.as_secs_f64();
+        world.advance(previous_now, now);
+        previous_now = now;
+        let mut inputs = Vec::new();
+        while let Some(step) = scenario.timeline.get(next_step)
+            && step.at.as_std() <= offset
+        {
+            if let Some(patch) = &step.set {
+                world.apply(patch, now);
+                inputs.push(format!("set {}", scenario::describe(patch)));
+            }
+            if let Some(event) = step.event {
+                world
+                    .event(event, now)
+                    .map_err(|e| (format!("timeline[{next_step}].event"), e))?;
+                inputs.push(format!("event {}", event.as_str()));
+            }
+            next_step += 1;
+        }
+        world.obs.at = Some(now);
+
+        let ctx = DecideContext {
+            generation: Some(world.generation),
+            resume_token: world.resume.clone(),
+            applied: applied.clone(),
+        };
+        let decision = decide(spec, &memory, &world.obs, now, &ctx);
+        let phase = decision.phase;
+        for input in inputs {
+            entries.push(Entry {
+                t,
+                at: now,
+                phase,
+                what: EntryKind::Input(input),
+            });
+        }
+        for change in &decision.changes {
+            entries.push(Entry {
+                t,
+                at: now,
+                phase,
+                what: EntryKind::Change(change.clone()),
+            });
+        }
+        for action in &decision.actions {
+            if matches!(action, Action::Event { .. }) {
+                continue;
+            }
+            let changed = match action {
+                Action::RenderConfig { config, hash, .. } => {
+                    let diff = diff(rendered.as_ref(), config);
+                    if !decision.dry_run {
+                        applied = AppliedConfig::Hash(hash.clone());
+                    }
+                    rendered = Some(config.clone());
+                    diff
+                }
+                _ => Vec::new(),
+            };
+            entries.push(Entry {
+                t,
+                at: now,
+                phase,
+                what: EntryKind::Action {
+                    action: action.clone(),
+                    dry_run: decision.dry_run,
+                    changed,
+                },
+            });
+        }
+        memory = decision.memory.clone();
+        last = Some(decision);
+        steps += 1;
+
+        offset += tick;
+        if offset > duration {
+            break;
+        }
+    }
+    Ok(Outcome {
+        entries,
+        last: last.expect("at least one step runs"),
+        seconds: duration.as_secs_f64(),
+        steps,
+    })
+}
+
+fn diff(
+    before: Option<&effective::ConfigMap>,
+    after: &effective::ConfigMap,
+) -> Vec<(String, Option<String>, Option<String>)> {
+    let Some(before) = before else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in after {
+        if before.get(k) != Some(v) {
+            out.push((k.clone(), before.get(k).cloned(), Some(v.clone())));
+        }
+    }
+    for (k, v) in before {
+        if !after.contains_key(k) {
+            out.push((k.clone(), Some(v.clone()), None));
+        }
+    }
+    out
+}

@@ -1,0 +1,154 @@
+//! Incident #1, circuit breaker open: alert as soon as it opens; the breaker recovers on its own;
+//! open longer than `breaker.maxOpenDuration` ⇒ MEM0_READS_ENABLED=false and
+//! MEM0_SHADOW_MODE=false until the breaker has been closed for `canary.rampInterval`.
+//!
+//! An outage starts at the first open (or half-open) reading and ends once the breaker has been
+//! closed for `canary.rampInterval`, so a breaker that flickers closed for a moment is still the
+//! same outage. The mem0 write success rate below [`MEM0_WRITE_ALERT_BELOW_PERCENT`] is part of
+//! the same incident (the runbook's first symptom).
+
+use super::incidents::{self, CIRCUIT_BREAKER_OPEN};
+use super::signals::num;
+use super::window::{OnUnknown, Sample, feed, holds_for};
+use super::{Change, Step};
+use crate::api::{BreakerState, PolicyMemory, WindowState};
+
+/// The runbook's symptom "mem0 write success rate drops below 99%".
+pub const MEM0_WRITE_ALERT_BELOW_PERCENT: f64 = 99.0;
+
+/// Track the outage from the breaker readings.
+pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
+    let open = step.signals.breaker.map(|s| s != BreakerState::Closed);
+    let now = step.now;
+    let b = &mut m.breaker;
+    if b.outage_since.is_none() {
+        if open == Some(true) {
+            b.outage_since = Some(now);
+            b.open = WindowState::default();
+            b.closed = WindowState::default();
+            feed(&mut b.open, now, Sample::Holds(None), OnUnknown::Hold);
+        }
+        return;
+    }
+    // Outage time counts every known reading until the outage ends; unknown readings hold.
+    let known = if open.is_some() {
+        Sample::Holds(None)
+    } else {
+        Sample::Unknown
+    };
+    feed(&mut b.open, now, known, OnUnknown::Hold);
+    let closed = match open {
+        Some(false) => Sample::Holds(None),
+        Some(true) => Sample::Broken,
+        None => Sample::Unknown,
+    };
+    feed(&mut b.closed, now, closed, OnUnknown::Hold);
+    if holds_for(&b.closed, step.spec.canary.ramp_interval) {
+        b.outage_since = None;
+        b.open = WindowState::default();
+        b.closed = WindowState::default();
+    }
+}
+
+/// Alert, mitigate, end the mitigation, and keep the incident.
+pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
+    let name = step.spec.breaker.name.clone();
+    let max_open = step.spec.breaker.max_open_duration;
+    let interval = step.spec.canary.ramp_interval;
+    if m.breaker.outage_since.is_some() && !m.breaker.alerted {
+        m.breaker.alerted = true;
+        let state = step.signals.breaker.map_or("open", BreakerState::as_str);
+        step.changes.push(Change::Alert {
+            subject: "breaker",
+            code: crate::api::conditions::reasons::BREAKER_OPENED,
+            warning: true,
+            message: format!(
+                "circuit breaker {name} is {state}: mem0 calls fall back (degraded memory persistence); it recovers on its own"
+            ),
+        });
+    }
+    if m.breaker.outage_since.is_none() && m.breaker.alerted {
+        m.breaker.alerted = false;
+        step.changes.push(Change::Transition {
+            subject: "breaker",
+            from: "open".into(),
+            to: "closed".into(),
+            reason: format!("circuit breaker {name} closed for {interval}"),
+        });
+        incidents::note(
+            step,
+            m,
+            CIRCUIT_BREAKER_OPEN,
+            format!("Breaker closed for {interval}"),
+        );
+    }
+
+    if m.breaker.outage_since.is_some()
+        && m.breaker.mitigated_since.is_none()
+        && holds_for(&m.breaker.open, max_open)
+    {
+        let reason = format!(
+            "circuit breaker {name} open for {} (breaker.maxOpenDuration {max_open})",
+            m.breaker.open.held_for
+        );
+        m.breaker.mitigated_since = Some(step.now);
+        m.breaker.mitigation_reason = Some(reason.clone());
+        step.changes.push(Change::Transition {
+            subject: "breaker",
+            from: "open".into(),
+            to: "mem0-off".into(),
+            reason: format!("{reason}: MEM0_READS_ENABLED=false, MEM0_SHADOW_MODE=false"),
+        });
+        incidents::note(
+            step,
+            m,
+            CIRCUIT_BREAKER_OPEN,
+            format!("mem0 reads and shadow writes switched off: {reason}"),
+        );
+    }
+    if m.breaker.outage_since.is_none() && m.breaker.mitigated_since.is_some() && step.may_relax(m)
+    {
+        m.breaker.mitigated_since = None;
+        m.breaker.mitigation_reason = None;
+        step.changes.push(Change::Transition {
+            subject: "breaker",
+            from: "mem0-off".into(),
+            to: "closed".into(),
+            reason: format!("circuit breaker {name} closed for {interval}: mem0 reads and shadow writes back to the spec"),
+        });
+        incidents::note(
+            step,
+            m,
+            CIRCUIT_BREAKER_OPEN,
+            "mem0 reads and shadow writes back to the spec",
+        );
+        step.relaxed(m);
+    }
+
+    let low_writes = step
+        .signals
+        .mem0_write_success_percent
+        .map(|v| v < MEM0_WRITE_ALERT_BELOW_PERCENT);
+    let open = m.breaker.outage_since.is_some();
+    let trouble = match (open, low_writes) {
+        (true, _) | (_, Some(true)) => Some(true),
+        (false, Some(false)) => Some(false),
+        // No outage is on record; an unknown write rate alone is no reason to keep the incident.
+        (false, None) if step.signals.breaker.is_some() => Some(false),
+        (false, None) => None,
+    };
+    let success = step.signals.mem0_write_success_percent;
+    let trigger = || {
+        if open {
+            format!("circuit breaker {name} open")
+        } else {
+            format!(
+                "mem0 write success {}% below {}%",
+                success.map(num).unwrap_or_default(),
+                num(MEM0_WRITE_ALERT_BELOW_PERCENT)
+            )
+        }
+    };
+    let mitigated = m.breaker.mitigated_since.is_some();
+    incidents::track(step, m, CIRCUIT_BREAKER_OPEN, trouble, trigger, !mitigated);
+}

@@ -1,0 +1,507 @@
+//! The canary rollback procedure, and the ramp back after a human resumes the tier.
+//!
+//! Criteria (any one, each over its own window): P50 latency above `p50LatencyMs` for
+//! `p50LatencyFor`; error rate more than `errorRateIncreasePoints` above the baseline for
+//! `errorRateFor`; circuit breaker open for `breakerOpenFor`; mem0 write success below
+//! `mem0WriteSuccessBelowPercent` for `mem0WriteSuccessFor`.
+//!
+//! Phases: 1 canary → `reducedRate`, hold `phaseHold`, → 0 (straight on if the trigger signal
+//! worsens meanwhile); 2 FAST_PATH_ENABLED, MEM0_READS_ENABLED, MEM0_SHADOW_MODE off; 3 verify:
+//! every rollback signal back within its bound for `phaseHold`; 4 the incident record. The tier
+//! then stays rolled back until a human resumes it: the annotation `tierguard.dev/resume` set to a
+//! value other than the one it had when the rollback started, or a new spec generation. With
+//! `autoResume` the verified rollback resumes by itself. Resuming drops the rollback overlays and
+//! ramps the canary from `reducedRate` back to its baseline, one `rampStep` per `rampInterval`
+//! while the signals stay within bounds.
+
+use super::incidents::{self, CANARY_ROLLBACK};
+use super::signals::num;
+use super::window::{OnUnknown, Sample, at_least, feed, holds_for, restart};
+use super::{Change, Step};
+use crate::api::{OnMissingData, PolicyMemory, RampState, RollbackState, WindowState};
+
+/// How much further past its value at the start of the rollback the trigger signal must move, in
+/// phase 1, to count as worsening: a quarter of the P50 threshold, one more error-rate increase,
+/// or one more mem0 shortfall.
+pub const P50_WORSENING_SHARE: f64 = 0.25;
+
+/// Rollback criteria, in the order they are checked.
+pub const P50_LATENCY: &str = "p50-latency";
+pub const ERROR_RATE: &str = "error-rate";
+pub const BREAKER_OPEN: &str = "breaker-open";
+pub const MEM0_WRITE_SUCCESS: &str = "mem0-write-success";
+
+fn on_unknown_breach(step: &Step) -> OnUnknown {
+    match step.spec.metrics.on_missing_data {
+        OnMissingData::Hold => OnUnknown::Hold,
+        OnMissingData::Rollback => OnUnknown::Fill,
+    }
+}
+
+fn on_unknown_healthy(step: &Step) -> OnUnknown {
+    match step.spec.metrics.on_missing_data {
+        OnMissingData::Hold => OnUnknown::Hold,
+        OnMissingData::Rollback => OnUnknown::Reset,
+    }
+}
+
+/// The error-rate baseline in force: the spec's, or the one learned from healthy samples.
+pub(crate) fn error_baseline(step: &Step, m: &PolicyMemory) -> Option<f64> {
+    step.spec
+        .rollback
+        .error_rate_baseline_percent
+        .or(m.error_rate_baseline_percent)
+}
+
+fn p50_breach(step: &Step) -> Option<bool> {
+    step.signals
+        .p50_latency_ms
+        .map(|v| v > step.spec.rollback.p50_latency_ms)
+}
+
+fn error_breach(step: &Step, m: &PolicyMemory) -> Option<bool> {
+    let baseline = error_baseline(step, m)?;
+    step.signals
+        .error_rate_percent
+        .map(|v| v > baseline + step.spec.rollback.error_rate_increase_points)
+}
+
+fn mem0_breach(step: &Step) -> Option<bool> {
+    step.signals
+        .mem0_write_success_percent
+        .map(|v| v < step.spec.rollback.mem0_write_success_below_percent)
+}
+
+fn sample(breach: Option<bool>, value: Option<f64>) -> Sample {
+    match breach {
+        Some(true) => Sample::Holds(value),
+        Some(false) => Sample::Broken,
+        None => Sample::Unknown,
+    }
+}
+
+/// Feed this observation into the criteria windows, and learn the error-rate baseline.
+pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
+    let missing = on_unknown_breach(step);
+    let now = step.now;
+    let p50 = sample(p50_breach(step), step.signals.p50_latency_ms);
+    feed(&mut m.windows.p50_latency, now, p50, missing);
+    let error = error_breach(step, m);
+    feed(
+        &mut m.windows.error_rate,
+        now,
+        sample(error, step.signals.error_rate_percent),
+        missing,
+    );
+    let mem0 = sample(mem0_breach(step), step.signals.mem0_write_success_percent);
+    feed(&mut m.windows.mem0_write_success, now, mem0, missing);
+    learn_error_baseline(step, m, error);
+}
+
+/// An exponentially weighted mean of healthy error-rate samples, with a time constant of six
+/// error-rate windows, learned only while no rollback is under way.
+fn learn_error_baseline(step: &Step, m: &mut PolicyMemory, breach: Option<bool>) {
+    if step.spec.rollback.error_rate_baseline_percent.is_some() || m.rollback.is_some() {
+        return;
+    }
+    let Some(value) = step.signals.error_rate_percent else {
+        return;
+    };
+    if breach == Some(true) {
+        return;
+    }
+    let value = value.clamp(0.0, 100.0);
+    m.error_rate_baseline_percent = Some(match (m.error_rate_baseline_percent, m.last_tick) {
+        (Some(baseline), Some(last)) => {
+            let tau = (step.spec.rollback.error_rate_for.as_secs_f64() * 6.0).max(1.0);
+            let dt = super::window::elapsed(step.now, last).as_secs_f64();
+            let alpha = 1.0 - (-dt / tau).exp();
+            baseline + alpha * (value - baseline)
+        }
+        _ => value,
+    });
+}
+
+/// A criterion whose window holds, with the words that explain it.
+struct Breach {
+    criterion: &'static str,
+    value: Option<f64>,
+    reason: String,
+}
+
+fn value_or_unknown(v: Option<f64>, unit: &str) -> String {
+    v.map(|v| format!("{}{unit}", num(v)))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
+    let r = &step.spec.rollback;
+    let missing = match step.spec.metrics.on_missing_data {
+        OnMissingData::Rollback => " (unknown counts as a breach: metrics.onMissingData Rollback)",
+        OnMissingData::Hold => "",
+    };
+    if holds_for(&m.windows.p50_latency, r.p50_latency_for) {
+        let value = step.signals.p50_latency_ms;
+        return Some(Breach {
+            criterion: P50_LATENCY,
+            value,
+            reason: format!(
+                "P50 latency {} above {} ms for {}{missing}",
+                value_or_unknown(value, " ms"),
+                num(r.p50_latency_ms),
+                r.p50_latency_for
+            ),
+        });
+    }
+    if holds_for(&m.windows.error_rate, r.error_rate_for) {
+        let value = step.signals.error_rate_percent;
+        let baseline = error_baseline(step, m)
+            .map(num)
+            .unwrap_or_else(|| "unknown".into());
+        return Some(Breach {
+            criterion: ERROR_RATE,
+            value,
+            reason: format!(
+                "error rate {} more than {} points above the {baseline}% baseline for {}{missing}",
+                value_or_unknown(value, "%"),
+                num(r.error_rate_increase_points),
+                r.error_rate_for
+            ),
+        });
+    }
+    if holds_for(&m.breaker.open, r.breaker_open_for) && m.breaker.outage_since.is_some() {
+        return Some(Breach {
+            criterion: BREAKER_OPEN,
+            value: None,
+            reason: format!(
+                "circuit breaker {} open for {} (rollback.breakerOpenFor {})",
+                step.spec.breaker.name, m.breaker.open.held_for, r.breaker_open_for
+            ),
+        });
+    }
+    if holds_for(&m.windows.mem0_write_success, r.mem0_write_success_for) {
+        let value = step.signals.mem0_write_success_percent;
+        return Some(Breach {
+            criterion: MEM0_WRITE_SUCCESS,
+            value,
+            reason: format!(
+                "mem0 write success {} below {}% for {}{missing}",
+                value_or_unknown(value, "%"),
+                num(r.mem0_write_success_below_percent),
+                r.mem0_write_success_for
+            ),
+        });
+    }
+    None
+}
+
+/// Whether every rollback signal is back within its bound: the verification of phase 3 and the
+/// condition of each ramp step.
+fn within_bounds(step: &Step, m: &PolicyMemory) -> Sample {
+    let checks = [
+        p50_breach(step),
+        error_breach(step, m),
+        mem0_breach(step),
+        // The breaker counts as known and fine only once its outage is over.
+        step.signals
+            .breaker
+            .map(|_| m.breaker.outage_since.is_some())
+            .or(m.breaker.outage_since.map(|_| true)),
+    ];
+    if checks.contains(&Some(true)) {
+        Sample::Broken
+    } else if checks.iter().any(Option::is_some) {
+        Sample::Holds(None)
+    } else {
+        Sample::Unknown
+    }
+}
+
+/// Whether the trigger signal got worse, in phase 1, than when the rollback started.
+fn worsened(step: &Step, rb: &RollbackState) -> Option<String> {
+    let start = rb.trigger_value?;
+    let r = &step.spec.rollback;
+    match rb.trigger.as_str() {
+        P50_LATENCY => {
+            let now = step.signals.p50_latency_ms?;
+            (now >= start + r.p50_latency_ms * P50_WORSENING_SHARE).then(|| {
+                format!(
+                    "P50 latency worsened to {} ms from {} ms",
+                    num(now),
+                    num(start)
+                )
+            })
+        }
+        ERROR_RATE => {
+            let now = step.signals.error_rate_percent?;
+            (now >= start + r.error_rate_increase_points.max(0.1))
+                .then(|| format!("error rate worsened to {}% from {}%", num(now), num(start)))
+        }
+        MEM0_WRITE_SUCCESS => {
+            let now = step.signals.mem0_write_success_percent?;
+            let margin = (100.0 - r.mem0_write_success_below_percent).max(1.0);
+            (now <= start - margin).then(|| {
+                format!(
+                    "mem0 write success worsened to {}% from {}%",
+                    num(now),
+                    num(start)
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+fn transition(step: &mut Step, from: &str, to: &str, reason: String) {
+    step.changes.push(Change::Transition {
+        subject: "rollback",
+        from: from.to_owned(),
+        to: to.to_owned(),
+        reason,
+    });
+}
+
+/// Advance the rollback: start it, move through its phases, or resume it.
+pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
+    if let Some(rb) = &m.rollback
+        && let Some(why) = resumed_by(step, rb)
+    {
+        resume(step, m, &why);
+        return;
+    }
+    let Some(rb) = m.rollback.as_ref() else {
+        if let Some(breach) = holding(step, m) {
+            start(step, m, breach);
+        }
+        return;
+    };
+    match rb.phase {
+        1 => {
+            let hold = step.spec.rollback.phase_hold;
+            if let Some(why) = worsened(step, rb) {
+                let reason = format!("{why}: skipping the rest of the {hold} hold");
+                disable_features(step, m, reason);
+            } else if at_least(step.now, rb.phase_since, hold) {
+                let reason = format!("held at the reduced rate for {hold}");
+                disable_features(step, m, reason);
+            }
+        }
+        3 => verify(step, m),
+        _ => {}
+    }
+}
+
+fn start(step: &mut Step, m: &mut PolicyMemory, breach: Breach) {
+    let reduced = super::effective::format_rate(step.spec.canary.reduced_rate);
+    transition(
+        step,
+        "none",
+        "1",
+        format!("{}: phase 1, canary → {reduced}", breach.reason),
+    );
+    m.rollback = Some(RollbackState {
+        phase: 1,
+        phase_since: step.now,
+        started_at: step.now,
+        trigger: breach.criterion.to_owned(),
+        reason: breach.reason.clone(),
+        trigger_value: breach.value,
+        features_off_at: None,
+        verified: WindowState::default(),
+        resume_token: step.ctx.resume_token.clone(),
+        generation: step.ctx.generation,
+    });
+    // A rollback supersedes a ramp in progress.
+    m.ramp = None;
+    incidents::open(step, m, CANARY_ROLLBACK, &breach.reason);
+    incidents::note(
+        step,
+        m,
+        CANARY_ROLLBACK,
+        format!("Rollback initiated: traffic reduced to {reduced}"),
+    );
+}
+
+/// End of phase 1 (canary → 0) and phase 2 (features off), then phase 3 begins at once.
+fn disable_features(step: &mut Step, m: &mut PolicyMemory, reason: String) {
+    let now = step.now;
+    transition(
+        step,
+        "1",
+        "2",
+        format!(
+            "{reason}; canary → 0.0, FAST_PATH_ENABLED, MEM0_READS_ENABLED and MEM0_SHADOW_MODE off"
+        ),
+    );
+    transition(
+        step,
+        "2",
+        "3",
+        format!(
+            "features disabled; verifying that every rollback signal stays within its bound for {}",
+            step.spec.rollback.phase_hold
+        ),
+    );
+    if let Some(rb) = m.rollback.as_mut() {
+        rb.phase = 3;
+        rb.phase_since = now;
+        rb.features_off_at = Some(now);
+        rb.verified = WindowState::default();
+    }
+    incidents::note(
+        step,
+        m,
+        CANARY_ROLLBACK,
+        format!("Traffic reduced to 0.0 ({reason})"),
+    );
+    incidents::note(
+        step,
+        m,
+        CANARY_ROLLBACK,
+        "Features disabled: FAST_PATH_ENABLED, MEM0_READS_ENABLED, MEM0_SHADOW_MODE = false",
+    );
+    verify(step, m);
+}
+
+fn verify(step: &mut Step, m: &mut PolicyMemory) {
+    let sample = within_bounds(step, m);
+    let on_unknown = on_unknown_healthy(step);
+    let hold = step.spec.rollback.phase_hold;
+    let Some(rb) = m.rollback.as_mut() else {
+        return;
+    };
+    feed(&mut rb.verified, step.now, sample, on_unknown);
+    if !holds_for(&rb.verified, hold) {
+        return;
+    }
+    rb.phase = 4;
+    rb.phase_since = step.now;
+    let reason = format!("every rollback signal within its bound for {hold}: system stable");
+    transition(
+        step,
+        "3",
+        "4",
+        format!("{reason}; writing the incident record"),
+    );
+    incidents::note(step, m, CANARY_ROLLBACK, format!("System stable: {reason}"));
+    incidents::resolve(step, m, CANARY_ROLLBACK, "rollback verified");
+    if step.spec.rollback.auto_resume {
+        resume(
+            step,
+            m,
+            "rollback.autoResume is set and the rollback is verified",
+        );
+    }
+}
+
+fn resumed_by(step: &Step, rb: &RollbackState) -> Option<String> {
+    if let Some(token) = &step.ctx.resume_token
+        && rb.resume_token.as_ref() != Some(token)
+    {
+        return Some(format!(
+            "annotation {} set to {token:?}",
+            crate::api::RESUME_ANNOTATION
+        ));
+    }
+    match (rb.generation, step.ctx.generation) {
+        (Some(then), Some(now)) if then != now => {
+            Some(format!("the spec changed (generation {then} → {now})"))
+        }
+        _ => None,
+    }
+}
+
+/// Drop the rollback and ramp the canary back up from the reduced rate.
+fn resume(step: &mut Step, m: &mut PolicyMemory, why: &str) {
+    let Some(rb) = m.rollback.take() else {
+        return;
+    };
+    transition(
+        step,
+        &rb.phase.to_string(),
+        "resumed",
+        format!("{why}: features back to the spec, canary ramps back to the baseline"),
+    );
+    if m.open_incidents.contains_key(CANARY_ROLLBACK) {
+        incidents::note(
+            step,
+            m,
+            CANARY_ROLLBACK,
+            format!("Resumed before verification: {why}"),
+        );
+        incidents::resolve(step, m, CANARY_ROLLBACK, &format!("resumed: {why}"));
+    }
+    // A fresh start: a new rollback needs its criterion breached for a whole window again.
+    m.windows.p50_latency = WindowState::default();
+    m.windows.error_rate = WindowState::default();
+    m.windows.mem0_write_success = WindowState::default();
+    m.last_relaxed_at = Some(step.now);
+    let c = &step.spec.canary;
+    let rate = c.reduced_rate.min(c.sample_rate).max(0.0);
+    if rate < c.sample_rate {
+        let mut healthy = WindowState::default();
+        restart(&mut healthy, step.now);
+        m.ramp = Some(RampState {
+            rate,
+            since: step.now,
+            reason: format!("resumed after a rollback ({why})"),
+            healthy,
+        });
+    }
+}
+
+/// Step the post-rollback ramp: +rampStep once the signals have stayed within bounds for a ramp
+/// interval, until the canary is back at its baseline.
+pub(crate) fn ramp(step: &mut Step, m: &mut PolicyMemory) {
+    if m.rollback.is_some() {
+        return;
+    }
+    let sample = within_bounds(step, m);
+    let on_unknown = on_unknown_healthy(step);
+    let c = step.spec.canary.clone();
+    let may_relax = step.may_relax(m);
+    let Some(ramp) = m.ramp.as_mut() else {
+        return;
+    };
+    feed(&mut ramp.healthy, step.now, sample, on_unknown);
+    if !(holds_for(&ramp.healthy, c.ramp_interval) && may_relax) {
+        return;
+    }
+    let from = ramp.rate;
+    let to = next_rate(from, c.ramp_step, c.sample_rate);
+    let (from_text, to_text) = (
+        super::effective::format_rate(from),
+        super::effective::format_rate(to),
+    );
+    restart(&mut ramp.healthy, step.now);
+    ramp.rate = to;
+    let done = to >= c.sample_rate;
+    if done {
+        m.ramp = None;
+    }
+    step.changes.push(Change::Transition {
+        subject: "ramp",
+        from: from_text,
+        to: to_text,
+        reason: format!(
+            "signals within bounds for {}{}",
+            c.ramp_interval,
+            if done {
+                ": canary back at its baseline"
+            } else {
+                ""
+            }
+        ),
+    });
+    step.relaxed(m);
+}
+
+/// One ramp step up from `rate`, never past `baseline`; a step that would not move finishes it.
+pub fn next_rate(rate: f64, step: f64, baseline: f64) -> f64 {
+    let next = rate + step;
+    if step.is_nan() || step <= 0.0 || next >= baseline - 1e-9 {
+        baseline
+    } else {
+        next
+    }
+}

@@ -1,0 +1,236 @@
+//! Printing a simulation: a readable timeline, or JSON lines.
+//!
+//! JSON: one object per line, with `t` (seconds since the start), `time`, `phase` (after the
+//! step), `type` (transition, action, alert or incident) and the details: for a transition
+//! `subject`, `from`, `to`, `reason`; for an alert `subject`, `code`, `severity`, `message`; for an
+//! incident `id`, `runbook`, `change` (opened, escalated, resolved), `level`, `reason`; for an
+//! action `action` (render-config, restart-workload, warm-cache, remediate-redis, audit-redis,
+//! notify, record-incident) with its fields, `dryRun`, and for render-config the full effective
+//! `config` and the `changed` keys. Scenario inputs are shown only in the text output.
+
+use std::io::{self, Write};
+
+use serde_json::{Map, Value, json};
+
+use super::{Entry, EntryKind, Outcome, Scenario};
+use crate::api::MemoryTier;
+use crate::policy::{Action, Change};
+
+/// `+HH:MM:SS` (with milliseconds when the time is not whole seconds).
+pub fn clock(t: f64) -> String {
+    let millis = (t * 1000.0).round() as u64;
+    let (h, m, s, ms) = (
+        millis / 3_600_000,
+        millis / 60_000 % 60,
+        millis / 1000 % 60,
+        millis % 1000,
+    );
+    if ms == 0 {
+        format!("+{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("+{h:02}:{m:02}:{s:02}.{ms:03}")
+    }
+}
+
+/// The JSON object of one entry; `None` for scenario inputs.
+pub fn json_entry(entry: &Entry) -> Option<Value> {
+    let mut obj = Map::new();
+    obj.insert("t".into(), json!(entry.t));
+    obj.insert("time".into(), json!(entry.at.to_string()));
+    obj.insert("phase".into(), json!(entry.phase.as_str()));
+    match &entry.what {
+        EntryKind::Input(_) => return None,
+        EntryKind::Change(change) => {
+            obj.insert("type".into(), json!(change.kind()));
+            match change {
+                Change::Transition {
+                    subject,
+                    from,
+                    to,
+                    reason,
+                } => {
+                    obj.insert("subject".into(), json!(subject));
+                    obj.insert("from".into(), json!(from));
+                    obj.insert("to".into(), json!(to));
+                    obj.insert("reason".into(), json!(reason));
+                }
+                Change::Alert {
+                    subject,
+                    code,
+                    warning,
+                    message,
+                } => {
+                    obj.insert("subject".into(), json!(subject));
+                    obj.insert("code".into(), json!(code));
+                    obj.insert(
+                        "severity".into(),
+                        json!(if *warning { "warning" } else { "info" }),
+                    );
+                    obj.insert("message".into(), json!(message));
+                }
+                Change::Incident {
+                    id,
+                    runbook,
+                    what,
+                    level,
+                    reason,
+                } => {
+                    obj.insert("id".into(), json!(id));
+                    obj.insert("runbook".into(), json!(runbook));
+                    obj.insert("change".into(), json!(what.as_str()));
+                    obj.insert("level".into(), json!(level));
+                    obj.insert("reason".into(), json!(reason));
+                }
+            }
+        }
+        EntryKind::Action {
+            action,
+            dry_run,
+            changed,
+        } => {
+            obj.insert("type".into(), json!("action"));
+            if let Ok(Value::Object(fields)) = serde_json::to_value(action) {
+                obj.extend(fields);
+            }
+            obj.insert("dryRun".into(), json!(dry_run));
+            if matches!(action, Action::RenderConfig { .. }) {
+                let changes: Map<String, Value> = changed
+                    .iter()
+                    .map(|(k, from, to)| (k.clone(), json!({"from": from, "to": to})))
+                    .collect();
+                obj.insert("changed".into(), Value::Object(changes));
+            }
+        }
+    }
+    Some(Value::Object(obj))
+}
+
+/// Write JSON lines.
+pub fn write_json(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
+    for entry in &outcome.entries {
+        if let Some(value) = json_entry(entry) {
+            serde_json::to_writer(&mut *out, &value)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+fn action_text(action: &Action, changed: &[(String, Option<String>, Option<String>)]) -> String {
+    match action {
+        Action::RenderConfig { reason, hash, .. } => {
+            let keys = if changed.is_empty() {
+                format!("config {hash}")
+            } else {
+                changed
+                    .iter()
+                    .map(|(k, from, to)| {
+                        format!(
+                            "{k} {} → {}",
+                            from.as_deref().unwrap_or("(none)"),
+                            to.as_deref().unwrap_or("(none)")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!("render-config {keys}: {reason}")
+        }
+        Action::RestartWorkload { reason, .. } => format!("restart-workload: {reason}"),
+        Action::WarmCache { trigger, reason } => format!("warm-cache ({trigger:?}): {reason}"),
+        Action::RemediateRedis { reason, .. } => format!("remediate-redis: {reason}"),
+        Action::AuditRedis { reason } => format!("audit-redis: {reason}"),
+        Action::Notify {
+            level,
+            kind,
+            incident_id,
+            ..
+        } => {
+            format!("notify level {level} ({kind:?}) about {incident_id}")
+        }
+        Action::RecordIncident { incident, reason } => format!(
+            "record-incident {} ({} timeline entries): {reason}",
+            incident.id,
+            incident.timeline.len()
+        ),
+        Action::Event {
+            reason, message, ..
+        } => format!("event {reason}: {message}"),
+    }
+}
+
+/// Write the readable timeline.
+pub fn write_text(
+    out: &mut impl Write,
+    tier: &MemoryTier,
+    scenario: &Scenario,
+    outcome: &Outcome,
+) -> io::Result<()> {
+    let name = tier.metadata.name.as_deref().unwrap_or("(unnamed)");
+    writeln!(out, "MemoryTier {name} (mode {:?})", tier.spec.mode)?;
+    if let Some(description) = &scenario.description {
+        writeln!(out, "Scenario: {}", description.trim())?;
+    }
+    writeln!(
+        out,
+        "From {} for {}, one step every {} ({} steps)\n",
+        scenario.start, scenario.duration, scenario.tick, outcome.steps
+    )?;
+    for entry in &outcome.entries {
+        let (kind, text) = match &entry.what {
+            EntryKind::Input(text) => ("input", text.clone()),
+            EntryKind::Change(change) => (change.kind(), change.describe()),
+            EntryKind::Action {
+                action,
+                dry_run,
+                changed,
+            } => (
+                if *dry_run { "dry-run" } else { "action" },
+                action_text(action, changed),
+            ),
+        };
+        writeln!(
+            out,
+            "{:<13} {:<12} {:<10} {text}",
+            clock(entry.t),
+            entry.phase.as_str(),
+            kind
+        )?;
+    }
+    let last = &outcome.last;
+    writeln!(
+        out,
+        "\nEnd {}: phase {}",
+        clock(outcome.seconds),
+        last.phase
+    )?;
+    if last.effective.overridden_by.is_empty() {
+        writeln!(out, "Effective config equals the spec's baseline.")?;
+    } else {
+        writeln!(out, "Effective config differs from the spec:")?;
+        for (key, mitigation) in &last.effective.overridden_by {
+            let value = last
+                .effective
+                .config
+                .get(key)
+                .map(String::as_str)
+                .unwrap_or("");
+            writeln!(out, "  {key}={value} ({mitigation})")?;
+        }
+    }
+    for m in &last.mitigations {
+        writeln!(
+            out,
+            "Mitigation {} since {}: ends when {}",
+            m.name, m.since, m.until
+        )?;
+    }
+    for incident in last.memory.open_incidents.values() {
+        writeln!(
+            out,
+            "Incident {} still open (level {} notified)",
+            incident.id, incident.notified_level
+        )?;
+    }
+    Ok(())
+}
