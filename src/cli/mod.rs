@@ -1,6 +1,7 @@
 //! The `tierguard` command line.
 
 mod check;
+mod redis;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,9 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The runbooks' manual Redis commands, done safely: flush patterns, audit keys.
+    #[command(subcommand)]
+    Redis(redis::RedisCommand),
 }
 
 /// Run the parsed command line; the exit code is the command's verdict.
@@ -38,5 +42,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { files } => Ok(check::run(&files)),
+        Command::Redis(command) => redis::run(command).await,
     }
 }
