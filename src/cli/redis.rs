@@ -6,10 +6,10 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::act::redis::audit::{AuditPlan, AuditReport, audit};
+use crate::act::redis::connect;
 use crate::act::redis::flush::{
     DEFAULT_GENERATION_PATTERN, FlushPlan, FlushReport, GenerationRule, flush,
 };
-use crate::act::redis::connect;
 use crate::act::secret::{ExposeSecret, SecretString, redact_url, scrub};
 use crate::api::Duration;
 

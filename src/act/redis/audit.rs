@@ -223,10 +223,7 @@ pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport
                 cmd.arg("MATCH").arg(p);
             }
             cmd.arg("COUNT").arg(plan.scan_count);
-            Some(
-                cmd.query_async::<(u64, Vec<Vec<u8>>)>(&mut scan_con)
-                    .await,
-            )
+            Some(cmd.query_async::<(u64, Vec<Vec<u8>>)>(&mut scan_con).await)
         };
         let ask = async {
             if batch.is_empty() {

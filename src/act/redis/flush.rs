@@ -290,9 +290,7 @@ impl FlushReport {
         );
         match self.stopped_by {
             Some(Budget::Keys) => line.push_str("; stopped at the key budget, run again to go on"),
-            Some(Budget::Time) => {
-                line.push_str("; stopped at the time budget, run again to go on")
-            }
+            Some(Budget::Time) => line.push_str("; stopped at the time budget, run again to go on"),
             None => {}
         }
         if let Some(error) = &self.error {

@@ -10,7 +10,10 @@ enum Token {
     Star,
     Any,
     Literal(u8),
-    Class { negated: bool, items: Vec<ClassItem> },
+    Class {
+        negated: bool,
+        items: Vec<ClassItem>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

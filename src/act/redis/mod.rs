@@ -35,10 +35,11 @@ pub async fn connect(
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection, ConnectError> {
     let shown = redact_url(url.expose_secret());
-    let client = redis::Client::open(url.expose_secret()).map_err(|e| ConnectError::InvalidUrl {
-        url: shown.clone(),
-        reason: scrub(&e.to_string(), &[url]),
-    })?;
+    let client =
+        redis::Client::open(url.expose_secret()).map_err(|e| ConnectError::InvalidUrl {
+            url: shown.clone(),
+            reason: scrub(&e.to_string(), &[url]),
+        })?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(response_timeout))
         .set_response_timeout(Some(response_timeout));

@@ -7,10 +7,8 @@ use jiff::Timestamp;
 use redis::aio::MultiplexedConnection;
 
 use super::audit::{AuditPlan, AuditReport, audit};
-use super::flush::{
-    FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush,
-};
 use super::connect;
+use super::flush::{FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush};
 use crate::act::record::{self, Outcome};
 use crate::act::secret::{SecretString, scrub};
 use crate::api::{
@@ -175,10 +173,7 @@ pub async fn remediate_redis(
         Err(FlushPlanError::Nothing) => {
             return skipped(&format!(
                 "nothing to delete: no nonCriticalPatterns{}",
-                notes
-                    .first()
-                    .map(|n| format!("; {n}"))
-                    .unwrap_or_default()
+                notes.first().map(|n| format!("; {n}")).unwrap_or_default()
             ));
         }
         Err(e) => return failed_run(now, &why, dry_run, e.to_string()),
