@@ -6,6 +6,9 @@
 //! Secrets arrive resolved, as [`secret::SecretString`]; no actuator writes one into a log, an
 //! error, an Event or status.
 
+pub mod http;
+pub mod notify;
 pub mod record;
 pub mod redis;
 pub mod secret;
+pub mod warm;

@@ -26,6 +26,15 @@ pub fn redact_url(raw: &str) -> String {
     }
 }
 
+/// Only the scheme, host and port of a URL (`https://hooks.slack.com`), for URLs whose path is
+/// itself a credential, such as Slack webhook URLs.
+pub fn url_origin(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => url.origin().ascii_serialization(),
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
 /// Remove every occurrence of the given secrets (and a URL's password) from a text, e.g. an error
 /// message a library built from its input.
 pub fn scrub(text: &str, secrets: &[&SecretString]) -> String {
@@ -87,6 +96,15 @@ mod tests {
             "https://hooks.example/x?***"
         );
         assert_eq!(redact_url("not a url s3cret"), "<unparseable URL>");
+    }
+
+    #[test]
+    fn the_origin_hides_the_path() {
+        assert_eq!(
+            url_origin("https://hooks.example/services/T0/B0/s3cret"),
+            "https://hooks.example"
+        );
+        assert_eq!(url_origin("http://127.0.0.1:8080/x"), "http://127.0.0.1:8080");
     }
 
     #[test]
