@@ -126,7 +126,11 @@ pub fn impact_lines(observed: Option<&Observation>, mitigations: &[Mitigation]) 
         add("error rate", o.error_rate_percent, "%");
         add("cache hit rate", o.cache_hit_rate_percent, "%");
         add("mem0 write success", o.mem0_write_success_percent, "%");
-        add("Redis memory", o.redis_used_memory_percent, "% of maxmemory");
+        add(
+            "Redis memory",
+            o.redis_used_memory_percent,
+            "% of maxmemory",
+        );
         if let Some(b) = o.breaker_state {
             signals.push(format!("circuit breaker {}", b.as_str()));
         }
@@ -183,7 +187,10 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
     );
     let next_steps = match n.kind {
         NotifyKind::Opened | NotifyKind::Escalated => vec![
-            format!("Automatic remediation under way ({title} runbook): {}", n.message),
+            format!(
+                "Automatic remediation under way ({title} runbook): {}",
+                n.message
+            ),
             format!("Level {} responder: follow the {title} runbook", n.level),
             format!("Incident id: {}", n.incident_id),
         ],
@@ -401,19 +408,9 @@ pub async fn notify(
             }
             let body = payload(webhook, n, ctx, message);
             let secrets: Vec<&SecretString> = webhook.routing_key.iter().collect();
-            let mut delivery = post_json(
-                http,
-                &webhook.url,
-                None,
-                &body,
-                timeout,
-                retries,
-                backoff,
-            )
-            .await;
-            delivery.error = delivery
-                .error
-                .map(|e| super::secret::scrub(&e, &secrets));
+            let mut delivery =
+                post_json(http, &webhook.url, None, &body, timeout, retries, backoff).await;
+            delivery.error = delivery.error.map(|e| super::secret::scrub(&e, &secrets));
             tracing::info!(
                 webhook = %webhook.name,
                 level = n.level,
@@ -498,11 +495,19 @@ mod tests {
              - Signals at last reading: P50 latency 1250.0 ms, error rate 1.5%\n";
         assert!(text.starts_with(expected_start), "{text}");
         assert!(text.contains("Next Steps:\n- Root cause investigation in progress\n"));
-        assert!(text.contains("tierguard report --namespace clinic backend --incident 2026-11-25-0312-canary-rollback"));
+        assert!(text.contains(
+            "tierguard report --namespace clinic backend --incident 2026-11-25-0312-canary-rollback"
+        ));
         assert!(text.ends_with("Status: RESOLVED"));
         let escalated = communication(&notification(NotifyKind::Escalated, 2), &ctx);
         assert_eq!(escalated.status, "ESCALATED (level 2)");
-        assert!(escalated.timeline.last().unwrap().contains("Escalated to level 2"));
+        assert!(
+            escalated
+                .timeline
+                .last()
+                .unwrap()
+                .contains("Escalated to level 2")
+        );
     }
 
     #[test]
@@ -530,7 +535,12 @@ mod tests {
             assert_eq!(body["dedup_key"], n.incident_id);
             assert_eq!(body["payload"]["severity"], severity);
             assert_eq!(body["payload"]["source"], "tierguard/ns/t");
-            assert!(body["payload"]["summary"].as_str().unwrap().starts_with("[INCIDENT] Canary Rollback"));
+            assert!(
+                body["payload"]["summary"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("[INCIDENT] Canary Rollback")
+            );
         }
         let n = notification(NotifyKind::Resolved, 1);
         let body = payload(&webhook, &n, &ctx, &communication(&n, &ctx));
@@ -551,6 +561,12 @@ mod tests {
             levels: vec![2, 3],
         };
         assert!(!w.wants(1) && w.wants(2));
-        assert!(ResolvedWebhook { levels: vec![], ..w }.wants(1));
+        assert!(
+            ResolvedWebhook {
+                levels: vec![],
+                ..w
+            }
+            .wants(1)
+        );
     }
 }

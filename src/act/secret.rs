@@ -104,7 +104,10 @@ mod tests {
             url_origin("https://hooks.example/services/T0/B0/s3cret"),
             "https://hooks.example"
         );
-        assert_eq!(url_origin("http://127.0.0.1:8080/x"), "http://127.0.0.1:8080");
+        assert_eq!(
+            url_origin("http://127.0.0.1:8080/x"),
+            "http://127.0.0.1:8080"
+        );
     }
 
     #[test]

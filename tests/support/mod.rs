@@ -1,4 +1,5 @@
 //! Shared test harness: real servers started by the tests.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod servers;
