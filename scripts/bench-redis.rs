@@ -387,6 +387,12 @@ async fn main() {
     let (seconds, ping, stdout) = timed(&server, cmd).await;
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("audit JSON");
     assert_eq!(report["sampled"].as_u64(), Some(loaded.total), "{report}");
+    println!(
+        "  (tierguard's own report: {:.0} keys/s, {} pauses, max PING {:.3} ms)",
+        report["keysPerSecond"].as_f64().unwrap_or(0.0),
+        report["pauses"],
+        report["maxPingMs"].as_f64().unwrap_or(0.0)
+    );
     results.push(Measured {
         name: "audit  tierguard redis audit --sample 0 (PTTL + MEMORY USAGE)".into(),
         keys: loaded.total,

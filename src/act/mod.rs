@@ -6,9 +6,12 @@
 //! Secrets arrive resolved, as [`secret::SecretString`]; no actuator writes one into a log, an
 //! error, an Event or status.
 
+pub mod configmap;
 pub mod http;
 pub mod notify;
 pub mod record;
 pub mod redis;
+pub mod report;
+pub mod restart;
 pub mod secret;
 pub mod warm;

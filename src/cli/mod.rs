@@ -2,6 +2,7 @@
 
 mod check;
 mod redis;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ pub enum Command {
     /// The runbooks' manual Redis commands, done safely: flush patterns, audit keys.
     #[command(subcommand)]
     Redis(redis::RedisCommand),
+    /// Print an incident report: from the tier's `<tier>-incidents` ConfigMap (kubeconfig), or
+    /// from the JSON lines of a simulate run.
+    Report(report::ReportArgs),
 }
 
 /// Run the parsed command line; the exit code is the command's verdict.
@@ -43,5 +47,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { files } => Ok(check::run(&files)),
         Command::Redis(command) => redis::run(command).await,
+        Command::Report(args) => report::run(args).await,
     }
 }

@@ -24,6 +24,9 @@ pub const OTHER_PREFIXES: &str = "(other prefixes)";
 /// The prefix of keys without a `:`.
 pub const NO_PREFIX: &str = "(no prefix)";
 
+/// Keys asked about per pipeline: small enough that Redis serves other clients in between.
+const AUDIT_CHUNK: usize = 250;
+
 /// What to audit and within which bounds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditPlan {
@@ -79,6 +82,8 @@ pub struct AuditReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<Budget>,
     pub pauses: u32,
+    pub latency_limit_ms: f64,
+    pub max_ping_ms: f64,
     pub elapsed_ms: f64,
     pub keys_per_second: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +105,8 @@ impl AuditReport {
             complete: false,
             stopped_by: None,
             pauses: 0,
+            latency_limit_ms: 0.0,
+            max_ping_ms: 0.0,
             elapsed_ms: 0.0,
             keys_per_second: 0.0,
             error: None,
@@ -207,14 +214,16 @@ pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport
             scan_done = true;
             pending.clear();
         }
-        let batch = std::mem::take(&mut pending);
+        let batch: Vec<Vec<u8>> = pending.drain(..pending.len().min(AUDIT_CHUNK)).collect();
         if scan_done && batch.is_empty() {
             break;
         }
+        // Scan on only while less than a chunk is waiting, so waiting keys stay bounded.
+        let scan_now = !scan_done && pending.len() < AUDIT_CHUNK;
         let mut scan_con = con.clone();
         let mut ask_con = con.clone();
         let scan = async {
-            if scan_done {
+            if !scan_now {
                 return None;
             }
             let mut cmd = redis::cmd("SCAN");
@@ -318,6 +327,8 @@ pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport
         })
         .collect();
     report.pauses = guard.pauses;
+    report.latency_limit_ms = millis(guard.limit());
+    report.max_ping_ms = millis(guard.max_ping);
     let elapsed = started.elapsed();
     report.elapsed_ms = millis(elapsed);
     report.keys_per_second = rate(report.sampled, elapsed);

@@ -419,11 +419,13 @@ impl Run<'_> {
             if scan_done && batch.is_empty() {
                 return Ok(());
             }
+            // Scan on only while less than a batch is waiting, so waiting keys stay bounded.
+            let scan_now = !scan_done && pending.len() < plan.batch;
             // The next SCAN and the UNLINK of the previous keys go out together.
             let mut scan_con = self.con.clone();
             let mut unlink_con = self.con.clone();
             let scan = async {
-                if scan_done {
+                if !scan_now {
                     return None;
                 }
                 Some(
