@@ -166,7 +166,7 @@ async fn load(server: &Server, keys: u64) -> Loaded {
             pipe = redis::pipe();
         }
     }
-    if keys % 10_000 != 0 {
+    if !keys.is_multiple_of(10_000) {
         pipe.query_async::<()>(&mut con).await.unwrap();
     }
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();

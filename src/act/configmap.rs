@@ -52,7 +52,7 @@ pub enum KubeActError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -67,7 +67,7 @@ impl KubeActError {
             doing,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            source,
+            source: Box::new(source),
         }
     }
 }

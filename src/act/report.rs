@@ -126,10 +126,10 @@ pub fn render(incident: &IncidentSummary, ctx: &ReportContext<'_>) -> String {
     for entry in &incident.timeline {
         let _ = writeln!(md, "- {} - {}", when(entry.at), entry.what);
     }
-    if let Some(end) = incident.resolved_at {
-        if !incident.timeline.iter().any(|e| e.at == end) {
-            let _ = writeln!(md, "- {} - Resolved", when(end));
-        }
+    if let Some(end) = incident.resolved_at
+        && !incident.timeline.iter().any(|e| e.at == end)
+    {
+        let _ = writeln!(md, "- {} - Resolved", when(end));
     }
 
     let _ = writeln!(md, "\n## Root Cause\n");
@@ -391,7 +391,7 @@ pub fn incidents_from_simulation(text: &str) -> (Vec<IncidentSummary>, usize) {
             _ => unreadable += 1,
         }
     }
-    incidents.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    incidents.sort_by_key(|i| std::cmp::Reverse(i.started_at));
     (incidents, unreadable)
 }
 

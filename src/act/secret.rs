@@ -46,14 +46,14 @@ pub fn scrub(text: &str, secrets: &[&SecretString]) -> String {
         if exposed.len() >= 3 {
             out = out.replace(exposed, REDACTED);
         }
-        if let Ok(url) = url::Url::parse(exposed) {
-            if let Some(password) = url.password().filter(|p| p.len() >= 3) {
-                out = out.replace(password, REDACTED);
-                if let Ok(decoded) = urlencoding_decode(password) {
-                    if decoded.len() >= 3 {
-                        out = out.replace(&decoded, REDACTED);
-                    }
-                }
+        if let Ok(url) = url::Url::parse(exposed)
+            && let Some(password) = url.password().filter(|p| p.len() >= 3)
+        {
+            out = out.replace(password, REDACTED);
+            if let Ok(decoded) = urlencoding_decode(password)
+                && decoded.len() >= 3
+            {
+                out = out.replace(&decoded, REDACTED);
             }
         }
     }

@@ -493,11 +493,11 @@ impl Run<'_> {
                 self.report.error = Some(error);
                 return Err(Stop);
             }
-            if let Some(guard) = self.guard.as_mut() {
-                if let Err(e) = guard.settle(&mut self.con, self.deadline).await {
-                    self.report.error = Some(format!("PING failed: {e}"));
-                    return Err(Stop);
-                }
+            if let Some(guard) = self.guard.as_mut()
+                && let Err(e) = guard.settle(&mut self.con, self.deadline).await
+            {
+                self.report.error = Some(format!("PING failed: {e}"));
+                return Err(Stop);
             }
         }
     }
