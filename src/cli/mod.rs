@@ -4,6 +4,8 @@ mod check;
 mod observe;
 
 pub use observe::{OutputFormat, render_text};
+mod redis;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +64,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// The runbooks' manual Redis commands, done safely: flush patterns, audit keys.
+    #[command(subcommand)]
+    Redis(redis::RedisCommand),
+    /// Print an incident report: from the tier's `<tier>-incidents` ConfigMap (kubeconfig), or
+    /// from the JSON lines of a simulate run.
+    Report(report::ReportArgs),
 }
 
 /// Run the parsed command line; the exit code is the command's verdict.
@@ -93,5 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::Write::flush(&mut out)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Redis(command) => redis::run(command).await,
+        Command::Report(args) => report::run(args).await,
     }
 }

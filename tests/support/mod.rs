@@ -4,5 +4,6 @@
 pub mod exporter;
 pub mod redis_cluster;
 pub mod secret_api;
+pub mod http;
 pub mod servers;
 pub mod tiers;
