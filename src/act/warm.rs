@@ -140,29 +140,30 @@ pub async fn warm_cache(
     let batch_size = spec.batch_size.max(1) as usize;
     let concurrency = spec.concurrency.max(1) as usize;
     tracing::info!(endpoint = %shown, clinics = clinics.len(), ?trigger, reason, "warming the cache");
+    // Owned batches: futures borrowing slices of `clinics` would not be `Send` for every
+    // lifetime, and the controller runs this inside a spawned task.
+    let chunks: Vec<Vec<i64>> = clinics.chunks(batch_size).map(<[i64]>::to_vec).collect();
+    let url = &url;
     let mut batches: Vec<(usize, BatchOutcome)> =
-        futures::stream::iter(clinics.chunks(batch_size).enumerate())
-            .map(|(index, ids)| {
-                let url = &url;
-                async move {
-                    let delivery = post_json(
-                        http,
-                        url,
-                        token,
-                        &WarmBody { clinic_ids: ids },
-                        timeout,
-                        spec.retries,
-                        backoff,
-                    )
-                    .await;
-                    (
-                        index,
-                        BatchOutcome {
-                            clinic_ids: ids.to_vec(),
-                            delivery,
-                        },
-                    )
-                }
+        futures::stream::iter(chunks.into_iter().enumerate())
+            .map(|(index, ids)| async move {
+                let delivery = post_json(
+                    http,
+                    url,
+                    token,
+                    &WarmBody { clinic_ids: &ids },
+                    timeout,
+                    spec.retries,
+                    backoff,
+                )
+                .await;
+                (
+                    index,
+                    BatchOutcome {
+                        clinic_ids: ids,
+                        delivery,
+                    },
+                )
             })
             .buffer_unordered(concurrency)
             .collect()

@@ -2,6 +2,7 @@
 
 mod check;
 mod observe;
+mod run;
 
 pub use observe::{OutputFormat, render_text};
 mod redis;
@@ -22,6 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller: watch MemoryTiers and carry out the runbooks.
+    Run(run::RunArgs),
     /// Print the MemoryTier CustomResourceDefinition as YAML.
     Crd,
     /// Validate MemoryTier manifests offline with the same rules as the cluster.
@@ -75,6 +78,10 @@ pub enum Command {
 /// Run the parsed command line; the exit code is the command's verdict.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => {
+            run::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crd => {
             print!("{}", crate::api::crd_yaml());
             Ok(ExitCode::SUCCESS)
@@ -95,7 +102,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             match output {
-                OutputFormat::Text => simulate::output::write_text(&mut out, &tier, &scenario, &outcome)?,
+                OutputFormat::Text => {
+                    simulate::output::write_text(&mut out, &tier, &scenario, &outcome)?
+                }
                 OutputFormat::Json => simulate::output::write_json(&mut out, &outcome)?,
             }
             std::io::Write::flush(&mut out)?;

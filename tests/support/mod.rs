@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 pub mod exporter;
+pub mod http;
 pub mod redis_cluster;
 pub mod secret_api;
-pub mod http;
 pub mod servers;
 pub mod tiers;
