@@ -69,7 +69,9 @@ pub async fn elect(
                 .as_secs()
                 .clamp(1, config.duration.as_secs().max(2) - 1),
         )
-        .with_field_manager(format!("{}-lease", crate::api::FIELD_MANAGER))
+        // One field manager per replica: two replicas racing for an orphaned lease must conflict
+        // on `holderIdentity`, which a shared manager name would let the second silently overwrite.
+        .with_field_manager(format!("{}-lease-{}", crate::api::FIELD_MANAGER, config.identity))
         .build()
         .await?;
     let (mut lease_rx, lease_task) = manager.watch().await;

@@ -2,10 +2,10 @@
 //! server. Each test binary uses only a part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod exporter;
 pub mod http;
 pub mod redis_cluster;
 pub mod secret_api;
-pub mod apiserver;
 pub mod servers;
 pub mod tiers;
