@@ -52,13 +52,33 @@ pub struct RunConfig {
     pub instance: Option<String>,
 }
 
+/// Background tasks that end with the controller: dropping the run future (a shutdown, or a test
+/// killing a replica) takes the lease holder, the server and the housekeeping with it.
+#[derive(Default)]
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Tasks {
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.0.push(tokio::spawn(task));
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Run the controller until SIGTERM/SIGINT.
 pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
+    let mut tasks = Tasks::default();
     let metrics = Metrics::default();
     let readiness = Readiness::default();
     if let Some(addr) = config.metrics_addr {
         let (m, r) = (metrics.clone(), readiness.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = server::serve(addr, m, r).await {
                 tracing::error!(error = %e, %addr, "the metrics server stopped");
             }
@@ -67,7 +87,8 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
 
     let leadership = match config.lease.clone() {
         Some(lease) => {
-            let (leadership, _task) = leader::elect(client.clone(), lease).await?;
+            let (leadership, task) = leader::elect(client.clone(), lease).await?;
+            tasks.0.push(task);
             leadership
         }
         None => Leadership::always(),
@@ -76,7 +97,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     {
         let (metrics, mut changes) = (metrics.clone(), leadership.changes());
         metrics.leader.set(i64::from(*changes.borrow()));
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while changes.changed().await.is_ok() {
                 metrics.leader.set(i64::from(*changes.borrow()));
             }
@@ -126,7 +147,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
 
     // Reconcile every tier when this replica becomes the leader, so a takeover resumes at once.
     let mut became_leader = leadership.changes();
-    let takeover = async_stream(move |tx| async move {
+    let takeover = async_stream(&mut tasks, move |tx| async move {
         while became_leader.changed().await.is_ok() {
             if *became_leader.borrow_and_update() && tx.send(()).await.is_err() {
                 return;
@@ -136,7 +157,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
 
     {
         let (reader, readiness, ctx) = (reader.clone(), readiness.clone(), ctx.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if reader.wait_until_ready().await.is_ok() {
                 readiness.set_watches_running(true);
             }
@@ -164,16 +185,17 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         })
         .await;
     tracing::info!("controller stopped");
+    drop(tasks);
     Ok(())
 }
 
 /// A stream fed by a task: `f` gets the sending end.
-fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = ()> + Send + 'static
+fn async_stream<F, Fut>(tasks: &mut Tasks, f: F) -> impl futures::Stream<Item = ()> + Send + 'static
 where
     F: FnOnce(tokio::sync::mpsc::Sender<()>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(f(tx));
+    tasks.spawn(f(tx));
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }

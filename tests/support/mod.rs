@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod exporter;
 pub mod http;
+pub mod live_app;
 pub mod redis_cluster;
 pub mod secret_api;
 pub mod servers;
