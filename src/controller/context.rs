@@ -68,7 +68,10 @@ impl Context {
             }
             return Ok(existing);
         }
-        let observer = Arc::new(tokio::sync::Mutex::new(Observer::new(config)?));
+        let observer = Arc::new(tokio::sync::Mutex::new(Observer::with_http(
+            config,
+            self.http.clone(),
+        )?));
         observers.insert(uid.to_owned(), observer.clone());
         Ok(observer)
     }

@@ -112,6 +112,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     crate::install_crypto_provider();
     let http = reqwest::Client::builder()
         .user_agent(concat!("tierguard/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
         .build()?;
     let ctx = Arc::new(Context::new(
         client.clone(),

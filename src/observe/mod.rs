@@ -226,6 +226,13 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
 impl Observer {
     pub fn new(config: ObserveConfig) -> Result<Self, ConfigError> {
         let http = http_client(config.timeout)?;
+        Self::with_http(config, http)
+    }
+
+    /// An observer on a shared HTTP client: a controller watching many tiers keeps one
+    /// connection pool and one TLS configuration for all of them. Each request is still bounded
+    /// by the observation's deadline.
+    pub fn with_http(config: ObserveConfig, http: reqwest::Client) -> Result<Self, ConfigError> {
         let mut observer = Observer {
             config: config.clone(),
             http,
@@ -248,9 +255,6 @@ impl Observer {
             return Ok(());
         }
         let old = std::mem::replace(&mut self.config, config);
-        if old.timeout != self.config.timeout {
-            self.http = http_client(self.config.timeout)?;
-        }
         self.build(Some(old))
     }
 
