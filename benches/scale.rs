@@ -14,7 +14,6 @@
 #[allow(dead_code)]
 mod apiserver;
 #[path = "../tests/support/exporter.rs"]
-#[allow(dead_code)]
 mod exporter;
 
 use std::collections::HashMap;

@@ -505,9 +505,9 @@ async fn an_invalid_spec_stalls_without_acting() {
 /// The (API group, resource, verb) a request needs, as RBAC sees it.
 fn rbac_need(r: &support::apiserver::RequestRecord) -> Option<(String, String, String)> {
     let parts: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
-    let (group, rest) = match parts.first()? {
-        &"api" => (String::new(), &parts[2..]),
-        &"apis" => (parts.get(1)?.to_string(), &parts[3..]),
+    let (group, rest) = match *parts.first()? {
+        "api" => (String::new(), &parts[2..]),
+        "apis" => (parts.get(1)?.to_string(), &parts[3..]),
         _ => return None,
     };
     let rest = if rest.first() == Some(&"namespaces") && rest.len() > 2 {
