@@ -121,16 +121,23 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+#[derive(Serialize)]
+struct FlagsView<'a> {
+    source: &'a std::path::Path,
+    /// Why the source could not be applied at the last attempt; the flags in force are the
+    /// previous ones meanwhile.
+    last_error: Option<String>,
+    #[serde(flatten)]
+    loaded: &'a super::flags::Loaded,
+}
+
 async fn flags(State(state): State<Arc<AppState>>) -> Response {
     let loaded = state.flags.current();
-    axum::Json(json!({
-        "source": state.flags.path(),
-        "version": loaded.version,
-        "loaded_at_ms": serde_json::to_value(&*loaded).ok().and_then(|v| v.get("loaded_at").cloned()),
-        "flags": loaded.flags,
-        "raw": loaded.raw,
-        "last_error": state.flags.last_error(),
-    }))
+    axum::Json(FlagsView {
+        source: state.flags.path(),
+        last_error: state.flags.last_error(),
+        loaded: &loaded,
+    })
     .into_response()
 }
 

@@ -259,9 +259,6 @@ pub async fn run(config: LoadConfig) -> Result<Summary, LoadError> {
     let mut skipped = 0u64;
     for _ in 0..planned {
         ticker.tick().await;
-        if started.elapsed() > config.duration + period {
-            break;
-        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             skipped += 1;
             continue;
