@@ -405,13 +405,23 @@ impl FlagStore {
             .clone()
     }
 
+    fn read_changed(&self) -> Result<Option<(Flags, BTreeMap<String, String>)>, FlagsError> {
+        let raw = read_source(&self.path)?;
+        if raw == self.current.borrow().raw {
+            return Ok(None);
+        }
+        Flags::parse(&self.path, &raw).map(|flags| Some((flags, raw)))
+    }
+
     /// Read the source again. `Ok(true)` when the flags changed and were applied.
+    ///
+    /// A failed read is tried once more a moment later before it counts: a ConfigMap volume
+    /// in the middle of its `..data` swap, or a file caught while being written, settles within
+    /// milliseconds.
     pub fn reload(&self) -> Result<bool, FlagsError> {
-        let result = read_source(&self.path).and_then(|raw| {
-            if raw == self.current.borrow().raw {
-                return Ok(None);
-            }
-            Flags::parse(&self.path, &raw).map(|flags| Some((flags, raw)))
+        let result = self.read_changed().or_else(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            self.read_changed()
         });
         let mut last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         match result {

@@ -246,8 +246,13 @@ async fn watch_flags(state: Arc<AppState>, every: Duration) {
     loop {
         ticker.tick().await;
         let store = &state.flags;
-        // Reading a few small files; blocking the runtime that briefly is harmless.
-        match store.reload() {
+        // File reads (and the retry's pause) stay off the request-serving threads.
+        let reading = state.clone();
+        let result = tokio::task::spawn_blocking(move || reading.flags.reload()).await;
+        let Ok(result) = result else {
+            continue; // the read panicked or the runtime is shutting down
+        };
+        match result {
             Ok(false) => reported = None,
             Ok(true) => {
                 reported = None;
