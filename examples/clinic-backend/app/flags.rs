@@ -333,8 +333,11 @@ pub fn parse_json(path: &Path, text: &str) -> Result<BTreeMap<String, String>, F
         .collect()
 }
 
+/// The raw key/value pairs of a source.
+pub type Raw = BTreeMap<String, String>;
+
 /// Read and parse a source once.
-pub fn load(path: &Path) -> Result<(Flags, BTreeMap<String, String>), FlagsError> {
+pub fn load(path: &Path) -> Result<(Flags, Raw), FlagsError> {
     let raw = read_source(path)?;
     let flags = Flags::parse(path, &raw)?;
     Ok((flags, raw))
@@ -405,7 +408,7 @@ impl FlagStore {
             .clone()
     }
 
-    fn read_changed(&self) -> Result<Option<(Flags, BTreeMap<String, String>)>, FlagsError> {
+    fn read_changed(&self) -> Result<Option<(Flags, Raw)>, FlagsError> {
         let raw = read_source(&self.path)?;
         if raw == self.current.borrow().raw {
             return Ok(None);
