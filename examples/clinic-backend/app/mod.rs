@@ -120,9 +120,6 @@ impl AppState {
 /// A running service; stopped when dropped.
 pub struct Running {
     pub addr: SocketAddr,
-    /// For tests that look inside; the binary only serves.
-    #[allow(dead_code)]
-    pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     background: Vec<JoinHandle<()>>,
@@ -231,7 +228,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     tracing::info!(%addr, "clinic backend listening");
     Ok(Running {
         addr,
-        state,
         shutdown: Some(tx),
         server: Some(server),
         background,
