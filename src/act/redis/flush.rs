@@ -449,7 +449,10 @@ impl Run<'_> {
                 }
                 Some(pipe.query_async::<Vec<u64>>(&mut unlink_con).await)
             };
-            let (scanned, unlinked) = futures::join!(scan, unlink);
+            let mut ping_con = self.con.clone();
+            // The PING goes first, so it is answered before the round's own commands.
+            let (pinged, scanned, unlinked) =
+                futures::join!(super::ping(&mut ping_con), scan, unlink);
             let mut failure = None;
             match unlinked {
                 Some(Ok(counts)) => pass.deleted += counts.iter().sum::<u64>(),
@@ -493,9 +496,12 @@ impl Run<'_> {
                 self.report.error = Some(error);
                 return Err(Stop);
             }
-            if let Some(guard) = self.guard.as_mut()
-                && let Err(e) = guard.settle(&mut self.con, self.deadline).await
-            {
+            let settled = match (pinged, self.guard.as_mut()) {
+                (Ok(rtt), Some(guard)) => guard.settle(&mut self.con, rtt, self.deadline).await,
+                (Ok(_), None) => Ok(()),
+                (Err(e), _) => Err(e),
+            };
+            if let Err(e) = settled {
                 self.report.error = Some(format!("PING failed: {e}"));
                 return Err(Stop);
             }

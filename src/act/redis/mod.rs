@@ -57,11 +57,17 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// The first pause; it doubles while Redis stays slow.
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 
-/// Watches Redis's own responsiveness between batches: a PING that takes longer than the limit
-/// means Redis (or its host) is busy, and the next batch waits until it answers quickly again.
+/// How many recent PINGs decide whether Redis is slow: all of them must be over the limit, so a
+/// single late answer (the host scheduling another process, say) does not stop the work, while a
+/// Redis that stays slow does.
+const LATENCY_WINDOW: usize = 3;
+
+/// Watches Redis's own responsiveness between batches: while the last PINGs all take longer than
+/// the limit, Redis (or its host) is busy, and the next batch waits until it answers quickly again.
 #[derive(Debug)]
 pub(crate) struct LatencyGuard {
     limit: Duration,
+    recent: std::collections::VecDeque<Duration>,
     pub pauses: u32,
     pub paused: Duration,
     pub max_ping: Duration,
@@ -81,6 +87,7 @@ impl LatencyGuard {
         samples.sort();
         Ok(LatencyGuard {
             limit: floor.max(samples[2] * 3),
+            recent: std::collections::VecDeque::with_capacity(LATENCY_WINDOW),
             pauses: 0,
             paused: Duration::ZERO,
             max_ping: Duration::ZERO,
@@ -91,18 +98,30 @@ impl LatencyGuard {
         self.limit
     }
 
-    /// PING; while the answer is slow and time remains, wait with a doubling pause and PING again.
+    /// Record one PING time; true when Redis counts as slow.
+    fn observe(&mut self, rtt: Duration) -> bool {
+        self.max_ping = self.max_ping.max(rtt);
+        if self.recent.len() == LATENCY_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(rtt);
+        self.recent.len() == LATENCY_WINDOW && self.recent.iter().all(|r| *r > self.limit)
+    }
+
+    /// After a round whose PING took `rtt`: while Redis counts as slow and time remains, wait
+    /// with a doubling pause and PING again. The first quick answer ends the pause.
     pub async fn settle(
         &mut self,
         con: &mut MultiplexedConnection,
+        rtt: Duration,
         deadline: Instant,
     ) -> redis::RedisResult<()> {
         let mut pause = FIRST_PAUSE;
+        let mut rtt = rtt;
         loop {
-            let rtt = ping(con).await?;
-            self.max_ping = self.max_ping.max(rtt);
+            let slow = self.observe(rtt);
             let now = Instant::now();
-            if rtt <= self.limit || now >= deadline {
+            if !slow || now >= deadline {
                 return Ok(());
             }
             let wait = pause.min(deadline - now);
@@ -116,11 +135,14 @@ impl LatencyGuard {
             self.pauses += 1;
             self.paused += wait;
             pause = (pause * 2).min(MAX_PAUSE);
+            rtt = ping(con).await?;
         }
     }
 }
 
-async fn ping(con: &mut MultiplexedConnection) -> redis::RedisResult<Duration> {
+/// Time one PING. Sent ahead of a round's commands on the same connection, it is answered before
+/// them, so it measures how long Redis makes any client wait, not the round's own work.
+pub(crate) async fn ping(con: &mut MultiplexedConnection) -> redis::RedisResult<Duration> {
     let start = Instant::now();
     let _: String = redis::cmd("PING").query_async(con).await?;
     Ok(start.elapsed())
@@ -146,4 +168,32 @@ pub(crate) fn millis(d: Duration) -> f64 {
 pub(crate) fn rate(keys: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
     if secs > 0.0 { keys as f64 / secs } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> LatencyGuard {
+        LatencyGuard {
+            limit: Duration::from_millis(2),
+            recent: Default::default(),
+            pauses: 0,
+            paused: Duration::ZERO,
+            max_ping: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn one_late_ping_is_not_slowness_but_a_run_of_them_is() {
+        let (fast, late) = (Duration::from_micros(100), Duration::from_millis(9));
+        let mut g = guard();
+        assert!(!g.observe(late));
+        assert!(!g.observe(fast));
+        assert!(!g.observe(late));
+        assert!(!g.observe(late));
+        assert!(g.observe(late), "three late answers in a row");
+        assert!(!g.observe(fast), "one quick answer ends it");
+        assert_eq!(g.max_ping, late);
+    }
 }
