@@ -25,7 +25,7 @@ pub const OTHER_PREFIXES: &str = "(other prefixes)";
 pub const NO_PREFIX: &str = "(no prefix)";
 
 /// Keys asked about per pipeline: small enough that Redis serves other clients in between.
-const AUDIT_CHUNK: usize = 250;
+const AUDIT_CHUNK: usize = 100;
 
 /// What to audit and within which bounds.
 #[derive(Clone, Debug, PartialEq)]
