@@ -198,7 +198,9 @@ fn check_schema(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Pr
         let hint = match (expected, value) {
             (Some("string"), Value::Number(_)) => " (quote it, e.g. \"10m\")",
             (Some("boolean"), Value::String(_)) => " (write true or false without quotes)",
-            (Some("number" | "integer"), Value::String(_)) => " (write the number without quotes)",
+            (Some("number" | "integer"), Value::String(_)) => {
+                " (write a plain number, without quotes or units)"
+            }
             _ => "",
         };
         problems.push(Problem::new(

@@ -71,6 +71,11 @@ pub fn check_text(name: &str, text: &str) -> FileReport {
                 .unwrap_or_else(|| "<yaml>".into());
             let message = e.to_string();
             let first_line = message.lines().next().unwrap_or("invalid YAML");
+            // The parser repeats the position in its message; it is already in front.
+            let first_line = first_line.trim_start_matches("error: ");
+            let first_line = regex::Regex::new(r"^line \d+ column \d+: ")
+                .map(|re| re.replace(first_line, "").into_owned())
+                .unwrap_or_else(|_| first_line.to_owned());
             report
                 .problems
                 .push(format!("{name}: {position}: invalid YAML: {first_line}"));

@@ -1,1 +1,434 @@
-//! Observers: turn Prometheus, a /metrics endpoint and Redis INFO into one [`crate::api::Observation`].
+//! Signals from the world, turned into one [`Observation`] per reconcile.
+//!
+//! Three sources, each optional: a Prometheus server ([`prometheus`]), or the application's
+//! /metrics endpoint scraped directly ([`scrape`]), for the application signals; and Redis
+//! `INFO` ([`redis`]) for the memory signals. They are read concurrently under one deadline
+//! (`spec.metrics.timeout`): a slow or dead source makes its own signals unknown and never
+//! holds the others past it. A signal that could not be read is absent, never zero, and
+//! `Observation::unknown` says why; `Observation::sources` says how each source answered.
+//!
+//! The [`Observer`] keeps what must survive between reconciles (the previous scrape, Redis
+//! connections); the controller holds one per MemoryTier.
+
+pub mod histogram;
+pub mod prometheus;
+pub mod queries;
+pub mod redis;
+pub mod scrape;
+pub mod secrets;
+pub mod signals;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use crate::api::{MemoryTierSpec, Observation, SecretKeyRef, SourceHealth};
+use prometheus::{PrometheusAuth, PrometheusClient};
+use queries::QuerySet;
+use redis::RedisObserver;
+use scrape::Scraper;
+use secrets::{SecretError, SecretResolver};
+use signals::{AppSignal, Reading};
+
+/// Source names in `Observation::sources`.
+pub const SOURCE_PROMETHEUS: &str = "prometheus";
+pub const SOURCE_SCRAPE: &str = "scrape";
+pub const SOURCE_REDIS: &str = "redis";
+
+/// A secret value: compared and used, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(String);
+
+impl Redacted {
+    pub fn new(value: impl Into<String>) -> Self {
+        Redacted(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// An error and its causes on one line ("error sending request: connection refused").
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// Why the observers cannot be set up from a spec. The controller shows it as a condition; the
+/// `observe` command exits non-zero with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{field}: {source}")]
+    Secret {
+        field: &'static str,
+        #[source]
+        source: SecretError,
+    },
+    #[error(
+        "spec.metrics.prometheus.basicAuthSecretRef: Secret {name} key {key} must hold user:password (no ':' found)"
+    )]
+    BasicAuthFormat { name: String, key: String },
+    #[error(
+        "spec.metrics.prometheus.bearerTokenSecretRef: Secret {name} key {key} holds characters an HTTP header cannot carry (a line break inside the token?)"
+    )]
+    BearerTokenFormat { name: String, key: String },
+    #[error("spec.metrics.prometheus.url: {0}")]
+    PrometheusUrl(String),
+    #[error("spec.metrics.scrape.url: {0}")]
+    ScrapeUrl(String),
+    #[error("spec.redis.urlSecretRef: {0}")]
+    RedisUrl(String),
+    #[error("spec.redis.maxMemory: {0}")]
+    MaxMemory(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// Where to read Prometheus.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrometheusConfig {
+    pub url: String,
+    pub auth: Option<PrometheusAuth>,
+}
+
+/// Where to read Redis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisConfig {
+    pub url: Redacted,
+    pub cluster: bool,
+    /// spec.redis.maxMemory in bytes, used when Redis reports maxmemory 0.
+    pub max_memory: Option<u64>,
+}
+
+/// Everything the observers need, with the Secrets resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObserveConfig {
+    pub prometheus: Option<PrometheusConfig>,
+    pub scrape_url: Option<String>,
+    pub queries: QuerySet,
+    /// spec.breaker.name: the `breaker` label of the breaker-state gauge.
+    pub breaker: String,
+    pub redis: Option<RedisConfig>,
+    /// The deadline of one observation, all sources together.
+    pub timeout: Duration,
+}
+
+impl ObserveConfig {
+    /// Resolve the spec's Secret references and check what can be checked before connecting.
+    pub async fn resolve(
+        spec: &MemoryTierSpec,
+        secrets: &impl SecretResolver,
+    ) -> Result<Self, ConfigError> {
+        let metrics = &spec.metrics;
+        let resolve = |field: &'static str, r: &SecretKeyRef| {
+            let r = r.clone();
+            async move {
+                secrets
+                    .resolve(&r)
+                    .await
+                    .map_err(|source| ConfigError::Secret { field, source })
+            }
+        };
+        let prometheus = match &metrics.prometheus {
+            None => None,
+            Some(p) => {
+                let auth = if let Some(r) = &p.bearer_token_secret_ref {
+                    let token = resolve("spec.metrics.prometheus.bearerTokenSecretRef", r).await?;
+                    if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+                        return Err(ConfigError::BearerTokenFormat {
+                            name: r.name.clone(),
+                            key: r.key.clone(),
+                        });
+                    }
+                    Some(PrometheusAuth::Bearer(Redacted::new(token)))
+                } else if let Some(r) = &p.basic_auth_secret_ref {
+                    let value = resolve("spec.metrics.prometheus.basicAuthSecretRef", r).await?;
+                    Some(PrometheusAuth::basic_from_secret(&value).ok_or_else(|| {
+                        ConfigError::BasicAuthFormat {
+                            name: r.name.clone(),
+                            key: r.key.clone(),
+                        }
+                    })?)
+                } else {
+                    None
+                };
+                Some(PrometheusConfig {
+                    url: p.url.clone(),
+                    auth,
+                })
+            }
+        };
+        let redis = match &spec.redis.url_secret_ref {
+            None => None,
+            Some(r) => {
+                let url = resolve("spec.redis.urlSecretRef", r).await?;
+                let max_memory = spec
+                    .redis
+                    .max_memory
+                    .as_deref()
+                    .map(redis::parse_quantity)
+                    .transpose()
+                    .map_err(ConfigError::MaxMemory)?;
+                Some(RedisConfig {
+                    url: Redacted::new(url),
+                    cluster: spec.redis.cluster,
+                    max_memory,
+                })
+            }
+        };
+        Ok(ObserveConfig {
+            prometheus,
+            scrape_url: metrics.scrape.as_ref().map(|s| s.url.clone()),
+            queries: QuerySet::from_spec(spec),
+            breaker: spec.breaker.name.clone(),
+            redis,
+            timeout: metrics.timeout.as_std(),
+        })
+    }
+}
+
+/// Reads every configured source; keep one per MemoryTier across reconciles.
+#[derive(Debug)]
+pub struct Observer {
+    config: ObserveConfig,
+    http: reqwest::Client,
+    prometheus: Option<PrometheusClient>,
+    scraper: Option<Scraper>,
+    redis: Option<RedisObserver>,
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .user_agent(concat!("tierguard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConfigError::Http(error_chain(&e)))
+}
+
+impl Observer {
+    pub fn new(config: ObserveConfig) -> Result<Self, ConfigError> {
+        let http = http_client(config.timeout)?;
+        let mut observer = Observer {
+            config: config.clone(),
+            http,
+            prometheus: None,
+            scraper: None,
+            redis: None,
+        };
+        observer.build(None)?;
+        Ok(observer)
+    }
+
+    pub fn config(&self) -> &ObserveConfig {
+        &self.config
+    }
+
+    /// Apply a new configuration (the spec or a Secret changed). What did not change keeps its
+    /// state: the previous scrape and the Redis connections survive.
+    pub fn update(&mut self, config: ObserveConfig) -> Result<(), ConfigError> {
+        if config == self.config {
+            return Ok(());
+        }
+        let old = std::mem::replace(&mut self.config, config);
+        if old.timeout != self.config.timeout {
+            self.http = http_client(self.config.timeout)?;
+        }
+        self.build(Some(old))
+    }
+
+    fn build(&mut self, old: Option<ObserveConfig>) -> Result<(), ConfigError> {
+        let config = &self.config;
+        let timeout = config.timeout;
+        // Prometheus wins when both metrics sources are set (the CRD forbids it anyway).
+        self.prometheus = match &config.prometheus {
+            Some(p) => Some(
+                PrometheusClient::new(self.http.clone(), &p.url, p.auth.clone(), timeout)
+                    .map_err(|e| ConfigError::PrometheusUrl(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let scrape_url = config
+            .scrape_url
+            .as_ref()
+            .filter(|_| config.prometheus.is_none());
+        self.scraper = match scrape_url {
+            None => None,
+            Some(url) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| ConfigError::ScrapeUrl(format!("{url:?}: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(ConfigError::ScrapeUrl(format!(
+                        "{url:?}: the scheme must be http or https"
+                    )));
+                }
+                match self.scraper.take() {
+                    Some(mut kept) if kept.url() == url => {
+                        kept.set_timeout(timeout);
+                        Some(kept)
+                    }
+                    _ => Some(Scraper::new(self.http.clone(), url, timeout)),
+                }
+            }
+        };
+        let same_redis = old.as_ref().map(|o| &o.redis) == Some(&config.redis);
+        self.redis = match &config.redis {
+            None => None,
+            Some(_) if same_redis && self.redis.is_some() => {
+                let mut kept = self.redis.take();
+                if let Some(r) = kept.as_mut() {
+                    r.set_timeout(timeout);
+                }
+                kept
+            }
+            Some(r) => Some(
+                RedisObserver::new(r.url.expose(), r.cluster, r.max_memory, timeout)
+                    .map_err(ConfigError::RedisUrl)?,
+            ),
+        };
+        Ok(())
+    }
+
+    /// Read every source once, concurrently, within the configured deadline.
+    pub async fn observe(&mut self) -> Observation {
+        let mut obs = Observation {
+            at: Some(Timestamp::now()),
+            ..Observation::default()
+        };
+        let timeout = self.config.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Observer {
+            config,
+            prometheus,
+            scraper,
+            redis,
+            ..
+        } = self;
+        let breaker = config.breaker.as_str();
+        let queries = &config.queries;
+
+        let prometheus_read = async {
+            match prometheus.as_ref() {
+                Some(client) => Some(timed(deadline, client.read_signals(queries)).await),
+                None => None,
+            }
+        };
+        let scrape_read = async {
+            match scraper.as_mut() {
+                Some(s) => Some(timed(deadline, s.read_signals(breaker)).await),
+                None => None,
+            }
+        };
+        let redis_read = async {
+            match redis.as_mut() {
+                Some(r) => Some(timed(deadline, r.read()).await),
+                None => None,
+            }
+        };
+        let (from_prometheus, from_scrape, from_redis) =
+            tokio::join!(prometheus_read, scrape_read, redis_read);
+
+        let late =
+            |source: &str| format!("{source}: no answer within {timeout:?} (spec.metrics.timeout)");
+        let mut app: Option<std::collections::BTreeMap<AppSignal, Reading>> = None;
+        if let Some((answer, ms)) = from_prometheus {
+            let (readings, health) = match answer {
+                Some((readings, failure)) => (Some(readings), failure),
+                None => (None, Some(late(SOURCE_PROMETHEUS))),
+            };
+            obs.sources.push(health_of(SOURCE_PROMETHEUS, health, ms));
+            app = Some(readings.unwrap_or_else(|| all_app(&late(SOURCE_PROMETHEUS))));
+        }
+        if let Some((answer, ms)) = from_scrape {
+            let result = match answer {
+                Some(Ok(readings)) => Ok(readings),
+                Some(Err(e)) => Err(format!("{SOURCE_SCRAPE}: {e}")),
+                None => Err(late(SOURCE_SCRAPE)),
+            };
+            let failure = result.as_ref().err().cloned();
+            obs.sources.push(health_of(SOURCE_SCRAPE, failure, ms));
+            app = Some(result.unwrap_or_else(|reason| all_app(&reason)));
+        }
+        let app = app.unwrap_or_else(|| {
+            all_app("no metrics source: set spec.metrics.prometheus or spec.metrics.scrape")
+        });
+        for (signal, reading) in app {
+            signals::set_app_signal(&mut obs, signal, reading);
+        }
+
+        match from_redis {
+            None => {
+                redis::set_all_unknown(&mut obs, "no Redis: spec.redis.urlSecretRef is not set")
+            }
+            Some((answer, ms)) => {
+                let result = match answer {
+                    Some(Ok(reading)) => Ok(reading),
+                    Some(Err(e)) => Err(format!("{SOURCE_REDIS}: {e}")),
+                    None => Err(late(SOURCE_REDIS)),
+                };
+                obs.sources
+                    .push(health_of(SOURCE_REDIS, result.as_ref().err().cloned(), ms));
+                match result {
+                    Ok(reading) => reading.apply(&mut obs),
+                    Err(reason) => redis::set_all_unknown(&mut obs, &reason),
+                }
+            }
+        }
+        obs
+    }
+}
+
+fn all_app(reason: &str) -> std::collections::BTreeMap<AppSignal, Reading> {
+    AppSignal::ALL
+        .into_iter()
+        .map(|s| (s, Err(reason.to_owned())))
+        .collect()
+}
+
+fn health_of(name: &str, failure: Option<String>, latency_ms: u64) -> SourceHealth {
+    SourceHealth {
+        name: name.to_owned(),
+        ok: failure.is_none(),
+        reason: failure,
+        latency_ms: Some(latency_ms),
+    }
+}
+
+/// Run `fut` until `deadline`: its output (`None` when late) and how long it took.
+async fn timed<T>(
+    deadline: tokio::time::Instant,
+    fut: impl Future<Output = T>,
+) -> (Option<T>, u64) {
+    let started = Instant::now();
+    let out = tokio::time::timeout_at(deadline, fut).await.ok();
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    (out, ms)
+}
+
+/// Resolve the spec's Secrets, set up the observers and read every source once: what
+/// `tierguard observe` does. The controller keeps an [`Observer`] instead.
+pub async fn observe_once(
+    spec: &MemoryTierSpec,
+    secrets: &impl SecretResolver,
+) -> Result<Observation, ConfigError> {
+    let config = ObserveConfig::resolve(spec, secrets).await?;
+    let mut observer = Observer::new(config)?;
+    Ok(observer.observe().await)
+}

@@ -17,8 +17,9 @@
 //! ## Budgets
 //!
 //! At most `max_keys` keys are sent for deletion in one run (across all patterns), and no batch
-//! starts after `max_duration`. After every batch a PING is timed: while it takes longer than the
-//! latency limit, the next batch waits (10 ms, doubling up to 1 s).
+//! starts after `max_duration`. Every round (the next SCAN with the UNLINK of the previous keys)
+//! is preceded by a PING on the same connection: while it takes longer than the latency limit, the
+//! next round waits, as long as the PING waited and doubling while Redis stays slow (up to 1 s).
 //!
 //! ## Failure
 //!

@@ -54,20 +54,24 @@ pub async fn connect(
 
 /// The longest pause between two batches while Redis answers slowly.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
-/// The first pause; it doubles while Redis stays slow.
-const FIRST_PAUSE: Duration = Duration::from_millis(10);
+/// The shortest pause.
+const MIN_PAUSE: Duration = Duration::from_millis(1);
 
-/// How many recent PINGs decide whether Redis is slow: all of them must be over the limit, so a
-/// single late answer (the host scheduling another process, say) does not stop the work, while a
-/// Redis that stays slow does.
-const LATENCY_WINDOW: usize = 3;
+/// How long to wait after the `attempt`-th slow PING in a row (0-based) that took `rtt`: as long
+/// as Redis made the PING wait, doubling while it stays slow, within 1 ms and 1 s. A one-off late
+/// answer (the host scheduling another process, say) costs little; a Redis that stays slow gets
+/// more and more room.
+pub(crate) fn pause_for(rtt: Duration, attempt: u32) -> Duration {
+    rtt.max(MIN_PAUSE)
+        .saturating_mul(1u32 << attempt.min(10))
+        .min(MAX_PAUSE)
+}
 
-/// Watches Redis's own responsiveness between batches: while the last PINGs all take longer than
-/// the limit, Redis (or its host) is busy, and the next batch waits until it answers quickly again.
+/// Watches Redis's own responsiveness between batches: a PING slower than the limit means Redis
+/// (or its host) is busy, and the next batch waits until it answers quickly again.
 #[derive(Debug)]
 pub(crate) struct LatencyGuard {
     limit: Duration,
-    recent: std::collections::VecDeque<Duration>,
     pub pauses: u32,
     pub paused: Duration,
     pub max_ping: Duration,
@@ -87,7 +91,6 @@ impl LatencyGuard {
         samples.sort();
         Ok(LatencyGuard {
             limit: floor.max(samples[2] * 3),
-            recent: std::collections::VecDeque::with_capacity(LATENCY_WINDOW),
             pauses: 0,
             paused: Duration::ZERO,
             max_ping: Duration::ZERO,
@@ -98,33 +101,23 @@ impl LatencyGuard {
         self.limit
     }
 
-    /// Record one PING time; true when Redis counts as slow.
-    fn observe(&mut self, rtt: Duration) -> bool {
-        self.max_ping = self.max_ping.max(rtt);
-        if self.recent.len() == LATENCY_WINDOW {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(rtt);
-        self.recent.len() == LATENCY_WINDOW && self.recent.iter().all(|r| *r > self.limit)
-    }
-
-    /// After a round whose PING took `rtt`: while Redis counts as slow and time remains, wait
-    /// with a doubling pause and PING again. The first quick answer ends the pause.
+    /// After a round whose PING took `rtt`: while Redis answers slower than the limit and time
+    /// remains, wait (see [`pause_for`]) and PING again. The first quick answer ends the pause.
     pub async fn settle(
         &mut self,
         con: &mut MultiplexedConnection,
         rtt: Duration,
         deadline: Instant,
     ) -> redis::RedisResult<()> {
-        let mut pause = FIRST_PAUSE;
         let mut rtt = rtt;
+        let mut attempt = 0;
         loop {
-            let slow = self.observe(rtt);
+            self.max_ping = self.max_ping.max(rtt);
             let now = Instant::now();
-            if !slow || now >= deadline {
+            if rtt <= self.limit || now >= deadline {
                 return Ok(());
             }
-            let wait = pause.min(deadline - now);
+            let wait = pause_for(rtt, attempt).min(deadline - now);
             tracing::debug!(
                 ping_us = rtt.as_micros() as u64,
                 limit_us = self.limit.as_micros() as u64,
@@ -134,7 +127,7 @@ impl LatencyGuard {
             tokio::time::sleep(wait).await;
             self.pauses += 1;
             self.paused += wait;
-            pause = (pause * 2).min(MAX_PAUSE);
+            attempt += 1;
             rtt = ping(con).await?;
         }
     }
@@ -174,26 +167,14 @@ pub(crate) fn rate(keys: u64, elapsed: Duration) -> f64 {
 mod tests {
     use super::*;
 
-    fn guard() -> LatencyGuard {
-        LatencyGuard {
-            limit: Duration::from_millis(2),
-            recent: Default::default(),
-            pauses: 0,
-            paused: Duration::ZERO,
-            max_ping: Duration::ZERO,
-        }
-    }
-
     #[test]
-    fn one_late_ping_is_not_slowness_but_a_run_of_them_is() {
-        let (fast, late) = (Duration::from_micros(100), Duration::from_millis(9));
-        let mut g = guard();
-        assert!(!g.observe(late));
-        assert!(!g.observe(fast));
-        assert!(!g.observe(late));
-        assert!(!g.observe(late));
-        assert!(g.observe(late), "three late answers in a row");
-        assert!(!g.observe(fast), "one quick answer ends it");
-        assert_eq!(g.max_ping, late);
+    fn pauses_follow_the_wait_and_double_while_redis_stays_slow() {
+        let ms = Duration::from_millis;
+        assert_eq!(pause_for(ms(3), 0), ms(3));
+        assert_eq!(pause_for(ms(3), 1), ms(6));
+        assert_eq!(pause_for(ms(3), 2), ms(12));
+        assert_eq!(pause_for(Duration::from_micros(10), 0), ms(1));
+        assert_eq!(pause_for(ms(20), 8), MAX_PAUSE);
+        assert_eq!(pause_for(ms(20), 40), MAX_PAUSE);
     }
 }

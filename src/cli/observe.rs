@@ -1,0 +1,266 @@
+//! `tierguard observe MANIFEST`: read every signal of one MemoryTier once and print it — the
+//! runbooks' detection steps in one call.
+//!
+//! Secret values come from `--secret NAME/KEY=VALUE` flags, then from
+//! `TIERGUARD_SECRET_<NAME>_<KEY>` environment variables, then, for what is still missing, from
+//! the cluster of the current kubeconfig (in the manifest's namespace). Unknown signals are
+//! printed with their reason and are not an error: the command fails only on bad input (an
+//! invalid manifest, a missing Secret).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::api::{KIND, MemoryTier, MemoryTierSpec, Observation, SecretKeyRef, validate};
+use crate::observe::secrets::{KubeSecrets, LocalSecrets, LocalThenCluster};
+use crate::observe::signals::{AppSignal, redis_names};
+use crate::observe::{ObserveConfig, Observer};
+
+/// How the observation is printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One line per signal, then the sources.
+    #[default]
+    Text,
+    /// The observation as `status.observed` holds it.
+    Json,
+}
+
+pub async fn run(
+    manifest: &Path,
+    output: OutputFormat,
+    secret_flags: &[String],
+) -> anyhow::Result<ExitCode> {
+    let tier = load_manifest(manifest)?;
+    let mut local = LocalSecrets::new().with_env();
+    for flag in secret_flags {
+        local.add_flag(flag)?;
+    }
+    let refs = secret_refs(&tier.spec);
+    let all_local = refs.iter().all(|r| local.get(r).is_some());
+    let cluster = if all_local {
+        Err("not needed".to_owned())
+    } else {
+        cluster_secrets(tier.metadata.namespace.as_deref()).await
+    };
+    let resolver = LocalThenCluster { local, cluster };
+    let config = ObserveConfig::resolve(&tier.spec, &resolver).await?;
+    let mut observer = Observer::new(config)?;
+    let observation = observer.observe().await;
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&observation)?),
+        OutputFormat::Text => print!("{}", render_text(&tier_name(&tier), &observation)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The Secret references the observers need.
+fn secret_refs(spec: &MemoryTierSpec) -> Vec<SecretKeyRef> {
+    let mut refs = Vec::new();
+    if let Some(p) = &spec.metrics.prometheus {
+        refs.extend(p.bearer_token_secret_ref.clone());
+        refs.extend(p.basic_auth_secret_ref.clone());
+    }
+    refs.extend(spec.redis.url_secret_ref.clone());
+    refs
+}
+
+/// Secrets from the current kubeconfig's cluster, or why there is none.
+async fn cluster_secrets(namespace: Option<&str>) -> Result<KubeSecrets, String> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| format!("no Kubernetes cluster to read it from: {e}"))?;
+    let namespace = namespace
+        .map(str::to_owned)
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config)
+        .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    Ok(KubeSecrets::new(client, &namespace))
+}
+
+fn tier_name(tier: &MemoryTier) -> String {
+    let name = tier.metadata.name.as_deref().unwrap_or("<unnamed>");
+    match tier.metadata.namespace.as_deref() {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// The one valid MemoryTier of a manifest file (`-` is standard input).
+fn load_manifest(path: &Path) -> anyhow::Result<MemoryTier> {
+    let name = path.display().to_string();
+    let text = if path == Path::new("-") {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("reading standard input")?;
+        buf
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("{name}: cannot read"))?
+    };
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| anyhow::anyhow!("{name}: invalid YAML: {e}"))?;
+    let tiers: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d.get("kind").and_then(Value::as_str) == Some(KIND))
+        .collect();
+    let doc = match tiers.as_slice() {
+        [one] => *one,
+        [] => bail!("{name}: no {KIND} document found"),
+        many => bail!(
+            "{name}: {} {KIND} documents found; observe takes a file with exactly one",
+            many.len()
+        ),
+    };
+    validate::validate_document(doc).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(|p| format!("{name}: {p}")).collect();
+        anyhow::anyhow!("invalid {KIND}:\n{}", lines.join("\n"))
+    })
+}
+
+/// A human-readable observation: every signal with its value or why it is unknown.
+pub fn render_text(tier: &str, obs: &Observation) -> String {
+    let at = obs
+        .at
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "-".to_owned());
+    let mut out = format!("MemoryTier {tier}, observed at {at}\n\n");
+    let num = |v: Option<f64>, unit: &str| v.map(|v| format!("{v:.2}{unit}"));
+    let int = |v: Option<u64>| v.map(|v| v.to_string());
+    let bytes = |v: Option<u64>| v.map(|v| format!("{v} ({:.1} MiB)", v as f64 / 1048576.0));
+    let rows: Vec<(&str, Option<String>)> = vec![
+        (
+            AppSignal::P50LatencyMs.name(),
+            num(obs.p50_latency_ms, " ms"),
+        ),
+        (
+            AppSignal::P95LatencyMs.name(),
+            num(obs.p95_latency_ms, " ms"),
+        ),
+        (
+            AppSignal::P99LatencyMs.name(),
+            num(obs.p99_latency_ms, " ms"),
+        ),
+        (
+            AppSignal::ErrorRatePercent.name(),
+            num(obs.error_rate_percent, " %"),
+        ),
+        (
+            AppSignal::CacheHitRatePercent.name(),
+            num(obs.cache_hit_rate_percent, " %"),
+        ),
+        (
+            AppSignal::Mem0WriteSuccessPercent.name(),
+            num(obs.mem0_write_success_percent, " %"),
+        ),
+        (
+            AppSignal::BreakerState.name(),
+            obs.breaker_state.map(|b| b.as_str().to_owned()),
+        ),
+        (
+            redis_names::USED_MEMORY_PERCENT,
+            num(obs.redis_used_memory_percent, " %"),
+        ),
+        (
+            redis_names::USED_MEMORY_BYTES,
+            bytes(obs.redis_used_memory_bytes),
+        ),
+        (
+            redis_names::MAX_MEMORY_BYTES,
+            bytes(obs.redis_max_memory_bytes),
+        ),
+        (redis_names::EVICTED_KEYS, int(obs.redis_evicted_keys)),
+        (redis_names::KEYSPACE_HITS, int(obs.redis_keyspace_hits)),
+        (redis_names::KEYSPACE_MISSES, int(obs.redis_keyspace_misses)),
+        (redis_names::RUN_ID, obs.redis_run_id.clone()),
+        (redis_names::UPTIME_SECONDS, int(obs.redis_uptime_seconds)),
+    ];
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, value) in rows {
+        let shown = match value {
+            Some(v) => v,
+            None => format!(
+                "unknown: {}",
+                obs.unknown
+                    .get(name)
+                    .map(String::as_str)
+                    .unwrap_or("no reason given")
+            ),
+        };
+        out.push_str(&format!("  {name:<width$}  {shown}\n"));
+    }
+    if !obs.sources.is_empty() {
+        out.push_str("\nsources\n");
+        let width = obs.sources.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        for s in &obs.sources {
+            let latency = s
+                .latency_ms
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_default();
+            let state = if s.ok { "ok" } else { "error" };
+            let reason = s
+                .reason
+                .as_deref()
+                .map(|r| format!("  {r}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {:<width$}  {state:<5}  {latency:>8}{reason}\n",
+                s.name
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BreakerState, SourceHealth};
+
+    #[test]
+    fn text_shows_values_and_unknown_reasons() {
+        let mut obs = Observation {
+            p50_latency_ms: Some(123.456),
+            breaker_state: Some(BreakerState::HalfOpen),
+            redis_used_memory_bytes: Some(1048576),
+            ..Observation::default()
+        };
+        obs.unknown
+            .insert("p95LatencyMs".into(), "prometheus: no data".into());
+        obs.sources.push(SourceHealth {
+            name: "prometheus".into(),
+            ok: false,
+            reason: Some("cannot reach Prometheus".into()),
+            latency_ms: Some(3),
+        });
+        let text = render_text("ns/tier", &obs);
+        assert!(text.contains("MemoryTier ns/tier"), "{text}");
+        assert!(
+            text.contains("p50LatencyMs             123.46 ms"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p95LatencyMs             unknown: prometheus: no data"),
+            "{text}"
+        );
+        assert!(
+            text.contains("breakerState             half-open"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redisUsedMemoryBytes     1048576 (1.0 MiB)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redisRunId               unknown: no reason given"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prometheus  error      3 ms  cannot reach Prometheus"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! A small client of the Prometheus HTTP API (`/api/v1/query`, `/api/v1/query_range`), and the
+//! application signals read through it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+
+use super::queries::QuerySet;
+use super::signals::{AppSignal, Reading};
+use super::{Redacted, error_chain};
+
+/// How a request to Prometheus authenticates.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PrometheusAuth {
+    Bearer(Redacted),
+    Basic { user: String, password: Redacted },
+}
+
+impl PrometheusAuth {
+    /// `user:password` as a basic-auth Secret holds it.
+    pub fn basic_from_secret(value: &str) -> Option<Self> {
+        let (user, password) = value.split_once(':')?;
+        Some(PrometheusAuth::Basic {
+            user: user.to_owned(),
+            password: Redacted::new(password),
+        })
+    }
+}
+
+/// Why a query gave no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PrometheusError {
+    #[error("invalid Prometheus URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach Prometheus: {0}")]
+    Transport(String),
+    #[error("Prometheus answered HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("query rejected ({error_type}): {message}")]
+    Query { error_type: String, message: String },
+    #[error("Prometheus answered something that is not its API's JSON: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    UnexpectedResult(String),
+}
+
+impl PrometheusError {
+    /// True when the query was at fault, not the server: the server is healthy, the signal is
+    /// unknown.
+    pub fn is_query_error(&self) -> bool {
+        match self {
+            PrometheusError::Query { error_type, .. } => error_type == "bad_data",
+            PrometheusError::UnexpectedResult(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One series of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// The result of an instant query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstantValue {
+    Scalar(f64),
+    Vector(Vec<Sample>),
+}
+
+/// One series of a range query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    pub labels: BTreeMap<String, String>,
+    pub points: Vec<(Timestamp, f64)>,
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum ApiData {
+    Vector(Vec<VectorItem>),
+    Scalar((f64, String)),
+    Matrix(Vec<MatrixItem>),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct VectorItem {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    value: Option<(f64, String)>,
+}
+
+#[derive(Deserialize)]
+struct MatrixItem {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+}
+
+fn parse_value(s: &str) -> Result<f64, PrometheusError> {
+    // Prometheus writes NaN, +Inf and -Inf, which Rust's parser accepts too.
+    s.parse::<f64>()
+        .map_err(|_| PrometheusError::Decode(format!("sample value {s:?} is not a number")))
+}
+
+fn timestamp(seconds: f64) -> Result<Timestamp, PrometheusError> {
+    Timestamp::from_millisecond((seconds * 1000.0).round() as i64)
+        .map_err(|e| PrometheusError::Decode(format!("sample time {seconds}: {e}")))
+}
+
+/// A Prometheus server's HTTP API.
+#[derive(Clone, Debug)]
+pub struct PrometheusClient {
+    http: reqwest::Client,
+    base: Url,
+    auth: Option<PrometheusAuth>,
+    timeout: Duration,
+}
+
+impl PrometheusClient {
+    /// `base_url` is the server's root (a path prefix such as `/prometheus` is kept).
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        auth: Option<PrometheusAuth>,
+        timeout: Duration,
+    ) -> Result<Self, PrometheusError> {
+        let invalid = |reason: String| PrometheusError::InvalidUrl {
+            url: base_url.to_owned(),
+            reason,
+        };
+        let mut base = Url::parse(base_url).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https".into()));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        base.set_query(None);
+        Ok(PrometheusClient {
+            http,
+            base,
+            auth,
+            timeout,
+        })
+    }
+
+    fn endpoint(&self, path: &str, params: &[(&str, &str)]) -> Url {
+        let mut url = self
+            .base
+            .join(path)
+            .expect("a relative API path joins any http(s) base URL");
+        url.query_pairs_mut().extend_pairs(params);
+        url
+    }
+
+    async fn get(&self, url: Url) -> Result<ApiData, PrometheusError> {
+        let mut request = self.http.get(url).timeout(self.timeout);
+        request = match &self.auth {
+            Some(PrometheusAuth::Bearer(token)) => request.bearer_auth(token.expose()),
+            Some(PrometheusAuth::Basic { user, password }) => {
+                request.basic_auth(user, Some(password.expose()))
+            }
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
+        match parsed {
+            Ok(api) if api.status == "success" => api
+                .data
+                .ok_or_else(|| PrometheusError::Decode("a success answer without data".to_owned())),
+            Ok(api) => Err(PrometheusError::Query {
+                error_type: api.error_type.unwrap_or_else(|| "error".to_owned()),
+                message: api
+                    .error
+                    .unwrap_or_else(|| format!("status {:?} (HTTP {status})", api.status)),
+            }),
+            Err(_) if !status.is_success() => Err(PrometheusError::Http {
+                status: status.as_u16(),
+                message: snippet(&body, status),
+            }),
+            Err(e) => Err(PrometheusError::Decode(format!(
+                "{e}; the body starts with {:?}",
+                head(&body)
+            ))),
+        }
+    }
+
+    fn transport(&self, e: reqwest::Error) -> PrometheusError {
+        if e.is_timeout() {
+            return PrometheusError::Timeout(self.timeout);
+        }
+        // The URL is left out: it may carry credentials a user put there.
+        PrometheusError::Transport(error_chain(&e.without_url()))
+    }
+
+    /// Evaluate `promql` at the current time.
+    pub async fn query(&self, promql: &str) -> Result<InstantValue, PrometheusError> {
+        let url = self.endpoint("api/v1/query", &[("query", promql)]);
+        match self.get(url).await? {
+            ApiData::Scalar((_, v)) => Ok(InstantValue::Scalar(parse_value(&v)?)),
+            ApiData::Vector(items) => {
+                let mut samples = Vec::with_capacity(items.len());
+                for item in items {
+                    let Some((_, v)) = item.value else {
+                        return Err(PrometheusError::UnexpectedResult(
+                            "the query returned a native histogram; turn it into a number, e.g. with histogram_quantile".to_owned(),
+                        ));
+                    };
+                    samples.push(Sample {
+                        labels: item.metric,
+                        value: parse_value(&v)?,
+                    });
+                }
+                Ok(InstantValue::Vector(samples))
+            }
+            ApiData::Matrix(_) => Err(PrometheusError::UnexpectedResult(
+                "the query returned a range vector; an instant value is needed (wrap it in rate(), max_over_time() or similar)".to_owned(),
+            )),
+            ApiData::String(_) => Err(PrometheusError::UnexpectedResult(
+                "the query returned a string; a number is needed".to_owned(),
+            )),
+        }
+    }
+
+    /// Evaluate `promql` from `start` to `end` every `step`.
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, PrometheusError> {
+        let secs = |t: Timestamp| format!("{:.3}", t.as_millisecond() as f64 / 1000.0);
+        let step = format!("{:.3}", step.as_secs_f64());
+        let (start, end) = (secs(start), secs(end));
+        let url = self.endpoint(
+            "api/v1/query_range",
+            &[
+                ("query", promql),
+                ("start", &start),
+                ("end", &end),
+                ("step", &step),
+            ],
+        );
+        match self.get(url).await? {
+            ApiData::Matrix(items) => items
+                .into_iter()
+                .map(|item| {
+                    let points = item
+                        .values
+                        .iter()
+                        .map(|(t, v)| Ok((timestamp(*t)?, parse_value(v)?)))
+                        .collect::<Result<Vec<_>, PrometheusError>>()?;
+                    Ok(RangeSeries {
+                        labels: item.metric,
+                        points,
+                    })
+                })
+                .collect(),
+            _ => Err(PrometheusError::UnexpectedResult(
+                "a range query returned something other than a matrix".to_owned(),
+            )),
+        }
+    }
+
+    /// One signal's value: a scalar, or a vector of exactly one series.
+    pub async fn read(&self, promql: &str) -> Result<Reading, PrometheusError> {
+        Ok(match self.query(promql).await? {
+            InstantValue::Scalar(v) => Ok(v),
+            InstantValue::Vector(samples) => match samples.as_slice() {
+                [] => Err(format!("no data: the query returned no series ({promql})")),
+                [one] => Ok(one.value),
+                many => Err(format!(
+                    "the query returned {} series; it must return one (aggregate it, e.g. with sum or max): {promql}",
+                    many.len()
+                )),
+            },
+        })
+    }
+
+    /// Every application signal, queried concurrently. The error, if any, says why the source
+    /// is unhealthy (the server could not be read); bad queries only make their signal unknown.
+    pub async fn read_signals(
+        &self,
+        queries: &QuerySet,
+    ) -> (BTreeMap<AppSignal, Reading>, Option<String>) {
+        let answers = join_all(
+            queries
+                .iter()
+                .map(|(signal, query)| async move { (signal, self.read(&query.promql).await) }),
+        )
+        .await;
+        let mut readings = BTreeMap::new();
+        let mut failures: Vec<(AppSignal, PrometheusError)> = Vec::new();
+        for (signal, answer) in answers {
+            let reading = match answer {
+                Ok(reading) => reading,
+                Err(e) => {
+                    let reason = format!("prometheus: {e}");
+                    if !e.is_query_error() {
+                        failures.push((signal, e));
+                    }
+                    Err(reason)
+                }
+            };
+            readings.insert(signal, reading);
+        }
+        let health = match failures.as_slice() {
+            [] => None,
+            [(_, first), rest @ ..] if rest.iter().all(|(_, e)| e == first) => {
+                Some(first.to_string())
+            }
+            [(signal, first), ..] => Some(format!(
+                "{} of {} queries failed, e.g. {signal}: {first}",
+                failures.len(),
+                readings.len()
+            )),
+        };
+        (readings, health)
+    }
+}
+
+fn head(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
+    text.trim().to_owned()
+}
+
+fn snippet(body: &[u8], status: StatusCode) -> String {
+    let text = head(body);
+    if text.is_empty() {
+        status.canonical_reason().unwrap_or("no body").to_owned()
+    } else {
+        text
+    }
+}

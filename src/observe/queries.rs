@@ -1,0 +1,230 @@
+//! The PromQL behind each application signal: the built-in query, or the spec's override.
+//!
+//! The built-in queries expect the application to expose these metrics (Prometheus naming
+//! conventions; docs/metrics.md has the full contract and an example exposition):
+//!
+//! | metric | type | labels | signal |
+//! |---|---|---|---|
+//! | `http_request_duration_seconds` | histogram | `le` (and any others) | P50 / P95 / P99 latency |
+//! | `http_requests_total` | counter | `status` (HTTP status code, e.g. `200`, `503`) | error rate (5xx share) |
+//! | `cache_hits_total`, `cache_misses_total` | counter | any (e.g. `clinic_id`) | cache hit rate |
+//! | `mem0_writes_total` | counter | `outcome` = `success` or `failure` | mem0 write success |
+//! | `circuit_breaker_state` | gauge | `breaker` (spec.breaker.name) | 0 closed, 1 open, 2 half-open |
+//!
+//! Rates are taken over [`RATE_WINDOW`]; every series is narrowed by `spec.metrics.selector`.
+
+use std::collections::BTreeMap;
+
+use super::signals::AppSignal;
+use crate::api::MemoryTierSpec;
+
+/// The window of every built-in `rate()`.
+pub const RATE_WINDOW: &str = "5m";
+
+/// Request-duration histogram (seconds), base name without `_bucket`.
+pub const REQUEST_DURATION: &str = "http_request_duration_seconds";
+/// Requests counter, labelled by `status`.
+pub const REQUESTS_TOTAL: &str = "http_requests_total";
+/// The label of [`REQUESTS_TOTAL`] holding the HTTP status code; 5xx counts as an error.
+pub const STATUS_LABEL: &str = "status";
+/// Cache hits counter.
+pub const CACHE_HITS_TOTAL: &str = "cache_hits_total";
+/// Cache misses counter.
+pub const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
+/// mem0 writes counter, labelled by `outcome`.
+pub const MEM0_WRITES_TOTAL: &str = "mem0_writes_total";
+/// The label of [`MEM0_WRITES_TOTAL`]: `success` or `failure`.
+pub const OUTCOME_LABEL: &str = "outcome";
+/// Circuit-breaker gauge: 0 closed, 1 open, 2 half-open.
+pub const BREAKER_STATE: &str = "circuit_breaker_state";
+/// The label of [`BREAKER_STATE`] naming the breaker.
+pub const BREAKER_LABEL: &str = "breaker";
+
+/// The query of every application signal, resolved from the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuerySet {
+    queries: BTreeMap<AppSignal, Query>,
+}
+
+/// One signal's query and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Query {
+    pub promql: String,
+    /// True when the spec overrides the built-in query.
+    pub overridden: bool,
+}
+
+impl QuerySet {
+    /// Built-in queries for `selector` and `breaker`, with the spec's overrides applied.
+    pub fn from_spec(spec: &MemoryTierSpec) -> Self {
+        let metrics = &spec.metrics;
+        let overrides = &metrics.queries;
+        let mut queries = BTreeMap::new();
+        for signal in AppSignal::ALL {
+            let custom = match signal {
+                AppSignal::P50LatencyMs => &overrides.p50_latency_ms,
+                AppSignal::P95LatencyMs => &overrides.p95_latency_ms,
+                AppSignal::P99LatencyMs => &overrides.p99_latency_ms,
+                AppSignal::ErrorRatePercent => &overrides.error_rate_percent,
+                AppSignal::CacheHitRatePercent => &overrides.cache_hit_rate_percent,
+                AppSignal::Mem0WriteSuccessPercent => &overrides.mem0_write_success_percent,
+                AppSignal::BreakerState => &overrides.breaker_state,
+            };
+            let query = match custom.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+                Some(q) => Query {
+                    promql: q.to_owned(),
+                    overridden: true,
+                },
+                None => Query {
+                    promql: default_query(signal, &metrics.selector, &spec.breaker.name),
+                    overridden: false,
+                },
+            };
+            queries.insert(signal, query);
+        }
+        QuerySet { queries }
+    }
+
+    pub fn get(&self, signal: AppSignal) -> &Query {
+        &self.queries[&signal]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (AppSignal, &Query)> {
+        self.queries.iter().map(|(s, q)| (*s, q))
+    }
+}
+
+/// `{a="b",c="d"}` from a selector (without braces) and extra matchers; empty parts are dropped.
+pub fn matchers(selector: &str, extra: &[&str]) -> String {
+    let selector = selector
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim()
+        .trim_end_matches(',');
+    let parts: Vec<&str> = std::iter::once(selector)
+        .chain(extra.iter().copied())
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+/// Escape a label value for a PromQL string literal.
+fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The built-in PromQL of a signal.
+pub fn default_query(signal: AppSignal, selector: &str, breaker: &str) -> String {
+    let w = RATE_WINDOW;
+    let all = matchers(selector, &[]);
+    let rate_sum = |metric: &str, m: &str| format!("sum(rate({metric}{m}[{w}]))");
+    match signal {
+        AppSignal::P50LatencyMs | AppSignal::P95LatencyMs | AppSignal::P99LatencyMs => {
+            let q = signal.quantile().unwrap_or(0.5);
+            format!(
+                "1000 * histogram_quantile({q}, sum by (le) (rate({REQUEST_DURATION}_bucket{all}[{w}])))"
+            )
+        }
+        AppSignal::ErrorRatePercent => {
+            let errors = matchers(selector, &[&format!("{STATUS_LABEL}=~\"5..\"")]);
+            // `or vector(0)`: no 5xx series at all means no errors, not an unknown error rate.
+            format!(
+                "100 * ({} or vector(0)) / {}",
+                rate_sum(REQUESTS_TOTAL, &errors),
+                rate_sum(REQUESTS_TOTAL, &all)
+            )
+        }
+        AppSignal::CacheHitRatePercent => {
+            let hits = format!("({} or vector(0))", rate_sum(CACHE_HITS_TOTAL, &all));
+            let misses = format!("({} or vector(0))", rate_sum(CACHE_MISSES_TOTAL, &all));
+            format!("100 * {hits} / ({hits} + {misses})")
+        }
+        AppSignal::Mem0WriteSuccessPercent => {
+            let ok = matchers(selector, &[&format!("{OUTCOME_LABEL}=\"success\"")]);
+            format!(
+                "100 * ({} or vector(0)) / {}",
+                rate_sum(MEM0_WRITES_TOTAL, &ok),
+                rate_sum(MEM0_WRITES_TOTAL, &all)
+            )
+        }
+        AppSignal::BreakerState => {
+            let m = matchers(selector, &[&format!("{BREAKER_LABEL}={}", quote(breaker))]);
+            // Any replica open wins; otherwise half-open (2) over closed (0).
+            format!("max({BREAKER_STATE}{m} == 1) or max({BREAKER_STATE}{m})")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matchers_join_the_selector_and_extras() {
+        assert_eq!(matchers("", &[]), "{}");
+        assert_eq!(matchers("app=\"x\"", &[]), "{app=\"x\"}");
+        assert_eq!(
+            matchers(" {app=\"x\",} ", &["status=~\"5..\""]),
+            "{app=\"x\",status=~\"5..\"}"
+        );
+        assert_eq!(matchers("", &["a=\"b\""]), "{a=\"b\"}");
+    }
+
+    #[test]
+    fn default_queries_use_the_documented_metrics() {
+        let sel = "app=\"clinic-backend\"";
+        assert_eq!(
+            default_query(AppSignal::P95LatencyMs, sel, "mem0"),
+            "1000 * histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{app=\"clinic-backend\"}[5m])))"
+        );
+        assert_eq!(
+            default_query(AppSignal::ErrorRatePercent, sel, "mem0"),
+            "100 * (sum(rate(http_requests_total{app=\"clinic-backend\",status=~\"5..\"}[5m])) or vector(0)) / sum(rate(http_requests_total{app=\"clinic-backend\"}[5m]))"
+        );
+        assert_eq!(
+            default_query(AppSignal::BreakerState, "", "me\"m0"),
+            "max(circuit_breaker_state{breaker=\"me\\\"m0\"} == 1) or max(circuit_breaker_state{breaker=\"me\\\"m0\"})"
+        );
+        assert!(
+            default_query(AppSignal::CacheHitRatePercent, sel, "mem0")
+                .contains("cache_misses_total{app=\"clinic-backend\"}[5m]")
+        );
+        assert!(
+            default_query(AppSignal::Mem0WriteSuccessPercent, sel, "mem0")
+                .contains("mem0_writes_total{app=\"clinic-backend\",outcome=\"success\"}[5m]")
+        );
+    }
+
+    #[test]
+    fn overrides_replace_the_built_in_query() {
+        let mut spec: MemoryTierSpec = serde_json::from_value(serde_json::json!({
+            "target": {"configMapName": "x"},
+            "metrics": {"selector": "job=\"a\"", "queries": {"p50LatencyMs": "vector(42)", "errorRatePercent": "  "}}
+        }))
+        .unwrap();
+        spec.breaker.name = "db".into();
+        let set = QuerySet::from_spec(&spec);
+        assert_eq!(set.get(AppSignal::P50LatencyMs).promql, "vector(42)");
+        assert!(set.get(AppSignal::P50LatencyMs).overridden);
+        // A blank override is no override.
+        assert!(!set.get(AppSignal::ErrorRatePercent).overridden);
+        assert!(
+            set.get(AppSignal::BreakerState)
+                .promql
+                .contains("breaker=\"db\"")
+        );
+        assert_eq!(set.iter().count(), 7);
+    }
+}

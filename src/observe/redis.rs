@@ -1,0 +1,609 @@
+//! Redis signals from `INFO`: memory use against maxmemory, evictions, keyspace hits and misses,
+//! and run_id / uptime (a change means Redis restarted with an empty cache).
+//!
+//! With `spec.redis.cluster`, every master listed by `CLUSTER NODES` is read: counters are
+//! summed, the usage is the fullest master's (it is the one that runs out of memory first),
+//! run_ids are joined (sorted by address) and the uptime is the smallest. Masters are reached
+//! at the address they announce, with the credentials and TLS settings of the URL.
+//!
+//! Auth and TLS come through the URL held in the Secret (`redis://user:password@host:6379/0`,
+//! `rediss://` for TLS). The URL and its password never appear in a message.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, InfoDict};
+
+use super::signals::redis_names as names;
+use crate::api::Observation;
+
+/// What one Redis node reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub used_memory: u64,
+    /// 0 means no limit.
+    pub maxmemory: u64,
+    pub evicted_keys: u64,
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+    pub run_id: String,
+    pub uptime_in_seconds: u64,
+}
+
+impl NodeInfo {
+    /// Read the fields from an `INFO` answer; a missing field is an error naming it.
+    pub fn parse(info: &str) -> Result<Self, String> {
+        let dict = InfoDict::new(info);
+        let number = |key: &str| -> Result<u64, String> {
+            dict.get::<u64>(key)
+                .ok_or_else(|| format!("INFO has no numeric field {key}"))
+        };
+        Ok(NodeInfo {
+            used_memory: number("used_memory")?,
+            maxmemory: number("maxmemory")?,
+            evicted_keys: number("evicted_keys")?,
+            keyspace_hits: number("keyspace_hits")?,
+            keyspace_misses: number("keyspace_misses")?,
+            run_id: dict
+                .get::<String>("run_id")
+                .ok_or("INFO has no field run_id")?,
+            uptime_in_seconds: number("uptime_in_seconds")?,
+        })
+    }
+}
+
+/// The Redis signals of one observation (one node, or all masters of a cluster).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisReading {
+    pub used_memory_bytes: u64,
+    pub max_memory_bytes: Result<u64, String>,
+    pub used_memory_percent: Result<f64, String>,
+    pub evicted_keys: u64,
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+    pub run_id: String,
+    pub uptime_seconds: u64,
+}
+
+impl RedisReading {
+    /// Store the reading into an observation.
+    pub fn apply(&self, obs: &mut Observation) {
+        obs.redis_used_memory_bytes = Some(self.used_memory_bytes);
+        match &self.max_memory_bytes {
+            Ok(max) => obs.redis_max_memory_bytes = Some(*max),
+            Err(why) => {
+                obs.unknown
+                    .insert(names::MAX_MEMORY_BYTES.to_owned(), why.clone());
+            }
+        }
+        match &self.used_memory_percent {
+            Ok(p) => obs.redis_used_memory_percent = Some(*p),
+            Err(why) => {
+                obs.unknown
+                    .insert(names::USED_MEMORY_PERCENT.to_owned(), why.clone());
+            }
+        }
+        obs.redis_evicted_keys = Some(self.evicted_keys);
+        obs.redis_keyspace_hits = Some(self.keyspace_hits);
+        obs.redis_keyspace_misses = Some(self.keyspace_misses);
+        obs.redis_run_id = Some(self.run_id.clone());
+        obs.redis_uptime_seconds = Some(self.uptime_seconds);
+    }
+}
+
+/// Mark every Redis signal unknown with the same reason.
+pub fn set_all_unknown(obs: &mut Observation, reason: &str) {
+    for name in names::ALL {
+        obs.unknown.insert(name.to_owned(), reason.to_owned());
+    }
+}
+
+/// Combine what the nodes (standalone: one; cluster: every master, by address) report.
+/// `fallback_max` is spec.redis.maxMemory, used for a node that reports maxmemory 0.
+pub fn aggregate(
+    nodes: &BTreeMap<String, NodeInfo>,
+    fallback_max: Option<u64>,
+) -> Result<RedisReading, String> {
+    if nodes.is_empty() {
+        return Err("no Redis master to read".to_owned());
+    }
+    let several = nodes.len() > 1;
+    let max_of = |addr: &str, node: &NodeInfo| -> Result<u64, String> {
+        match (node.maxmemory, fallback_max) {
+            (0, Some(fallback)) if fallback > 0 => Ok(fallback),
+            (0, _) => Err(format!(
+                "Redis{} reports maxmemory 0 (no limit) and spec.redis.maxMemory is not set",
+                if several {
+                    format!(" master {addr}")
+                } else {
+                    String::new()
+                }
+            )),
+            (max, _) => Ok(max),
+        }
+    };
+    // The fullest master: the highest percentage; unknown if any master's limit is unknown.
+    let mut fullest: Option<(f64, u64, u64)> = None;
+    let mut limit_error: Option<String> = None;
+    for (addr, node) in nodes {
+        match max_of(addr, node) {
+            Ok(max) => {
+                let percent = 100.0 * node.used_memory as f64 / max as f64;
+                if fullest.is_none_or(|(p, _, _)| percent > p) {
+                    fullest = Some((percent, node.used_memory, max));
+                }
+            }
+            Err(e) => {
+                limit_error.get_or_insert(e);
+            }
+        }
+    }
+    let (used_memory_bytes, max_memory_bytes, used_memory_percent) = match (limit_error, fullest) {
+        (None, Some((percent, used, max))) => (used, Ok(max), Ok(percent)),
+        (error, _) => {
+            let why = error.unwrap_or_else(|| "no memory limit known".to_owned());
+            let used = nodes.values().map(|n| n.used_memory).max().unwrap_or(0);
+            (used, Err(why.clone()), Err(why))
+        }
+    };
+    Ok(RedisReading {
+        used_memory_bytes,
+        max_memory_bytes,
+        used_memory_percent,
+        evicted_keys: nodes.values().map(|n| n.evicted_keys).sum(),
+        keyspace_hits: nodes.values().map(|n| n.keyspace_hits).sum(),
+        keyspace_misses: nodes.values().map(|n| n.keyspace_misses).sum(),
+        run_id: nodes
+            .values()
+            .map(|n| n.run_id.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        uptime_seconds: nodes
+            .values()
+            .map(|n| n.uptime_in_seconds)
+            .min()
+            .unwrap_or(0),
+    })
+}
+
+/// The reachable masters (`host`, `port`) of a `CLUSTER NODES` answer. A master with an empty
+/// address (the node answering, before it learnt its own address) is reported as `seed`.
+pub fn cluster_masters(nodes: &str, seed: (&str, u16)) -> Result<Vec<(String, u16)>, String> {
+    let mut masters = Vec::new();
+    for line in nodes.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 {
+            return Err(format!("unexpected CLUSTER NODES line {line:?}"));
+        }
+        let flags: Vec<&str> = fields[2].split(',').collect();
+        if !flags.contains(&"master")
+            || flags
+                .iter()
+                .any(|f| matches!(*f, "fail" | "handshake" | "noaddr"))
+        {
+            continue;
+        }
+        // ip:port@cport[,hostname]
+        let address = fields[1].split(['@', ',']).next().unwrap_or_default();
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("unexpected node address {:?}", fields[1]))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("unexpected node address {:?}", fields[1]))?;
+        if host.is_empty() || port == 0 {
+            masters.push((seed.0.to_owned(), seed.1));
+        } else {
+            masters.push((host.trim_matches(['[', ']']).to_owned(), port));
+        }
+    }
+    masters.sort();
+    masters.dedup();
+    if masters.is_empty() {
+        return Err("CLUSTER NODES lists no reachable master".to_owned());
+    }
+    Ok(masters)
+}
+
+/// Bytes from a quantity such as `512Mi`, `2G` or `1048576` (spec.redis.maxMemory).
+pub fn parse_quantity(text: &str) -> Result<u64, String> {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(digits_end);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte quantity like 512Mi or 1G"))?;
+    let factor: u64 = match suffix {
+        "" => 1,
+        "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown suffix {suffix:?}; use Ki, Mi, Gi, Ti, K, M, G or T"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// The URL with its password replaced by `***` (`redis://:***@host:6379`), for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "<unparseable URL>".to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                // redis://secret@host: a lone userinfo may be a password to Redis tools.
+                None => "***".to_owned(),
+            };
+            format!(
+                "{}{user}@{}{}",
+                &url[..scheme_end + 3],
+                &authority[at + 1..],
+                &rest[authority_end..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Reads one Redis deployment (standalone or cluster); the controller keeps one per tier so
+/// connections are reused between reconciles.
+pub struct RedisObserver {
+    client: redis::Client,
+    password: Option<String>,
+    cluster: bool,
+    fallback_max: Option<u64>,
+    timeout: Duration,
+    connections: BTreeMap<String, ConnectionManager>,
+}
+
+impl std::fmt::Debug for RedisObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisObserver")
+            .field(
+                "addr",
+                &self.client.get_connection_info().addr().to_string(),
+            )
+            .field("cluster", &self.cluster)
+            .field("fallback_max", &self.fallback_max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisObserver {
+    /// `url` is the Secret's value; errors never repeat it.
+    pub fn new(
+        url: &str,
+        cluster: bool,
+        fallback_max: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| {
+            format!(
+                "invalid Redis URL {}: {}",
+                redact_url(url),
+                scrub(&e.to_string(), None, url)
+            )
+        })?;
+        let password = client
+            .get_connection_info()
+            .redis_settings()
+            .password()
+            .map(str::to_owned);
+        Ok(RedisObserver {
+            client,
+            password,
+            cluster,
+            fallback_max,
+            timeout,
+            connections: BTreeMap::new(),
+        })
+    }
+
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+    }
+
+    fn connection(
+        &mut self,
+        key: &str,
+        client: &redis::Client,
+    ) -> Result<ConnectionManager, String> {
+        if let Some(c) = self.connections.get(key) {
+            return Ok(c.clone());
+        }
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), self.manager_config())
+                .map_err(|e| self.describe(&e))?;
+        self.connections.insert(key.to_owned(), manager.clone());
+        Ok(manager)
+    }
+
+    fn describe(&self, e: &redis::RedisError) -> String {
+        scrub(&e.to_string(), self.password.as_deref(), "")
+    }
+
+    /// Run a command, once more if the connection had dropped (the manager reconnects).
+    async fn query(
+        &self,
+        conn: &mut ConnectionManager,
+        cmd: &redis::Cmd,
+    ) -> Result<String, String> {
+        match cmd.query_async::<String>(conn).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => cmd
+                .query_async::<String>(conn)
+                .await
+                .map_err(|e| self.describe(&e)),
+            Err(e) => Err(self.describe(&e)),
+        }
+    }
+
+    async fn info(&mut self, key: &str, client: &redis::Client) -> Result<NodeInfo, String> {
+        let mut conn = self.connection(key, client)?;
+        let text = self.query(&mut conn, &redis::cmd("INFO")).await?;
+        NodeInfo::parse(&text)
+    }
+
+    /// Read every node and combine.
+    pub async fn read(&mut self) -> Result<RedisReading, String> {
+        let seed_client = self.client.clone();
+        if !self.cluster {
+            let node = self.info("seed", &seed_client).await?;
+            let nodes = BTreeMap::from([(self.seed_address(), node)]);
+            return aggregate(&nodes, self.fallback_max);
+        }
+        let mut seed = self.connection("seed", &seed_client)?;
+        let listing = self
+            .query(&mut seed, redis::cmd("CLUSTER").arg("NODES"))
+            .await
+            .map_err(|e| format!("CLUSTER NODES: {e}"))?;
+        let seed_addr = match self.client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(h, p)
+            | ConnectionAddr::TcpTls {
+                host: h, port: p, ..
+            } => (h.clone(), *p),
+            _ => {
+                return Err("a Redis Cluster is reached over TCP, not a unix socket".to_owned());
+            }
+        };
+        let masters = cluster_masters(&listing, (&seed_addr.0, seed_addr.1))?;
+        // Forget connections to nodes that are no longer masters.
+        let wanted: Vec<String> = masters.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+        self.connections
+            .retain(|k, _| k == "seed" || wanted.contains(k));
+        let mut conns = Vec::with_capacity(masters.len());
+        for (host, port) in &masters {
+            let key = format!("{host}:{port}");
+            let client = self.client_for(host, *port)?;
+            let conn = self.connection(&key, &client)?;
+            conns.push((key, conn));
+        }
+        let this = &*self;
+        let infos =
+            futures::future::join_all(conns.into_iter().map(|(key, mut conn)| async move {
+                let text = this
+                    .query(&mut conn, &redis::cmd("INFO"))
+                    .await
+                    .map_err(|e| format!("master {key}: {e}"))?;
+                NodeInfo::parse(&text)
+                    .map(|n| (key.clone(), n))
+                    .map_err(|e| format!("master {key}: {e}"))
+            }))
+            .await;
+        let nodes = infos
+            .into_iter()
+            .collect::<Result<BTreeMap<_, _>, String>>()?;
+        aggregate(&nodes, self.fallback_max)
+    }
+
+    fn seed_address(&self) -> String {
+        self.client.get_connection_info().addr().to_string()
+    }
+
+    /// A client for another node: same credentials, database and TLS settings.
+    fn client_for(&self, host: &str, port: u16) -> Result<redis::Client, String> {
+        let info = self.client.get_connection_info().clone();
+        let addr = match info.addr().clone() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure,
+                tls_params,
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        redis::Client::open(info.set_addr(addr)).map_err(|e| self.describe(&e))
+    }
+}
+
+/// Remove a password (and the whole URL) from a message.
+fn scrub(message: &str, password: Option<&str>, url: &str) -> String {
+    let mut out = message.to_owned();
+    if !url.is_empty() {
+        out = out.replace(url, &redact_url(url));
+    }
+    if let Some(p) = password.filter(|p| !p.is_empty()) {
+        out = out.replace(p, "***");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\nuptime_in_seconds:42\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:4194304\r\n\r\n# Stats\r\nevicted_keys:7\r\nkeyspace_hits:90\r\nkeyspace_misses:10\r\n";
+
+    fn node(used: u64, max: u64, run_id: &str, uptime: u64) -> NodeInfo {
+        NodeInfo {
+            used_memory: used,
+            maxmemory: max,
+            evicted_keys: 1,
+            keyspace_hits: 10,
+            keyspace_misses: 2,
+            run_id: run_id.into(),
+            uptime_in_seconds: uptime,
+        }
+    }
+
+    #[test]
+    fn info_fields_are_read_and_a_missing_one_is_named() {
+        let n = NodeInfo::parse(INFO).unwrap();
+        assert_eq!(
+            n,
+            NodeInfo {
+                used_memory: 1_048_576,
+                maxmemory: 4_194_304,
+                evicted_keys: 7,
+                keyspace_hits: 90,
+                keyspace_misses: 10,
+                run_id: "abc123".into(),
+                uptime_in_seconds: 42,
+            }
+        );
+        let e = NodeInfo::parse(&INFO.replace("evicted_keys:7\r\n", "")).unwrap_err();
+        assert!(e.contains("evicted_keys"), "{e}");
+    }
+
+    #[test]
+    fn standalone_usage_and_the_maxmemory_zero_fallback() {
+        let one = |n| BTreeMap::from([("h:1".to_owned(), n)]);
+        let r = aggregate(&one(node(25, 100, "a", 5)), None).unwrap();
+        assert_eq!(r.used_memory_percent, Ok(25.0));
+        assert_eq!(r.max_memory_bytes, Ok(100));
+        let r = aggregate(&one(node(25, 0, "a", 5)), Some(50)).unwrap();
+        assert_eq!(r.used_memory_percent, Ok(50.0));
+        assert_eq!(r.max_memory_bytes, Ok(50));
+        let r = aggregate(&one(node(25, 0, "a", 5)), None).unwrap();
+        assert!(
+            r.used_memory_percent
+                .unwrap_err()
+                .contains("spec.redis.maxMemory is not set")
+        );
+        assert_eq!(r.used_memory_bytes, 25);
+    }
+
+    #[test]
+    fn cluster_sums_counters_takes_the_fullest_master_and_the_youngest_uptime() {
+        let nodes = BTreeMap::from([
+            ("10.0.0.2:6379".to_owned(), node(60, 100, "bbb", 500)),
+            ("10.0.0.1:6379".to_owned(), node(300, 1000, "aaa", 30)),
+            ("10.0.0.3:6379".to_owned(), node(10, 0, "ccc", 900)),
+        ]);
+        let r = aggregate(&nodes, Some(20)).unwrap();
+        // 10.0.0.3 falls back to 20 bytes: 50 %, below 10.0.0.2's 60 %.
+        assert_eq!(r.used_memory_percent, Ok(60.0));
+        assert_eq!((r.used_memory_bytes, r.max_memory_bytes), (60, Ok(100)));
+        assert_eq!(r.evicted_keys, 3);
+        assert_eq!(r.keyspace_hits, 30);
+        assert_eq!(r.keyspace_misses, 6);
+        assert_eq!(r.run_id, "aaa,bbb,ccc");
+        assert_eq!(r.uptime_seconds, 30);
+        // Without the fallback the percentage is unknown and names the master.
+        let r = aggregate(&nodes, None).unwrap();
+        assert!(
+            r.used_memory_percent
+                .unwrap_err()
+                .contains("master 10.0.0.3:6379")
+        );
+        assert!(aggregate(&BTreeMap::new(), None).is_err());
+    }
+
+    #[test]
+    fn cluster_nodes_lists_the_live_masters() {
+        let listing = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host-a slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383
+6ec23923021cf3ffec47632106199cb7f496ce01 127.0.0.1:30005@31005 master,fail - 0 1426238316232 5 connected
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :0@0 myself,master - 0 0 1 connected 0-5460
+";
+        let masters = cluster_masters(listing, ("seed", 30001)).unwrap();
+        assert_eq!(
+            masters,
+            vec![
+                ("127.0.0.1".to_owned(), 30002),
+                ("127.0.0.1".to_owned(), 30003),
+                ("seed".to_owned(), 30001),
+            ]
+        );
+        assert!(cluster_masters("garbage\n", ("s", 1)).is_err());
+        assert!(cluster_masters("", ("s", 1)).is_err());
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("512Mi"), Ok(512 * 1024 * 1024));
+        assert_eq!(parse_quantity("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_quantity("1024"), Ok(1024));
+        assert!(
+            parse_quantity("12Qi")
+                .unwrap_err()
+                .contains("unknown suffix")
+        );
+        assert!(parse_quantity("Mi").is_err());
+        assert!(parse_quantity("99999999999999999999Ti").is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://user:pa:ss@h:1"),
+            "rediss://user:***@h:1"
+        );
+        assert_eq!(redact_url("redis://token@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("garbage:s3cret"), "<unparseable URL>");
+        assert_eq!(
+            scrub("AUTH s3cret failed", Some("s3cret"), ""),
+            "AUTH *** failed"
+        );
+    }
+
+    #[test]
+    fn an_invalid_url_is_reported_without_the_password() {
+        let e = RedisObserver::new(
+            "redis://:s3cret@host:notaport/",
+            false,
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(e.contains("invalid Redis URL"), "{e}");
+    }
+}

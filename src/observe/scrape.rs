@@ -1,0 +1,550 @@
+//! Reading the application's /metrics endpoint directly, for users without a Prometheus server.
+//!
+//! The same metrics as the built-in PromQL (see [`super::queries`]) are read from the Prometheus
+//! text exposition format. Rates need two readings: each signal covers the time between the
+//! previous scrape and this one (one reconcile interval), so the first scrape after start-up
+//! gives only the breaker state; the rate-based signals are unknown until the second.
+//!
+//! Counters are compared series by series: a counter that went down was reset (the application
+//! restarted) and counts from zero, as Prometheus's `rate()` does; a series that appears between
+//! two scrapes counts from zero too. `spec.metrics.selector` and `queries` are PromQL and do not
+//! apply here: the endpoint is one application already.
+//!
+//! Parsing uses the `prometheus-parse` crate. Lines it cannot read are skipped; a body with no
+//! readable sample, or with more unreadable lines than readable ones, is rejected as not being
+//! the exposition format. Label values containing a comma are not supported by that parser.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prometheus_parse::{LineInfo, Scrape, Value};
+use reqwest::header::ACCEPT;
+
+use super::error_chain;
+use super::histogram::{self, Bucket};
+use super::queries::{
+    BREAKER_LABEL, BREAKER_STATE, CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, MEM0_WRITES_TOTAL,
+    OUTCOME_LABEL, REQUEST_DURATION, REQUESTS_TOTAL, STATUS_LABEL,
+};
+use super::signals::{AppSignal, Reading};
+
+/// The largest /metrics body read; more is an error rather than unbounded memory.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+const BUCKET_SERIES: &str = "http_request_duration_seconds_bucket";
+const LE: &str = "le";
+
+/// A series: metric name and its labels.
+type SeriesKey = (String, BTreeMap<String, String>);
+
+/// The values of the metrics tierguard reads, from one scrape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScrapeSnapshot {
+    series: BTreeMap<SeriesKey, f64>,
+}
+
+impl ScrapeSnapshot {
+    /// Parse an exposition-format body, keeping only the metrics tierguard reads.
+    pub fn parse(body: &str) -> Result<Self, String> {
+        check_format(body)?;
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        let scrape = Scrape::parse(lines).map_err(|e| format!("cannot parse the scrape: {e}"))?;
+        let mut series = BTreeMap::new();
+        for sample in scrape.samples {
+            let labels: BTreeMap<String, String> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            match sample.value {
+                Value::Histogram(buckets) if sample.metric == REQUEST_DURATION => {
+                    for b in buckets {
+                        let mut with_le = labels.clone();
+                        with_le.insert(LE.to_owned(), format_le(b.less_than));
+                        series.insert((BUCKET_SERIES.to_owned(), with_le), b.count);
+                    }
+                }
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v)
+                    if is_read(&sample.metric) =>
+                {
+                    let mut labels = labels;
+                    // Buckets without a TYPE line arrive as plain samples: write their bound
+                    // the way typed ones are written, so both compare equal.
+                    if let Some(le) = labels.get_mut(LE)
+                        && let Ok(bound) = le.to_ascii_lowercase().parse::<f64>()
+                    {
+                        *le = format_le(bound);
+                    }
+                    series.insert((sample.metric, labels), v);
+                }
+                _ => {}
+            }
+        }
+        Ok(ScrapeSnapshot { series })
+    }
+
+    fn values<'a>(&'a self, metric: &'a str) -> impl Iterator<Item = (&'a SeriesKey, f64)> + 'a {
+        self.series
+            .iter()
+            .filter(move |((m, _), _)| m == metric)
+            .map(|(k, v)| (k, *v))
+    }
+
+    fn has(&self, metric: &str) -> bool {
+        self.values(metric).next().is_some()
+    }
+}
+
+fn is_read(metric: &str) -> bool {
+    [
+        REQUESTS_TOTAL,
+        CACHE_HITS_TOTAL,
+        CACHE_MISSES_TOTAL,
+        MEM0_WRITES_TOTAL,
+        BREAKER_STATE,
+        BUCKET_SERIES,
+    ]
+    .contains(&metric)
+}
+
+fn format_le(le: f64) -> String {
+    if le == f64::INFINITY {
+        "+Inf".to_owned()
+    } else {
+        le.to_string()
+    }
+}
+
+/// Reject bodies that are not the exposition format at all (an HTML error page, JSON, ...).
+fn check_format(body: &str) -> Result<(), String> {
+    let mut readable = 0usize;
+    let mut unreadable = 0usize;
+    let mut first_bad: Option<(usize, &str)> = None;
+    for (index, line) in body.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let ok = match LineInfo::parse(line) {
+            LineInfo::Sample { value, .. } => value.to_ascii_lowercase().parse::<f64>().is_ok(),
+            _ => false,
+        };
+        if ok {
+            readable += 1;
+        } else {
+            unreadable += 1;
+            first_bad.get_or_insert((index + 1, line));
+        }
+    }
+    if readable > 0 && unreadable <= readable {
+        return Ok(());
+    }
+    let shown = |l: &str| l.chars().take(60).collect::<String>();
+    Err(match first_bad {
+        Some((n, line)) => format!(
+            "not the Prometheus text format: {unreadable} unreadable line(s), {readable} sample(s); line {n}: {:?}",
+            shown(line)
+        ),
+        None => "the endpoint returned no samples".to_owned(),
+    })
+}
+
+/// The increase of every series of `metric` accepted by `keep`, summed, from `prev` to `cur`.
+fn increase(
+    prev: &ScrapeSnapshot,
+    cur: &ScrapeSnapshot,
+    metric: &str,
+    keep: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> f64 {
+    cur.values(metric)
+        .filter(|((_, labels), _)| keep(labels))
+        .map(|(key, now)| match prev.series.get(key) {
+            Some(&before) if now >= before => now - before,
+            // Reset (the counter went down) or a new series: it counted from zero.
+            _ => now,
+        })
+        .sum()
+}
+
+fn missing(metric: &str) -> String {
+    format!("metric {metric} not found in the scrape")
+}
+
+fn ratio(part: f64, whole: f64, what: &str) -> Reading {
+    if whole <= 0.0 {
+        Err(format!("no {what} between the last two scrapes"))
+    } else {
+        Ok(100.0 * part / whole)
+    }
+}
+
+/// The signals two consecutive scrapes give (`prev` is `None` on the first scrape).
+pub fn derive_signals(
+    prev: Option<&ScrapeSnapshot>,
+    cur: &ScrapeSnapshot,
+    breaker: &str,
+) -> BTreeMap<AppSignal, Reading> {
+    let mut out = BTreeMap::new();
+    out.insert(AppSignal::BreakerState, breaker_state(cur, breaker));
+    let Some(prev) = prev else {
+        for signal in AppSignal::ALL {
+            out.entry(signal).or_insert_with(|| {
+                Err(
+                    "need two scrapes: rates come from the difference between consecutive scrapes"
+                        .to_owned(),
+                )
+            });
+        }
+        return out;
+    };
+
+    // Latency quantiles from the bucket increases, summed by bound.
+    let latency: Result<Vec<Bucket>, String> = if cur.has(BUCKET_SERIES) {
+        let mut by_le: BTreeMap<String, f64> = BTreeMap::new();
+        for ((_, labels), _) in cur.values(BUCKET_SERIES) {
+            let le = labels.get(LE).cloned().unwrap_or_default();
+            by_le.entry(le).or_insert(0.0);
+        }
+        for le in by_le.clone().keys() {
+            let d = increase(prev, cur, BUCKET_SERIES, |l| l.get(LE) == Some(le));
+            by_le.insert(le.clone(), d);
+        }
+        by_le
+            .into_iter()
+            .map(|(le, count)| {
+                le.to_ascii_lowercase()
+                    .parse::<f64>()
+                    .map(|le| Bucket { le, count })
+                    .map_err(|_| format!("bucket bound le={le:?} is not a number"))
+            })
+            .collect()
+    } else {
+        Err(missing(&format!("{REQUEST_DURATION} (histogram)")))
+    };
+    for signal in [
+        AppSignal::P50LatencyMs,
+        AppSignal::P95LatencyMs,
+        AppSignal::P99LatencyMs,
+    ] {
+        let q = signal.quantile().unwrap_or(0.5);
+        let reading = latency
+            .clone()
+            .and_then(|b| histogram::quantile(q, &b))
+            .map(|seconds| seconds * 1000.0);
+        out.insert(signal, reading);
+    }
+
+    out.insert(
+        AppSignal::ErrorRatePercent,
+        if cur.has(REQUESTS_TOTAL) {
+            let all = increase(prev, cur, REQUESTS_TOTAL, |_| true);
+            let errors = increase(prev, cur, REQUESTS_TOTAL, |l| {
+                l.get(STATUS_LABEL).is_some_and(|s| s.starts_with('5'))
+            });
+            ratio(errors, all, "requests")
+        } else {
+            Err(missing(REQUESTS_TOTAL))
+        },
+    );
+
+    out.insert(
+        AppSignal::CacheHitRatePercent,
+        if cur.has(CACHE_HITS_TOTAL) || cur.has(CACHE_MISSES_TOTAL) {
+            let hits = increase(prev, cur, CACHE_HITS_TOTAL, |_| true);
+            let misses = increase(prev, cur, CACHE_MISSES_TOTAL, |_| true);
+            ratio(hits, hits + misses, "cache lookups")
+        } else {
+            Err(missing(&format!(
+                "{CACHE_HITS_TOTAL} / {CACHE_MISSES_TOTAL}"
+            )))
+        },
+    );
+
+    out.insert(
+        AppSignal::Mem0WriteSuccessPercent,
+        if cur.has(MEM0_WRITES_TOTAL) {
+            let all = increase(prev, cur, MEM0_WRITES_TOTAL, |_| true);
+            let ok = increase(prev, cur, MEM0_WRITES_TOTAL, |l| {
+                l.get(OUTCOME_LABEL).map(String::as_str) == Some("success")
+            });
+            ratio(ok, all, "mem0 writes")
+        } else {
+            Err(missing(MEM0_WRITES_TOTAL))
+        },
+    );
+    out
+}
+
+/// Any replica open wins; otherwise the highest state (half-open over closed).
+fn breaker_state(cur: &ScrapeSnapshot, breaker: &str) -> Reading {
+    let values: Vec<f64> = cur
+        .values(BREAKER_STATE)
+        .filter(|((_, labels), _)| labels.get(BREAKER_LABEL).map(String::as_str) == Some(breaker))
+        .map(|(_, v)| v)
+        .collect();
+    if values.is_empty() {
+        return Err(missing(&format!(
+            "{BREAKER_STATE}{{{BREAKER_LABEL}=\"{breaker}\"}}"
+        )));
+    }
+    if values.contains(&1.0) {
+        return Ok(1.0);
+    }
+    Ok(values.into_iter().fold(f64::NEG_INFINITY, f64::max))
+}
+
+/// Scrapes one endpoint and remembers the previous scrape; the controller keeps one per tier.
+#[derive(Debug)]
+pub struct Scraper {
+    http: reqwest::Client,
+    url: String,
+    timeout: Duration,
+    previous: Option<ScrapeSnapshot>,
+}
+
+impl Scraper {
+    pub fn new(http: reqwest::Client, url: &str, timeout: Duration) -> Self {
+        Scraper {
+            http,
+            url: url.to_owned(),
+            timeout,
+            previous: None,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Fetch and parse the endpoint once, without touching the remembered scrape.
+    pub async fn fetch(&self) -> Result<ScrapeSnapshot, String> {
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                format!("no answer within {:?}", self.timeout)
+            } else {
+                format!(
+                    "cannot reach the endpoint: {}",
+                    error_chain(&e.without_url())
+                )
+            }
+        };
+        let mut response = self
+            .http
+            .get(&self.url)
+            .header(ACCEPT, "text/plain;version=0.0.4;q=1, */*;q=0.1")
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(format!(
+                    "the endpoint returned more than {MAX_BODY_BYTES} bytes"
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&body);
+        if !status.is_success() {
+            let head: String = text.trim().chars().take(80).collect();
+            return Err(format!("HTTP {status}: {head:?}"));
+        }
+        ScrapeSnapshot::parse(&text)
+    }
+
+    /// Scrape, derive the signals against the previous scrape, and remember this one.
+    pub async fn read_signals(
+        &mut self,
+        breaker: &str,
+    ) -> Result<BTreeMap<AppSignal, Reading>, String> {
+        let current = self.fetch().await?;
+        let signals = derive_signals(self.previous.as_ref(), &current, breaker);
+        self.previous = Some(current);
+        Ok(signals)
+    }
+
+    /// Forget the previous scrape (the next one starts over).
+    pub fn reset(&mut self) {
+        self.previous = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRST: &str = r#"# HELP http_requests_total Requests.
+# TYPE http_requests_total counter
+http_requests_total{status="200",route="/a"} 100
+http_requests_total{status="503",route="/a"} 0
+# TYPE http_request_duration_seconds histogram
+http_request_duration_seconds_bucket{le="0.1"} 10
+http_request_duration_seconds_bucket{le="0.5"} 10
+http_request_duration_seconds_bucket{le="1"} 10
+http_request_duration_seconds_bucket{le="+Inf"} 10
+http_request_duration_seconds_sum 0.5
+http_request_duration_seconds_count 10
+# TYPE cache_hits_total counter
+cache_hits_total{clinic_id="1"} 50
+cache_hits_total{clinic_id="2"} 50
+# TYPE cache_misses_total counter
+cache_misses_total{clinic_id="1"} 0
+# TYPE mem0_writes_total counter
+mem0_writes_total{outcome="success"} 10
+mem0_writes_total{outcome="failure"} 0
+# TYPE circuit_breaker_state gauge
+circuit_breaker_state{breaker="mem0"} 0
+circuit_breaker_state{breaker="db"} 1
+"#;
+
+    fn second() -> String {
+        FIRST
+            .replace(
+                "{status=\"200\",route=\"/a\"} 100",
+                "{status=\"200\",route=\"/a\"} 190",
+            )
+            .replace(
+                "{status=\"503\",route=\"/a\"} 0",
+                "{status=\"503\",route=\"/a\"} 10",
+            )
+            .replace("{le=\"0.1\"} 10", "{le=\"0.1\"} 60")
+            .replace("{le=\"0.5\"} 10", "{le=\"0.5\"} 100")
+            .replace("{le=\"1\"} 10", "{le=\"1\"} 110")
+            .replace("{le=\"+Inf\"} 10", "{le=\"+Inf\"} 110")
+            .replace(
+                "cache_hits_total{clinic_id=\"1\"} 50",
+                "cache_hits_total{clinic_id=\"1\"} 110",
+            )
+            .replace(
+                "cache_hits_total{clinic_id=\"2\"} 50",
+                "cache_hits_total{clinic_id=\"2\"} 80",
+            )
+            .replace(
+                "cache_misses_total{clinic_id=\"1\"} 0",
+                "cache_misses_total{clinic_id=\"1\"} 10",
+            )
+            .replace("{outcome=\"success\"} 10", "{outcome=\"success\"} 28")
+            .replace("{outcome=\"failure\"} 0", "{outcome=\"failure\"} 2")
+    }
+
+    #[test]
+    fn first_scrape_gives_only_the_breaker() {
+        let cur = ScrapeSnapshot::parse(FIRST).unwrap();
+        let s = derive_signals(None, &cur, "mem0");
+        assert_eq!(s[&AppSignal::BreakerState], Ok(0.0));
+        assert_eq!(
+            derive_signals(None, &cur, "db")[&AppSignal::BreakerState],
+            Ok(1.0)
+        );
+        for signal in AppSignal::ALL
+            .into_iter()
+            .filter(|s| *s != AppSignal::BreakerState)
+        {
+            assert!(
+                s[&signal]
+                    .as_ref()
+                    .unwrap_err()
+                    .contains("need two scrapes")
+            );
+        }
+    }
+
+    #[test]
+    fn second_scrape_gives_rates_and_quantiles_from_the_increases() {
+        let prev = ScrapeSnapshot::parse(FIRST).unwrap();
+        let cur = ScrapeSnapshot::parse(&second()).unwrap();
+        let s = derive_signals(Some(&prev), &cur, "mem0");
+        // 10 errors of 100 requests.
+        assert_eq!(s[&AppSignal::ErrorRatePercent], Ok(10.0));
+        // 90 hits, 10 misses.
+        assert_eq!(s[&AppSignal::CacheHitRatePercent], Ok(90.0));
+        // 18 of 20 writes succeeded.
+        assert_eq!(s[&AppSignal::Mem0WriteSuccessPercent], Ok(90.0));
+        // Increases: 50 ≤ 0.1 s, 40 in (0.1, 0.5], 10 in (0.5, 1]. P50 = 0.1 s, P95 = 0.75 s.
+        assert!((s[&AppSignal::P50LatencyMs].clone().unwrap() - 100.0).abs() < 1e-9);
+        assert!((s[&AppSignal::P95LatencyMs].clone().unwrap() - 750.0).abs() < 1e-9);
+        assert!((s[&AppSignal::P99LatencyMs].clone().unwrap() - 950.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_counter_reset_counts_from_zero() {
+        let prev = ScrapeSnapshot::parse(&second()).unwrap();
+        // The application restarted: every counter starts over.
+        let restarted = FIRST
+            .replace(
+                "{status=\"200\",route=\"/a\"} 100",
+                "{status=\"200\",route=\"/a\"} 3",
+            )
+            .replace(
+                "{status=\"503\",route=\"/a\"} 0",
+                "{status=\"503\",route=\"/a\"} 1",
+            );
+        let cur = ScrapeSnapshot::parse(&restarted).unwrap();
+        let s = derive_signals(Some(&prev), &cur, "mem0");
+        assert_eq!(s[&AppSignal::ErrorRatePercent], Ok(25.0));
+    }
+
+    #[test]
+    fn no_traffic_and_missing_metrics_are_unknown_with_reasons() {
+        let prev = ScrapeSnapshot::parse(FIRST).unwrap();
+        let cur = ScrapeSnapshot::parse(FIRST).unwrap();
+        let s = derive_signals(Some(&prev), &cur, "mem0");
+        assert!(
+            s[&AppSignal::ErrorRatePercent]
+                .as_ref()
+                .unwrap_err()
+                .contains("no requests")
+        );
+        assert!(
+            s[&AppSignal::P50LatencyMs]
+                .as_ref()
+                .unwrap_err()
+                .contains("no observations")
+        );
+        let bare = ScrapeSnapshot::parse("up 1\n").unwrap();
+        let s = derive_signals(Some(&bare), &bare, "mem0");
+        assert!(
+            s[&AppSignal::ErrorRatePercent]
+                .as_ref()
+                .unwrap_err()
+                .contains("http_requests_total not found")
+        );
+        assert!(
+            s[&AppSignal::BreakerState]
+                .as_ref()
+                .unwrap_err()
+                .contains("circuit_breaker_state{breaker=\"mem0\"} not found")
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_the_offending_line() {
+        let e = ScrapeSnapshot::parse("<html>\n<body>oops</body>\n</html>\n").unwrap_err();
+        assert!(e.contains("not the Prometheus text format"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+        assert!(
+            ScrapeSnapshot::parse("")
+                .unwrap_err()
+                .contains("no samples")
+        );
+        assert!(ScrapeSnapshot::parse("{\"json\": true}").is_err());
+        // One odd line among good ones is skipped, not fatal.
+        assert!(ScrapeSnapshot::parse("a 1\nb 2\nfoo:bar 3\n").is_ok());
+    }
+
+    #[test]
+    fn histograms_without_type_lines_are_read_too() {
+        let untyped = "http_request_duration_seconds_bucket{le=\"0.1\"} 1\nhttp_request_duration_seconds_bucket{le=\"+Inf\"} 2\n";
+        let prev = ScrapeSnapshot::parse("up 1\n").unwrap();
+        let cur = ScrapeSnapshot::parse(untyped).unwrap();
+        let s = derive_signals(Some(&prev), &cur, "mem0");
+        // Rank 1 of 2 is reached at the top of the first bucket.
+        assert!((s[&AppSignal::P50LatencyMs].clone().unwrap() - 100.0).abs() < 1e-9);
+    }
+}
