@@ -2,6 +2,8 @@
 
 mod check;
 mod observe;
+mod redis;
+mod report;
 
 pub use observe::{OutputFormat, render_text};
 
@@ -31,6 +33,12 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The runbooks' manual Redis commands, done safely: flush patterns, audit keys.
+    #[command(subcommand)]
+    Redis(redis::RedisCommand),
+    /// Print an incident report: from the tier's `<tier>-incidents` ConfigMap (kubeconfig), or
+    /// from the JSON lines of a simulate run.
+    Report(report::ReportArgs),
     /// Read every signal of one MemoryTier once and print it (the runbooks' detection steps).
     ///
     /// Secret values come from --secret flags, then from TIERGUARD_SECRET_<NAME>_<KEY>
@@ -58,6 +66,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { files } => Ok(check::run(&files)),
+        Command::Redis(command) => redis::run(command).await,
+        Command::Report(args) => report::run(args).await,
         Command::Observe {
             manifest,
             output,

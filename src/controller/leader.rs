@@ -71,7 +71,11 @@ pub async fn elect(
         )
         // One field manager per replica: two replicas racing for an orphaned lease must conflict
         // on `holderIdentity`, which a shared manager name would let the second silently overwrite.
-        .with_field_manager(format!("{}-lease-{}", crate::api::FIELD_MANAGER, config.identity))
+        .with_field_manager(format!(
+            "{}-lease-{}",
+            crate::api::FIELD_MANAGER,
+            config.identity
+        ))
         .build()
         .await?;
     let (mut lease_rx, lease_task) = manager.watch().await;

@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod exporter;
+pub mod http;
 pub mod redis_cluster;
 pub mod secret_api;
 pub mod servers;
