@@ -89,3 +89,43 @@ fn reports_are_printed_from_simulation_lines() {
     let (code, _, _) = run(&["report"]);
     assert_eq!(code, 2, "a tier or a file is required");
 }
+
+/// The real pipeline: `tierguard simulate --output json` on a shipped scenario, then `report`.
+#[test]
+fn a_simulated_rollback_yields_its_incident_report() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(BIN)
+        .args([
+            "simulate",
+            "examples/memorytier.yaml",
+            "--scenario",
+            "examples/scenarios/canary-regression.yaml",
+            "--output",
+            "json",
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.jsonl");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let (code, stdout, stderr) = run(&["report", "--from-simulation", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("# Incident: Canary Rollback\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("P50 latency"),
+        "the trigger is named: {stdout}"
+    );
+    assert!(
+        stdout.contains("Features disabled"),
+        "the timeline is there: {stdout}"
+    );
+}

@@ -376,19 +376,17 @@ pub fn incidents_from_simulation(text: &str) -> (Vec<IncidentSummary>, usize) {
             unreadable += 1;
             continue;
         };
-        if value.get("type").and_then(|t| t.as_str()) != Some("incident") {
+        // `tierguard simulate --output json` carries the full incident on its `record-incident`
+        // action lines; any line with an `incident` object is read, the last one of an id wins.
+        let Some(object) = value.get("incident").filter(|i| i.is_object()) else {
             continue;
-        }
-        match value
-            .get("incident")
-            .cloned()
-            .map(serde_json::from_value::<IncidentSummary>)
-        {
-            Some(Ok(incident)) => match incidents.iter_mut().find(|i| i.id == incident.id) {
+        };
+        match serde_json::from_value::<IncidentSummary>(object.clone()) {
+            Ok(incident) => match incidents.iter_mut().find(|i| i.id == incident.id) {
                 Some(existing) => *existing = incident,
                 None => incidents.push(incident),
             },
-            _ => unreadable += 1,
+            Err(_) => unreadable += 1,
         }
     }
     incidents.sort_by_key(|i| std::cmp::Reverse(i.started_at));

@@ -88,7 +88,9 @@ fn from_simulation(file: &std::path::Path) -> anyhow::Result<(String, Reports)> 
         eprintln!("{name}: skipped {unreadable} line(s) that are not JSON or not a valid incident");
     }
     if incidents.is_empty() {
-        bail!("{name}: no incident found (looked for JSON lines with \"type\": \"incident\")");
+        bail!(
+            "{name}: no incident found (looked for JSON lines carrying an \"incident\" object, as `tierguard simulate --output json` writes them)"
+        );
     }
     let reports = incidents
         .iter()
