@@ -8,10 +8,10 @@ use serde_json::json;
 use support::http::{LogCapture, Recorder, Reply};
 use tierguard::act::http::Backoff;
 use tierguard::act::notify::{Context, Notification, ResolvedWebhook, notify};
-use tierguard::act::secret::SecretString;
 use tierguard::act::warm::{WarmSkipped, warm_cache};
 use tierguard::api::{WarmTrigger, WarmingSpec, WebhookFormat};
 use tierguard::policy::NotifyKind;
+use tierguard::secret::SecretString;
 
 const TOKEN: &str = "admin-token-7f3a9c";
 const FAST: Backoff = Backoff {

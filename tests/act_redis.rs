@@ -14,8 +14,8 @@ use tierguard::act::redis::connect;
 use tierguard::act::redis::flush::{FlushPlan, GenerationRule, flush};
 use tierguard::act::redis::glob::Glob;
 use tierguard::act::redis::remediate::remediate_redis;
-use tierguard::act::secret::SecretString;
 use tierguard::api::{GenerationSource, MemoryLevel, RedisSpec};
+use tierguard::secret::SecretString;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tierguard");
 

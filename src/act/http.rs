@@ -12,7 +12,7 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Serialize;
 
-use super::secret::{ExposeSecret, SecretString, scrub, url_origin};
+use crate::secret::{ExposeSecret, SecretString, error_chain, scrub, url_origin};
 
 /// Delays between attempts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,19 +184,4 @@ fn bearer_header(token: &SecretString) -> Result<HeaderValue, String> {
     // Keeps the value out of HTTP-level debug logs.
     value.set_sensitive(true);
     Ok(value)
-}
-
-/// An error and its causes on one line ("error sending request: connection refused").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
 }

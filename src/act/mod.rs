@@ -3,7 +3,7 @@
 //! `RemediationOutcome`, `AuditOutcome`). Each takes what it needs explicitly (a spec section,
 //! resolved secrets, a kube `Client`); the controller dispatches.
 //!
-//! Secrets arrive resolved, as [`secret::SecretString`]; no actuator writes one into a log, an
+//! Secrets arrive resolved, as [`crate::secret::SecretString`]; no actuator writes one into a log, an
 //! error, an Event or status.
 
 pub mod configmap;
@@ -13,5 +13,4 @@ pub mod record;
 pub mod redis;
 pub mod report;
 pub mod restart;
-pub mod secret;
 pub mod warm;

@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 
 use super::http::{Backoff, Delivery, post_json};
 use super::record::{self, Outcome};
-use super::secret::SecretString;
 use crate::api::{ActionRecord, IncidentSummary, Mitigation, Observation, WebhookFormat};
 use crate::policy::{Action, NotifyKind};
+use crate::secret::SecretString;
 
 /// A webhook with its secrets resolved.
 #[derive(Clone, Debug)]
@@ -258,7 +258,7 @@ pub fn payload(
     match webhook.format {
         WebhookFormat::Slack => json!({ "text": message.text() }),
         WebhookFormat::PagerDuty => {
-            use super::secret::ExposeSecret;
+            use crate::secret::ExposeSecret;
             let routing_key = webhook
                 .routing_key
                 .as_ref()
@@ -410,7 +410,7 @@ pub async fn notify(
             let secrets: Vec<&SecretString> = webhook.routing_key.iter().collect();
             let mut delivery =
                 post_json(http, &webhook.url, None, &body, timeout, retries, backoff).await;
-            delivery.error = delivery.error.map(|e| super::secret::scrub(&e, &secrets));
+            delivery.error = delivery.error.map(|e| crate::secret::scrub(&e, &secrets));
             tracing::info!(
                 webhook = %webhook.name,
                 level = n.level,

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::http::{Backoff, Delivery, post_json};
 use super::record::{self, Outcome};
-use super::secret::{SecretString, redact_url};
 use crate::api::{ActionRecord, WarmTrigger, WarmingSpec};
+use crate::secret::{SecretString, redact_url};
 
 /// The request body the runbooks' warm endpoint takes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -10,8 +10,8 @@ use crate::act::redis::connect;
 use crate::act::redis::flush::{
     DEFAULT_GENERATION_PATTERN, FlushPlan, FlushReport, GenerationRule, flush,
 };
-use crate::act::secret::{ExposeSecret, SecretString, redact_url, scrub};
 use crate::api::Duration;
+use crate::secret::{ExposeSecret, SecretString, redact_url, scrub};
 
 #[derive(Debug, Subcommand)]
 pub enum RedisCommand {

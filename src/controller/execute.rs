@@ -16,7 +16,6 @@ use crate::act::notify::{self, Notification, ResolvedWebhook};
 use crate::act::record::{self, Outcome};
 use crate::act::redis::remediate::{audit_redis, remediate_redis};
 use crate::act::report::{self, ReportContext};
-use crate::act::secret::SecretString;
 use crate::act::{configmap, restart, warm};
 use crate::api::{
     ActionRecord, AuditOutcome, MemoryTier, MemoryTierStatus, Observation, RemediationOutcome,
@@ -26,6 +25,7 @@ use crate::observe::prometheus::{InstantValue, PrometheusClient};
 use crate::observe::secrets::SecretResolver;
 use crate::observe::{ConfigError, ObserveConfig};
 use crate::policy::{Action, Decision};
+use crate::secret::SecretString;
 
 /// Webhook timeout and retries: notifications are best effort and must not hold a reconcile long.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,10 +83,7 @@ impl ActSecrets {
         Ok(ActSecrets {
             warm_token,
             webhooks,
-            redis_url: observe
-                .redis
-                .as_ref()
-                .map(|r| SecretString::from(r.url.expose().to_owned())),
+            redis_url: observe.redis.as_ref().map(|r| r.url.clone()),
             prometheus: observe.prometheus.clone(),
         })
     }

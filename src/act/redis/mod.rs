@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use super::secret::{ExposeSecret, SecretString, redact_url, scrub};
+use crate::secret::{ExposeSecret, SecretString, redact_url, scrub};
 
 /// Why Redis could not be reached.
 #[derive(Debug, thiserror::Error)]

@@ -10,11 +10,11 @@ use super::audit::{AuditPlan, AuditReport, audit};
 use super::connect;
 use super::flush::{FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush};
 use crate::act::record::{self, Outcome};
-use crate::act::secret::{SecretString, scrub};
 use crate::api::{
     ActionRecord, AuditOutcome, GenerationSource, MemoryLevel, RedisSpec, RemediationOutcome,
     RemediationSpec,
 };
+use crate::secret::{SecretString, scrub};
 
 /// How long one Redis reply may take before the run gives up.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,6 +1,6 @@
-//! Secrets arrive already resolved (from Kubernetes Secrets or the command line) as
-//! [`SecretString`], whose `Debug` is redacted. These helpers keep them out of every text the
-//! actuators produce: logs, errors, Events and status.
+//! Secret values (Redis URLs with passwords, bearer tokens, webhook URLs, routing keys) are held
+//! as [`SecretString`], whose `Debug` is redacted. These helpers keep them out of every text the
+//! observers and actuators produce: logs, errors, Events and status.
 
 pub use secrecy::{ExposeSecret, SecretString};
 
@@ -12,9 +12,13 @@ pub const REDACTED: &str = "***";
 /// A string that does not parse as a URL is not echoed at all.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(mut url) => {
+        // Without a host ("garbage:s3cret" parses as scheme and path) it is not a server address.
+        Ok(mut url) if url.has_host() => {
             if url.password().is_some() {
                 let _ = url.set_password(Some(REDACTED));
+            } else if !url.username().is_empty() && url.scheme().starts_with("redis") {
+                // redis://secret@host: Redis tools read a lone user part as the password.
+                let _ = url.set_username(REDACTED);
             }
             if url.query().is_some() {
                 url.set_query(Some(REDACTED));
@@ -22,7 +26,7 @@ pub fn redact_url(raw: &str) -> String {
             url.set_fragment(None);
             url.to_string()
         }
-        Err(_) => "<unparseable URL>".to_owned(),
+        _ => "<unparseable URL>".to_owned(),
     }
 }
 
@@ -60,6 +64,22 @@ pub fn scrub(text: &str, secrets: &[&SecretString]) -> String {
     out
 }
 
+/// An error and its causes on one line ("error sending request: connection refused"), for
+/// messages that go to status: the top-level text of many errors hides the useful cause.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 /// Percent-decode a URL component (a password may be written percent-encoded in the URL).
 fn urlencoding_decode(text: &str) -> Result<String, std::string::FromUtf8Error> {
     let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={text}").as_bytes())
@@ -87,6 +107,11 @@ mod tests {
             redact_url("redis://127.0.0.1:6379/"),
             "redis://127.0.0.1:6379/"
         );
+        assert_eq!(redact_url("redis://token@h:6379"), "redis://***@h:6379");
+        assert_eq!(
+            redact_url("rediss://user:pa:ss@h:1"),
+            "rediss://user:***@h:1"
+        );
     }
 
     #[test]
@@ -96,6 +121,7 @@ mod tests {
             "https://hooks.example/x?***"
         );
         assert_eq!(redact_url("not a url s3cret"), "<unparseable URL>");
+        assert_eq!(redact_url("garbage:s3cret"), "<unparseable URL>");
     }
 
     #[test]
