@@ -109,6 +109,25 @@ fn condition(tier: &MemoryTier, type_: &str) -> Option<(String, String, String)>
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+async fn create_secret(client: &Client, name: &str, key: &str, value: &str) {
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_owned(),
+            k8s_openapi::ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the Secret");
+}
+
 async fn create(client: &Client, tier: &MemoryTier) {
     let api: Api<MemoryTier> = Api::namespaced(client.clone(), NS);
     api.create(&PostParams::default(), tier)
@@ -445,24 +464,8 @@ async fn a_missing_secret_is_a_clear_condition_and_other_tiers_carry_on() {
     );
 
     // Creating the Secret heals it.
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
     let redis = support::servers::RedisServer::start();
-    let secret = k8s_openapi::api::core::v1::Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("clinic-redis".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "url".to_owned(),
-            k8s_openapi::ByteString(redis.url().into_bytes()),
-        )])),
-        ..Default::default()
-    };
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    create_secret(&client, "clinic-redis", "url", &redis.url()).await;
     wait_for("the tier healed", Duration::from_secs(60), || async {
         let t = tier_now(&client, "no-secret").await;
         condition(&t, "Stalled").filter(|c| c.0 == "False")
@@ -573,23 +576,7 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
     let admin = server.client();
     let app = LiveApp::start(Duration::from_millis(100));
     let redis = support::servers::RedisServer::start();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), NS);
-    let secret = k8s_openapi::api::core::v1::Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("clinic-redis".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "url".to_owned(),
-            k8s_openapi::ByteString(redis.url().into_bytes()),
-        )])),
-        ..Default::default()
-    };
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    create_secret(&admin, "clinic-redis", "url", &redis.url()).await;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(admin.clone(), NS);
     deployments
