@@ -8,6 +8,7 @@
 //! - [`controller`]: the kube-runtime reconcile loop.
 //! - [`simulate`]: the policy on a virtual clock over a recorded or scripted incident.
 //! - [`cli`]: the `tierguard` command.
+//! - [`secret`]: keeping Secret values out of every log, error, Event and status.
 #![forbid(unsafe_code)]
 
 pub mod act;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod controller;
 pub mod observe;
 pub mod policy;
+pub mod secret;
 pub mod simulate;
 
 /// Install the process-wide rustls crypto provider (ring). kube and reqwest both use rustls; without

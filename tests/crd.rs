@@ -23,7 +23,7 @@ fn crd_file_matches_the_generated_crd() {
             .unwrap();
     assert!(
         generated == committed,
-        "crds/memorytier.yaml is stale: run `cargo run -q -- crd > crds/memorytier.yaml`"
+        "crds/memorytier.yaml is stale: run scripts/regen-crd"
     );
 }
 

@@ -338,6 +338,6 @@ fn the_chart_carries_the_same_crd() {
         std::fs::read_to_string(root().join("charts/tierguard/crds/memorytier.yaml")).unwrap();
     assert!(
         chart == tierguard::api::crd_yaml(),
-        "charts/tierguard/crds/memorytier.yaml is stale: copy crds/memorytier.yaml"
+        "charts/tierguard/crds/memorytier.yaml is stale: run scripts/regen-crd"
     );
 }

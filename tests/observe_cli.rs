@@ -8,9 +8,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
 use serde_json::{Value, json};
+use support::apiserver::{ApiServer, Gvr};
 use support::exporter::{AppMetrics, Exporter};
-use support::secret_api::SecretApi;
 use support::servers::{PrometheusServer, RedisServer};
 use support::tiers::manifest;
 use tierguard::observe::prometheus::{InstantValue, PrometheusClient};
@@ -294,25 +297,34 @@ fn observe_exits_non_zero_on_bad_input_with_a_clear_message() {
 fn observe_reads_missing_secrets_from_the_cluster() {
     let home = tempfile::tempdir().unwrap();
     let redis = RedisServer::start_with(&["--requirepass", PASSWORD, "--maxmemory", "16mb"]);
-    let api = SecretApi::start(
-        [
-            (
-                ("clinic".to_string(), "redis-auth".to_string()),
-                [("url".to_string(), format!("{}\n", redis.url()))].into(),
-            ),
-            (
-                ("clinic".to_string(), "other".to_string()),
-                [("token".to_string(), "x".to_string())].into(),
-            ),
-        ]
-        .into(),
-    );
+    // The in-process API server serves the Secrets; its tasks run on this runtime's workers
+    // while the test blocks on the command.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = runtime.block_on(ApiServer::start());
+    for (name, key, value) in [
+        ("redis-auth", "url", format!("{}\n", redis.url())),
+        ("other", "token", "x".to_owned()),
+    ] {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("clinic".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some([(key.to_owned(), ByteString(value.into_bytes()))].into()),
+            ..Secret::default()
+        };
+        api.put_json(&Gvr::of::<Secret>(), serde_json::to_value(&secret).unwrap())
+            .expect("store the Secret");
+    }
+    let kubeconfig = home.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
     let manifest = write_manifest(home.path(), "http://127.0.0.1:9");
     let (code, stdout, stderr) = run(tierguard(home.path())
         .arg("observe")
         .arg(&manifest)
         .args(["--output", "json"])
-        .env("KUBECONFIG", api.kubeconfig()));
+        .env("KUBECONFIG", &kubeconfig));
     assert_eq!(code, 0, "{stderr}");
     let observed: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
@@ -341,7 +353,7 @@ fn observe_reads_missing_secrets_from_the_cluster() {
     let (code, _, stderr) = run(tierguard(home.path())
         .arg("observe")
         .arg(&missing)
-        .env("KUBECONFIG", api.kubeconfig()));
+        .env("KUBECONFIG", &kubeconfig));
     assert_eq!(code, 1);
     assert!(stderr.contains("Secret clinic/nope not found"), "{stderr}");
     let no_key = home.path().join("missing-key.yaml");
@@ -355,7 +367,7 @@ fn observe_reads_missing_secrets_from_the_cluster() {
     let (code, _, stderr) = run(tierguard(home.path())
         .arg("observe")
         .arg(&no_key)
-        .env("KUBECONFIG", api.kubeconfig()));
+        .env("KUBECONFIG", &kubeconfig));
     assert_eq!(code, 1);
     assert!(
         stderr.contains("Secret clinic/other has no key \"url\""),

@@ -263,7 +263,7 @@ async fn prometheus_gives_every_signal_and_failures_stay_local() {
     let bearer = AuthProxy::start(&prom.url(), "Bearer t0ken");
     let basic = AuthProxy::start(
         &prom.url(),
-        &format!("Basic {}", support::secret_api::base64(b"grafana:pa:ss")),
+        &format!("Basic {}", support::base64(b"grafana:pa:ss")),
     );
     let mut secrets_auth = secrets.clone();
     secrets_auth.insert("prom", "token", "t0ken\n");

@@ -148,6 +148,20 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
     })
 }
 
+/// Validate a MemoryTier as read from the cluster: its spec against the CRD's rules. Server-set
+/// metadata and the controller's own status are not the user's to get wrong, so they are ignored.
+pub fn validate_tier(tier: &MemoryTier) -> Result<(), Vec<Problem>> {
+    let spec =
+        serde_json::to_value(&tier.spec).map_err(|e| vec![Problem::new("spec", e.to_string())])?;
+    let doc = serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": tier.metadata.name.clone().unwrap_or_else(|| "unnamed".into())},
+        "spec": spec,
+    });
+    validate_document(&doc).map(|_| ())
+}
+
 fn check_metadata(metadata: Option<&Value>, problems: &mut Vec<Problem>) {
     let Some(metadata) = metadata else {
         problems.push(Problem::new("metadata", "required"));

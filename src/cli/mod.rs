@@ -2,13 +2,16 @@
 
 mod check;
 mod observe;
+mod run;
 
 pub use observe::{OutputFormat, render_text};
+mod redis;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// tierguard runs the incident runbooks of a Redis-backed memory tier by itself.
 #[derive(Debug, Parser)]
@@ -20,6 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller: watch MemoryTiers and carry out the runbooks.
+    Run(run::RunArgs),
     /// Print the MemoryTier CustomResourceDefinition as YAML.
     Crd,
     /// Validate MemoryTier manifests offline with the same rules as the cluster.
@@ -30,20 +35,6 @@ pub enum Command {
         /// Manifest files (YAML, several documents per file allowed); `-` reads standard input.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-    },
-    /// Run the policy on a virtual clock over a scenario and print what the controller would do.
-    ///
-    /// No cluster and no servers: the MemoryTier is read from MANIFEST (and validated), the signals
-    /// come from the scenario file (see examples/scenarios/README.md for the format).
-    Simulate {
-        /// A file holding one MemoryTier.
-        manifest: PathBuf,
-        /// The scenario: tick, duration, starting signals and a timeline of changes.
-        #[arg(long)]
-        scenario: PathBuf,
-        /// text: a readable timeline; json: one object per line.
-        #[arg(long, value_enum, default_value_t = SimulateOutput::Text)]
-        output: SimulateOutput,
     },
     /// Read every signal of one MemoryTier once and print it (the runbooks' detection steps).
     ///
@@ -62,25 +53,45 @@ pub enum Command {
         #[arg(long = "secret", value_name = "NAME/KEY=VALUE")]
         secrets: Vec<String>,
     },
-}
-
-/// Output formats of `simulate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SimulateOutput {
-    /// A readable timeline: time, phase, what changed and why.
-    Text,
-    /// One JSON object per line.
-    Json,
+    /// Run the policy on a virtual clock over a scenario and print what the controller would do.
+    ///
+    /// No cluster and no servers: the MemoryTier is read from MANIFEST (and validated), the signals
+    /// come from the scenario file (see examples/scenarios/README.md for the format).
+    Simulate {
+        /// A file holding one MemoryTier.
+        manifest: PathBuf,
+        /// The scenario: tick, duration, starting signals and a timeline of changes.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// text: a readable timeline; json: one object per line.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// The runbooks' manual Redis commands, done safely: flush patterns, audit keys.
+    #[command(subcommand)]
+    Redis(redis::RedisCommand),
+    /// Print an incident report: from the tier's `<tier>-incidents` ConfigMap (kubeconfig), or
+    /// from the JSON lines of a simulate run.
+    Report(report::ReportArgs),
 }
 
 /// Run the parsed command line; the exit code is the command's verdict.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => {
+            run::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crd => {
             print!("{}", crate::api::crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { files } => Ok(check::run(&files)),
+        Command::Observe {
+            manifest,
+            output,
+            secrets,
+        } => observe::run(&manifest, output, &secrets).await,
         Command::Simulate {
             manifest,
             scenario,
@@ -91,18 +102,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             match output {
-                SimulateOutput::Text => {
+                OutputFormat::Text => {
                     simulate::output::write_text(&mut out, &tier, &scenario, &outcome)?
                 }
-                SimulateOutput::Json => simulate::output::write_json(&mut out, &outcome)?,
+                OutputFormat::Json => simulate::output::write_json(&mut out, &outcome)?,
             }
             std::io::Write::flush(&mut out)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Observe {
-            manifest,
-            output,
-            secrets,
-        } => observe::run(&manifest, output, &secrets).await,
+        Command::Redis(command) => redis::run(command).await,
+        Command::Report(args) => report::run(args).await,
     }
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use crate::api::{MemoryTierSpec, Observation, SecretKeyRef, SourceHealth};
+use crate::secret::{ExposeSecret, SecretString};
 use prometheus::{PrometheusAuth, PrometheusClient};
 use queries::QuerySet;
 use redis::RedisObserver;
@@ -35,41 +36,6 @@ use signals::{AppSignal, Reading};
 pub const SOURCE_PROMETHEUS: &str = "prometheus";
 pub const SOURCE_SCRAPE: &str = "scrape";
 pub const SOURCE_REDIS: &str = "redis";
-
-/// A secret value: compared and used, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Redacted(String);
-
-impl Redacted {
-    pub fn new(value: impl Into<String>) -> Self {
-        Redacted(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-/// An error and its causes on one line ("error sending request: connection refused").
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
 
 /// Why the observers cannot be set up from a spec. The controller shows it as a condition; the
 /// `observe` command exits non-zero with it.
@@ -109,12 +75,21 @@ pub struct PrometheusConfig {
 }
 
 /// Where to read Redis.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct RedisConfig {
-    pub url: Redacted,
+    pub url: SecretString,
     pub cluster: bool,
     /// spec.redis.maxMemory in bytes, used when Redis reports maxmemory 0.
     pub max_memory: Option<u64>,
+}
+
+// Compared to tell whether a reconcile's config changed (a rotated password reconnects).
+impl PartialEq for RedisConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.url.expose_secret() == other.url.expose_secret()
+            && self.cluster == other.cluster
+            && self.max_memory == other.max_memory
+    }
 }
 
 /// Everything the observers need, with the Secrets resolved.
@@ -157,7 +132,7 @@ impl ObserveConfig {
                             key: r.key.clone(),
                         });
                     }
-                    Some(PrometheusAuth::Bearer(Redacted::new(token)))
+                    Some(PrometheusAuth::Bearer(SecretString::from(token)))
                 } else if let Some(r) = &p.basic_auth_secret_ref {
                     let value = resolve("spec.metrics.prometheus.basicAuthSecretRef", r).await?;
                     Some(PrometheusAuth::basic_from_secret(&value).ok_or_else(|| {
@@ -187,7 +162,7 @@ impl ObserveConfig {
                     .transpose()
                     .map_err(ConfigError::MaxMemory)?;
                 Some(RedisConfig {
-                    url: Redacted::new(url),
+                    url: SecretString::from(url),
                     cluster: spec.redis.cluster,
                     max_memory,
                 })
@@ -220,12 +195,19 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
         .connect_timeout(timeout)
         .user_agent(concat!("tierguard/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| ConfigError::Http(error_chain(&e)))
+        .map_err(|e| ConfigError::Http(crate::secret::error_chain(&e)))
 }
 
 impl Observer {
     pub fn new(config: ObserveConfig) -> Result<Self, ConfigError> {
         let http = http_client(config.timeout)?;
+        Self::with_http(config, http)
+    }
+
+    /// An observer on a shared HTTP client: a controller watching many tiers keeps one
+    /// connection pool and one TLS configuration for all of them. Each request is still bounded
+    /// by the observation's deadline.
+    pub fn with_http(config: ObserveConfig, http: reqwest::Client) -> Result<Self, ConfigError> {
         let mut observer = Observer {
             config: config.clone(),
             http,
@@ -248,9 +230,6 @@ impl Observer {
             return Ok(());
         }
         let old = std::mem::replace(&mut self.config, config);
-        if old.timeout != self.config.timeout {
-            self.http = http_client(self.config.timeout)?;
-        }
         self.build(Some(old))
     }
 
@@ -299,7 +278,7 @@ impl Observer {
                 kept
             }
             Some(r) => Some(
-                RedisObserver::new(r.url.expose(), r.cluster, r.max_memory, timeout)
+                RedisObserver::new(r.url.expose_secret(), r.cluster, r.max_memory, timeout)
                     .map_err(ConfigError::RedisUrl)?,
             ),
         };

@@ -11,13 +11,34 @@ use serde::Deserialize;
 
 use super::queries::QuerySet;
 use super::signals::{AppSignal, Reading};
-use super::{Redacted, error_chain};
+use crate::secret::{ExposeSecret, SecretString, error_chain};
 
 /// How a request to Prometheus authenticates.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum PrometheusAuth {
-    Bearer(Redacted),
-    Basic { user: String, password: Redacted },
+    Bearer(SecretString),
+    Basic {
+        user: String,
+        password: SecretString,
+    },
+}
+
+impl PartialEq for PrometheusAuth {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PrometheusAuth::Bearer(a), PrometheusAuth::Bearer(b)) => {
+                a.expose_secret() == b.expose_secret()
+            }
+            (
+                PrometheusAuth::Basic { user, password },
+                PrometheusAuth::Basic {
+                    user: other_user,
+                    password: other_password,
+                },
+            ) => user == other_user && password.expose_secret() == other_password.expose_secret(),
+            _ => false,
+        }
+    }
 }
 
 impl PrometheusAuth {
@@ -26,7 +47,7 @@ impl PrometheusAuth {
         let (user, password) = value.split_once(':')?;
         Some(PrometheusAuth::Basic {
             user: user.to_owned(),
-            password: Redacted::new(password),
+            password: SecretString::from(password),
         })
     }
 }
@@ -180,9 +201,9 @@ impl PrometheusClient {
     async fn get(&self, url: Url) -> Result<ApiData, PrometheusError> {
         let mut request = self.http.get(url).timeout(self.timeout);
         request = match &self.auth {
-            Some(PrometheusAuth::Bearer(token)) => request.bearer_auth(token.expose()),
+            Some(PrometheusAuth::Bearer(token)) => request.bearer_auth(token.expose_secret()),
             Some(PrometheusAuth::Basic { user, password }) => {
-                request.basic_auth(user, Some(password.expose()))
+                request.basic_auth(user, Some(password.expose_secret()))
             }
             None => request,
         };

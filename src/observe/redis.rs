@@ -17,6 +17,7 @@ use redis::{ConnectionAddr, InfoDict};
 
 use super::signals::redis_names as names;
 use crate::api::Observation;
+use crate::secret::redact_url;
 
 /// What one Redis node reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -234,33 +235,6 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
     number
         .checked_mul(factor)
         .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// The URL with its password replaced by `***` (`redis://:***@host:6379`), for messages.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return "<unparseable URL>".to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***"),
-                // redis://secret@host: a lone userinfo may be a password to Redis tools.
-                None => "***".to_owned(),
-            };
-            format!(
-                "{}{user}@{}{}",
-                &url[..scheme_end + 3],
-                &authority[at + 1..],
-                &rest[authority_end..]
-            )
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// Reads one Redis deployment (standalone or cluster); the controller keeps one per tier so
@@ -576,21 +550,18 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :0@0 myself,master - 0 0 1 connected 0-
     }
 
     #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("redis://:s3cret@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(
-            redact_url("rediss://user:pa:ss@h:1"),
-            "rediss://user:***@h:1"
-        );
-        assert_eq!(redact_url("redis://token@h"), "redis://***@h");
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
-        assert_eq!(redact_url("garbage:s3cret"), "<unparseable URL>");
+    fn errors_are_scrubbed_of_the_password_and_url() {
         assert_eq!(
             scrub("AUTH s3cret failed", Some("s3cret"), ""),
             "AUTH *** failed"
+        );
+        assert_eq!(
+            scrub(
+                "cannot reach redis://:s3cret@h:1/",
+                None,
+                "redis://:s3cret@h:1/"
+            ),
+            "cannot reach redis://:***@h:1/"
         );
     }
 

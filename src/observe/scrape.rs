@@ -20,13 +20,13 @@ use std::time::Duration;
 use prometheus_parse::{LineInfo, Scrape, Value};
 use reqwest::header::ACCEPT;
 
-use super::error_chain;
 use super::histogram::{self, Bucket};
 use super::queries::{
     BREAKER_LABEL, BREAKER_STATE, CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, MEM0_WRITES_TOTAL,
     OUTCOME_LABEL, REQUEST_DURATION, REQUESTS_TOTAL, STATUS_LABEL,
 };
 use super::signals::{AppSignal, Reading};
+use crate::secret::error_chain;
 
 /// The largest /metrics body read; more is an error rather than unbounded memory.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;

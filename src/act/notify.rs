@@ -1,0 +1,572 @@
+//! Notifications: the runbooks' communication template, filled in, sent to webhooks in Slack,
+//! PagerDuty Events v2 or generic JSON format.
+//!
+//! Each webhook is tried on its own, with retries; a failed notification is recorded in the
+//! outcome and never stops anything else: [`notify`] cannot fail.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::http::{Backoff, Delivery, post_json};
+use super::record::{self, Outcome};
+use crate::api::{ActionRecord, IncidentSummary, Mitigation, Observation, WebhookFormat};
+use crate::policy::{Action, NotifyKind};
+use crate::secret::SecretString;
+
+/// A webhook with its secrets resolved.
+#[derive(Clone, Debug)]
+pub struct ResolvedWebhook {
+    pub name: String,
+    pub format: WebhookFormat,
+    /// The URL (a secret: Slack webhook URLs carry their credential).
+    pub url: SecretString,
+    /// PagerDuty's routing key.
+    pub routing_key: Option<SecretString>,
+    /// Levels sent to this webhook; empty means every level.
+    pub levels: Vec<u8>,
+}
+
+impl ResolvedWebhook {
+    pub fn wants(&self, level: u8) -> bool {
+        self.levels.is_empty() || self.levels.contains(&level)
+    }
+}
+
+/// What the policy asks to tell (the fields of [`Action::Notify`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    pub level: u8,
+    pub kind: NotifyKind,
+    pub incident_id: String,
+    pub runbook: String,
+    pub trigger: String,
+    pub message: String,
+}
+
+impl Notification {
+    /// The notification an action asks for, if it is a `Notify`.
+    pub fn from_action(action: &Action) -> Option<Self> {
+        match action {
+            Action::Notify {
+                level,
+                kind,
+                incident_id,
+                runbook,
+                trigger,
+                message,
+            } => Some(Notification {
+                level: *level,
+                kind: *kind,
+                incident_id: incident_id.clone(),
+                runbook: runbook.clone(),
+                trigger: trigger.clone(),
+                message: message.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What else is known when the message is written.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub namespace: &'a str,
+    pub tier: &'a str,
+    pub now: Timestamp,
+    /// The incident as status records it (its timeline fills the message's).
+    pub incident: Option<&'a IncidentSummary>,
+    /// The last observation (the impact as far as signals tell).
+    pub observed: Option<&'a Observation>,
+    /// Mitigations in force.
+    pub mitigations: &'a [Mitigation],
+}
+
+/// The runbooks' communication template, filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Communication {
+    pub subject: String,
+    pub timeline: Vec<String>,
+    pub impact: Vec<String>,
+    pub next_steps: Vec<String>,
+    pub status: String,
+}
+
+/// "CanaryRollback" → "Canary Rollback".
+pub fn runbook_title(runbook: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in runbook.chars().enumerate() {
+        if i > 0 && c.is_uppercase() {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn hhmm(at: Timestamp) -> String {
+    at.strftime("%H:%M UTC").to_string()
+}
+
+/// What the signals said at the last reading, one line per known signal.
+pub fn impact_lines(observed: Option<&Observation>, mitigations: &[Mitigation]) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(o) = observed {
+        let mut signals = Vec::new();
+        let mut add = |name: &str, value: Option<f64>, unit: &str| {
+            if let Some(v) = value {
+                signals.push(format!("{name} {v:.1}{unit}"));
+            }
+        };
+        add("P50 latency", o.p50_latency_ms, " ms");
+        add("error rate", o.error_rate_percent, "%");
+        add("cache hit rate", o.cache_hit_rate_percent, "%");
+        add("mem0 write success", o.mem0_write_success_percent, "%");
+        add(
+            "Redis memory",
+            o.redis_used_memory_percent,
+            "% of maxmemory",
+        );
+        if let Some(b) = o.breaker_state {
+            signals.push(format!("circuit breaker {}", b.as_str()));
+        }
+        if !signals.is_empty() {
+            lines.push(format!("Signals at last reading: {}", signals.join(", ")));
+        }
+    }
+    if lines.is_empty() {
+        lines.push("No signal readings available".to_owned());
+    }
+    for m in mitigations {
+        let overrides = m
+            .overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        lines.push(format!("Mitigation {} in force: {overrides}", m.name));
+    }
+    lines.push("Affected users and failed requests: not measured by tierguard".to_owned());
+    lines
+}
+
+/// Fill in the template.
+pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
+    let title = runbook_title(&n.runbook);
+    let subject = format!("[INCIDENT] {title} - {}/{}", ctx.namespace, ctx.tier);
+    let mut timeline: Vec<String> = match ctx.incident {
+        Some(incident) if !incident.timeline.is_empty() => incident
+            .timeline
+            .iter()
+            .map(|e| format!("{} - {}", hhmm(e.at), e.what))
+            .collect(),
+        Some(incident) => vec![format!(
+            "{} - Issue detected: {}",
+            hhmm(incident.started_at),
+            n.trigger
+        )],
+        None => vec![format!("{} - Issue detected: {}", hhmm(ctx.now), n.trigger)],
+    };
+    let now_line = match n.kind {
+        NotifyKind::Opened => None,
+        NotifyKind::Escalated => Some(format!(
+            "{} - Escalated to level {}: not resolved yet",
+            hhmm(ctx.now),
+            n.level
+        )),
+        NotifyKind::Resolved => Some(format!("{} - Resolved", hhmm(ctx.now))),
+    };
+    timeline.extend(now_line);
+    let report = format!(
+        "tierguard report --namespace {} {} --incident {}",
+        ctx.namespace, ctx.tier, n.incident_id
+    );
+    let next_steps = match n.kind {
+        NotifyKind::Opened | NotifyKind::Escalated => vec![
+            format!(
+                "Automatic remediation under way ({title} runbook): {}",
+                n.message
+            ),
+            format!("Level {} responder: follow the {title} runbook", n.level),
+            format!("Incident id: {}", n.incident_id),
+        ],
+        NotifyKind::Resolved => {
+            let mut steps = vec![
+                "Root cause investigation in progress".to_owned(),
+                format!("Incident report: {report}"),
+            ];
+            if n.runbook == "CanaryRollback" {
+                steps.push("Re-deployment timeline: TBD (resuming needs approval)".to_owned());
+            }
+            steps
+        }
+    };
+    let status = match n.kind {
+        NotifyKind::Opened => "MITIGATING".to_owned(),
+        NotifyKind::Escalated => format!("ESCALATED (level {})", n.level),
+        NotifyKind::Resolved => "RESOLVED".to_owned(),
+    };
+    Communication {
+        subject,
+        timeline,
+        impact: impact_lines(ctx.observed, ctx.mitigations),
+        next_steps,
+        status,
+    }
+}
+
+impl Communication {
+    /// The template as text.
+    pub fn text(&self) -> String {
+        let mut out = format!("Subject: {}\n\nTimeline:\n", self.subject);
+        for line in &self.timeline {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push_str("\nImpact:\n");
+        for line in &self.impact {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push_str("\nNext Steps:\n");
+        for line in &self.next_steps {
+            let _ = writeln!(out, "- {line}");
+        }
+        let _ = write!(out, "\nStatus: {}", self.status);
+        out
+    }
+}
+
+/// PagerDuty severity by escalation level.
+pub fn pagerduty_severity(level: u8) -> &'static str {
+    match level {
+        0 | 1 => "warning",
+        2 => "error",
+        _ => "critical",
+    }
+}
+
+/// The JSON body for one webhook.
+pub fn payload(
+    webhook: &ResolvedWebhook,
+    n: &Notification,
+    ctx: &Context<'_>,
+    message: &Communication,
+) -> Value {
+    match webhook.format {
+        WebhookFormat::Slack => json!({ "text": message.text() }),
+        WebhookFormat::PagerDuty => {
+            use crate::secret::ExposeSecret;
+            let routing_key = webhook
+                .routing_key
+                .as_ref()
+                .map(|k| k.expose_secret().to_owned())
+                .unwrap_or_default();
+            if n.kind == NotifyKind::Resolved {
+                return json!({
+                    "routing_key": routing_key,
+                    "event_action": "resolve",
+                    "dedup_key": n.incident_id,
+                });
+            }
+            let summary = record::cut(&format!("{}: {}", message.subject, n.trigger), 1024);
+            json!({
+                "routing_key": routing_key,
+                "event_action": "trigger",
+                "dedup_key": n.incident_id,
+                "payload": {
+                    "summary": summary,
+                    "source": format!("tierguard/{}/{}", ctx.namespace, ctx.tier),
+                    "severity": pagerduty_severity(n.level),
+                    "component": ctx.tier,
+                    "group": ctx.namespace,
+                    "class": n.runbook,
+                    "custom_details": {
+                        "level": n.level,
+                        "kind": n.kind,
+                        "runbook": n.runbook,
+                        "trigger": n.trigger,
+                        "message": n.message,
+                        "timeline": message.timeline,
+                        "impact": message.impact,
+                        "next_steps": message.next_steps,
+                        "status": message.status,
+                    }
+                }
+            })
+        }
+        WebhookFormat::Generic => json!({
+            "namespace": ctx.namespace,
+            "tier": ctx.tier,
+            "at": ctx.now,
+            "level": n.level,
+            "kind": n.kind,
+            "incidentId": n.incident_id,
+            "runbook": n.runbook,
+            "trigger": n.trigger,
+            "message": n.message,
+            "subject": message.subject,
+            "timeline": message.timeline,
+            "impact": message.impact,
+            "nextSteps": message.next_steps,
+            "status": message.status,
+            "text": message.text(),
+        }),
+    }
+}
+
+/// How one webhook went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookOutcome {
+    pub name: String,
+    /// False when the webhook's level filter excluded this notification.
+    pub sent: bool,
+    #[serde(flatten)]
+    pub delivery: Delivery,
+}
+
+/// How one notification went, webhook by webhook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyOutcome {
+    pub level: u8,
+    pub kind: NotifyKind,
+    pub incident_id: String,
+    pub webhooks: Vec<WebhookOutcome>,
+}
+
+impl NotifyOutcome {
+    /// ok when every webhook that wanted it got it; failed when one did not; skipped when no
+    /// webhook wanted it.
+    pub fn outcome(&self) -> Outcome {
+        let sent: Vec<_> = self.webhooks.iter().filter(|w| w.sent).collect();
+        if sent.is_empty() {
+            Outcome::Skipped
+        } else if sent.iter().all(|w| w.delivery.ok) {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        if self.webhooks.is_empty() {
+            return "no webhooks configured".to_owned();
+        }
+        self.webhooks
+            .iter()
+            .map(|w| {
+                if w.sent {
+                    format!("{}: {}", w.name, w.delivery.describe())
+                } else {
+                    format!("{}: not for level {}", w.name, self.level)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The action record for status.
+    pub fn record(&self, at: Timestamp, reason: &str) -> ActionRecord {
+        record::action(at, "notify", reason, self.outcome(), Some(self.summary()))
+    }
+}
+
+/// Send one notification to every webhook that wants its level, concurrently.
+pub async fn notify(
+    http: &reqwest::Client,
+    webhooks: &[ResolvedWebhook],
+    n: &Notification,
+    ctx: &Context<'_>,
+    timeout: Duration,
+    retries: u32,
+    backoff: Backoff,
+) -> NotifyOutcome {
+    let message = communication(n, ctx);
+    let sends = webhooks.iter().map(|webhook| {
+        let message = &message;
+        async move {
+            if !webhook.wants(n.level) {
+                return WebhookOutcome {
+                    name: webhook.name.clone(),
+                    sent: false,
+                    delivery: Delivery::default(),
+                };
+            }
+            if webhook.format == WebhookFormat::PagerDuty && webhook.routing_key.is_none() {
+                return WebhookOutcome {
+                    name: webhook.name.clone(),
+                    sent: true,
+                    delivery: Delivery {
+                        error: Some("PagerDuty webhook without a routing key".into()),
+                        ..Delivery::default()
+                    },
+                };
+            }
+            let body = payload(webhook, n, ctx, message);
+            let secrets: Vec<&SecretString> = webhook.routing_key.iter().collect();
+            let mut delivery =
+                post_json(http, &webhook.url, None, &body, timeout, retries, backoff).await;
+            delivery.error = delivery.error.map(|e| crate::secret::scrub(&e, &secrets));
+            tracing::info!(
+                webhook = %webhook.name,
+                level = n.level,
+                incident = %n.incident_id,
+                ok = delivery.ok,
+                "notification sent"
+            );
+            WebhookOutcome {
+                name: webhook.name.clone(),
+                sent: true,
+                delivery,
+            }
+        }
+    });
+    NotifyOutcome {
+        level: n.level,
+        kind: n.kind,
+        incident_id: n.incident_id.clone(),
+        webhooks: futures::future::join_all(sends).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::TimelineEntry;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn notification(kind: NotifyKind, level: u8) -> Notification {
+        Notification {
+            level,
+            kind,
+            incident_id: "2026-11-25-0312-canary-rollback".into(),
+            runbook: "CanaryRollback".into(),
+            trigger: "P50 latency 1250 ms > 1000 ms for 10m".into(),
+            message: "canary reduced to 5%".into(),
+        }
+    }
+
+    #[test]
+    fn the_template_is_filled_from_the_incident() {
+        let incident = IncidentSummary {
+            id: "2026-11-25-0312-canary-rollback".into(),
+            runbook: "CanaryRollback".into(),
+            trigger: "P50 latency".into(),
+            started_at: ts("2026-11-25T03:12:00Z"),
+            resolved_at: None,
+            escalation_level: 1,
+            timeline: vec![
+                TimelineEntry {
+                    at: ts("2026-11-25T03:12:00Z"),
+                    what: "Anomaly detected: P50 latency 1250 ms".into(),
+                },
+                TimelineEntry {
+                    at: ts("2026-11-25T03:12:30Z"),
+                    what: "Traffic reduced to 5%".into(),
+                },
+            ],
+            report: None,
+        };
+        let observed = Observation {
+            p50_latency_ms: Some(1250.0),
+            error_rate_percent: Some(1.5),
+            ..Observation::default()
+        };
+        let ctx = Context {
+            namespace: "clinic",
+            tier: "backend",
+            now: ts("2026-11-25T03:40:00Z"),
+            incident: Some(&incident),
+            observed: Some(&observed),
+            mitigations: &[],
+        };
+        let text = communication(&notification(NotifyKind::Resolved, 2), &ctx).text();
+        let expected_start = "Subject: [INCIDENT] Canary Rollback - clinic/backend\n\nTimeline:\n\
+             - 03:12 UTC - Anomaly detected: P50 latency 1250 ms\n\
+             - 03:12 UTC - Traffic reduced to 5%\n\
+             - 03:40 UTC - Resolved\n\nImpact:\n\
+             - Signals at last reading: P50 latency 1250.0 ms, error rate 1.5%\n";
+        assert!(text.starts_with(expected_start), "{text}");
+        assert!(text.contains("Next Steps:\n- Root cause investigation in progress\n"));
+        assert!(text.contains(
+            "tierguard report --namespace clinic backend --incident 2026-11-25-0312-canary-rollback"
+        ));
+        assert!(text.ends_with("Status: RESOLVED"));
+        let escalated = communication(&notification(NotifyKind::Escalated, 2), &ctx);
+        assert_eq!(escalated.status, "ESCALATED (level 2)");
+        assert!(
+            escalated
+                .timeline
+                .last()
+                .unwrap()
+                .contains("Escalated to level 2")
+        );
+    }
+
+    #[test]
+    fn pagerduty_payloads_follow_events_v2() {
+        let webhook = ResolvedWebhook {
+            name: "pd".into(),
+            format: WebhookFormat::PagerDuty,
+            url: SecretString::from("http://127.0.0.1:1/v2/enqueue"),
+            routing_key: Some(SecretString::from("R0UTING")),
+            levels: vec![],
+        };
+        let ctx = Context {
+            namespace: "ns",
+            tier: "t",
+            now: ts("2026-11-25T03:40:00Z"),
+            incident: None,
+            observed: None,
+            mitigations: &[],
+        };
+        for (level, severity) in [(1, "warning"), (2, "error"), (3, "critical")] {
+            let n = notification(NotifyKind::Opened, level);
+            let body = payload(&webhook, &n, &ctx, &communication(&n, &ctx));
+            assert_eq!(body["routing_key"], "R0UTING");
+            assert_eq!(body["event_action"], "trigger");
+            assert_eq!(body["dedup_key"], n.incident_id);
+            assert_eq!(body["payload"]["severity"], severity);
+            assert_eq!(body["payload"]["source"], "tierguard/ns/t");
+            assert!(
+                body["payload"]["summary"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("[INCIDENT] Canary Rollback")
+            );
+        }
+        let n = notification(NotifyKind::Resolved, 1);
+        let body = payload(&webhook, &n, &ctx, &communication(&n, &ctx));
+        assert_eq!(
+            body,
+            json!({"routing_key": "R0UTING", "event_action": "resolve", "dedup_key": n.incident_id})
+        );
+    }
+
+    #[test]
+    fn titles_and_level_filters() {
+        assert_eq!(runbook_title("CircuitBreakerOpen"), "Circuit Breaker Open");
+        let w = ResolvedWebhook {
+            name: "x".into(),
+            format: WebhookFormat::Slack,
+            url: SecretString::from("http://x"),
+            routing_key: None,
+            levels: vec![2, 3],
+        };
+        assert!(!w.wants(1) && w.wants(2));
+        assert!(
+            ResolvedWebhook {
+                levels: vec![],
+                ..w
+            }
+            .wants(1)
+        );
+    }
+}

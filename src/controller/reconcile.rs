@@ -1,0 +1,297 @@
+//! One reconcile of one MemoryTier, as a pipeline of small named steps:
+//! read → validate → resolve Secrets → observe → decide → act → status.
+//!
+//! Only the leader goes past validation: a standby replica keeps its watch cache warm and does
+//! nothing else, so it never writes and never loads Redis or Prometheus twice.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::Context;
+use super::error::Error;
+use super::execute::{self, ActSecrets};
+use crate::act::configmap::CONFIG_HASH_ANNOTATION;
+use crate::api::conditions::{self, reasons};
+use crate::api::{
+    API_VERSION, FIELD_MANAGER, KIND, MAX_ACTIONS_IN_STATUS, MemoryTier, MemoryTierStatus, Phase,
+    RESUME_ANNOTATION, validate,
+};
+use crate::observe::secrets::KubeSecrets;
+use crate::observe::{ConfigError, ObserveConfig};
+use crate::policy::{self, AppliedConfig, DecideContext};
+
+/// Reconcile one tier; kube-runtime calls this for every change and at every requeue.
+#[instrument(skip_all, fields(namespace = tier.namespace().unwrap_or_default(), tier = %tier.name_any()))]
+pub async fn reconcile(tier: Arc<MemoryTier>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = run_pipeline(&tier, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.succeeded(&uid(&tier));
+    }
+    result
+}
+
+/// Requeue a failed reconcile with a per-tier exponential backoff.
+pub fn error_policy(tier: Arc<MemoryTier>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&super::telemetry::ErrorLabels {
+            kind: error.metric_label().to_owned(),
+        })
+        .inc();
+    let wait = ctx.failed(&uid(&tier));
+    warn!(tier = %tier.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
+    Requeue::requeue(wait)
+}
+
+fn uid(tier: &MemoryTier) -> String {
+    tier.metadata.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            tier.namespace().unwrap_or_default(),
+            tier.name_any()
+        )
+    })
+}
+
+async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
+    // read
+    let namespace = tier
+        .namespace()
+        .ok_or(Error::Malformed("metadata.namespace"))?;
+    let name = tier.name_any();
+    let now = Timestamp::now();
+    let interval = tier.spec.metrics.interval.as_std();
+    let requeue = Requeue::requeue(interval.max(std::time::Duration::from_millis(100)));
+
+    if !ctx.leadership.is_leader() {
+        // A standby re-checks on the same cadence; a change of leader also reconciles every tier.
+        return Ok(requeue);
+    }
+
+    // validate
+    if let Err(problems) = validate::validate_tier(tier) {
+        let message = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        stall(tier, ctx, reasons::INVALID_SPEC, &message, now).await?;
+        // Nothing is done until the spec changes.
+        return Ok(Requeue::await_change());
+    }
+
+    // resolve Secrets
+    let secrets = KubeSecrets::new(ctx.client.clone(), &namespace);
+    let resolved = async {
+        let observe = ObserveConfig::resolve(&tier.spec, &secrets).await?;
+        let act = ActSecrets::resolve(&tier.spec, &observe, &secrets).await?;
+        Ok::<_, ConfigError>((observe, act))
+    }
+    .await;
+    let (observe_config, act_secrets) = match resolved {
+        Ok(r) => r,
+        Err(e) => {
+            stall(tier, ctx, reasons::SECRET_MISSING, &e.to_string(), now).await?;
+            return Err(e.into());
+        }
+    };
+
+    // observe
+    let observer = ctx.observer(&uid(tier), observe_config)?;
+    let observation = observer.lock().await.observe().await;
+
+    // decide
+    let mut status = tier.status.clone().unwrap_or_default();
+    let memory = status.policy.clone().unwrap_or_default();
+    let decide_ctx = DecideContext {
+        generation: tier.metadata.generation,
+        resume_token: tier.annotations().get(RESUME_ANNOTATION).cloned(),
+        applied: applied_config(ctx, &namespace, &tier.spec.target.config_map_name).await?,
+    };
+    let decision = policy::decide(&tier.spec, &memory, &observation, now, &decide_ctx);
+
+    // act
+    let outcome = execute::execute(tier, ctx, &decision, &observation, &act_secrets, now).await;
+
+    // status
+    decision.apply_to_status(&mut status, &observation, tier.metadata.generation);
+    outcome.apply_to_status(&mut status);
+    set_progress_conditions(&mut status, tier.metadata.generation, now);
+    write_status(ctx, tier, &status).await?;
+    ctx.metrics
+        .set_phase(&namespace, &name, status.phase.unwrap_or_default());
+    ctx.metrics.set_signals(&namespace, &name, &observation);
+    info!(phase = %status.phase.unwrap_or_default(), actions = decision.actions.len(), "reconciled");
+
+    match outcome.error {
+        // The status already says what failed; back off before trying again.
+        Some(e) => Err(e),
+        None => Ok(requeue),
+    }
+}
+
+/// The hash the target ConfigMap carries now, so a hand-edited or deleted ConfigMap is repaired.
+async fn applied_config(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<AppliedConfig, Error> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(match api.get_opt(name).await? {
+        None => AppliedConfig::Absent,
+        Some(cm) => match cm.annotations().get(CONFIG_HASH_ANNOTATION) {
+            // A ConfigMap without our hash was not rendered by us (or was edited): re-render it.
+            None => AppliedConfig::Hash(String::new()),
+            Some(hash) => AppliedConfig::Hash(hash.clone()),
+        },
+    })
+}
+
+/// Reconciling while the controller is mid-change (a rollback or a ramp); never Stalled here.
+fn set_progress_conditions(status: &mut MemoryTierStatus, generation: Option<i64>, now: Timestamp) {
+    let phase = status.phase.unwrap_or_default();
+    let working = matches!(phase, Phase::RollingBack | Phase::Recovering);
+    conditions::merge(
+        &mut status.conditions,
+        conditions::condition(
+            conditions::RECONCILING,
+            working,
+            if working {
+                reasons::MITIGATING
+            } else {
+                reasons::RECONCILED
+            },
+            if working {
+                format!("{phase}: see status.mitigations")
+            } else {
+                "the effective configuration matches the decision".to_owned()
+            },
+            generation,
+            now,
+        ),
+    );
+    conditions::merge(
+        &mut status.conditions,
+        conditions::condition(
+            conditions::STALLED,
+            false,
+            reasons::RECONCILED,
+            "",
+            generation,
+            now,
+        ),
+    );
+}
+
+/// The tier cannot progress: Stalled and not Ready, with an Event saying why.
+async fn stall(
+    tier: &MemoryTier,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let generation = tier.metadata.generation;
+    let mut status = tier.status.clone().unwrap_or_default();
+    let already = conditions::find(&status.conditions, conditions::STALLED)
+        .is_some_and(|c| c.status == "True" && c.reason == reason && c.message == message);
+    status.observed_generation = generation;
+    status.phase = Some(Phase::Stalled);
+    for (type_, value) in [
+        (conditions::STALLED, true),
+        (conditions::READY, false),
+        (conditions::RECONCILING, false),
+    ] {
+        conditions::merge(
+            &mut status.conditions,
+            conditions::condition(type_, value, reason, message, generation, now),
+        );
+    }
+    write_status(ctx, tier, &status).await?;
+    ctx.metrics.set_phase(
+        &tier.namespace().unwrap_or_default(),
+        &tier.name_any(),
+        Phase::Stalled,
+    );
+    if !already {
+        publish(ctx, tier, true, reason, "Stall", message).await;
+    }
+    Ok(())
+}
+
+/// One server-side apply of the whole status, as the field manager `tierguard`.
+async fn write_status(
+    ctx: &Context,
+    tier: &MemoryTier,
+    status: &MemoryTierStatus,
+) -> Result<(), Error> {
+    let namespace = tier
+        .namespace()
+        .ok_or(Error::Malformed("metadata.namespace"))?;
+    let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut status = status.clone();
+    status.recent_actions.truncate(MAX_ACTIONS_IN_STATUS);
+    let patch = json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "status": status,
+    });
+    api.patch_status(
+        &tier.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publish an Event on the tier. A failed Event is logged, never fatal: it must not stop
+/// remediation.
+pub(super) async fn publish(
+    ctx: &Context,
+    tier: &MemoryTier,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: truncate(reason, 128),
+        note: Some(truncate(note, 1024)),
+        action: truncate(action, 128),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &tier.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish an Event");
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}

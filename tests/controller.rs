@@ -1,0 +1,694 @@
+//! The controller end to end, through kube's real client against the in-process API server, with a
+//! real HTTP application whose metrics the test shapes: a tier applied is rendered and Ready; a
+//! latency regression rolls the canary back in phases at the right times; a controller killed
+//! mid-rollback is replaced and carries on; of two replicas only the leader acts; a missing Secret
+//! is a clear condition, not a crash.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::apiserver::ApiServer;
+use support::live_app::LiveApp;
+use tierguard::api::{MemoryTier, Phase};
+use tierguard::controller::{LeaseConfig, RunConfig};
+
+const NS: &str = "clinic";
+
+/// A tier scaled down to seconds: the rollback window is 3 s, each phase holds 2 s.
+fn tier(name: &str, scrape_url: &str, extra: Value) -> MemoryTier {
+    let mut spec = json!({
+        "target": {"configMapName": format!("{name}-flags")},
+        "metrics": {"scrape": {"url": scrape_url}, "interval": "300ms", "timeout": "250ms"},
+        "canary": {"rampInterval": "2s"},
+        "rollback": {"p50LatencyMs": 1000, "p50LatencyFor": "3s", "phaseHold": "2s"},
+        "stampede": {"for": "2s"},
+        "notify": {"escalation": [{"level": 1, "after": "0s"}, {"level": 2, "after": "30s"}, {"level": 3, "after": "60s"}]},
+    });
+    merge(&mut spec, extra);
+    serde_json::from_value(json!({
+        "apiVersion": "tierguard.dev/v1alpha1",
+        "kind": "MemoryTier",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }))
+    .expect("a valid MemoryTier")
+}
+
+fn merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHandle<()> {
+    let identity = lease.as_ref().map(|l| l.identity.clone());
+    tokio::spawn(async move {
+        tierguard::controller::run(
+            client,
+            RunConfig {
+                namespace: Some(NS.into()),
+                selector: None,
+                metrics_addr: None,
+                lease,
+                instance: identity,
+            },
+        )
+        .await
+        .expect("the controller runs");
+    })
+}
+
+/// Poll `f` until it gives a value, or fail after `timeout` saying what was awaited.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn flags(client: &Client, name: &str) -> Option<BTreeMap<String, String>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    api.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|cm| cm.data)
+}
+
+async fn tier_now(client: &Client, name: &str) -> MemoryTier {
+    let api: Api<MemoryTier> = Api::namespaced(client.clone(), NS);
+    api.get(name).await.expect("the tier exists")
+}
+
+fn condition(tier: &MemoryTier, type_: &str) -> Option<(String, String, String)> {
+    let c = tier
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn create_secret(client: &Client, name: &str, key: &str, value: &str) {
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_owned(),
+            k8s_openapi::ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the Secret");
+}
+
+async fn create(client: &Client, tier: &MemoryTier) {
+    let api: Api<MemoryTier> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), tier)
+        .await
+        .expect("create the MemoryTier");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_is_rendered_with_its_baseline_and_becomes_ready() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create(&client, &tier("backend", &app.url(), json!({}))).await;
+    let run = controller(client.clone(), None);
+
+    let data = wait_for(
+        "the effective-config ConfigMap",
+        Duration::from_secs(20),
+        || flags(&client, "backend-flags"),
+    )
+    .await;
+    assert_eq!(data["CANARY_SAMPLE_RATE"], "0.1");
+    assert_eq!(data["FAST_PATH_ENABLED"], "true");
+    assert_eq!(data["MEM0_READS_ENABLED"], "true");
+    assert_eq!(data["CACHE_TTL"], "3600");
+
+    let ready = wait_for("Ready=True", Duration::from_secs(20), || async {
+        let t = tier_now(&client, "backend").await;
+        let ready = condition(&t, "Ready")?;
+        let p50_known = t
+            .status
+            .as_ref()?
+            .observed
+            .as_ref()?
+            .p50_latency_ms
+            .is_some();
+        (ready.0 == "True" && p50_known).then_some(t)
+    })
+    .await;
+    let status = ready.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Healthy));
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    let observed = status.observed.expect("signals in status");
+    let p50 = observed
+        .p50_latency_ms
+        .expect("P50 known after two scrapes");
+    assert!((50.0..=100.0).contains(&p50), "healthy P50 {p50}");
+    assert_eq!(
+        status.effective.unwrap().canary_sample_rate.as_deref(),
+        Some("0.1")
+    );
+
+    // The ConfigMap is owned by the tier and carries the hash of its content.
+    let cm: ConfigMap = Api::namespaced(client.clone(), NS)
+        .get("backend-flags")
+        .await
+        .unwrap();
+    let owner = &cm.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("MemoryTier", "backend")
+    );
+    assert!(cm.annotations().contains_key("tierguard.dev/config-hash"));
+
+    // Only the controller's field manager wrote the ConfigMap, and it never wrote the spec.
+    for write in server.writes() {
+        if write.path.contains("/memorytiers/") && !write.path.ends_with("/status") {
+            panic!("the controller wrote a MemoryTier's spec: {write:?}");
+        }
+    }
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_regression_rolls_back_in_phases_and_a_restarted_controller_carries_on() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create(&client, &tier("backend", &app.url(), json!({}))).await;
+    let first = controller(client.clone(), None);
+    wait_for("the baseline", Duration::from_secs(20), || async {
+        let t = tier_now(&client, "backend").await;
+        (t.status?.phase? == Phase::Healthy).then_some(())
+    })
+    .await;
+
+    // P50 goes to ~1.75 s: the 3 s window must fill before phase 1.
+    let breached = Instant::now();
+    app.update(|p| p.latency_ms = 1500.0);
+    wait_for(
+        "phase 1: canary at the reduced rate",
+        Duration::from_secs(20),
+        || async {
+            let data = flags(&client, "backend-flags").await?;
+            (data["CANARY_SAMPLE_RATE"] == "0.05").then_some(())
+        },
+    )
+    .await;
+    let phase1_after = breached.elapsed();
+    assert!(
+        phase1_after >= Duration::from_secs(3),
+        "rolled back after {phase1_after:?}, before the 3 s window had held"
+    );
+    assert!(
+        phase1_after < Duration::from_secs(9),
+        "rolled back late: {phase1_after:?}"
+    );
+    // Status is written right after the ConfigMap.
+    let t = wait_for("status RollingBack", Duration::from_secs(5), || async {
+        let t = tier_now(&client, "backend").await;
+        (t.status.as_ref()?.phase? == Phase::RollingBack).then_some(t)
+    })
+    .await;
+    assert!(
+        t.status
+            .as_ref()
+            .unwrap()
+            .mitigations
+            .iter()
+            .any(|m| m.reason.contains("P50")),
+        "the mitigation says why: {:?}",
+        t.status.unwrap().mitigations
+    );
+
+    // Kill the controller mid-rollback; a new one resumes from status.
+    first.abort();
+    let _ = first.await;
+    let second = controller(client.clone(), None);
+
+    let phase1_at = Instant::now();
+    wait_for(
+        "the canary at 0 after the hold",
+        Duration::from_secs(20),
+        || async {
+            let data = flags(&client, "backend-flags").await?;
+            (data["CANARY_SAMPLE_RATE"] == "0.0").then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "phase 2: features disabled",
+        Duration::from_secs(20),
+        || async {
+            let data = flags(&client, "backend-flags").await?;
+            (data["FAST_PATH_ENABLED"] == "false"
+                && data["MEM0_READS_ENABLED"] == "false"
+                && data["MEM0_SHADOW_MODE"] == "false")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        phase1_at.elapsed() >= Duration::from_millis(1500),
+        "phase 1 did not hold"
+    );
+
+    // The signals recover: phase 3 verifies, phase 4 records the incident; the tier stays rolled
+    // back (autoResume is false).
+    app.update(|p| p.latency_ms = 60.0);
+    let rolled_back = wait_for("RolledBack", Duration::from_secs(30), || async {
+        let t = tier_now(&client, "backend").await;
+        (t.status.as_ref()?.phase? == Phase::RolledBack).then_some(t)
+    })
+    .await;
+    let status = rolled_back.status.unwrap();
+    let incident = status
+        .incidents
+        .iter()
+        .find(|i| i.runbook == "CanaryRollback")
+        .expect("an incident in status");
+    let report = wait_for("the incident report", Duration::from_secs(20), || async {
+        flags(&client, "backend-incidents").await
+    })
+    .await;
+    assert!(
+        report.values().any(|md| md.contains("Canary Rollback")),
+        "report: {report:?}"
+    );
+    // Exactly one rollback: the restart did not start a second one.
+    let rollbacks = status
+        .incidents
+        .iter()
+        .filter(|i| i.runbook == "CanaryRollback")
+        .count();
+    assert_eq!(rollbacks, 1, "incidents: {:?}", status.incidents);
+    assert!(
+        incident.timeline.len() >= 3,
+        "timeline: {:?}",
+        incident.timeline
+    );
+    let data = flags(&client, "backend-flags").await.unwrap();
+    assert_eq!(
+        data["CANARY_SAMPLE_RATE"], "0.0",
+        "stays rolled back without approval"
+    );
+
+    // A human approves: the tier resumes towards its baseline.
+    let api: Api<MemoryTier> = Api::namespaced(client.clone(), NS);
+    api.patch(
+        "backend",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"metadata": {"annotations": {"tierguard.dev/resume": "approved-1"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        "the features back on after resume",
+        Duration::from_secs(30),
+        || async {
+            let data = flags(&client, "backend-flags").await?;
+            (data["MEM0_READS_ENABLED"] == "true").then_some(())
+        },
+    )
+    .await;
+    second.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let admin = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create(&admin, &tier("backend", &app.url(), json!({}))).await;
+    let lease = |identity: &str| LeaseConfig {
+        name: "tierguard-leader".into(),
+        namespace: NS.into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(3),
+        grace: Duration::from_secs(1),
+    };
+    server.clear_requests();
+    let a = controller(server.client_as("replica-a"), Some(lease("replica-a")));
+    let b = controller(server.client_as("replica-b"), Some(lease("replica-b")));
+    wait_for("the baseline rendered", Duration::from_secs(20), || {
+        flags(&admin, "backend-flags")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let acting = |writes: &[support::apiserver::RequestRecord]| -> Vec<String> {
+        let mut users: Vec<String> = writes
+            .iter()
+            .filter(|w| !w.path.contains("/leases"))
+            .filter_map(|w| w.user.clone())
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    };
+    let writers = acting(&server.writes());
+    assert_eq!(writers.len(), 1, "only the leader writes: {writers:?}");
+    let leader = writers[0].clone();
+
+    // The leader dies; the standby takes over within the lease duration and carries on.
+    let (dead, survivor) = if leader == "replica-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    dead.abort();
+    let _ = dead.await;
+    server.clear_requests();
+    app.update(|p| p.latency_ms = 1500.0);
+    wait_for(
+        "the survivor rolling back",
+        Duration::from_secs(30),
+        || async {
+            let data = flags(&admin, "backend-flags").await?;
+            (data["CANARY_SAMPLE_RATE"] == "0.05").then_some(())
+        },
+    )
+    .await;
+    let writers = acting(&server.writes());
+    assert_eq!(writers.len(), 1, "{writers:?}");
+    assert_ne!(writers[0], leader, "the new leader is the survivor");
+    survivor.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_is_a_clear_condition_and_other_tiers_carry_on() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create(
+        &client,
+        &tier(
+            "no-secret",
+            &app.url(),
+            json!({"redis": {"urlSecretRef": {"name": "clinic-redis", "key": "url"}}}),
+        ),
+    )
+    .await;
+    create(&client, &tier("fine", &app.url(), json!({}))).await;
+    let run = controller(client.clone(), None);
+
+    let (status, reason, message) =
+        wait_for("the Stalled condition", Duration::from_secs(20), || async {
+            let t = tier_now(&client, "no-secret").await;
+            condition(&t, "Stalled").filter(|c| c.0 == "True")
+        })
+        .await;
+    assert_eq!(status, "True");
+    assert_eq!(reason, "SecretMissing");
+    assert!(
+        message.contains("clinic-redis") && message.contains("url"),
+        "the message names the Secret and key: {message}"
+    );
+    let t = tier_now(&client, "no-secret").await;
+    assert_eq!(condition(&t, "Ready").unwrap().0, "False");
+    assert!(
+        flags(&client, "no-secret-flags").await.is_none(),
+        "nothing acted on"
+    );
+
+    // The other tier is unaffected.
+    wait_for("the other tier rendered", Duration::from_secs(20), || {
+        flags(&client, "fine-flags")
+    })
+    .await;
+
+    // An Event says so.
+    let events = server.list_json(&support::apiserver::Gvr::of::<
+        k8s_openapi::api::events::v1::Event,
+    >());
+    assert!(
+        events.iter().any(|e| e["reason"] == "SecretMissing"),
+        "events: {events:?}"
+    );
+
+    // Creating the Secret heals it.
+    let redis = support::servers::RedisServer::start();
+    create_secret(&client, "clinic-redis", "url", &redis.url()).await;
+    wait_for("the tier healed", Duration::from_secs(60), || async {
+        let t = tier_now(&client, "no-secret").await;
+        condition(&t, "Stalled").filter(|c| c.0 == "False")
+    })
+    .await;
+    let t = tier_now(&client, "no-secret").await;
+    assert!(
+        t.status
+            .unwrap()
+            .observed
+            .unwrap()
+            .redis_used_memory_bytes
+            .is_some()
+    );
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_spec_stalls_without_acting() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let client = server.client();
+    // The in-process server checks no CEL rules (a real one would refuse this object): the
+    // controller must catch it itself.
+    let mut bad = tier("bad", "http://127.0.0.1:9/metrics", json!({}));
+    bad.spec.canary.reduced_rate = 0.5;
+    create(&client, &bad).await;
+    let run = controller(client.clone(), None);
+    let (_, reason, message) = wait_for("Stalled", Duration::from_secs(20), || async {
+        let t = tier_now(&client, "bad").await;
+        condition(&t, "Stalled").filter(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.contains("spec.canary.reducedRate"), "{message}");
+    assert!(flags(&client, "bad-flags").await.is_none());
+    run.abort();
+}
+
+/// The (API group, resource, verb) a request needs, as RBAC sees it.
+fn rbac_need(r: &support::apiserver::RequestRecord) -> Option<(String, String, String)> {
+    let parts: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match *parts.first()? {
+        "api" => (String::new(), &parts[2..]),
+        "apis" => (parts.get(1)?.to_string(), &parts[3..]),
+        _ => return None,
+    };
+    let rest = if rest.first() == Some(&"namespaces") && rest.len() > 2 {
+        &rest[2..]
+    } else {
+        rest
+    };
+    let (resource, named) = match rest {
+        [] => return None, // discovery
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, sub, ..] => (format!("{resource}/{sub}"), true),
+    };
+    let verb = match (r.method.as_str(), named, r.watch) {
+        ("GET", _, true) => "watch",
+        ("GET", true, false) => "get",
+        ("GET", false, false) => "list",
+        ("POST", ..) => "create",
+        ("PUT", ..) => "update",
+        ("PATCH", ..) => "patch",
+        ("DELETE", true, _) => "delete",
+        ("DELETE", false, _) => "deletecollection",
+        _ => return None,
+    };
+    Some((group, resource, verb.to_owned()))
+}
+
+/// Every (group, resource, verb) the RBAC rules of `yaml` (ClusterRoles and Roles) grant.
+fn rbac_grants(yaml: &str) -> Vec<(String, String, String)> {
+    let mut grants = Vec::new();
+    for doc in serde_saphyr::from_multiple::<Value>(yaml).unwrap() {
+        if !matches!(doc["kind"].as_str(), Some("ClusterRole" | "Role")) {
+            continue;
+        }
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            let list = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            };
+            for group in list("apiGroups") {
+                for resource in list("resources") {
+                    for verb in list("verbs") {
+                        grants.push((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// The RBAC in deploy/ and in the chart is derived from what the controller really calls: a
+/// scenario that exercises every kind of call (leader election, Secrets, status, ConfigMaps,
+/// restarts, incident reports, Events) is recorded, and each call must be granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let admin = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    let redis = support::servers::RedisServer::start();
+    create_secret(&admin, "clinic-redis", "url", &redis.url()).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(admin.clone(), NS);
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "backend", "namespace": NS},
+                "spec": {"selector": {"matchLabels": {"app": "backend"}},
+                         "template": {"metadata": {"labels": {"app": "backend"}},
+                                      "spec": {"containers": [{"name": "app", "image": "app"}]}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    create(
+        &admin,
+        &tier(
+            "backend",
+            &app.url(),
+            json!({
+                "target": {"workloadRef": {"kind": "Deployment", "name": "backend"}, "restartOnChange": true},
+                "redis": {"urlSecretRef": {"name": "clinic-redis", "key": "url"}},
+            }),
+        ),
+    )
+    .await;
+    let run = controller(
+        server.client_as("controller"),
+        Some(LeaseConfig {
+            name: "tierguard-leader".into(),
+            namespace: NS.into(),
+            identity: "controller-0".into(),
+            duration: Duration::from_secs(3),
+            grace: Duration::from_secs(1),
+        }),
+    );
+    app.update(|p| p.latency_ms = 1500.0);
+    wait_for("phase 2 of a rollback", Duration::from_secs(30), || async {
+        let data = flags(&admin, "backend-flags").await?;
+        (data["MEM0_READS_ENABLED"] == "false").then_some(())
+    })
+    .await;
+    app.update(|p| p.latency_ms = 60.0);
+    wait_for("the incident report", Duration::from_secs(30), || {
+        flags(&admin, "backend-incidents")
+    })
+    .await;
+    run.abort();
+
+    let needs: std::collections::BTreeSet<_> = server
+        .requests()
+        .iter()
+        .filter(|r| r.user.as_deref() == Some("controller"))
+        .filter_map(rbac_need)
+        .collect();
+    for wanted in [
+        ("tierguard.dev", "memorytiers", "watch"),
+        ("tierguard.dev", "memorytiers/status", "patch"),
+        ("", "configmaps", "patch"),
+        ("", "secrets", "get"),
+        ("apps", "deployments", "patch"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("events.k8s.io", "events", "create"),
+    ] {
+        let wanted = (
+            wanted.0.to_owned(),
+            wanted.1.to_owned(),
+            wanted.2.to_owned(),
+        );
+        assert!(
+            needs.contains(&wanted),
+            "the scenario did not exercise {wanted:?}: {needs:?}"
+        );
+    }
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deploy = std::fs::read_to_string(root.join("deploy/rbac.yaml")).unwrap();
+    let helm = root.join(".tools/bin/helm");
+    let chart = std::process::Command::new(&helm)
+        .args(["template", "t", "charts/tierguard"])
+        .current_dir(root)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}: run scripts/install-k8s-tools", helm.display()));
+    assert!(chart.status.success());
+    for (source, yaml) in [
+        ("deploy/rbac.yaml", deploy),
+        ("charts/tierguard", String::from_utf8(chart.stdout).unwrap()),
+    ] {
+        let grants = rbac_grants(&yaml);
+        for need in &needs {
+            assert!(
+                grants.contains(need),
+                "{source} does not grant {need:?}, which the controller calls"
+            );
+        }
+        // Least privilege: nothing granted that the controller never needs, except verbs a
+        // reflector may use after a resync (list goes with watch) and creating what it applies.
+        for grant in &grants {
+            let used = needs.contains(grant)
+                || (grant.2 == "list"
+                    && needs.contains(&(grant.0.clone(), grant.1.clone(), "watch".into())))
+                || (grant.2 == "create"
+                    && needs.contains(&(grant.0.clone(), grant.1.clone(), "patch".into())))
+                || (grant.1 == "statefulsets"
+                    && needs.iter().any(|n| n.1 == "deployments" && n.2 == grant.2))
+                || (grant.2 == "get" && needs.iter().any(|n| n.0 == grant.0 && n.1 == grant.1));
+            assert!(
+                used,
+                "{source} grants {grant:?}, which the controller never uses"
+            );
+        }
+    }
+}
