@@ -62,6 +62,7 @@ fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHa
                 metrics_addr: None,
                 lease,
                 instance: identity,
+                concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
             },
         )
         .await

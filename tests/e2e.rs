@@ -132,6 +132,7 @@ async fn a_real_cluster_runs_a_rollback() {
                     metrics_addr: None,
                     lease: None,
                     instance: Some("e2e".into()),
+                    concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                 },
             )
             .await

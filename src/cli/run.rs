@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// This replica's identity in the Lease and in Events (default: the pod name or host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Most reconciles running at once.
+    #[arg(long, default_value_t = controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// How long the Lease is valid without renewal; a standby takes over within this.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
@@ -128,6 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics_addr: Some(args.metrics_addr),
             lease,
             instance: Some(identity),
+            concurrency: args.concurrency,
         },
     )
     .await

@@ -50,7 +50,13 @@ pub struct RunConfig {
     pub lease: Option<LeaseConfig>,
     /// Name of this replica in Events.
     pub instance: Option<String>,
+    /// Most reconciles running at once. A bound keeps a start-up with a large fleet (every tier
+    /// due at once) from holding every tier's buffers at the same time.
+    pub concurrency: u16,
 }
+
+/// The default bound on concurrent reconciles.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// Background tasks that end with the controller: dropping the run future (a shutdown, or a test
 /// killing a replica) takes the lease holder, the server and the housekeeping with it.
@@ -172,6 +178,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     }
 
     Controller::for_stream(tier_stream, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .owns(
             config_maps,
             watcher::Config::default().labels(MANAGED_BY_SELECTOR),
