@@ -66,6 +66,15 @@ pub fn format_rate(rate: f64) -> String {
     }
 }
 
+/// A duration in the whole seconds the application's env contract uses, rounded up: a positive
+/// duration never renders as 0 (`ttl: 500ms` would otherwise switch the cache off, and a
+/// `resetAfter` under a second would reset the breaker at once).
+pub fn whole_seconds(d: crate::api::Duration) -> String {
+    let d = d.as_std();
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.to_string()
+}
+
 fn format_bool(b: bool) -> String {
     if b { "true" } else { "false" }.to_owned()
 }
@@ -84,16 +93,10 @@ pub fn baseline(spec: &MemoryTierSpec) -> ConfigMap {
             format_bool(spec.features.get(flag).copied().unwrap_or(false)),
         );
     }
-    put(CACHE_TTL, spec.cache.ttl.as_std().as_secs().to_string());
-    put(
-        CACHE_TTL_JITTER,
-        spec.cache.ttl_jitter.as_std().as_secs().to_string(),
-    );
+    put(CACHE_TTL, whole_seconds(spec.cache.ttl));
+    put(CACHE_TTL_JITTER, whole_seconds(spec.cache.ttl_jitter));
     put(CACHE_SERVE_STALE, format_bool(spec.cache.serve_stale));
-    put(
-        CACHE_STALE_TTL,
-        spec.cache.stale_ttl.as_std().as_secs().to_string(),
-    );
+    put(CACHE_STALE_TTL, whole_seconds(spec.cache.stale_ttl));
     put(MAX_CACHE_VALUE_SIZE, spec.cache.max_value_bytes.to_string());
     put(
         MAX_CLINIC_CACHE_ITEMS,
@@ -114,7 +117,7 @@ pub fn baseline(spec: &MemoryTierSpec) -> ConfigMap {
     );
     put(
         CIRCUIT_BREAKER_RESET_SECONDS,
-        spec.breaker.reset_after.as_std().as_secs().to_string(),
+        whole_seconds(spec.breaker.reset_after),
     );
     for (flag, on) in &spec.features {
         config.insert(flag.clone(), format_bool(*on));
@@ -248,6 +251,20 @@ mod tests {
         let (eff, by) = render(&spec(), &[m]);
         assert_eq!(eff[CANARY_SAMPLE_RATE], "0.1");
         assert!(by.is_empty());
+    }
+
+    #[test]
+    fn sub_second_durations_round_up_to_whole_seconds() {
+        let mut spec = spec();
+        spec.cache.ttl = crate::api::Duration::from_millis(500);
+        spec.cache.stale_ttl = crate::api::Duration::from_millis(1500);
+        spec.breaker.reset_after = crate::api::Duration::from_millis(2000);
+        spec.cache.ttl_jitter = crate::api::Duration::ZERO;
+        let base = baseline(&spec);
+        assert_eq!(base[CACHE_TTL], "1", "a positive TTL never renders as 0");
+        assert_eq!(base[CACHE_STALE_TTL], "2");
+        assert_eq!(base[CIRCUIT_BREAKER_RESET_SECONDS], "2");
+        assert_eq!(base[CACHE_TTL_JITTER], "0");
     }
 
     #[test]
