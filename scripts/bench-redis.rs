@@ -28,6 +28,9 @@ struct Options {
     tierguard: PathBuf,
     keys: u64,
     ttl_loop_keys: u64,
+    /// Extra arguments for `tierguard redis flush` / `audit` (space-separated), to try settings.
+    flush_args: Vec<String>,
+    audit_args: Vec<String>,
 }
 
 fn options() -> Options {
@@ -35,6 +38,8 @@ fn options() -> Options {
         tierguard: PathBuf::from("target/release/tierguard"),
         keys: 1_000_000,
         ttl_loop_keys: 3000,
+        flush_args: Vec::new(),
+        audit_args: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -44,6 +49,8 @@ fn options() -> Options {
             "--tierguard" => o.tierguard = PathBuf::from(value),
             "--keys" => o.keys = value.parse().expect("--keys N"),
             "--ttl-loop-keys" => o.ttl_loop_keys = value.parse().expect("--ttl-loop-keys N"),
+            "--flush-args" => o.flush_args = value.split_whitespace().map(String::from).collect(),
+            "--audit-args" => o.audit_args = value.split_whitespace().map(String::from).collect(),
             other => {
                 panic!("unknown argument {other}; use --tierguard PATH --keys N --ttl-loop-keys N")
             }
@@ -303,6 +310,12 @@ async fn main() {
         "tierguard redis benchmark: {} mixed keys (40% session:*, 40% cache:clinic:*:generation:*, 20% other)",
         o.keys
     );
+    if !o.flush_args.is_empty() || !o.audit_args.is_empty() {
+        println!(
+            "extra flush args: {:?}, audit args: {:?}",
+            o.flush_args, o.audit_args
+        );
+    }
     let mut results: Vec<Measured> = Vec::new();
 
     // Idle latency, for reference.
@@ -383,6 +396,7 @@ async fn main() {
     let mut cmd = tokio::process::Command::new(&o.tierguard);
     cmd.args(["redis", "audit", "--url", &server.url(), "--sample", "0"])
         .args(["--max-duration", "30m", "--output", "json"])
+        .args(&o.audit_args)
         .stdout(Stdio::piped());
     let (seconds, ping, stdout) = timed(&server, cmd).await;
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("audit JSON");

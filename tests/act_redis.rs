@@ -584,7 +584,8 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
     assert!(!format!("{failed:?}").contains("pw-remediate"));
 }
 
-/// While Redis stalls (another client runs DEBUG SLEEP), the flush waits between batches.
+/// While Redis stalls (another client runs DEBUG SLEEP, for the first 600 ms), the flush waits
+/// between batches, and carries on once Redis answers quickly again.
 #[tokio::test]
 async fn the_flush_pauses_while_redis_answers_slowly() {
     let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
@@ -595,7 +596,8 @@ async fn the_flush_pauses_while_redis_answers_slowly() {
         let stop = stop.clone();
         let mut con = redis.client();
         std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let until = Instant::now() + Duration::from_millis(600);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
                 let _: () = redis::cmd("DEBUG")
                     .arg("SLEEP")
                     .arg("0.02")
@@ -622,6 +624,7 @@ async fn the_flush_pauses_while_redis_answers_slowly() {
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.deleted, 4000);
     assert!(report.pauses > 0, "{report:?}");
+    assert!(report.paused_ms >= 10.0, "{report:?}");
     assert!(report.max_ping_ms > report.latency_limit_ms, "{report:?}");
 }
 

@@ -25,7 +25,7 @@ pub const OTHER_PREFIXES: &str = "(other prefixes)";
 pub const NO_PREFIX: &str = "(no prefix)";
 
 /// Keys asked about per pipeline: small enough that Redis serves other clients in between.
-const AUDIT_CHUNK: usize = 250;
+const AUDIT_CHUNK: usize = 100;
 
 /// What to audit and within which bounds.
 #[derive(Clone, Debug, PartialEq)]
@@ -245,7 +245,9 @@ pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport
             }
             Some(pipe.query_async::<Vec<redis::Value>>(&mut ask_con).await)
         };
-        let (scanned, answers) = futures::join!(scan, ask);
+        let mut ping_con = con.clone();
+        // The PING goes first, so it is answered before the round's own commands.
+        let (pinged, scanned, answers) = futures::join!(super::ping(&mut ping_con), scan, ask);
         let mut failure = None;
         match answers {
             Some(Ok(values)) => {
@@ -312,7 +314,11 @@ pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport
             report.error = Some(error);
             break;
         }
-        if let Err(e) = guard.settle(&mut con, deadline).await {
+        let settled = match pinged {
+            Ok(rtt) => guard.settle(&mut con, rtt, deadline).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = settled {
             report.error = Some(format!("PING failed: {e}"));
             break;
         }

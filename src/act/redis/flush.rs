@@ -17,8 +17,9 @@
 //! ## Budgets
 //!
 //! At most `max_keys` keys are sent for deletion in one run (across all patterns), and no batch
-//! starts after `max_duration`. After every batch a PING is timed: while it takes longer than the
-//! latency limit, the next batch waits (10 ms, doubling up to 1 s).
+//! starts after `max_duration`. Every round (the next SCAN with the UNLINK of the previous keys)
+//! is preceded by a PING on the same connection: while it takes longer than the latency limit, the
+//! next round waits, as long as the PING waited and doubling while Redis stays slow (up to 1 s).
 //!
 //! ## Failure
 //!
@@ -449,7 +450,10 @@ impl Run<'_> {
                 }
                 Some(pipe.query_async::<Vec<u64>>(&mut unlink_con).await)
             };
-            let (scanned, unlinked) = futures::join!(scan, unlink);
+            let mut ping_con = self.con.clone();
+            // The PING goes first, so it is answered before the round's own commands.
+            let (pinged, scanned, unlinked) =
+                futures::join!(super::ping(&mut ping_con), scan, unlink);
             let mut failure = None;
             match unlinked {
                 Some(Ok(counts)) => pass.deleted += counts.iter().sum::<u64>(),
@@ -493,9 +497,12 @@ impl Run<'_> {
                 self.report.error = Some(error);
                 return Err(Stop);
             }
-            if let Some(guard) = self.guard.as_mut()
-                && let Err(e) = guard.settle(&mut self.con, self.deadline).await
-            {
+            let settled = match (pinged, self.guard.as_mut()) {
+                (Ok(rtt), Some(guard)) => guard.settle(&mut self.con, rtt, self.deadline).await,
+                (Ok(_), None) => Ok(()),
+                (Err(e), _) => Err(e),
+            };
+            if let Err(e) = settled {
                 self.report.error = Some(format!("PING failed: {e}"));
                 return Err(Stop);
             }

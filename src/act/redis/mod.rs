@@ -54,11 +54,21 @@ pub async fn connect(
 
 /// The longest pause between two batches while Redis answers slowly.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
-/// The first pause; it doubles while Redis stays slow.
-const FIRST_PAUSE: Duration = Duration::from_millis(10);
+/// The shortest pause.
+const MIN_PAUSE: Duration = Duration::from_millis(1);
 
-/// Watches Redis's own responsiveness between batches: a PING that takes longer than the limit
-/// means Redis (or its host) is busy, and the next batch waits until it answers quickly again.
+/// How long to wait after the `attempt`-th slow PING in a row (0-based) that took `rtt`: as long
+/// as Redis made the PING wait, doubling while it stays slow, within 1 ms and 1 s. A one-off late
+/// answer (the host scheduling another process, say) costs little; a Redis that stays slow gets
+/// more and more room.
+pub(crate) fn pause_for(rtt: Duration, attempt: u32) -> Duration {
+    rtt.max(MIN_PAUSE)
+        .saturating_mul(1u32 << attempt.min(10))
+        .min(MAX_PAUSE)
+}
+
+/// Watches Redis's own responsiveness between batches: a PING slower than the limit means Redis
+/// (or its host) is busy, and the next batch waits until it answers quickly again.
 #[derive(Debug)]
 pub(crate) struct LatencyGuard {
     limit: Duration,
@@ -91,21 +101,23 @@ impl LatencyGuard {
         self.limit
     }
 
-    /// PING; while the answer is slow and time remains, wait with a doubling pause and PING again.
+    /// After a round whose PING took `rtt`: while Redis answers slower than the limit and time
+    /// remains, wait (see [`pause_for`]) and PING again. The first quick answer ends the pause.
     pub async fn settle(
         &mut self,
         con: &mut MultiplexedConnection,
+        rtt: Duration,
         deadline: Instant,
     ) -> redis::RedisResult<()> {
-        let mut pause = FIRST_PAUSE;
+        let mut rtt = rtt;
+        let mut attempt = 0;
         loop {
-            let rtt = ping(con).await?;
             self.max_ping = self.max_ping.max(rtt);
             let now = Instant::now();
             if rtt <= self.limit || now >= deadline {
                 return Ok(());
             }
-            let wait = pause.min(deadline - now);
+            let wait = pause_for(rtt, attempt).min(deadline - now);
             tracing::debug!(
                 ping_us = rtt.as_micros() as u64,
                 limit_us = self.limit.as_micros() as u64,
@@ -115,12 +127,15 @@ impl LatencyGuard {
             tokio::time::sleep(wait).await;
             self.pauses += 1;
             self.paused += wait;
-            pause = (pause * 2).min(MAX_PAUSE);
+            attempt += 1;
+            rtt = ping(con).await?;
         }
     }
 }
 
-async fn ping(con: &mut MultiplexedConnection) -> redis::RedisResult<Duration> {
+/// Time one PING. Sent ahead of a round's commands on the same connection, it is answered before
+/// them, so it measures how long Redis makes any client wait, not the round's own work.
+pub(crate) async fn ping(con: &mut MultiplexedConnection) -> redis::RedisResult<Duration> {
     let start = Instant::now();
     let _: String = redis::cmd("PING").query_async(con).await?;
     Ok(start.elapsed())
@@ -146,4 +161,20 @@ pub(crate) fn millis(d: Duration) -> f64 {
 pub(crate) fn rate(keys: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
     if secs > 0.0 { keys as f64 / secs } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_follow_the_wait_and_double_while_redis_stays_slow() {
+        let ms = Duration::from_millis;
+        assert_eq!(pause_for(ms(3), 0), ms(3));
+        assert_eq!(pause_for(ms(3), 1), ms(6));
+        assert_eq!(pause_for(ms(3), 2), ms(12));
+        assert_eq!(pause_for(Duration::from_micros(10), 0), ms(1));
+        assert_eq!(pause_for(ms(20), 8), MAX_PAUSE);
+        assert_eq!(pause_for(ms(20), 40), MAX_PAUSE);
+    }
 }
