@@ -481,6 +481,44 @@ async fn a_missing_secret_is_a_clear_condition_and_other_tiers_carry_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_ready_once_the_watches_run() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create(&client, &tier("backend", &app.url(), json!({}))).await;
+    let port = support::servers::free_port();
+    let run = tokio::spawn(async move {
+        tierguard::controller::run(
+            client,
+            RunConfig {
+                namespace: Some(NS.into()),
+                selector: None,
+                metrics_addr: Some(([127, 0, 0, 1], port).into()),
+                lease: None,
+                instance: None,
+            },
+        )
+        .await
+        .expect("the controller runs");
+    });
+    // The Controller waits on the same store as the readiness check; both must see it ready.
+    wait_for(
+        "/readyz to answer 200",
+        Duration::from_secs(20),
+        || async move {
+            tokio::task::spawn_blocking(move || support::servers::http_get_ok(port, "/readyz"))
+                .await
+                .unwrap()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(support::servers::http_get_ok(port, "/healthz"));
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_spec_stalls_without_acting() {
     tierguard::install_crypto_provider();
     let server = ApiServer::start().await;

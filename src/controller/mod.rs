@@ -34,6 +34,9 @@ use crate::api::MemoryTier;
 use server::Readiness;
 use telemetry::Metrics;
 
+/// How often /readyz re-checks the watch cache while it is not ready yet.
+const READY_POLL: Duration = Duration::from_millis(250);
+
 /// The label every object the controller writes carries.
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=tierguard";
 
@@ -159,8 +162,18 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     {
         let (reader, readiness, ctx) = (reader.clone(), readiness.clone(), ctx.clone());
         tasks.spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                readiness.set_watches_running(true);
+            // The store wakes only the last task that waited on it (kube-runtime keeps one
+            // waker), and the Controller waits on it too: so wait in short rounds, each of which
+            // sees a readiness that was signalled while another task held the waker.
+            loop {
+                match tokio::time::timeout(READY_POLL, reader.wait_until_ready()).await {
+                    Ok(Ok(())) => {
+                        readiness.set_watches_running(true);
+                        break;
+                    }
+                    Ok(Err(_)) => break, // the watch ended: never ready
+                    Err(_) => continue,
+                }
             }
             // Forget observers of deleted tiers now and then.
             loop {
