@@ -174,6 +174,15 @@ async fn a_tier_is_rendered_with_its_baseline_and_becomes_ready() {
     );
     assert!(cm.annotations().contains_key("tierguard.dev/config-hash"));
 
+    // One render: the reconcile that the ConfigMap's own change triggers decides on the status
+    // just written, not on an older copy from the watch cache.
+    let renders = server
+        .writes()
+        .iter()
+        .filter(|w| w.path.ends_with("/configmaps/backend-flags"))
+        .count();
+    assert_eq!(renders, 1, "the baseline was rendered {renders} times");
+
     // Only the controller's field manager wrote the ConfigMap, and it never wrote the spec.
     for write in server.writes() {
         if write.path.contains("/memorytiers/") && !write.path.ends_with("/status") {

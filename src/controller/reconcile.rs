@@ -115,7 +115,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     let observation = observer.lock().await.observe().await;
 
     // decide
-    let mut status = tier.status.clone().unwrap_or_default();
+    let mut status = ctx.freshest_status(&uid(tier), tier.status.as_ref());
     let memory = status.policy.clone().unwrap_or_default();
     let decide_ctx = DecideContext {
         generation: tier.metadata.generation,
@@ -132,6 +132,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     outcome.apply_to_status(&mut status);
     set_progress_conditions(&mut status, tier.metadata.generation, now);
     write_status(ctx, tier, &status).await?;
+    ctx.remember_status(&uid(tier), &status);
     ctx.metrics
         .set_phase(&namespace, &name, status.phase.unwrap_or_default());
     ctx.metrics.set_signals(&namespace, &name, &observation);
