@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::events::Recorder;
 
+use super::events::EventPublisher;
 use super::leader::Leadership;
 use super::telemetry::Metrics;
 use crate::api::MemoryTierStatus;
@@ -16,7 +16,7 @@ use crate::observe::{ConfigError, ObserveConfig, Observer};
 /// Shared state of the controller.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub metrics: Metrics,
     pub leadership: Leadership,
     /// For cache warming and webhooks.
@@ -40,14 +40,14 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 impl Context {
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        events: EventPublisher,
         metrics: Metrics,
         leadership: Leadership,
         http: reqwest::Client,
     ) -> Self {
         Context {
             client,
-            recorder,
+            events,
             metrics,
             leadership,
             http,

@@ -6,6 +6,7 @@
 
 mod context;
 pub mod error;
+pub mod events;
 mod execute;
 pub mod leader;
 mod reconcile;
@@ -20,13 +21,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 
 pub use context::Context;
 pub use error::Error;
+pub use events::EventPublisher;
 pub use leader::{Leadership, LeaseConfig};
 pub use reconcile::{error_policy, reconcile};
 
@@ -107,11 +108,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         });
     }
 
-    let reporter = Reporter {
-        controller: "tierguard".into(),
-        instance: config.instance.clone(),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let events = EventPublisher::new(client.clone(), "tierguard", config.instance.clone());
     crate::install_crypto_provider();
     let http = reqwest::Client::builder()
         .user_agent(concat!("tierguard/", env!("CARGO_PKG_VERSION")))
@@ -119,7 +116,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         .build()?;
     let ctx = Arc::new(Context::new(
         client.clone(),
-        recorder,
+        events,
         metrics,
         leadership.clone(),
         http,

@@ -11,13 +11,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::Context;
 use super::error::Error;
+use super::events::Note;
 use super::execute::{self, ActSecrets};
 use crate::act::configmap::CONFIG_HASH_ANNOTATION;
 use crate::api::conditions::{self, reasons};
@@ -270,18 +270,13 @@ pub(super) async fn publish(
     action: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
+    let event = Note {
+        warning,
         reason: truncate(reason, 128),
-        note: Some(truncate(note, 1024)),
+        note: truncate(note, 1024),
         action: truncate(action, 128),
-        secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &tier.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&event, &tier.object_ref(&())).await {
         warn!(error = %e, reason, "could not publish an Event");
     }
 }
