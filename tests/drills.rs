@@ -937,6 +937,10 @@ async fn canary_regression_drill() {
         })
         .await;
     let report = incident_report(&d, "Canary Rollback").await;
+    d.attach(
+        &format!("incident report ({})", drill::INCIDENTS_CONFIG_MAP),
+        &report,
+    );
     for line in [
         "Anomaly detected: P50 latency",
         "Rollback initiated: traffic reduced to 0.05",

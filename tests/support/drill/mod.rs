@@ -168,6 +168,8 @@ pub struct Drill {
     load_totals: LoadTotals,
     marks: Vec<(Timestamp, String)>,
     measures: Vec<Measure>,
+    /// Documents shown after the timings (an incident report).
+    attachments: Vec<(String, String)>,
     http: reqwest::Client,
     passed: bool,
     _dir: tempfile::TempDir,
@@ -273,6 +275,7 @@ impl Drill {
             load_totals: LoadTotals::default(),
             marks: Vec::new(),
             measures: Vec::new(),
+            attachments: Vec::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -353,6 +356,11 @@ impl Drill {
             seconds,
             detail: detail.into(),
         });
+    }
+
+    /// Show a document (e.g. the incident report) in the drill's report.
+    pub fn attach(&mut self, title: &str, text: &str) {
+        self.attachments.push((title.to_owned(), text.to_owned()));
     }
 
     // ---- what was recorded ---------------------------------------------------------------
@@ -769,6 +777,12 @@ impl Drill {
         }
         if self.load_totals.chunks > 0 {
             let _ = writeln!(out, "  load: {}", self.load_totals);
+        }
+        for (title, text) in &self.attachments {
+            let _ = writeln!(out, "\n=== {title} ===");
+            for line in text.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
         }
         out
     }
