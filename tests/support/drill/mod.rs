@@ -428,6 +428,16 @@ impl Drill {
             .unwrap_or_default()
     }
 
+    /// When the demo logged lines containing `needle` (its own clock).
+    pub fn demo_logged(&self, needle: &str) -> Vec<Timestamp> {
+        self.demo
+            .log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
     /// `POST /admin/cache/warm` calls the demo served: (time, warmed ids as logged).
     pub fn warm_calls(&self) -> Vec<(Timestamp, String)> {
         self.demo
