@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
 use support::live_app::LiveApp;
@@ -194,6 +194,15 @@ async fn a_tier_is_rendered_with_its_baseline_and_becomes_ready() {
     );
     assert!(cm.annotations().contains_key("tierguard.dev/config-hash"));
 
+    // One render: the reconcile that the ConfigMap's own change triggers decides on the status
+    // just written, not on an older copy from the watch cache.
+    let renders = server
+        .writes()
+        .iter()
+        .filter(|w| w.path.ends_with("/configmaps/backend-flags"))
+        .count();
+    assert_eq!(renders, 1, "the baseline was rendered {renders} times");
+
     // Only the controller's field manager wrote the ConfigMap, and it never wrote the spec.
     for write in server.writes() {
         if write.path.contains("/memorytiers/") && !write.path.ends_with("/status") {
@@ -309,6 +318,23 @@ async fn a_latency_regression_rolls_back_in_phases_and_a_restarted_controller_ca
         report.values().any(|md| md.contains("Canary Rollback")),
         "report: {report:?}"
     );
+    // Each phase is explained by its own Event, not folded into the first one's count.
+    let notes: Vec<String> = server
+        .list_json(&support::apiserver::Gvr::of::<
+            k8s_openapi::api::events::v1::Event,
+        >())
+        .iter()
+        .filter(|e| e["reason"] == "CanaryRollback")
+        .filter_map(|e| e["note"].as_str().map(str::to_owned))
+        .collect();
+    for step in ["none → 1", "1 → 2", "2 → 3", "3 → 4"] {
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains(&format!("rollback: {step}"))),
+            "no Event for rollback {step}: {notes:#?}"
+        );
+    }
     // Exactly one rollback: the restart did not start a second one.
     let rollbacks = status
         .incidents
@@ -481,6 +507,44 @@ async fn a_missing_secret_is_a_clear_condition_and_other_tiers_carry_on() {
             .redis_used_memory_bytes
             .is_some()
     );
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_ready_once_the_watches_run() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create(&client, &tier("backend", &app.url(), json!({}))).await;
+    let port = support::servers::free_port();
+    let run = tokio::spawn(async move {
+        tierguard::controller::run(
+            client,
+            RunConfig {
+                namespace: Some(NS.into()),
+                selector: None,
+                metrics_addr: Some(([127, 0, 0, 1], port).into()),
+                lease: None,
+                instance: None,
+            },
+        )
+        .await
+        .expect("the controller runs");
+    });
+    // The Controller waits on the same store as the readiness check; both must see it ready.
+    wait_for(
+        "/readyz to answer 200",
+        Duration::from_secs(20),
+        || async move {
+            tokio::task::spawn_blocking(move || support::servers::http_get_ok(port, "/readyz"))
+                .await
+                .unwrap()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(support::servers::http_get_ok(port, "/healthz"));
     run.abort();
 }
 
@@ -676,7 +740,8 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
             );
         }
         // Least privilege: nothing granted that the controller never needs, except verbs a
-        // reflector may use after a resync (list goes with watch) and creating what it applies.
+        // reflector may use after a resync (list goes with watch), creating what it applies, and
+        // continuing an Event series.
         for grant in &grants {
             let used = needs.contains(grant)
                 || (grant.2 == "list"
@@ -685,11 +750,72 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
                     && needs.contains(&(grant.0.clone(), grant.1.clone(), "patch".into())))
                 || (grant.1 == "statefulsets"
                     && needs.iter().any(|n| n.1 == "deployments" && n.2 == grant.2))
+                // An Event whose message repeats is continued as a series (a patch); this
+                // scenario's messages are all different.
+                || (grant.1 == "events"
+                    && grant.2 == "patch"
+                    && needs.contains(&(grant.0.clone(), grant.1.clone(), "create".into())))
                 || (grant.2 == "get" && needs.iter().any(|n| n.0 == grant.0 && n.1 == grant.1));
             assert!(
                 used,
                 "{source} grants {grant:?}, which the controller never uses"
             );
         }
+    }
+}
+
+/// Events: a repeat of the same message is counted on the first Event; a new message is a new
+/// Event even with the same reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_repeats_as_a_series_and_a_new_message_is_a_new_event() {
+    use tierguard::controller::events::{EventPublisher, Note};
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let client = server.client();
+    create(
+        &client,
+        &tier("backend", "http://127.0.0.1:9/metrics", json!({})),
+    )
+    .await;
+    let regarding = tier_now(&client, "backend").await.object_ref(&());
+    let events = EventPublisher::new(client.clone(), "tierguard", Some("replica-0".into()));
+    let note = |text: &str| Note {
+        warning: false,
+        reason: "CanaryRollback".into(),
+        action: "Decide".into(),
+        note: text.into(),
+    };
+    for text in [
+        "rollback: none → 1",
+        "rollback: none → 1",
+        "rollback: 1 → 2",
+    ] {
+        events.publish(&note(text), &regarding).await.unwrap();
+    }
+    let stored = server.list_json(&support::apiserver::Gvr::of::<
+        k8s_openapi::api::events::v1::Event,
+    >());
+    let summary: Vec<(String, u64)> = stored
+        .iter()
+        .map(|e| {
+            (
+                e["note"].as_str().unwrap().to_owned(),
+                e["series"]["count"].as_u64().unwrap_or(1),
+            )
+        })
+        .collect();
+    assert_eq!(summary.len(), 2, "{summary:?}");
+    assert!(
+        summary.contains(&("rollback: none → 1".into(), 2)),
+        "{summary:?}"
+    );
+    assert!(
+        summary.contains(&("rollback: 1 → 2".into(), 1)),
+        "{summary:?}"
+    );
+    for e in &stored {
+        assert_eq!(e["reportingController"], "tierguard");
+        assert_eq!(e["reportingInstance"], "replica-0");
+        assert_eq!(e["regarding"]["name"], "backend");
     }
 }

@@ -70,8 +70,14 @@ fn day_time(at: Timestamp) -> String {
     at.strftime("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-fn minutes(from: Timestamp, to: Timestamp) -> i64 {
-    (to.as_second() - from.as_second()).max(0) / 60
+/// The runbook's "X minutes"; under a minute, the seconds (a short incident is not "0 minutes").
+fn length(from: Timestamp, to: Timestamp) -> String {
+    let seconds = (to.as_second() - from.as_second()).max(0);
+    if seconds < 60 {
+        plural(seconds, "second")
+    } else {
+        plural(seconds / 60, "minute")
+    }
 }
 
 fn plural(n: i64, what: &str) -> String {
@@ -92,11 +98,8 @@ pub fn render(incident: &IncidentSummary, ctx: &ReportContext<'_>) -> String {
     let _ = writeln!(md, "**Incident:** {}  ", incident.id);
     let _ = writeln!(md, "**Date:** {}  ", day_time(incident.started_at));
     let duration = match incident.resolved_at {
-        Some(end) => plural(minutes(incident.started_at, end), "minute"),
-        None => format!(
-            "ongoing ({} so far)",
-            plural(minutes(incident.started_at, ctx.now), "minute")
-        ),
+        Some(end) => length(incident.started_at, end),
+        None => format!("ongoing ({} so far)", length(incident.started_at, ctx.now)),
     };
     let _ = writeln!(md, "**Duration:** {duration}  ");
     let _ = writeln!(md, "**Trigger:** {}  ", incident.trigger);
@@ -460,6 +463,16 @@ mod tests {
         let open = render(&incident("x", false), &ctx());
         assert!(open.contains("**Duration:** ongoing (38 minutes so far)"));
         assert!(!open.contains("Resolved\n"));
+    }
+
+    #[test]
+    fn an_incident_shorter_than_a_minute_says_its_seconds() {
+        let mut short = incident("x", true);
+        short.resolved_at = Some(short.started_at + 42.seconds());
+        let md = render(&short, &ctx());
+        assert!(md.contains("**Duration:** 42 seconds"), "{md}");
+        short.resolved_at = Some(short.started_at + 60.seconds());
+        assert!(render(&short, &ctx()).contains("**Duration:** 1 minute  "));
     }
 
     #[test]

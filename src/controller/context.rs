@@ -6,16 +6,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::events::Recorder;
 
+use super::events::EventPublisher;
 use super::leader::Leadership;
 use super::telemetry::Metrics;
+use crate::api::MemoryTierStatus;
 use crate::observe::{ConfigError, ObserveConfig, Observer};
 
 /// Shared state of the controller.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub metrics: Metrics,
     pub leadership: Leadership,
     /// For cache warming and webhooks.
@@ -24,6 +25,11 @@ pub struct Context {
     observers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Observer>>>>,
     /// Consecutive failed reconciles by MemoryTier uid, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The status this replica last wrote, by MemoryTier uid. A reconcile that follows at once
+    /// (the ConfigMap it just rendered is watched too) may get the tier from the watch cache
+    /// before the status write reaches it; deciding on that older memory would repeat the last
+    /// step's actions (a second warm-up, a second remediation, duplicate Events).
+    written: Mutex<HashMap<String, MemoryTierStatus>>,
 }
 
 /// The first retry after a failed reconcile; it doubles per consecutive failure.
@@ -34,20 +40,43 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 impl Context {
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        events: EventPublisher,
         metrics: Metrics,
         leadership: Leadership,
         http: reqwest::Client,
     ) -> Self {
         Context {
             client,
-            recorder,
+            events,
             metrics,
             leadership,
             http,
             observers: Mutex::default(),
             failures: Mutex::default(),
+            written: Mutex::default(),
         }
+    }
+
+    /// Remember the status just written for `uid`.
+    pub fn remember_status(&self, uid: &str, status: &MemoryTierStatus) {
+        self.written
+            .lock()
+            .expect("written lock")
+            .insert(uid.to_owned(), status.clone());
+    }
+
+    /// The latest status known for `uid`: the watch cache's, unless the one this replica wrote
+    /// last decided later (its policy memory's last tick is newer), which means the watch has not
+    /// caught up yet. Another replica's newer status always wins over an old one of ours.
+    pub fn freshest_status(
+        &self,
+        uid: &str,
+        from_watch: Option<&MemoryTierStatus>,
+    ) -> MemoryTierStatus {
+        let written = self.written.lock().expect("written lock");
+        fresher(from_watch, written.get(uid))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The tier's observer, created or updated for `config` (an unchanged config keeps its state).
@@ -86,6 +115,10 @@ impl Context {
             .lock()
             .expect("failures lock")
             .retain(|uid, _| live_uids.contains(uid));
+        self.written
+            .lock()
+            .expect("written lock")
+            .retain(|uid, _| live_uids.contains(uid));
     }
 
     /// Record a failed reconcile; returns how long to wait before the next attempt.
@@ -105,5 +138,50 @@ impl Context {
     /// How many tiers have observers (for tests and metrics).
     pub fn observed_tiers(&self) -> usize {
         self.observers.lock().expect("observers lock").len()
+    }
+}
+
+/// Of the watch cache's status and the one written last, the one that decided later.
+fn fresher<'a>(
+    watched: Option<&'a MemoryTierStatus>,
+    ours: Option<&'a MemoryTierStatus>,
+) -> Option<&'a MemoryTierStatus> {
+    let tick = |s: &MemoryTierStatus| s.policy.as_ref().and_then(|p| p.last_tick);
+    match (watched, ours) {
+        (Some(w), Some(o)) if tick(o) > tick(w) => Some(o),
+        (Some(w), _) => Some(w),
+        (None, o) => o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::PolicyMemory;
+    use jiff::Timestamp;
+
+    fn at(second: i64) -> MemoryTierStatus {
+        MemoryTierStatus {
+            policy: Some(PolicyMemory {
+                last_tick: Some(Timestamp::from_second(second).unwrap()),
+                ..PolicyMemory::default()
+            }),
+            ..MemoryTierStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_status_that_decided_last_wins() {
+        let (old, new) = (at(10), at(11));
+        // The watch lags behind our own write: ours.
+        assert_eq!(fresher(Some(&old), Some(&new)), Some(&new));
+        // The watch caught up, or another replica decided since: the watch's.
+        assert_eq!(fresher(Some(&new), Some(&new)), Some(&new));
+        assert_eq!(fresher(Some(&new), Some(&old)), Some(&new));
+        // Nothing written yet, or nothing in the cache yet.
+        assert_eq!(fresher(Some(&old), None), Some(&old));
+        assert_eq!(fresher(None, Some(&old)), Some(&old));
+        let never = MemoryTierStatus::default();
+        assert_eq!(fresher(Some(&never), Some(&old)), Some(&old));
     }
 }

@@ -6,6 +6,7 @@
 
 mod context;
 pub mod error;
+pub mod events;
 mod execute;
 pub mod leader;
 mod reconcile;
@@ -20,19 +21,22 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 
 pub use context::Context;
 pub use error::Error;
+pub use events::EventPublisher;
 pub use leader::{Leadership, LeaseConfig};
 pub use reconcile::{error_policy, reconcile};
 
 use crate::api::MemoryTier;
 use server::Readiness;
 use telemetry::Metrics;
+
+/// How often /readyz re-checks the watch cache while it is not ready yet.
+const READY_POLL: Duration = Duration::from_millis(250);
 
 /// The label every object the controller writes carries.
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=tierguard";
@@ -110,11 +114,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         });
     }
 
-    let reporter = Reporter {
-        controller: "tierguard".into(),
-        instance: config.instance.clone(),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let events = EventPublisher::new(client.clone(), "tierguard", config.instance.clone());
     crate::install_crypto_provider();
     let http = reqwest::Client::builder()
         .user_agent(concat!("tierguard/", env!("CARGO_PKG_VERSION")))
@@ -122,7 +122,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         .build()?;
     let ctx = Arc::new(Context::new(
         client.clone(),
-        recorder,
+        events,
         metrics,
         leadership.clone(),
         http,
@@ -165,8 +165,18 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     {
         let (reader, readiness, ctx) = (reader.clone(), readiness.clone(), ctx.clone());
         tasks.spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                readiness.set_watches_running(true);
+            // The store wakes only the last task that waited on it (kube-runtime keeps one
+            // waker), and the Controller waits on it too: so wait in short rounds, each of which
+            // sees a readiness that was signalled while another task held the waker.
+            loop {
+                match tokio::time::timeout(READY_POLL, reader.wait_until_ready()).await {
+                    Ok(Ok(())) => {
+                        readiness.set_watches_running(true);
+                        break;
+                    }
+                    Ok(Err(_)) => break, // the watch ended: never ready
+                    Err(_) => continue,
+                }
             }
             // Forget observers of deleted tiers now and then.
             loop {

@@ -11,13 +11,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::Context;
 use super::error::Error;
+use super::events::Note;
 use super::execute::{self, ActSecrets};
 use crate::act::configmap::CONFIG_HASH_ANNOTATION;
 use crate::api::conditions::{self, reasons};
@@ -115,7 +115,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     let observation = observer.lock().await.observe().await;
 
     // decide
-    let mut status = tier.status.clone().unwrap_or_default();
+    let mut status = ctx.freshest_status(&uid(tier), tier.status.as_ref());
     let memory = status.policy.clone().unwrap_or_default();
     let decide_ctx = DecideContext {
         generation: tier.metadata.generation,
@@ -132,6 +132,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     outcome.apply_to_status(&mut status);
     set_progress_conditions(&mut status, tier.metadata.generation, now);
     write_status(ctx, tier, &status).await?;
+    ctx.remember_status(&uid(tier), &status);
     ctx.metrics
         .set_phase(&namespace, &name, status.phase.unwrap_or_default());
     ctx.metrics.set_signals(&namespace, &name, &observation);
@@ -269,18 +270,13 @@ pub(super) async fn publish(
     action: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
+    let event = Note {
+        warning,
         reason: truncate(reason, 128),
-        note: Some(truncate(note, 1024)),
+        note: truncate(note, 1024),
         action: truncate(action, 128),
-        secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &tier.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&event, &tier.object_ref(&())).await {
         warn!(error = %e, reason, "could not publish an Event");
     }
 }

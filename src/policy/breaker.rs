@@ -90,7 +90,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     {
         let reason = format!(
             "circuit breaker {name} open for {} (breaker.maxOpenDuration {max_open})",
-            m.breaker.open.held_for
+            super::signals::span(m.breaker.open.held_for)
         );
         m.breaker.mitigated_since = Some(step.now);
         m.breaker.mitigation_reason = Some(reason.clone());

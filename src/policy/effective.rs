@@ -77,21 +77,29 @@ pub fn format_rate(rate: f64) -> String {
     text
 }
 
+/// A duration in the whole seconds the application's env contract uses, rounded up: a positive
+/// duration never renders as 0 (`ttl: 500ms` would otherwise switch the cache off, and a
+/// `resetAfter` under a second would reset the breaker at once).
+pub fn whole_seconds(d: crate::api::Duration) -> String {
+    let d = d.as_std();
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.to_string()
+}
+
 fn format_bool(b: bool) -> String {
     if b { "true" } else { "false" }.to_owned()
 }
 
 /// The baseline: the spec rendered into environment variables.
 pub fn baseline(spec: &MemoryTierSpec) -> ConfigMap {
-    let secs = |d: crate::api::Duration| d.as_std().as_secs().to_string();
     let flag = |name: &str| format_bool(spec.features.get(name).copied().unwrap_or(false));
     let mut pairs: Vec<(String, String)> = Vec::with_capacity(KEYS.len() + spec.features.len());
     // In key order, so that building the map needs no reordering.
     let fixed: [(&str, String); 14] = [
         (CACHE_SERVE_STALE, format_bool(spec.cache.serve_stale)),
-        (CACHE_STALE_TTL, secs(spec.cache.stale_ttl)),
-        (CACHE_TTL, secs(spec.cache.ttl)),
-        (CACHE_TTL_JITTER, secs(spec.cache.ttl_jitter)),
+        (CACHE_STALE_TTL, whole_seconds(spec.cache.stale_ttl)),
+        (CACHE_TTL, whole_seconds(spec.cache.ttl)),
+        (CACHE_TTL_JITTER, whole_seconds(spec.cache.ttl_jitter)),
         (CANARY_SAMPLE_RATE, format_rate(spec.canary.sample_rate)),
         (
             CIRCUIT_BREAKER_FAILURE_THRESHOLD,
@@ -108,7 +116,7 @@ pub fn baseline(spec: &MemoryTierSpec) -> ConfigMap {
         (CIRCUIT_BREAKER_NAME, spec.breaker.name.clone()),
         (
             CIRCUIT_BREAKER_RESET_SECONDS,
-            secs(spec.breaker.reset_after),
+            whole_seconds(spec.breaker.reset_after),
         ),
         // The runbooks' three flags are always rendered; the application must never guess a default.
         (FAST_PATH_ENABLED, flag(FAST_PATH_ENABLED)),
@@ -282,6 +290,20 @@ mod tests {
         let (eff, by) = render(&spec(), &[m]);
         assert_eq!(eff[CANARY_SAMPLE_RATE], "0.1");
         assert!(by.is_empty());
+    }
+
+    #[test]
+    fn sub_second_durations_round_up_to_whole_seconds() {
+        let mut spec = spec();
+        spec.cache.ttl = crate::api::Duration::from_millis(500);
+        spec.cache.stale_ttl = crate::api::Duration::from_millis(1500);
+        spec.breaker.reset_after = crate::api::Duration::from_millis(2000);
+        spec.cache.ttl_jitter = crate::api::Duration::ZERO;
+        let base = baseline(&spec);
+        assert_eq!(base[CACHE_TTL], "1", "a positive TTL never renders as 0");
+        assert_eq!(base[CACHE_STALE_TTL], "2");
+        assert_eq!(base[CIRCUIT_BREAKER_RESET_SECONDS], "2");
+        assert_eq!(base[CACHE_TTL_JITTER], "0");
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
                 (CACHE_SERVE_STALE, "true".into()),
                 (
                     CACHE_STALE_TTL,
-                    spec.cache.stale_ttl.as_std().as_secs().to_string(),
+                    super::effective::whole_seconds(spec.cache.stale_ttl),
                 ),
             ]),
         });
@@ -116,7 +116,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
             until: over,
             overrides: overrides([(
                 CACHE_TTL,
-                spec.cache.incident_ttl.as_std().as_secs().to_string(),
+                super::effective::whole_seconds(spec.cache.incident_ttl),
             )]),
         });
         if s.canary_rate < spec.canary.sample_rate {

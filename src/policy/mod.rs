@@ -821,7 +821,7 @@ fn conditions_of(
             conditions::BREAKER_OPEN,
             true,
             reasons::BREAKER_OPENED,
-            format!("open for {}", m.breaker.open.held_for),
+            format!("open for {}", signals::span(m.breaker.open.held_for)),
             generation,
             now,
         ),

@@ -175,7 +175,9 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
             value: None,
             reason: format!(
                 "circuit breaker {} open for {} (rollback.breakerOpenFor {})",
-                step.spec.breaker.name, m.breaker.open.held_for, r.breaker_open_for
+                step.spec.breaker.name,
+                super::signals::span(m.breaker.open.held_for),
+                r.breaker_open_for
             ),
         });
     }

@@ -59,9 +59,55 @@ pub fn num(v: f64) -> String {
     }
 }
 
+/// A measured span for people: milliseconds below a second, else hours, minutes and seconds to
+/// a tenth ("8.8s", "4h0m3.2s"). Measured spans carry the clock's precision, which the exact
+/// form (`Duration`'s Display, "8795439815ns") would print in full.
+pub fn span(d: crate::api::Duration) -> String {
+    let ms = (d.as_std().as_nanos() + 500_000) / 1_000_000;
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let tenths = (ms + 50) / 100;
+    let (secs, tenth) = (tenths / 10, tenths % 10);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h{m}m"));
+    } else if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if tenth > 0 {
+        out.push_str(&format!("{s}.{tenth}s"));
+    } else {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_like_durations_at_any_precision() {
+        use crate::api::Duration;
+        use std::time::Duration as Std;
+        assert_eq!(
+            span(Duration::from_std(Std::from_nanos(8_795_439_815))),
+            "8.8s"
+        );
+        assert_eq!(
+            span(Duration::from_std(Std::from_nanos(249_600_000))),
+            "250ms"
+        );
+        assert_eq!(span(Duration::from_millis(999_960)), "16m40s");
+        assert_eq!(
+            span(Duration::from_millis(4 * 3_600_000 + 3_217)),
+            "4h0m3.2s"
+        );
+        assert_eq!(span(Duration::from_secs(600)), "10m0s");
+        assert_eq!(span(Duration::ZERO), "0ms");
+    }
 
     #[test]
     fn non_finite_numbers_are_unknown() {

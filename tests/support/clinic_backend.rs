@@ -78,11 +78,17 @@ impl ClinicBackendProcess {
     /// Start `serve` with `--listen 127.0.0.1:0 --print-port` and the given arguments
     /// (`--redis-url`, `--flags`, `--admin-token`, ...).
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_on("127.0.0.1:0", args)
+    }
+
+    /// Like [`ClinicBackendProcess::spawn`], listening on `listen` (e.g. a port chosen before the
+    /// service starts, for a Prometheus configured ahead of it).
+    pub fn spawn_on(listen: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("clinic-backend.log");
         let stderr = std::fs::File::create(&log).expect("create the log file");
         let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--print-port"])
+            .args(["serve", "--listen", listen, "--print-port"])
             .args(args)
             .env(
                 "RUST_LOG",

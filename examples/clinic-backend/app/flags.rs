@@ -3,7 +3,8 @@
 //!
 //! Two layouts are read, chosen by what the path is:
 //! - a **directory**: one file per key, the value its content (how a ConfigMap volume mounts);
-//!   entries whose name starts with `.` (the volume's `..data` machinery) are skipped;
+//!   entries whose name starts with `.` (the volume's `..data` machinery) are skipped, and when
+//!   `..data` exists the version it points to is read as a whole;
 //! - a **file**: `KEY=VALUE` lines (`#` comments, optional `export `, optional quotes), or a JSON
 //!   object when its first character is `{`.
 //!
@@ -224,8 +225,15 @@ pub fn read_source(path: &Path) -> Result<BTreeMap<String, String>, FlagsError> 
     };
     let meta = std::fs::metadata(path).map_err(|e| read_err(path, e))?;
     if meta.is_dir() {
+        // A mounted ConfigMap: read the version `..data` points to now, resolved once, so a
+        // swap in the middle of the read cannot mix two versions.
+        let data = path.join("..data");
+        let dir = match std::fs::canonicalize(&data) {
+            Ok(version) if version.is_dir() => version,
+            _ => path.to_owned(),
+        };
         let mut out = BTreeMap::new();
-        for entry in std::fs::read_dir(path).map_err(|e| read_err(path, e))? {
+        for entry in std::fs::read_dir(&dir).map_err(|e| read_err(&dir, e))? {
             let entry = entry.map_err(|e| read_err(path, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {

@@ -1,0 +1,131 @@
+//! Kubernetes Events (`events.k8s.io/v1`) about MemoryTiers.
+//!
+//! An Event that repeats within [`SERIES_TTL`] is counted in a series on the first one rather
+//! than created again, as Kubernetes recorders do. "Repeats" means the same type, reason, action,
+//! object *and note*: kube's `Recorder` leaves the note out of that comparison, so a second,
+//! different message with the same reason (phase 1 → 2 after none → 1, a second render) would only
+//! bump the count of the first and never be shown. Every step the controller explains must be
+//! readable, so this publisher keeps the note in the key, like client-go's.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::sync::Mutex;
+
+/// How long a published Event may still be continued as a series.
+const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+
+/// What to say about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    /// CamelCase, at most 128 characters.
+    pub reason: String,
+    /// What was done or failed, at most 128 characters.
+    pub action: String,
+    /// For people, at most 1 kB.
+    pub note: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    warning: bool,
+    reason: String,
+    action: String,
+    note: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    uid: Option<String>,
+}
+
+/// Publishes Events as one controller instance.
+pub struct EventPublisher {
+    client: Client,
+    controller: String,
+    instance: String,
+    /// The last Event of each key, with when it was last seen.
+    recent: Mutex<HashMap<Key, (Event, Timestamp)>>,
+}
+
+impl EventPublisher {
+    pub fn new(client: Client, controller: &str, instance: Option<String>) -> Self {
+        EventPublisher {
+            client,
+            controller: controller.to_owned(),
+            instance: instance.unwrap_or_else(|| controller.to_owned()),
+            recent: Mutex::default(),
+        }
+    }
+
+    /// Publish `note` about `regarding`: a new Event, or the next count of the same one.
+    pub async fn publish(
+        &self,
+        note: &Note,
+        regarding: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        let now = Timestamp::now();
+        let key = Key {
+            warning: note.warning,
+            reason: note.reason.clone(),
+            action: note.action.clone(),
+            note: note.note.clone(),
+            namespace: regarding.namespace.clone(),
+            name: regarding.name.clone(),
+            uid: regarding.uid.clone(),
+        };
+        let mut recent = self.recent.lock().await;
+        let ttl = jiff::SignedDuration::try_from(SERIES_TTL).unwrap_or_default();
+        recent.retain(|_, (_, seen)| *seen + ttl > now);
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        let event = match recent.get(&key) {
+            Some((previous, _)) => {
+                let mut event = previous.clone();
+                let count = event.series.as_ref().map_or(2, |s| s.count + 1);
+                event.series = Some(EventSeries {
+                    count,
+                    last_observed_time: MicroTime(now),
+                });
+                api.patch(
+                    &event.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&event),
+                )
+                .await?;
+                event
+            }
+            None => {
+                let event = self.new_event(note, regarding, now);
+                api.create(&PostParams::default(), &event).await?
+            }
+        };
+        recent.insert(key, (event, now));
+        Ok(())
+    }
+
+    fn new_event(&self, note: &Note, regarding: &ObjectReference, now: Timestamp) -> Event {
+        let object = regarding.name.as_deref().unwrap_or(&self.controller);
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{object}.{:x}", now.as_nanosecond())),
+                namespace: regarding.namespace.clone(),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(if note.warning { "Warning" } else { "Normal" }.to_owned()),
+            reason: Some(note.reason.clone()),
+            action: Some(note.action.clone()),
+            note: Some(note.note.clone()),
+            regarding: Some(regarding.clone()),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        }
+    }
+}
