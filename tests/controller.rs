@@ -527,6 +527,7 @@ async fn readyz_answers_ready_once_the_watches_run() {
                 metrics_addr: Some(([127, 0, 0, 1], port).into()),
                 lease: None,
                 instance: None,
+                concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
             },
         )
         .await
