@@ -279,19 +279,19 @@ async fn circuit_breaker_outage_drill() {
         vec![Phase::Healthy, Phase::Degraded, Phase::Healthy],
         "phases"
     );
-    // The report is written (IncidentRecorded) in the step that resolves the incident, whose
-    // Events come after the actions they explain.
+    // The report is written (IncidentRecorded) in the step that resolves the incident: the
+    // decision's Event comes first, then the outcome of writing the report.
     let order = [
         "BreakerOpened",
         "IncidentOpened",
         "CircuitBreaker",
-        "IncidentRecorded",
         "IncidentResolved",
+        "IncidentRecorded",
     ];
     assert_eq!(
         event_order(&d, &order),
         order,
-        "alert, incident, mem0 off, recorded, resolved"
+        "alert, incident, mem0 off, resolved, recorded"
     );
     assert_eq!(
         mitigations_seen(&d),
@@ -767,13 +767,14 @@ async fn redis_oom_drill() {
     })
     .await;
 
-    // The critical alert explains the remediation of the same step; the actions' own Events come
-    // first.
+    // The critical alert and the decision to remediate and audit come first, then what the
+    // remediation did.
     let order = [
         "MemoryWatch",
         "MemoryWarning",
+        "MemoryCritical",
+        "RedisRemediation",
         "RedisRemediated",
-        "RedisAudited",
     ];
     assert_eq!(
         event_order(&d, &order),
@@ -990,8 +991,8 @@ async fn canary_regression_drill() {
     let order = [
         "CanaryRollback",
         "IncidentOpened",
-        "IncidentRecorded",
         "IncidentResolved",
+        "IncidentRecorded",
     ];
     assert_eq!(event_order(&d, &order), order);
     assert_no_warming_and_no_remediation(&d);

@@ -141,6 +141,7 @@ pub async fn execute(
     let mut done = Executed::default();
     let namespace = tier.namespace().unwrap_or_default();
     let name = tier.name_any();
+    // The decision's Events first: why each action runs reads before how it went.
     for action in &decision.actions {
         if let Action::Event {
             warning,
@@ -149,6 +150,10 @@ pub async fn execute(
         } = action
         {
             publish(ctx, tier, *warning, reason, "Decide", message).await;
+        }
+    }
+    for action in &decision.actions {
+        if matches!(action, Action::Event { .. }) {
             continue;
         }
         if decision.dry_run {
@@ -306,8 +311,19 @@ fn count(ctx: &Context, action: &str, outcome: Outcome) {
         .inc();
 }
 
-/// Every action is reported as an Event on the tier: a Warning when it failed.
+/// The outcome of an action as an Event on the tier: a Warning when it failed. The policy has
+/// already published why each action runs; a plain success adds nothing to that for a render, a
+/// restart or an audit (whose findings are in status), so only outcomes that say something new are
+/// published: failures, skips, and what a warming, a remediation, a notification or a report did.
 async fn announce(ctx: &Context, tier: &MemoryTier, record: &ActionRecord) {
+    if record.outcome == "ok"
+        && matches!(
+            record.action.as_str(),
+            "render-config" | "restart-workload" | "audit-redis"
+        )
+    {
+        return;
+    }
     let reason = match (record.action.as_str(), record.outcome.as_str()) {
         (_, "failed") => "ActionFailed",
         ("render-config", _) => "ConfigRendered",
