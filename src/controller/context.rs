@@ -68,15 +68,21 @@ impl Context {
     /// The latest status known for `uid`: the watch cache's, unless the one this replica wrote
     /// last decided later (its policy memory's last tick is newer), which means the watch has not
     /// caught up yet. Another replica's newer status always wins over an old one of ours.
+    /// Once the watch has caught up, our copy is dropped, so a large fleet does not hold every
+    /// status twice.
     pub fn freshest_status(
         &self,
         uid: &str,
         from_watch: Option<&MemoryTierStatus>,
     ) -> MemoryTierStatus {
-        let written = self.written.lock().expect("written lock");
-        fresher(from_watch, written.get(uid))
+        let mut written = self.written.lock().expect("written lock");
+        let freshest = fresher(from_watch, written.get(uid))
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if from_watch.is_some_and(|watched| !decided_later(written.get(uid), watched)) {
+            written.remove(uid);
+        }
+        freshest
     }
 
     /// The tier's observer, created or updated for `config` (an unchanged config keeps its state).
@@ -141,14 +147,19 @@ impl Context {
     }
 }
 
+/// Whether `ours` decided after `watched` (the watch has not caught up with our write).
+fn decided_later(ours: Option<&MemoryTierStatus>, watched: &MemoryTierStatus) -> bool {
+    let tick = |s: &MemoryTierStatus| s.policy.as_ref().and_then(|p| p.last_tick);
+    ours.is_some_and(|o| tick(o) > tick(watched))
+}
+
 /// Of the watch cache's status and the one written last, the one that decided later.
 fn fresher<'a>(
     watched: Option<&'a MemoryTierStatus>,
     ours: Option<&'a MemoryTierStatus>,
 ) -> Option<&'a MemoryTierStatus> {
-    let tick = |s: &MemoryTierStatus| s.policy.as_ref().and_then(|p| p.last_tick);
     match (watched, ours) {
-        (Some(w), Some(o)) if tick(o) > tick(w) => Some(o),
+        (Some(w), Some(o)) if decided_later(Some(o), w) => Some(o),
         (Some(w), _) => Some(w),
         (None, o) => o,
     }
@@ -183,5 +194,29 @@ mod tests {
         assert_eq!(fresher(None, Some(&old)), Some(&old));
         let never = MemoryTierStatus::default();
         assert_eq!(fresher(Some(&never), Some(&old)), Some(&old));
+    }
+
+    #[tokio::test]
+    async fn our_copy_is_kept_until_the_watch_catches_up_and_then_dropped() {
+        let client = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().expect("url"),
+        ))
+        .expect("client");
+        let ctx = Context::new(
+            client.clone(),
+            EventPublisher::new(client, "test", None),
+            Metrics::default(),
+            Leadership::always(),
+            reqwest::Client::new(),
+        );
+        let (old, new) = (at(10), at(11));
+        ctx.remember_status("uid", &new);
+        assert_eq!(ctx.freshest_status("uid", Some(&old)), new);
+        assert_eq!(ctx.freshest_status("uid", None), new);
+        assert_eq!(ctx.written.lock().expect("lock").len(), 1);
+        assert_eq!(ctx.freshest_status("uid", Some(&new)), new);
+        assert!(ctx.written.lock().expect("lock").is_empty());
+        // Forgotten: a lagging watch now wins, which is why the copy is dropped only once caught up.
+        assert_eq!(ctx.freshest_status("uid", Some(&old)), old);
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
@@ -128,13 +129,14 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         http,
     ));
 
-    let (tiers, config_maps): (Api<MemoryTier>, Api<ConfigMap>) = match &config.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (tiers, config_maps): (Api<MemoryTier>, Api<PartialObjectMeta<ConfigMap>>) =
+        match &config.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
     let mut tier_watch = watcher::Config::default();
     if let Some(selector) = &config.selector {
         tier_watch = tier_watch.labels(selector);
@@ -142,8 +144,11 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     let (reader, writer) = reflector::store();
     // Status writes do not trigger a reconcile (the interval does); spec and annotation changes
     // (e.g. the resume annotation) do, at once.
+    // managedFields are never read here and, with server-side apply of the whole status, are as
+    // large as the status itself: not keeping them in the cache halves its size.
     let tier_stream = watcher(tiers, tier_watch)
         .default_backoff()
+        .modify(|tier| tier.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -189,9 +194,15 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
 
     Controller::for_stream(tier_stream, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-        .owns(
-            config_maps,
-            watcher::Config::default().labels(MANAGED_BY_SELECTOR),
+        // Only the owner reference of a ConfigMap matters here, so its metadata is all that is
+        // fetched: the incident reports in the `-incidents` ConfigMaps are never downloaded.
+        .owns_stream(
+            watcher(
+                config_maps,
+                watcher::Config::default().labels(MANAGED_BY_SELECTOR),
+            )
+            .default_backoff()
+            .touched_objects(),
         )
         .reconcile_all_on(takeover)
         .shutdown_on_signal()
