@@ -45,7 +45,8 @@ pub enum Command {
     Observe {
         /// A manifest holding exactly one MemoryTier; `-` reads standard input.
         manifest: PathBuf,
-        /// Output format.
+        /// text: one line per signal, then the sources; json: the observation as
+        /// `status.observed` holds it.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         /// A Secret value, NAME/KEY=VALUE (repeatable). Prefer the environment variable for
@@ -63,7 +64,7 @@ pub enum Command {
         /// The scenario: tick, duration, starting signals and a timeline of changes.
         #[arg(long)]
         scenario: PathBuf,
-        /// text: a readable timeline; json: one object per line.
+        /// text: a readable timeline; json: one object per line (`t`, `type`, details).
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },

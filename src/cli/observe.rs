@@ -19,13 +19,13 @@ use crate::observe::secrets::{KubeSecrets, LocalSecrets, LocalThenCluster};
 use crate::observe::signals::{AppSignal, redis_names};
 use crate::observe::{ObserveConfig, Observer};
 
-/// How the observation is printed.
+/// How a command prints its result (each command's help says what the two forms hold).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
-    /// One line per signal, then the sources.
+    /// For people.
     #[default]
     Text,
-    /// The observation as `status.observed` holds it.
+    /// For programs.
     Json,
 }
 

@@ -29,7 +29,8 @@ pub struct Context {
     /// (the ConfigMap it just rendered is watched too) may get the tier from the watch cache
     /// before the status write reaches it; deciding on that older memory would repeat the last
     /// step's actions (a second warm-up, a second remediation, duplicate Events).
-    written: Mutex<HashMap<String, MemoryTierStatus>>,
+    /// Boxed: a status is large, and a map's spare capacity holds its values inline.
+    written: Mutex<HashMap<String, Box<MemoryTierStatus>>>,
 }
 
 /// The first retry after a failed reconcile; it doubles per consecutive failure.
@@ -62,7 +63,7 @@ impl Context {
         self.written
             .lock()
             .expect("written lock")
-            .insert(uid.to_owned(), status.clone());
+            .insert(uid.to_owned(), Box::new(status.clone()));
     }
 
     /// The latest status known for `uid`: the watch cache's, unless the one this replica wrote
@@ -76,13 +77,27 @@ impl Context {
         from_watch: Option<&MemoryTierStatus>,
     ) -> MemoryTierStatus {
         let mut written = self.written.lock().expect("written lock");
-        let freshest = fresher(from_watch, written.get(uid))
+        let freshest = fresher(from_watch, written.get(uid).map(|s| &**s))
             .cloned()
             .unwrap_or_default();
-        if from_watch.is_some_and(|watched| !decided_later(written.get(uid), watched)) {
+        if from_watch.is_some_and(|watched| !decided_later(written.get(uid).map(|s| &**s), watched))
+        {
             written.remove(uid);
         }
         freshest
+    }
+
+    /// The watch delivered `watched` for `uid`: once it holds what this replica wrote (or
+    /// something newer), our copy is no longer needed.
+    pub fn watched_status(&self, uid: &str, watched: Option<&MemoryTierStatus>) {
+        let Some(watched) = watched else { return };
+        let mut written = self.written.lock().expect("written lock");
+        if written
+            .get(uid)
+            .is_some_and(|ours| !decided_later(Some(ours), watched))
+        {
+            written.remove(uid);
+        }
     }
 
     /// The tier's observer, created or updated for `config` (an unchanged config keeps its state).
@@ -218,5 +233,12 @@ mod tests {
         assert!(ctx.written.lock().expect("lock").is_empty());
         // Forgotten: a lagging watch now wins, which is why the copy is dropped only once caught up.
         assert_eq!(ctx.freshest_status("uid", Some(&old)), old);
+
+        // The watch delivering our write drops the copy too, before the next reconcile.
+        ctx.remember_status("uid", &new);
+        ctx.watched_status("uid", Some(&old));
+        assert_eq!(ctx.written.lock().expect("lock").len(), 1);
+        ctx.watched_status("uid", Some(&new));
+        assert!(ctx.written.lock().expect("lock").is_empty());
     }
 }

@@ -49,8 +49,16 @@ pub struct EventPublisher {
     client: Client,
     controller: String,
     instance: String,
-    /// The last Event of each key, with when it was last seen.
-    recent: Mutex<HashMap<Key, (Event, Timestamp)>>,
+    /// The last Event of each key: only what continuing its series needs, as a controller with a
+    /// thousand tiers keeps a few thousand of these.
+    recent: Mutex<HashMap<Key, Published>>,
+}
+
+/// An Event already created, as far as its series is concerned.
+struct Published {
+    name: String,
+    count: i32,
+    seen: Timestamp,
 }
 
 impl EventPublisher {
@@ -81,31 +89,42 @@ impl EventPublisher {
         };
         let mut recent = self.recent.lock().await;
         let ttl = jiff::SignedDuration::try_from(SERIES_TTL).unwrap_or_default();
-        recent.retain(|_, (_, seen)| *seen + ttl > now);
+        recent.retain(|_, published| published.seen + ttl > now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let event = match recent.get(&key) {
-            Some((previous, _)) => {
-                let mut event = previous.clone();
-                let count = event.series.as_ref().map_or(2, |s| s.count + 1);
-                event.series = Some(EventSeries {
-                    count,
-                    last_observed_time: MicroTime(now),
+        let published = match recent.remove(&key) {
+            Some(previous) => {
+                // A repeat (count 2 for the first) only moves the series on.
+                let count = previous.count.saturating_add(1);
+                let series = serde_json::json!({
+                    "series": EventSeries {
+                        count,
+                        last_observed_time: MicroTime(now),
+                    }
                 });
                 api.patch(
-                    &event.name_any(),
+                    &previous.name,
                     &PatchParams::default(),
-                    &Patch::Merge(&event),
+                    &Patch::Merge(&series),
                 )
                 .await?;
-                event
+                Published {
+                    count,
+                    seen: now,
+                    ..previous
+                }
             }
             None => {
                 let event = self.new_event(note, regarding, now);
-                api.create(&PostParams::default(), &event).await?
+                let created = api.create(&PostParams::default(), &event).await?;
+                Published {
+                    name: created.name_any(),
+                    count: 1,
+                    seen: now,
+                }
             }
         };
-        recent.insert(key, (event, now));
+        recent.insert(key, published);
         Ok(())
     }
 
