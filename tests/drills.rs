@@ -79,6 +79,24 @@ fn event_order(d: &Drill, wanted: &[&str]) -> Vec<String> {
     out
 }
 
+/// A transition, a render or an incident announced more than once (an Event series) means a
+/// decision was taken twice: a reconcile decided on memory older than the last status written.
+fn assert_each_decision_taken_once(d: &Drill) {
+    let once = [
+        "PhaseChanged",
+        "ConfigRendered",
+        "IncidentOpened",
+        "IncidentResolved",
+    ];
+    let repeated: Vec<String> = d
+        .events()
+        .into_iter()
+        .filter(|e| once.contains(&e.reason.as_str()) && e.count > 1)
+        .map(|e| format!("{} (×{}): {}", e.reason, e.count, e.note))
+        .collect();
+    assert!(repeated.is_empty(), "decisions taken twice: {repeated:#?}");
+}
+
 /// The timeline entries of the status' incident of `runbook`.
 fn incident_timeline(status: &MemoryTierStatus, runbook: &str) -> Vec<(Timestamp, String)> {
     status
@@ -288,6 +306,7 @@ async fn circuit_breaker_outage_drill() {
         "IncidentResolved",
         "IncidentRecorded",
     ];
+    assert_each_decision_taken_once(&d);
     assert_eq!(
         event_order(&d, &order),
         order,
@@ -490,6 +509,7 @@ async fn cache_stampede_drill() {
         ])
     );
     let order = ["CacheWarming", "CacheWarmed", "CacheStampede", "CanaryRamp"];
+    assert_each_decision_taken_once(&d);
     assert_eq!(
         event_order(&d, &order).len(),
         order.len(),
@@ -776,6 +796,7 @@ async fn redis_oom_drill() {
         "RedisRemediation",
         "RedisRemediated",
     ];
+    assert_each_decision_taken_once(&d);
     assert_eq!(
         event_order(&d, &order),
         order,
@@ -994,6 +1015,7 @@ async fn canary_regression_drill() {
         "IncidentResolved",
         "IncidentRecorded",
     ];
+    assert_each_decision_taken_once(&d);
     assert_eq!(event_order(&d, &order), order);
     assert_no_warming_and_no_remediation(&d);
     d.measure(

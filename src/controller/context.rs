@@ -69,35 +69,18 @@ impl Context {
     /// The latest status known for `uid`: the watch cache's, unless the one this replica wrote
     /// last decided later (its policy memory's last tick is newer), which means the watch has not
     /// caught up yet. Another replica's newer status always wins over an old one of ours.
-    /// Once the watch has caught up, our copy is dropped, so a large fleet does not hold every
-    /// status twice.
+    ///
+    /// Our copy is kept even once the watch has caught up: a reconcile that was queued while the
+    /// previous one ran may still get the tier as the cache held it then, without our write.
     pub fn freshest_status(
         &self,
         uid: &str,
         from_watch: Option<&MemoryTierStatus>,
     ) -> MemoryTierStatus {
-        let mut written = self.written.lock().expect("written lock");
-        let freshest = fresher(from_watch, written.get(uid).map(|s| &**s))
+        let written = self.written.lock().expect("written lock");
+        fresher(from_watch, written.get(uid).map(|s| &**s))
             .cloned()
-            .unwrap_or_default();
-        if from_watch.is_some_and(|watched| !decided_later(written.get(uid).map(|s| &**s), watched))
-        {
-            written.remove(uid);
-        }
-        freshest
-    }
-
-    /// The watch delivered `watched` for `uid`: once it holds what this replica wrote (or
-    /// something newer), our copy is no longer needed.
-    pub fn watched_status(&self, uid: &str, watched: Option<&MemoryTierStatus>) {
-        let Some(watched) = watched else { return };
-        let mut written = self.written.lock().expect("written lock");
-        if written
-            .get(uid)
-            .is_some_and(|ours| !decided_later(Some(ours), watched))
-        {
-            written.remove(uid);
-        }
+            .unwrap_or_default()
     }
 
     /// The tier's observer, created or updated for `config` (an unchanged config keeps its state).
@@ -209,36 +192,5 @@ mod tests {
         assert_eq!(fresher(None, Some(&old)), Some(&old));
         let never = MemoryTierStatus::default();
         assert_eq!(fresher(Some(&never), Some(&old)), Some(&old));
-    }
-
-    #[tokio::test]
-    async fn our_copy_is_kept_until_the_watch_catches_up_and_then_dropped() {
-        let client = kube::Client::try_from(kube::Config::new(
-            "http://127.0.0.1:9".parse().expect("url"),
-        ))
-        .expect("client");
-        let ctx = Context::new(
-            client.clone(),
-            EventPublisher::new(client, "test", None),
-            Metrics::default(),
-            Leadership::always(),
-            reqwest::Client::new(),
-        );
-        let (old, new) = (at(10), at(11));
-        ctx.remember_status("uid", &new);
-        assert_eq!(ctx.freshest_status("uid", Some(&old)), new);
-        assert_eq!(ctx.freshest_status("uid", None), new);
-        assert_eq!(ctx.written.lock().expect("lock").len(), 1);
-        assert_eq!(ctx.freshest_status("uid", Some(&new)), new);
-        assert!(ctx.written.lock().expect("lock").is_empty());
-        // Forgotten: a lagging watch now wins, which is why the copy is dropped only once caught up.
-        assert_eq!(ctx.freshest_status("uid", Some(&old)), old);
-
-        // The watch delivering our write drops the copy too, before the next reconcile.
-        ctx.remember_status("uid", &new);
-        ctx.watched_status("uid", Some(&old));
-        assert_eq!(ctx.written.lock().expect("lock").len(), 1);
-        ctx.watched_status("uid", Some(&new));
-        assert!(ctx.written.lock().expect("lock").is_empty());
     }
 }

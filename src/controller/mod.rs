@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
@@ -146,17 +146,11 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     // (e.g. the resume annotation) do, at once.
     // managedFields are never read here and, with server-side apply of the whole status, are as
     // large as the status itself: not keeping them in the cache halves its size.
-    let watching = ctx.clone();
     let tier_stream = watcher(tiers, tier_watch)
         .default_backoff()
         .modify(|tier| tier.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
-        .inspect_ok(move |tier| {
-            if let Some(uid) = tier.uid() {
-                watching.watched_status(&uid, tier.status.as_ref());
-            }
-        })
         .predicate_filter(
             (predicates::generation as fn(&MemoryTier) -> Option<u64>)
                 .combine(predicates::annotations as fn(&MemoryTier) -> Option<u64>),
