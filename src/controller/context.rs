@@ -12,6 +12,7 @@ use super::leader::Leadership;
 use super::telemetry::Metrics;
 use crate::api::MemoryTierStatus;
 use crate::observe::{ConfigError, ObserveConfig, Observer};
+use jiff::Timestamp;
 
 /// Shared state of the controller.
 pub struct Context {
@@ -25,12 +26,13 @@ pub struct Context {
     observers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Observer>>>>,
     /// Consecutive failed reconciles by MemoryTier uid, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// The status this replica last wrote, by MemoryTier uid. A reconcile that follows at once
-    /// (the ConfigMap it just rendered is watched too) may get the tier from the watch cache
-    /// before the status write reaches it; deciding on that older memory would repeat the last
-    /// step's actions (a second warm-up, a second remediation, duplicate Events).
-    /// Boxed: a status is large, and a map's spare capacity holds its values inline.
-    written: Mutex<HashMap<String, Box<MemoryTierStatus>>>,
+    /// When the policy last decided in a status this replica wrote, by MemoryTier uid. A
+    /// reconcile that follows at once (the ConfigMap it just rendered is watched too, and a
+    /// reconcile queued meanwhile holds the tier as the cache had it then) may get the tier
+    /// before the status write reaches the cache; deciding on that older memory would repeat the
+    /// last step's actions (a second warm-up, a second remediation, duplicate Events). Only the
+    /// time is kept, not the status: a lagging reconcile reads the tier again instead.
+    written: Mutex<HashMap<String, Timestamp>>,
 }
 
 /// The first retry after a failed reconcile; it doubles per consecutive failure.
@@ -60,27 +62,20 @@ impl Context {
 
     /// Remember the status just written for `uid`.
     pub fn remember_status(&self, uid: &str, status: &MemoryTierStatus) {
-        self.written
-            .lock()
-            .expect("written lock")
-            .insert(uid.to_owned(), Box::new(status.clone()));
+        if let Some(tick) = last_tick(status) {
+            self.written
+                .lock()
+                .expect("written lock")
+                .insert(uid.to_owned(), tick);
+        }
     }
 
-    /// The latest status known for `uid`: the watch cache's, unless the one this replica wrote
-    /// last decided later (its policy memory's last tick is newer), which means the watch has not
-    /// caught up yet. Another replica's newer status always wins over an old one of ours.
-    ///
-    /// Our copy is kept even once the watch has caught up: a reconcile that was queued while the
-    /// previous one ran may still get the tier as the cache held it then, without our write.
-    pub fn freshest_status(
-        &self,
-        uid: &str,
-        from_watch: Option<&MemoryTierStatus>,
-    ) -> MemoryTierStatus {
+    /// Whether the watch cache's status for `uid` is older than the one this replica wrote last,
+    /// so that deciding on it would repeat a decision. A status another replica wrote since is
+    /// newer than ours and never lags.
+    pub fn watch_lags(&self, uid: &str, from_watch: Option<&MemoryTierStatus>) -> bool {
         let written = self.written.lock().expect("written lock");
-        fresher(from_watch, written.get(uid).map(|s| &**s))
-            .cloned()
-            .unwrap_or_default()
+        lags(written.get(uid).copied(), from_watch)
     }
 
     /// The tier's observer, created or updated for `config` (an unchanged config keeps its state).
@@ -145,29 +140,19 @@ impl Context {
     }
 }
 
-/// Whether `ours` decided after `watched` (the watch has not caught up with our write).
-fn decided_later(ours: Option<&MemoryTierStatus>, watched: &MemoryTierStatus) -> bool {
-    let tick = |s: &MemoryTierStatus| s.policy.as_ref().and_then(|p| p.last_tick);
-    ours.is_some_and(|o| tick(o) > tick(watched))
+fn last_tick(status: &MemoryTierStatus) -> Option<Timestamp> {
+    status.policy.as_ref().and_then(|p| p.last_tick)
 }
 
-/// Of the watch cache's status and the one written last, the one that decided later.
-fn fresher<'a>(
-    watched: Option<&'a MemoryTierStatus>,
-    ours: Option<&'a MemoryTierStatus>,
-) -> Option<&'a MemoryTierStatus> {
-    match (watched, ours) {
-        (Some(w), Some(o)) if decided_later(Some(o), w) => Some(o),
-        (Some(w), _) => Some(w),
-        (None, o) => o,
-    }
+/// Whether the status we wrote at `ours` decided after `watched`.
+fn lags(ours: Option<Timestamp>, watched: Option<&MemoryTierStatus>) -> bool {
+    ours.is_some_and(|ours| Some(ours) > watched.and_then(last_tick))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::PolicyMemory;
-    use jiff::Timestamp;
 
     fn at(second: i64) -> MemoryTierStatus {
         MemoryTierStatus {
@@ -180,17 +165,18 @@ mod tests {
     }
 
     #[test]
-    fn the_status_that_decided_last_wins() {
+    fn the_watch_lags_only_behind_a_later_write_of_ours() {
         let (old, new) = (at(10), at(11));
-        // The watch lags behind our own write: ours.
-        assert_eq!(fresher(Some(&old), Some(&new)), Some(&new));
-        // The watch caught up, or another replica decided since: the watch's.
-        assert_eq!(fresher(Some(&new), Some(&new)), Some(&new));
-        assert_eq!(fresher(Some(&new), Some(&old)), Some(&new));
-        // Nothing written yet, or nothing in the cache yet.
-        assert_eq!(fresher(Some(&old), None), Some(&old));
-        assert_eq!(fresher(None, Some(&old)), Some(&old));
-        let never = MemoryTierStatus::default();
-        assert_eq!(fresher(Some(&never), Some(&old)), Some(&old));
+        let tick = |s: &MemoryTierStatus| last_tick(s);
+        // Our write is not in the cache yet.
+        assert!(lags(tick(&new), Some(&old)));
+        assert!(lags(tick(&new), None));
+        assert!(lags(tick(&new), Some(&MemoryTierStatus::default())));
+        // The cache caught up, or another replica decided since.
+        assert!(!lags(tick(&new), Some(&new)));
+        assert!(!lags(tick(&old), Some(&new)));
+        // Nothing written by this replica.
+        assert!(!lags(None, Some(&old)));
+        assert!(!lags(None, None));
     }
 }

@@ -115,7 +115,13 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     let observation = observer.lock().await.observe().await;
 
     // decide
-    let mut status = ctx.freshest_status(&uid(tier), tier.status.as_ref());
+    let mut status = if ctx.watch_lags(&uid(tier), tier.status.as_ref()) {
+        // The cache has not caught up with our last write: read the tier itself.
+        let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.get(&name).await?.status.unwrap_or_default()
+    } else {
+        tier.status.clone().unwrap_or_default()
+    };
     let memory = status.policy.clone().unwrap_or_default();
     let decide_ctx = DecideContext {
         generation: tier.metadata.generation,
