@@ -60,7 +60,7 @@ impl Context {
         }
     }
 
-    /// Remember the status just written for `uid`.
+    /// Remember when the status just written for `uid` was decided.
     pub fn remember_status(&self, uid: &str, status: &MemoryTierStatus) {
         if let Some(tick) = last_tick(status) {
             self.written
@@ -167,14 +167,13 @@ mod tests {
     #[test]
     fn the_watch_lags_only_behind_a_later_write_of_ours() {
         let (old, new) = (at(10), at(11));
-        let tick = |s: &MemoryTierStatus| last_tick(s);
         // Our write is not in the cache yet.
-        assert!(lags(tick(&new), Some(&old)));
-        assert!(lags(tick(&new), None));
-        assert!(lags(tick(&new), Some(&MemoryTierStatus::default())));
+        assert!(lags(last_tick(&new), Some(&old)));
+        assert!(lags(last_tick(&new), None));
+        assert!(lags(last_tick(&new), Some(&MemoryTierStatus::default())));
         // The cache caught up, or another replica decided since.
-        assert!(!lags(tick(&new), Some(&new)));
-        assert!(!lags(tick(&old), Some(&new)));
+        assert!(!lags(last_tick(&new), Some(&new)));
+        assert!(!lags(last_tick(&old), Some(&new)));
         // Nothing written by this replica.
         assert!(!lags(None, Some(&old)));
         assert!(!lags(None, None));

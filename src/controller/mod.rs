@@ -144,8 +144,8 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     let (reader, writer) = reflector::store();
     // Status writes do not trigger a reconcile (the interval does); spec and annotation changes
     // (e.g. the resume annotation) do, at once.
-    // managedFields are never read here and, with server-side apply of the whole status, are as
-    // large as the status itself: not keeping them in the cache halves its size.
+    // managedFields are never read here, and with server-side apply of a large status they are
+    // large too: the cache keeps none.
     let tier_stream = watcher(tiers, tier_watch)
         .default_backoff()
         .modify(|tier| tier.managed_fields_mut().clear())
