@@ -75,10 +75,10 @@ pub struct FlushArgs {
     #[arg(long, value_name = "D", default_value = "30s")]
     max_duration: Duration,
     /// Keys per pipelined UNLINK batch.
-    #[arg(long, value_name = "N", default_value_t = FlushPlan::default().batch)]
+    #[arg(long, value_name = "N", default_value_t = 500)]
     batch: usize,
     /// COUNT hint of each SCAN.
-    #[arg(long, value_name = "N", default_value_t = FlushPlan::default().scan_count)]
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     scan_count: usize,
     /// Pause between batches while a PING takes longer than this (or 3x the PING time at start).
     #[arg(long, value_name = "D", default_value = "2ms")]

@@ -118,10 +118,8 @@ impl Default for FlushPlan {
             generations: None,
             max_keys: 100_000,
             max_duration: Duration::from_secs(30),
-            // Fewer, larger rounds: on a real redis-server with 1M keys, 1000/2000 flushed
-            // about 1.4x as fast as 500/1000 with a lower p99 for other clients (scripts/bench-redis).
-            batch: 1000,
-            scan_count: 2000,
+            batch: 500,
+            scan_count: 1000,
             max_latency: Duration::from_millis(2),
             dry_run: false,
         }
