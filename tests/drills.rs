@@ -307,10 +307,19 @@ async fn circuit_breaker_outage_drill() {
         "IncidentRecorded",
     ];
     assert_each_decision_taken_once(&d);
+    let seen = event_order(&d, &order);
+    // The breaker alert and the incident come first, in either order: the incident opens on
+    // whichever shows the outage first, the breaker-state gauge or the falling mem0 write
+    // success, and the two are scraped independently.
     assert_eq!(
-        event_order(&d, &order),
-        order,
-        "alert, incident, mem0 off, resolved, recorded"
+        BTreeSet::from_iter(seen.iter().take(2).map(String::as_str)),
+        BTreeSet::from(["BreakerOpened", "IncidentOpened"]),
+        "alert and incident first: {seen:?}"
+    );
+    assert_eq!(
+        seen[2..],
+        order[2..],
+        "then mem0 off, resolved, recorded: {seen:?}"
     );
     assert_eq!(
         mitigations_seen(&d),

@@ -97,6 +97,7 @@ pub struct MemoryTierSpec {
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("!(has(self.prometheus) && has(self.scrape))").message("set at most one of prometheus and scrape"))]
     #[x_kube(validation = kube::core::Rule::new("duration(self.timeout) < duration(self.interval)").message("timeout must be shorter than interval").field_path(".timeout"))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self.rateWindow) >= duration('1s')").message("rateWindow must be at least 1s").field_path(".rateWindow"))]
     pub metrics: MetricsSpec,
 
     /// When to roll the canary back (the runbooks' "When to Rollback").
@@ -439,6 +440,9 @@ pub struct MetricsSpec {
     pub selector: String,
     /// PromQL overrides per signal; a signal without an override uses the built-in query.
     pub queries: SignalQueries,
+    /// The range of the `rate()` in the built-in queries: at least four of Prometheus's scrape
+    /// intervals, and short enough for the rollback windows to see a change in time.
+    pub rate_window: Duration,
     /// How often the signals are read and the tier reconciled.
     pub interval: Duration,
     /// How long one observation may take, all sources together.
@@ -455,6 +459,7 @@ impl Default for MetricsSpec {
             scrape: None,
             selector: String::new(),
             queries: SignalQueries::default(),
+            rate_window: Duration::from_secs(5 * 60),
             interval: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
             on_missing_data: OnMissingData::Hold,

@@ -11,15 +11,13 @@
 //! | `mem0_writes_total` | counter | `outcome` = `success` or `failure` | mem0 write success |
 //! | `circuit_breaker_state` | gauge | `breaker` (spec.breaker.name) | 0 closed, 1 open, 2 half-open |
 //!
-//! Rates are taken over [`RATE_WINDOW`]; every series is narrowed by `spec.metrics.selector`.
+//! Rates are taken over `spec.metrics.rateWindow` (5m by default); every series is narrowed by
+//! `spec.metrics.selector`.
 
 use std::collections::BTreeMap;
 
 use super::signals::AppSignal;
 use crate::api::MemoryTierSpec;
-
-/// The window of every built-in `rate()`.
-pub const RATE_WINDOW: &str = "5m";
 
 /// Request-duration histogram (seconds), base name without `_bucket`.
 pub const REQUEST_DURATION: &str = "http_request_duration_seconds";
@@ -76,7 +74,12 @@ impl QuerySet {
                     overridden: true,
                 },
                 None => Query {
-                    promql: default_query(signal, &metrics.selector, &spec.breaker.name),
+                    promql: default_query(
+                        signal,
+                        &metrics.selector,
+                        &spec.breaker.name,
+                        &metrics.rate_window.to_string(),
+                    ),
                     overridden: false,
                 },
             };
@@ -125,9 +128,9 @@ fn quote(value: &str) -> String {
     out
 }
 
-/// The built-in PromQL of a signal.
-pub fn default_query(signal: AppSignal, selector: &str, breaker: &str) -> String {
-    let w = RATE_WINDOW;
+/// The built-in PromQL of a signal, its rates over `window` (a PromQL duration such as `5m`).
+pub fn default_query(signal: AppSignal, selector: &str, breaker: &str, window: &str) -> String {
+    let w = window;
     let all = matchers(selector, &[]);
     let rate_sum = |metric: &str, m: &str| format!("sum(rate({metric}{m}[{w}]))");
     match signal {
@@ -186,24 +189,45 @@ mod tests {
     fn default_queries_use_the_documented_metrics() {
         let sel = "app=\"clinic-backend\"";
         assert_eq!(
-            default_query(AppSignal::P95LatencyMs, sel, "mem0"),
+            default_query(AppSignal::P95LatencyMs, sel, "mem0", "5m"),
             "1000 * histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{app=\"clinic-backend\"}[5m])))"
         );
         assert_eq!(
-            default_query(AppSignal::ErrorRatePercent, sel, "mem0"),
+            default_query(AppSignal::ErrorRatePercent, sel, "mem0", "5m"),
             "100 * (sum(rate(http_requests_total{app=\"clinic-backend\",status=~\"5..\"}[5m])) or vector(0)) / sum(rate(http_requests_total{app=\"clinic-backend\"}[5m]))"
         );
         assert_eq!(
-            default_query(AppSignal::BreakerState, "", "me\"m0"),
+            default_query(AppSignal::BreakerState, "", "me\"m0", "5m"),
             "max(circuit_breaker_state{breaker=\"me\\\"m0\"} == 1) or max(circuit_breaker_state{breaker=\"me\\\"m0\"})"
         );
         assert!(
-            default_query(AppSignal::CacheHitRatePercent, sel, "mem0")
+            default_query(AppSignal::CacheHitRatePercent, sel, "mem0", "5m")
                 .contains("cache_misses_total{app=\"clinic-backend\"}[5m]")
         );
         assert!(
-            default_query(AppSignal::Mem0WriteSuccessPercent, sel, "mem0")
+            default_query(AppSignal::Mem0WriteSuccessPercent, sel, "mem0", "5m")
                 .contains("mem0_writes_total{app=\"clinic-backend\",outcome=\"success\"}[5m]")
+        );
+    }
+
+    #[test]
+    fn the_rate_window_comes_from_the_spec() {
+        let spec: MemoryTierSpec = serde_json::from_value(serde_json::json!({
+            "target": {"configMapName": "flags"},
+            "metrics": {"selector": "job=\"a\"", "rateWindow": "90s"}
+        }))
+        .unwrap();
+        let queries = QuerySet::from_spec(&spec);
+        let p50 = &queries.get(AppSignal::P50LatencyMs).promql;
+        assert!(p50.contains("{job=\"a\"}[1m30s]"), "{p50}");
+        let default: MemoryTierSpec =
+            serde_json::from_value(serde_json::json!({"target": {"configMapName": "flags"}}))
+                .unwrap();
+        let default_queries = QuerySet::from_spec(&default);
+        let errors = &default_queries.get(AppSignal::ErrorRatePercent).promql;
+        assert!(
+            errors.contains("[5m]") && !errors.contains("[1m30s]"),
+            "{errors}"
         );
     }
 

@@ -12,8 +12,7 @@
 //! versions, status phases and what the demo applied, with times relative to the fault.
 //!
 //! Durations in the tier are seconds where production has minutes. Prometheus' rate windows are
-//! scaled the same way: the built-in queries use 5m, so the drill overrides each one with
-//! [`RATE_WINDOW`].
+//! scaled the same way: `spec.metrics.rateWindow` is [`RATE_WINDOW`] instead of 5m.
 
 pub mod controller;
 pub mod kubelet;
@@ -31,8 +30,6 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::{Value, json};
 use tierguard::api::{MemoryTier, MemoryTierStatus, Phase};
-use tierguard::observe::queries::default_query;
-use tierguard::observe::signals::AppSignal;
 
 use crate::clinic_process::{self, ClinicBackendProcess};
 use crate::support::apiserver::{ApiServer, Gvr};
@@ -80,21 +77,6 @@ pub struct Setup {
     pub serve_args: Vec<&'static str>,
 }
 
-/// The queries of every rate-based signal with the drill's rate window.
-fn scaled_queries(selector: &str) -> Value {
-    let q = |signal: AppSignal| {
-        default_query(signal, selector, "mem0").replace("[5m]", &format!("[{RATE_WINDOW}]"))
-    };
-    json!({
-        "p50LatencyMs": q(AppSignal::P50LatencyMs),
-        "p95LatencyMs": q(AppSignal::P95LatencyMs),
-        "p99LatencyMs": q(AppSignal::P99LatencyMs),
-        "errorRatePercent": q(AppSignal::ErrorRatePercent),
-        "cacheHitRatePercent": q(AppSignal::CacheHitRatePercent),
-        "mem0WriteSuccessPercent": q(AppSignal::Mem0WriteSuccessPercent),
-    })
-}
-
 /// The drills' MemoryTier spec: the runbooks' rules with minutes scaled to seconds.
 pub fn base_spec(demo_url: &str, prometheus_url: &str) -> Value {
     let selector = "job=\"app\"";
@@ -115,7 +97,7 @@ pub fn base_spec(demo_url: &str, prometheus_url: &str) -> Value {
         "metrics": {
             "prometheus": {"url": prometheus_url},
             "selector": selector,
-            "queries": scaled_queries(selector),
+            "rateWindow": RATE_WINDOW,
             "interval": "1s",
             "timeout": "800ms",
         },
