@@ -30,7 +30,7 @@ fn tier(name: &str, scrape_url: &str, extra: Value) -> MemoryTier {
         "stampede": {"for": "2s"},
         "notify": {"escalation": [{"level": 1, "after": "0s"}, {"level": 2, "after": "30s"}, {"level": 3, "after": "60s"}]},
     });
-    merge(&mut spec, extra);
+    json_patch::merge(&mut spec, &extra);
     serde_json::from_value(json!({
         "apiVersion": "tierguard.dev/v1alpha1",
         "kind": "MemoryTier",
@@ -38,17 +38,6 @@ fn tier(name: &str, scrape_url: &str, extra: Value) -> MemoryTier {
         "spec": spec,
     }))
     .expect("a valid MemoryTier")
-}
-
-fn merge(target: &mut Value, patch: Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(t.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (t, p) => *t = p,
-    }
 }
 
 fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHandle<()> {

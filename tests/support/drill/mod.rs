@@ -117,17 +117,6 @@ pub fn base_spec(demo_url: &str, prometheus_url: &str) -> Value {
     })
 }
 
-fn merge(target: &mut Value, patch: Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(t.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (t, p) => *t = p,
-    }
-}
-
 /// A timing the drill measured, printed in its summary.
 struct Measure {
     label: String,
@@ -187,7 +176,7 @@ impl Drill {
             create_secret(&client, name, key, &value).await;
         }
         let mut spec = base_spec(&demo_url, &prometheus.url());
-        merge(&mut spec, setup.tier);
+        json_patch::merge(&mut spec, &setup.tier);
         let tier: MemoryTier = serde_json::from_value(json!({
             "apiVersion": "tierguard.dev/v1alpha1",
             "kind": "MemoryTier",
