@@ -710,7 +710,7 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
     }
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let deploy = std::fs::read_to_string(root.join("deploy/rbac.yaml")).unwrap();
+    let deploy = std::fs::read_to_string(root.join("deploy/base/rbac.yaml")).unwrap();
     let helm = root.join(".tools/bin/helm");
     let chart = std::process::Command::new(&helm)
         .args(["template", "t", "charts/tierguard"])
@@ -719,7 +719,7 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
         .unwrap_or_else(|e| panic!("{}: {e}: run scripts/install-k8s-tools", helm.display()));
     assert!(chart.status.success());
     for (source, yaml) in [
-        ("deploy/rbac.yaml", deploy),
+        ("deploy/base/rbac.yaml", deploy),
         ("charts/tierguard", String::from_utf8(chart.stdout).unwrap()),
     ] {
         let grants = rbac_grants(&yaml);
