@@ -46,7 +46,7 @@ fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHa
         tierguard::controller::run(
             client,
             RunConfig {
-                namespace: Some(NS.into()),
+                namespaces: vec![NS.into()],
                 selector: None,
                 metrics_addr: None,
                 lease,
@@ -511,7 +511,7 @@ async fn readyz_answers_ready_once_the_watches_run() {
         tierguard::controller::run(
             client,
             RunConfig {
-                namespace: Some(NS.into()),
+                namespaces: vec![NS.into()],
                 selector: None,
                 metrics_addr: Some(([127, 0, 0, 1], port).into()),
                 lease: None,

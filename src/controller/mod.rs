@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 mod execute;
 pub mod leader;
+mod namespaces;
 mod reconcile;
 pub mod server;
 pub mod telemetry;
@@ -20,11 +21,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 pub use context::Context;
 pub use error::Error;
@@ -45,8 +45,8 @@ pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=tierguard";
 /// How `tierguard run` is set up.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    /// Watch one namespace only (None: all namespaces).
-    pub namespace: Option<String>,
+    /// Watch these namespaces only (empty: all namespaces).
+    pub namespaces: Vec<String>,
     /// Reconcile only MemoryTiers matching this label selector.
     pub selector: Option<String>,
     /// Where /metrics, /healthz and /readyz are served (None: not served).
@@ -129,14 +129,6 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         http,
     ));
 
-    let (tiers, config_maps): (Api<MemoryTier>, Api<PartialObjectMeta<ConfigMap>>) =
-        match &config.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
     let mut tier_watch = watcher::Config::default();
     if let Some(selector) = &config.selector {
         tier_watch = tier_watch.labels(selector);
@@ -146,9 +138,8 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     // (e.g. the resume annotation) do, at once.
     // managedFields are never read here, and with server-side apply of a large status they are
     // large too: the cache keeps none.
-    let tier_stream = watcher(tiers, tier_watch)
-        .default_backoff()
-        .modify(|tier| tier.managed_fields_mut().clear())
+    let tier_stream = namespaces::watch::<MemoryTier>(&client, &config.namespaces, tier_watch, reader.clone())
+        .modify(|tier: &mut MemoryTier| tier.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -196,14 +187,11 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         // Only the owner reference of a ConfigMap matters here, so its metadata is all that is
         // fetched: the incident reports in the `-incidents` ConfigMaps are never downloaded.
-        .owns_stream(
-            watcher(
-                config_maps,
-                watcher::Config::default().labels(MANAGED_BY_SELECTOR),
-            )
-            .default_backoff()
-            .touched_objects(),
-        )
+        .owns_stream(namespaces::watch_metadata::<ConfigMap>(
+            &client,
+            &config.namespaces,
+            watcher::Config::default().labels(MANAGED_BY_SELECTOR),
+        ))
         .reconcile_all_on(takeover)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

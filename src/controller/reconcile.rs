@@ -142,6 +142,13 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     ctx.metrics
         .set_phase(&namespace, &name, status.phase.unwrap_or_default());
     ctx.metrics.set_signals(&namespace, &name, &observation);
+    ctx.metrics.set_bounds(
+        &namespace,
+        &name,
+        &tier.spec,
+        &decision.memory,
+        &decision.mitigations,
+    );
     info!(phase = %status.phase.unwrap_or_default(), actions = decision.actions.len(), "reconciled");
 
     match outcome.error {

@@ -45,6 +45,7 @@ pub mod redis;
 pub mod rollback;
 mod signals;
 pub mod stampede;
+pub mod thresholds;
 pub mod window;
 
 use jiff::Timestamp;
