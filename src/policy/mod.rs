@@ -53,7 +53,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde::Serialize;
 
 pub use action::{Action, NotifyKind};
-pub use signals::num;
+pub use signals::{num, span};
 
 use crate::api::{
     EffectiveConfig, IncidentSummary, MAX_INCIDENTS_IN_STATUS, MemoryLevel, MemoryReport,
