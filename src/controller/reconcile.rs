@@ -136,7 +136,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     // status
     decision.apply_to_status(&mut status, &observation, tier.metadata.generation);
     outcome.apply_to_status(&mut status);
-    set_progress_conditions(&mut status, tier.metadata.generation, now);
+    conditions::set_progress(&mut status, tier.metadata.generation, now);
     write_status(ctx, tier, &status).await?;
     ctx.remember_status(&uid(tier), &status);
     ctx.metrics
@@ -175,42 +175,6 @@ async fn applied_config(
     })
 }
 
-/// Reconciling while the controller is mid-change (a rollback or a ramp); never Stalled here.
-fn set_progress_conditions(status: &mut MemoryTierStatus, generation: Option<i64>, now: Timestamp) {
-    let phase = status.phase.unwrap_or_default();
-    let working = matches!(phase, Phase::RollingBack | Phase::Recovering);
-    conditions::merge(
-        &mut status.conditions,
-        conditions::condition(
-            conditions::RECONCILING,
-            working,
-            if working {
-                reasons::MITIGATING
-            } else {
-                reasons::RECONCILED
-            },
-            if working {
-                format!("{phase}: see status.mitigations")
-            } else {
-                "the effective configuration matches the decision".to_owned()
-            },
-            generation,
-            now,
-        ),
-    );
-    conditions::merge(
-        &mut status.conditions,
-        conditions::condition(
-            conditions::STALLED,
-            false,
-            reasons::RECONCILED,
-            "",
-            generation,
-            now,
-        ),
-    );
-}
-
 /// The tier cannot progress: Stalled and not Ready, with an Event saying why.
 async fn stall(
     tier: &MemoryTier,
@@ -223,18 +187,7 @@ async fn stall(
     let mut status = tier.status.clone().unwrap_or_default();
     let already = conditions::find(&status.conditions, conditions::STALLED)
         .is_some_and(|c| c.status == "True" && c.reason == reason && c.message == message);
-    status.observed_generation = generation;
-    status.phase = Some(Phase::Stalled);
-    for (type_, value) in [
-        (conditions::STALLED, true),
-        (conditions::READY, false),
-        (conditions::RECONCILING, false),
-    ] {
-        conditions::merge(
-            &mut status.conditions,
-            conditions::condition(type_, value, reason, message, generation, now),
-        );
-    }
+    conditions::set_stalled(&mut status, reason, message, generation, now);
     write_status(ctx, tier, &status).await?;
     ctx.metrics.set_phase(
         &tier.namespace().unwrap_or_default(),
