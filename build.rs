@@ -23,13 +23,19 @@ fn main() {
     let commit = match std::env::var("TIERGUARD_GIT_COMMIT") {
         Ok(c) if !c.trim().is_empty() => c.trim().to_owned(),
         _ => {
-            // Rebuild when HEAD moves: HEAD itself, the branch it points at, and packed refs.
+            // Rebuild when HEAD moves: HEAD itself, the branch it points at, and packed refs. Only
+            // files that exist are named (cargo reruns a script at every build for a missing one).
+            let watch = |path: String| {
+                if std::path::Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
+                }
+            };
             if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
-                println!("cargo:rerun-if-changed={git_dir}/HEAD");
+                watch(format!("{git_dir}/HEAD"));
                 if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
-                    println!("cargo:rerun-if-changed={common}/packed-refs");
+                    watch(format!("{common}/packed-refs"));
                     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                        println!("cargo:rerun-if-changed={common}/{branch}");
+                        watch(format!("{common}/{branch}"));
                     }
                 }
             }
