@@ -690,6 +690,20 @@ mod tests {
     }
 
     #[test]
+    fn every_runbook_link_has_its_section_in_the_docs() {
+        use crate::policy::incidents::{
+            CACHE_STAMPEDE, CANARY_ROLLBACK, CIRCUIT_BREAKER_OPEN, REDIS_MEMORY,
+        };
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbooks.md"))
+            .unwrap();
+        for runbook in [CANARY_ROLLBACK, CIRCUIT_BREAKER_OPEN, CACHE_STAMPEDE, REDIS_MEMORY] {
+            assert!(doc.contains(&format!("\n## {runbook}\n")), "docs/runbooks.md lacks ## {runbook}");
+            assert!(runbook_url(runbook).ends_with(&format!("#{}", runbook.to_lowercase())));
+        }
+        assert!(doc.contains("\n## Incident reports\n"));
+    }
+
+    #[test]
     fn titles_and_level_filters() {
         assert_eq!(runbook_title("CircuitBreakerOpen"), "Circuit Breaker Open");
         let w = ResolvedWebhook {
