@@ -374,7 +374,10 @@ async fn webhooks_get_their_format_by_level_and_a_failure_blocks_nothing() {
     let text = slack[0].body["text"].as_str().unwrap();
     assert!(text.starts_with("Subject: [INCIDENT] Redis Memory - clinic/backend\n\nTimeline:\n- 03:12 UTC - Issue detected: Redis memory 93% &gt;= 90% (critical)\n"), "{text}");
     let blocks = slack[0].body["blocks"].as_array().unwrap();
-    assert_eq!(blocks[0]["text"]["text"], "[INCIDENT] Redis Memory - clinic/backend");
+    assert_eq!(
+        blocks[0]["text"]["text"],
+        "[INCIDENT] Redis Memory - clinic/backend"
+    );
     assert!(
         blocks[1]["text"]["text"]
             .as_str()

@@ -52,17 +52,19 @@ io.write(json.encode({ status = hs.status, message = hs.message }))
         .stderr(Stdio::piped())
         .spawn()
         .expect("run lua5.4");
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), tier.to_string().as_bytes())
-        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        tier.to_string().as_bytes(),
+    )
+    .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "the health script failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let hs: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout))
-    });
+    let hs: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     (
         hs["status"].as_str().unwrap_or_default().to_owned(),
         hs["message"].as_str().unwrap_or_default().to_owned(),
@@ -275,7 +277,9 @@ fn argo_cd_shows_what_the_doc_says_in_every_phase() {
         let (status, message) = health(tier);
         assert!(!message.is_empty(), "{case}: the health has no message");
         if &status != expected {
-            wrong.push(format!("{case}: Argo CD shows {status} ({message}), the doc says {expected}"));
+            wrong.push(format!(
+                "{case}: Argo CD shows {status} ({message}), the doc says {expected}"
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -299,7 +303,13 @@ fn the_doc_carries_the_script_as_it_is() {
     let script = std::fs::read_to_string(root().join(SCRIPT)).unwrap();
     let indented: String = script
         .lines()
-        .map(|l| if l.is_empty() { "\n".to_owned() } else { format!("    {l}\n") })
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("    {l}\n")
+            }
+        })
         .collect();
     assert!(
         doc.contains(&indented),

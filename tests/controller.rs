@@ -866,13 +866,17 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
         .await
         .unwrap();
     let billing: Api<ConfigMap> = Api::namespaced(admin.clone(), "billing");
-    wait_for("the new flag rendered in billing", Duration::from_secs(20), || {
-        let billing = billing.clone();
-        async move {
-            let data = billing.get_opt("backend-flags").await.ok()??.data?;
-            (data.get("EXTRA_FLAG").map(String::as_str) == Some("true")).then_some(())
-        }
-    })
+    wait_for(
+        "the new flag rendered in billing",
+        Duration::from_secs(20),
+        || {
+            let billing = billing.clone();
+            async move {
+                let data = billing.get_opt("backend-flags").await.ok()??.data?;
+                (data.get("EXTRA_FLAG").map(String::as_str) == Some("true")).then_some(())
+            }
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     run.abort();
@@ -882,7 +886,10 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
         .get("backend")
         .await
         .unwrap();
-    assert!(untouched.status.is_none(), "a namespace not watched is not reconciled");
+    assert!(
+        untouched.status.is_none(),
+        "a namespace not watched is not reconciled"
+    );
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let chart = std::process::Command::new(root.join(".tools/bin/helm"))
@@ -899,10 +906,13 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
     assert!(chart.status.success());
     let mut granted: std::collections::BTreeMap<String, Vec<(String, String, String)>> =
         Default::default();
-    for doc in serde_saphyr::from_multiple::<Value>(&String::from_utf8(chart.stdout).unwrap())
-        .unwrap()
+    for doc in
+        serde_saphyr::from_multiple::<Value>(&String::from_utf8(chart.stdout).unwrap()).unwrap()
     {
-        assert_ne!(doc["kind"], "ClusterRole", "a namespaced install has no ClusterRole");
+        assert_ne!(
+            doc["kind"], "ClusterRole",
+            "a namespaced install has no ClusterRole"
+        );
         if doc["kind"] == "Role" {
             let ns = doc["metadata"]["namespace"].as_str().unwrap().to_owned();
             granted
@@ -927,7 +937,11 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_else(|| panic!("a cluster-wide call: {} {}", call.method, call.path));
-        assert!(watched.contains(&ns), "a call outside the watched namespaces: {}", call.path);
+        assert!(
+            watched.contains(&ns),
+            "a call outside the watched namespaces: {}",
+            call.path
+        );
         assert!(
             granted.get(ns).is_some_and(|g| g.contains(&need)),
             "the chart grants no {need:?} in {ns} ({} {})",

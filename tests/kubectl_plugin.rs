@@ -57,10 +57,9 @@ impl Plugin {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let path = std::env::join_paths(
-            std::iter::once(self.dir.path().to_owned())
-                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-        )
+        let path = std::env::join_paths(std::iter::once(self.dir.path().to_owned()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
         .unwrap();
         let mut command = Command::new(kubectl());
         command
@@ -222,7 +221,10 @@ async fn status_shows_the_phase_signals_against_thresholds_mitigations_and_incid
                 seen.push(line);
             }
         }
-        panic!("--watch never printed {needle:?}; printed:\n{}", seen.join("\n"));
+        panic!(
+            "--watch never printed {needle:?}; printed:\n{}",
+            seen.join("\n")
+        );
     };
     wait_line("Phase:      RollingBack");
     let mut next = status.clone();
@@ -263,7 +265,9 @@ async fn resume_pause_unpause_and_report_steer_the_tier() {
         let back = get(&client, name).await;
         assert_eq!(back.spec.mode, mode, "{name}");
         assert!(
-            !back.annotations().contains_key("tierguard.dev/mode-before-pause"),
+            !back
+                .annotations()
+                .contains_key("tierguard.dev/mode-before-pause"),
             "{name}: the remembered mode is removed"
         );
     }
@@ -300,7 +304,9 @@ async fn resume_pause_unpause_and_report_steer_the_tier() {
 
     let missing = plugin.run(&["status", "nothing"]).await;
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("MemoryTier clinic/nothing not found"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("MemoryTier clinic/nothing not found")
+    );
 }
 
 fn tierguard(args: &[&str]) -> Output {
@@ -370,6 +376,9 @@ fn an_unknown_log_level_is_refused_at_start_up() {
             stderr.contains("not a log level") || stderr.contains("invalid value 'warning'"),
             "the error must say the level is unknown: {stderr}"
         );
-        assert!(!stderr.contains("kubeconfig"), "refused before anything else: {stderr}");
+        assert!(
+            !stderr.contains("kubeconfig"),
+            "refused before anything else: {stderr}"
+        );
     }
 }

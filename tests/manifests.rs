@@ -225,7 +225,12 @@ fn parse_all(docs: &[Value], source: &str) -> Vec<String> {
                     let anchor = url
                         .split_once("/docs/alerts.md#")
                         .map(|(_, a)| a)
-                        .unwrap_or_else(|| panic!("{what}: {}: runbook_url {url} is not a docs/alerts.md section", r.alert));
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{what}: {}: runbook_url {url} is not a docs/alerts.md section",
+                                r.alert
+                            )
+                        });
                     assert!(
                         markdown_anchors("docs/alerts.md").contains(anchor),
                         "{what}: {}: docs/alerts.md has no section #{anchor}",
@@ -312,7 +317,11 @@ fn check_deployment(deployment: &Deployment, what: &str) {
     // two controllers acting at once.
     let strategy = spec.strategy.as_ref().and_then(|s| s.type_.as_deref());
     if !elected {
-        assert_eq!(strategy, Some("Recreate"), "{what}: no leader election needs Recreate");
+        assert_eq!(
+            strategy,
+            Some("Recreate"),
+            "{what}: no leader election needs Recreate"
+        );
     }
 }
 
@@ -415,7 +424,13 @@ fn the_chart_carries_the_same_crd() {
 
 /// `helm template` of the chart with these arguments (values files, --set), as documents.
 fn helm_template(args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["template", "tg", "charts/tierguard", "--namespace", "tierguard-system"];
+    let mut all = vec![
+        "template",
+        "tg",
+        "charts/tierguard",
+        "--namespace",
+        "tierguard-system",
+    ];
     all.extend_from_slice(args);
     documents(&run("helm", &all))
 }
@@ -444,8 +459,10 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 }
 
 fn container_args(docs: &[Value]) -> Vec<String> {
-    serde_json::from_value(one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].clone())
-        .unwrap()
+    serde_json::from_value(
+        one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -453,7 +470,13 @@ fn helm_lint_strict_passes_with_the_defaults_and_with_every_value() {
     run("helm", &["lint", "--strict", "charts/tierguard"]);
     run(
         "helm",
-        &["lint", "--strict", "charts/tierguard", "-f", "tests/data/chart-values.yaml"],
+        &[
+            "lint",
+            "--strict",
+            "charts/tierguard",
+            "-f",
+            "tests/data/chart-values.yaml",
+        ],
     );
     run(
         "helm",
@@ -475,14 +498,25 @@ fn helm_lint_strict_passes_with_the_defaults_and_with_every_value() {
 fn the_values_platform_charts_offer_are_accepted_and_rendered() {
     let docs = helm_template(&["-f", "tests/data/chart-values.yaml"]);
     let kinds = parse_all(&docs, "charts/tierguard with tests/data/chart-values.yaml");
-    for kind in ["PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "CustomResourceDefinition"] {
+    for kind in [
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ConfigMap",
+        "CustomResourceDefinition",
+    ] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} rendered");
     }
     let deployment = one(&docs, "Deployment");
-    assert_eq!(deployment["metadata"]["name"], "tg-controller", "fullnameOverride");
+    assert_eq!(
+        deployment["metadata"]["name"], "tg-controller",
+        "fullnameOverride"
+    );
     let pod = &deployment["spec"]["template"];
     assert_eq!(pod["metadata"]["labels"]["team"], "platform", "podLabels");
-    assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/name"], "guard", "nameOverride");
+    assert_eq!(
+        pod["metadata"]["labels"]["app.kubernetes.io/name"], "guard",
+        "nameOverride"
+    );
     assert_eq!(pod["spec"]["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["spec"]["topologySpreadConstraints"][0]["maxSkew"], 1);
     assert_eq!(pod["spec"]["volumes"][0]["name"], "ca", "extraVolumes");
@@ -492,13 +526,23 @@ fn the_values_platform_charts_offer_are_accepted_and_rendered() {
         "registry.example.com/tierguard@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         "image.digest wins over the tag"
     );
-    assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/ssl/corporate");
+    assert_eq!(
+        container["volumeMounts"][0]["mountPath"],
+        "/etc/ssl/corporate"
+    );
     assert!(
-        container["env"].as_array().unwrap().iter().any(|e| e["name"] == "HTTPS_PROXY"),
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "HTTPS_PROXY"),
         "extraEnv"
     );
     let args = container_args(&docs);
-    assert!(args.contains(&"--concurrency=8".to_owned()), "extraArgs: {args:?}");
+    assert!(
+        args.contains(&"--concurrency=8".to_owned()),
+        "extraArgs: {args:?}"
+    );
     assert!(args.contains(&"--log-level=warn".to_owned()), "{args:?}");
     assert_eq!(
         one(&docs, "Service")["metadata"]["annotations"]["prometheus.io/scrape"],
@@ -506,7 +550,10 @@ fn the_values_platform_charts_offer_are_accepted_and_rendered() {
     );
     for kind in ["ServiceMonitor", "PrometheusRule"] {
         let doc = one(&docs, kind);
-        assert_eq!(doc["metadata"]["namespace"], "monitoring", "{kind} namespace");
+        assert_eq!(
+            doc["metadata"]["namespace"], "monitoring",
+            "{kind} namespace"
+        );
         assert_eq!(
             doc["metadata"]["labels"]["release"], "kube-prometheus-stack",
             "{kind}: kube-prometheus-stack selects on release"
@@ -530,11 +577,17 @@ fn the_values_platform_charts_offer_are_accepted_and_rendered() {
         "runbookBaseUrl"
     );
     let dashboard = one(&docs, "ConfigMap");
-    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1", "sidecar label");
+    assert_eq!(
+        dashboard["metadata"]["labels"]["grafana_dashboard"], "1",
+        "sidecar label"
+    );
     let json: Value =
         serde_json::from_str(dashboard["data"]["tierguard.json"].as_str().unwrap()).unwrap();
     assert!(json["panels"].as_array().is_some_and(|p| !p.is_empty()));
-    assert_eq!(one(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        one(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
     assert_eq!(
         one(&docs, "NetworkPolicy")["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
             ["kubernetes.io/metadata.name"],
@@ -574,7 +627,10 @@ fn without_leader_election_a_rollout_never_runs_two_controllers() {
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
     parse_all(&docs, "charts/tierguard without leader election");
     let elected = one(&helm_template(&[]), "Deployment").clone();
-    assert!(elected["spec"]["strategy"].is_null(), "with leader election a rolling update is safe");
+    assert!(
+        elected["spec"]["strategy"].is_null(),
+        "with leader election a rolling update is safe"
+    );
     assert!(helm_refuses(&["--set", "leaderElection.enabled=false,replicaCount=2"]).is_some());
 }
 
@@ -589,7 +645,10 @@ fn a_namespaced_install_grants_roles_in_the_watched_namespaces_only() {
         "watchNamespace=legacy",
     ]);
     parse_all(&docs, "charts/tierguard namespaced");
-    assert!(find(&docs, "ClusterRole").is_empty(), "no ClusterRole in a namespaced install");
+    assert!(
+        find(&docs, "ClusterRole").is_empty(),
+        "no ClusterRole in a namespaced install"
+    );
     assert!(find(&docs, "ClusterRoleBinding").is_empty());
     let mut granted: Vec<String> = find(&docs, "RoleBinding")
         .iter()
@@ -611,7 +670,11 @@ fn a_namespaced_install_grants_roles_in_the_watched_namespaces_only() {
     // The default is the cluster-wide install.
     let all = helm_template(&[]);
     assert_eq!(find(&all, "ClusterRole").len(), 1);
-    assert!(!container_args(&all).iter().any(|a| a.starts_with("--namespace")));
+    assert!(
+        !container_args(&all)
+            .iter()
+            .any(|a| a.starts_with("--namespace"))
+    );
 }
 
 #[test]
@@ -636,10 +699,19 @@ fn the_chart_installs_and_upgrades_the_generated_crd() {
     let docs = helm_template(&[]);
     let crd = one(&docs, "CustomResourceDefinition");
     let generated: Value = serde_saphyr::from_str(&tierguard::api::crd_yaml()).unwrap();
-    assert_eq!(crd["spec"], generated["spec"], "the chart's CRD is `tierguard crd`");
+    assert_eq!(
+        crd["spec"], generated["spec"],
+        "the chart's CRD is `tierguard crd`"
+    );
     assert_eq!(crd["metadata"]["name"], generated["metadata"]["name"]);
-    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
-    assert_eq!(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(
+        crd["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "Helm"
+    );
     let unkept = helm_template(&["--set", "crds.keep=false"]);
     assert!(one(&unkept, "CustomResourceDefinition")["metadata"]["annotations"].is_null());
     let without = helm_template(&["--set", "crds.install=false"]);
@@ -678,8 +750,17 @@ fn an_umbrella_chart_with_tierguard_as_a_dependency_renders() {
         &["template", "platform", path, "--namespace", "platform"],
     ));
     let kinds = parse_all(&docs, "the umbrella chart");
-    for kind in ["Deployment", "ServiceMonitor", "PrometheusRule", "ConfigMap", "CustomResourceDefinition"] {
-        assert!(kinds.iter().any(|k| k == kind), "the umbrella chart lacks a {kind}");
+    for kind in [
+        "Deployment",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "CustomResourceDefinition",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "the umbrella chart lacks a {kind}"
+        );
     }
     assert_eq!(one(&docs, "Deployment")["metadata"]["name"], "tierguard");
     assert_eq!(

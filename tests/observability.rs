@@ -51,7 +51,11 @@ fn deploy_objects() -> Vec<Value> {
         .current_dir(root())
         .output()
         .expect("run kubectl kustomize (scripts/install-k8s-tools installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_saphyr::from_multiple::<Value>(&String::from_utf8(out.stdout).unwrap())
         .unwrap()
         .into_iter()
@@ -207,7 +211,10 @@ impl Setup {
         if answer["status"] != "success" {
             return (Vec::new(), Some(answer.to_string()));
         }
-        let result = answer["data"]["result"].as_array().cloned().unwrap_or_default();
+        let result = answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         (result, None)
     }
 }
@@ -275,7 +282,9 @@ async fn every_dashboard_query_returns_data_from_a_live_controller() {
     let mut queries: Vec<(String, String)> = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().expect("every target has a PromQL expr");
+            let expr = target["expr"]
+                .as_str()
+                .expect("every target has a PromQL expr");
             queries.push((
                 format!("{} ({})", panel["title"].as_str().unwrap(), target["refId"]),
                 substitute(expr),
@@ -341,7 +350,10 @@ async fn metrics_negotiate_the_format_and_promtool_finds_nothing_to_lint() {
             .send()
             .await
             .unwrap();
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(
             content_type.starts_with("text/plain; version=0.0.4"),
             "{content_type}"

@@ -639,12 +639,14 @@ mod tests {
             assert_eq!(body["payload"]["timestamp"], "2026-11-25T03:40:00Z");
             assert_eq!(body["client"], "tierguard");
             let links = body["links"].as_array().unwrap();
-            assert_eq!(links[0]["href"], format!("{DOCS_URL}/runbooks.md#canaryrollback"));
+            assert_eq!(
+                links[0]["href"],
+                format!("{DOCS_URL}/runbooks.md#canaryrollback")
+            );
             assert!(
-                links[1]["text"]
-                    .as_str()
-                    .unwrap()
-                    .contains("kubectl tierguard report t -n ns --incident 2026-11-25-0312-canary-rollback"),
+                links[1]["text"].as_str().unwrap().contains(
+                    "kubectl tierguard report t -n ns --incident 2026-11-25-0312-canary-rollback"
+                ),
                 "{links:?}"
             );
         }
@@ -677,7 +679,10 @@ mod tests {
         n.trigger = "breaker <!channel> open & <https://evil.example|click>".into();
         let body = payload(&webhook, &n, &ctx, &communication(&n, &ctx));
         let text = body["text"].as_str().unwrap();
-        assert!(text.contains("breaker &lt;!channel&gt; open &amp; &lt;https://evil.example|click&gt;"), "{text}");
+        assert!(
+            text.contains("breaker &lt;!channel&gt; open &amp; &lt;https://evil.example|click&gt;"),
+            "{text}"
+        );
         let blocks = body["blocks"].as_array().unwrap();
         assert_eq!(blocks[0]["type"], "header");
         assert_eq!(blocks[0]["text"]["type"], "plain_text");
@@ -685,8 +690,18 @@ mod tests {
             let all = block.to_string();
             assert!(!all.contains("<!") && !all.contains("<http"), "{all}");
         }
-        assert!(blocks[1]["text"]["text"].as_str().unwrap().starts_with("*Timeline*"));
-        assert!(blocks[1]["text"]["text"].as_str().unwrap().contains("&lt;!channel&gt;"));
+        assert!(
+            blocks[1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*Timeline*")
+        );
+        assert!(
+            blocks[1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("&lt;!channel&gt;")
+        );
     }
 
     #[test]
@@ -696,8 +711,16 @@ mod tests {
         };
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbooks.md"))
             .unwrap();
-        for runbook in [CANARY_ROLLBACK, CIRCUIT_BREAKER_OPEN, CACHE_STAMPEDE, REDIS_MEMORY] {
-            assert!(doc.contains(&format!("\n## {runbook}\n")), "docs/runbooks.md lacks ## {runbook}");
+        for runbook in [
+            CANARY_ROLLBACK,
+            CIRCUIT_BREAKER_OPEN,
+            CACHE_STAMPEDE,
+            REDIS_MEMORY,
+        ] {
+            assert!(
+                doc.contains(&format!("\n## {runbook}\n")),
+                "docs/runbooks.md lacks ## {runbook}"
+            );
             assert!(runbook_url(runbook).ends_with(&format!("#{}", runbook.to_lowercase())));
         }
         assert!(doc.contains("\n## Incident reports\n"));

@@ -65,9 +65,10 @@ async fn from_cluster(
     tier: &str,
     kube: &super::tier::KubeArgs,
 ) -> anyhow::Result<(String, Reports)> {
-    let (client, namespace) = kube.connect().await.context(
-        "cannot build a Kubernetes client from the kubeconfig or the in-cluster config",
-    )?;
+    let (client, namespace) = kube
+        .connect()
+        .await
+        .context("cannot build a Kubernetes client from the kubeconfig or the in-cluster config")?;
     let reports = read_reports(&client, &namespace, tier).await?;
     Ok((
         format!("ConfigMap {namespace}/{}", incidents_config_map_name(tier)),

@@ -105,7 +105,9 @@ fn log_filter(
     };
     for directive in directives.split(',').map(str::trim) {
         let bare = !directive.contains(['=', ':', '[']);
-        if bare && !directive.is_empty() && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        if bare
+            && !directive.is_empty()
+            && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
         {
             anyhow::bail!(
                 "RUST_LOG: {directive:?} is not a log level (one of {}); to set a target's level write TARGET=LEVEL",
@@ -209,7 +211,10 @@ mod tests {
         assert!(log_filter(LogLevel::Info, Some("debug")).is_ok());
         assert!(log_filter(LogLevel::Info, Some("info,kube=debug,tierguard::act=trace")).is_ok());
         let e = log_filter(LogLevel::Info, Some("warning")).unwrap_err();
-        assert!(e.to_string().contains("\"warning\" is not a log level"), "{e}");
+        assert!(
+            e.to_string().contains("\"warning\" is not a log level"),
+            "{e}"
+        );
         assert!(log_filter(LogLevel::Info, Some("kube=loud")).is_err());
     }
 }

@@ -328,7 +328,11 @@ pub fn render_status(tier: &MemoryTier, now: Timestamp) -> String {
         let _ = writeln!(out, "  none: the application runs on its spec");
     }
     for m in &status.mitigations {
-        let overrides: Vec<String> = m.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let overrides: Vec<String> = m
+            .overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let _ = writeln!(
             out,
             "  {} since {} ({} ago)\n    why:     {}\n    sets:    {}\n    ends:    {}",
@@ -380,10 +384,7 @@ async fn resume(tier: &str, kube: &KubeArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .with_context(|| format!("annotating MemoryTier {namespace}/{tier}"))?;
-    let phase = current
-        .status
-        .and_then(|s| s.phase)
-        .unwrap_or_default();
+    let phase = current.status.and_then(|s| s.phase).unwrap_or_default();
     println!(
         "MemoryTier {namespace}/{tier} resumed ({RESUME_ANNOTATION}={token}; phase was {phase})"
     );

@@ -138,15 +138,16 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     // (e.g. the resume annotation) do, at once.
     // managedFields are never read here, and with server-side apply of a large status they are
     // large too: the cache keeps none.
-    let tier_stream = namespaces::watch::<MemoryTier>(&client, &config.namespaces, tier_watch, reader.clone())
-        .modify(|tier: &mut MemoryTier| tier.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
-            (predicates::generation as fn(&MemoryTier) -> Option<u64>)
-                .combine(predicates::annotations as fn(&MemoryTier) -> Option<u64>),
-            Default::default(),
-        );
+    let tier_stream =
+        namespaces::watch::<MemoryTier>(&client, &config.namespaces, tier_watch, reader.clone())
+            .modify(|tier: &mut MemoryTier| tier.managed_fields_mut().clear())
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(
+                (predicates::generation as fn(&MemoryTier) -> Option<u64>)
+                    .combine(predicates::annotations as fn(&MemoryTier) -> Option<u64>),
+                Default::default(),
+            );
 
     // Reconcile every tier when this replica becomes the leader, so a takeover resumes at once.
     let mut became_leader = leadership.changes();

@@ -10,9 +10,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use futures::stream::{BoxStream, StreamExt};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 

@@ -53,9 +53,7 @@ pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
 /// OpenMetrics for Prometheus (which asks for it), the text format 0.0.4 for `Accept: text/plain`
 /// and clients that do not say.
 async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
     (
         [(header::CONTENT_TYPE, format.content_type())],

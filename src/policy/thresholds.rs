@@ -60,7 +60,10 @@ pub fn thresholds(spec: &MemoryTierSpec, memory: &PolicyMemory) -> Vec<Threshold
             breach: Breach::Above,
         },
     ];
-    if let Some(baseline) = r.error_rate_baseline_percent.or(memory.error_rate_baseline_percent) {
+    if let Some(baseline) = r
+        .error_rate_baseline_percent
+        .or(memory.error_rate_baseline_percent)
+    {
         out.push(Threshold {
             signal: AppSignal::ErrorRatePercent.name(),
             name: "rollback",
