@@ -142,6 +142,8 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     ctx.metrics
         .set_phase(&namespace, &name, status.phase.unwrap_or_default());
     ctx.metrics.set_signals(&namespace, &name, &observation);
+    ctx.metrics
+        .set_evicted_keys(&namespace, &name, observation.redis_evicted_keys);
     info!(phase = %status.phase.unwrap_or_default(), actions = decision.actions.len(), "reconciled");
 
     match outcome.error {

@@ -31,6 +31,12 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub namespace: String,
+    pub tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignalLabels {
     pub namespace: String,
     pub tier: String,
@@ -47,6 +53,7 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub tier_phase: Family<PhaseLabels, Gauge>,
     pub tier_signal: Family<SignalLabels, Gauge<f64, AtomicU64>>,
+    pub redis_evicted_keys: Family<TierLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -98,6 +105,12 @@ impl Default for Metrics {
             "The last known value of each signal of each MemoryTier (absent when unknown)",
             tier_signal.clone(),
         );
+        let redis_evicted_keys = Family::<TierLabels, Counter>::default();
+        registry.register(
+            "redis_evicted_keys",
+            "Redis's evicted_keys counter of each MemoryTier's Redis (summed over masters); it resets when Redis restarts, so rate() gives the eviction rate of the runbook's alert",
+            redis_evicted_keys.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -112,6 +125,7 @@ impl Default for Metrics {
             actions,
             tier_phase,
             tier_signal,
+            redis_evicted_keys,
             leader,
         }
     }
@@ -189,6 +203,25 @@ impl Metrics {
         }
     }
 
+    /// Record Redis's evicted_keys counter as a counter: a reading below the last one is a reset
+    /// (Redis restarted), exported as a new series start so that `rate()` treats it as one.
+    pub fn set_evicted_keys(&self, namespace: &str, tier: &str, evicted: Option<u64>) {
+        let labels = TierLabels {
+            namespace: namespace.to_owned(),
+            tier: tier.to_owned(),
+        };
+        let Some(raw) = evicted else {
+            self.redis_evicted_keys.remove(&labels);
+            return;
+        };
+        let current = self.redis_evicted_keys.get_or_create(&labels).get();
+        if raw < current {
+            self.redis_evicted_keys.remove(&labels);
+        }
+        let counter = self.redis_evicted_keys.get_or_create(&labels);
+        counter.inc_by(raw.saturating_sub(counter.get()));
+    }
+
     /// Forget a deleted tier's series.
     pub fn forget_tier(&self, namespace: &str, tier: &str) {
         for p in ALL_PHASES {
@@ -199,6 +232,7 @@ impl Metrics {
             });
         }
         self.set_signals(namespace, tier, &Observation::default());
+        self.set_evicted_keys(namespace, tier, None);
     }
 }
 
@@ -233,5 +267,33 @@ mod tests {
         assert!(!metrics.render().contains("p50LatencyMs"));
         metrics.forget_tier("clinic", "backend");
         assert!(!metrics.render().contains("tier=\"backend\""));
+    }
+
+    #[test]
+    fn evicted_keys_is_a_counter_that_resets_with_redis() {
+        let metrics = Metrics::default();
+        let line = |m: &Metrics| {
+            m.render()
+                .lines()
+                .find(|l| l.starts_with("tierguard_redis_evicted_keys_total{"))
+                .map(str::to_owned)
+        };
+        metrics.set_evicted_keys("clinic", "backend", Some(1200));
+        assert_eq!(
+            line(&metrics).as_deref(),
+            Some(r#"tierguard_redis_evicted_keys_total{namespace="clinic",tier="backend"} 1200"#)
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("# TYPE tierguard_redis_evicted_keys counter")
+        );
+        metrics.set_evicted_keys("clinic", "backend", Some(1500));
+        assert!(line(&metrics).unwrap().ends_with(" 1500"));
+        // Redis restarted: the counter starts again below its last value.
+        metrics.set_evicted_keys("clinic", "backend", Some(40));
+        assert!(line(&metrics).unwrap().ends_with(" 40"));
+        metrics.set_evicted_keys("clinic", "backend", None);
+        assert_eq!(line(&metrics), None);
     }
 }
