@@ -786,7 +786,11 @@ fn keep_generation_keeps_every_key_of_the_current_generation_in_either_layout() 
     ]);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     let after = all_keys(&mut con);
-    assert_eq!(of_generation_3(&after), current, "the current generation lost keys");
+    assert_eq!(
+        of_generation_3(&after),
+        current,
+        "the current generation lost keys"
+    );
     // Generations 1 and 30 are gone, in both layouts.
     assert_eq!(after, current, "old generations left behind");
 }

@@ -44,6 +44,10 @@ pub struct Notification {
     pub incident_id: String,
     pub runbook: String,
     pub trigger: String,
+    /// For an escalation: why.
+    pub escalated_because: Option<String>,
+    /// Who is notified next and when, or why nobody else is.
+    pub escalation_plan: String,
     pub message: String,
 }
 
@@ -57,6 +61,8 @@ impl Notification {
                 incident_id,
                 runbook,
                 trigger,
+                escalated_because,
+                escalation_plan,
                 message,
             } => Some(Notification {
                 level: *level,
@@ -64,6 +70,8 @@ impl Notification {
                 incident_id: incident_id.clone(),
                 runbook: runbook.clone(),
                 trigger: trigger.clone(),
+                escalated_because: escalated_because.clone(),
+                escalation_plan: escalation_plan.clone(),
                 message: message.clone(),
             }),
             _ => None,
@@ -174,9 +182,10 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
     let now_line = match n.kind {
         NotifyKind::Opened => None,
         NotifyKind::Escalated => Some(format!(
-            "{} - Escalated to level {}: not resolved yet",
+            "{} - Escalated to level {}: {}",
             hhmm(ctx.now),
-            n.level
+            n.level,
+            n.escalated_because.as_deref().unwrap_or("not resolved yet")
         )),
         NotifyKind::Resolved => Some(format!("{} - Resolved", hhmm(ctx.now))),
     };
@@ -186,14 +195,20 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
         ctx.namespace, ctx.tier, n.incident_id
     );
     let next_steps = match n.kind {
-        NotifyKind::Opened | NotifyKind::Escalated => vec![
-            format!(
-                "Automatic remediation under way ({title} runbook): {}",
-                n.message
-            ),
-            format!("Level {} responder: follow the {title} runbook", n.level),
-            format!("Incident id: {}", n.incident_id),
-        ],
+        NotifyKind::Opened | NotifyKind::Escalated => {
+            let mut steps = vec![
+                format!(
+                    "Automatic remediation under way ({title} runbook): {}",
+                    n.message
+                ),
+                format!("Level {} responder: follow the {title} runbook", n.level),
+            ];
+            if !n.escalation_plan.is_empty() {
+                steps.push(format!("Escalation: {}", n.escalation_plan));
+            }
+            steps.push(format!("Incident id: {}", n.incident_id));
+            steps
+        }
         NotifyKind::Resolved => {
             let mut steps = vec![
                 "Root cause investigation in progress".to_owned(),
@@ -544,6 +559,9 @@ mod tests {
             incident_id: "2026-11-25-0312-canary-rollback".into(),
             runbook: "CanaryRollback".into(),
             trigger: "P50 latency 1250 ms > 1000 ms for 10m".into(),
+            escalated_because: (kind == NotifyKind::Escalated)
+                .then(|| "unresolved 15m after its automatic response started".into()),
+            escalation_plan: "level 3 (technical lead) is notified if it is still unresolved 30m after its automatic response started".into(),
             message: "canary reduced to 5%".into(),
         }
     }
@@ -557,6 +575,7 @@ mod tests {
             started_at: ts("2026-11-25T03:12:00Z"),
             resolved_at: None,
             escalation_level: 1,
+            escalation: None,
             timeline: vec![
                 TimelineEntry {
                     at: ts("2026-11-25T03:12:00Z"),
@@ -597,12 +616,14 @@ mod tests {
         let escalated = communication(&notification(NotifyKind::Escalated, 2), &ctx);
         assert_eq!(escalated.status, "ESCALATED (level 2)");
         assert!(
-            escalated
-                .timeline
-                .last()
-                .unwrap()
-                .contains("Escalated to level 2")
+            escalated.timeline.last().unwrap().ends_with(
+                "Escalated to level 2: unresolved 15m after its automatic response started"
+            ),
+            "{escalated:?}"
         );
+        // The plan says who is next.
+        assert!(escalated.next_steps.iter().any(|s| s
+            == "Escalation: level 3 (technical lead) is notified if it is still unresolved 30m after its automatic response started"));
     }
 
     #[test]

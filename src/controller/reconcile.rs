@@ -149,6 +149,8 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
         &decision.memory,
         &decision.mitigations,
     );
+    ctx.metrics
+        .set_evicted_keys(&namespace, &name, observation.redis_evicted_keys);
     info!(phase = %status.phase.unwrap_or_default(), actions = decision.actions.len(), "reconciled");
 
     match outcome.error {

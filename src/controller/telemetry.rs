@@ -40,6 +40,12 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub namespace: String,
+    pub tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignalLabels {
     pub namespace: String,
     pub tier: String,
@@ -124,6 +130,7 @@ pub struct Metrics {
     pub tier_signal: Family<SignalLabels, Gauge<f64, AtomicU64>>,
     pub tier_threshold: Family<ThresholdLabels, Gauge<f64, AtomicU64>>,
     pub tier_mitigation: Family<MitigationLabels, Gauge>,
+    pub redis_evicted_keys: Family<TierLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -212,6 +219,12 @@ impl Default for Metrics {
             "1 while the mitigation is in force on the MemoryTier, 0 otherwise",
             tier_mitigation.clone(),
         );
+        let redis_evicted_keys = Family::<TierLabels, Counter>::default();
+        registry.register(
+            "redis_evicted_keys",
+            "Redis's evicted_keys counter of each MemoryTier's Redis (summed over masters); it resets when Redis restarts, so rate() gives the eviction rate of the runbook's alert",
+            redis_evicted_keys.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -228,6 +241,7 @@ impl Default for Metrics {
             tier_signal,
             tier_threshold,
             tier_mitigation,
+            redis_evicted_keys,
             leader,
         }
     }
@@ -368,6 +382,25 @@ impl Metrics {
         }
     }
 
+    /// Record Redis's evicted_keys counter as a counter: a reading below the last one is a reset
+    /// (Redis restarted), exported as a new series start so that `rate()` treats it as one.
+    pub fn set_evicted_keys(&self, namespace: &str, tier: &str, evicted: Option<u64>) {
+        let labels = TierLabels {
+            namespace: namespace.to_owned(),
+            tier: tier.to_owned(),
+        };
+        let Some(raw) = evicted else {
+            self.redis_evicted_keys.remove(&labels);
+            return;
+        };
+        let current = self.redis_evicted_keys.get_or_create(&labels).get();
+        if raw < current {
+            self.redis_evicted_keys.remove(&labels);
+        }
+        let counter = self.redis_evicted_keys.get_or_create(&labels);
+        counter.inc_by(raw.saturating_sub(counter.get()));
+    }
+
     /// Forget a deleted tier's series.
     pub fn forget_tier(&self, namespace: &str, tier: &str) {
         for p in ALL_PHASES {
@@ -386,6 +419,7 @@ impl Metrics {
                 mitigation: name.to_owned(),
             });
         }
+        self.set_evicted_keys(namespace, tier, None);
     }
 }
 
@@ -539,5 +573,33 @@ mod tests {
             Format::negotiate(Some("application/openmetrics-text; version=1.0.0")),
             Format::OpenMetrics
         );
+    }
+
+    #[test]
+    fn evicted_keys_is_a_counter_that_resets_with_redis() {
+        let metrics = Metrics::default();
+        let line = |m: &Metrics| {
+            m.render()
+                .lines()
+                .find(|l| l.starts_with("tierguard_redis_evicted_keys_total{"))
+                .map(str::to_owned)
+        };
+        metrics.set_evicted_keys("clinic", "backend", Some(1200));
+        assert_eq!(
+            line(&metrics).as_deref(),
+            Some(r#"tierguard_redis_evicted_keys_total{namespace="clinic",tier="backend"} 1200"#)
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("# TYPE tierguard_redis_evicted_keys counter")
+        );
+        metrics.set_evicted_keys("clinic", "backend", Some(1500));
+        assert!(line(&metrics).unwrap().ends_with(" 1500"));
+        // Redis restarted: the counter starts again below its last value.
+        metrics.set_evicted_keys("clinic", "backend", Some(40));
+        assert!(line(&metrics).unwrap().ends_with(" 40"));
+        metrics.set_evicted_keys("clinic", "backend", None);
+        assert_eq!(line(&metrics), None);
     }
 }

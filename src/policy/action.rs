@@ -49,6 +49,10 @@ pub enum Action {
         incident_id: String,
         runbook: String,
         trigger: String,
+        /// For an escalation: why.
+        escalated_because: Option<String>,
+        /// Who is notified next and when, or why nobody else is.
+        escalation_plan: String,
         message: String,
     },
     /// Write (or update) the incident report: runbook phase 4.
