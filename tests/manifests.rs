@@ -806,3 +806,24 @@ fn tierguard_servers_binary(name: &str) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("`{name}` is missing: run scripts/test (it installs prometheus, which ships promtool)"))
 }
+
+/// One address for the docs: the alerts' runbook_url base (the chart's default and deploy/'s) is
+/// the docs address the notifications link to.
+#[test]
+fn the_alerts_and_the_notifications_link_to_the_same_docs() {
+    let base = format!("{}/alerts.md#", tierguard::act::notify::DOCS_URL);
+    let deploy = documents(&run("kubectl", &["kustomize", "deploy/"]));
+    let chart = helm_template(&["--set", "prometheusRule.enabled=true"]);
+    for (source, docs) in [("deploy", deploy), ("chart", chart)] {
+        let rule = one(&docs, "PrometheusRule");
+        for group in rule["spec"]["groups"].as_array().unwrap() {
+            for r in group["rules"].as_array().unwrap() {
+                let url = r["annotations"]["runbook_url"].as_str().unwrap();
+                assert!(
+                    url.starts_with(&base),
+                    "{source}: {url} is not under {base}"
+                );
+            }
+        }
+    }
+}
