@@ -827,3 +827,82 @@ async fn remediation_keeps_every_key_of_the_current_generation_in_either_layout(
     );
     assert_eq!(all_keys(&mut con), current);
 }
+
+/// A hostile tenant (or a tired operator) spells "every key" so that a check for `*` misses it:
+/// `?*`, `[^]*`, `*?*`. Real Redis confirms each matches every key loaded; the CLI refuses each
+/// and deletes nothing, and so does a remediation whose spec lists one.
+#[tokio::test]
+async fn a_flush_never_matches_everything_however_it_is_spelt() {
+    tierguard::install_crypto_provider();
+    let redis = RedisServer::start();
+    let mut con = redis.client();
+    load_mix(&mut con);
+    let before = all_keys(&mut con);
+    let url = redis.url();
+    for pattern in ["?*", "[^]*", "*?*", "??*", "*[^]"] {
+        let (mut cursor, mut matched) = (0u64, BTreeSet::new());
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut con)
+                .unwrap();
+            matched.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        assert_eq!(
+            matched, before,
+            "Redis itself: {pattern:?} matches every key"
+        );
+        let (code, _, stderr) = run_cli(&["redis", "flush", "--url", &url, "--pattern", pattern]);
+        assert_ne!(code, 0, "{pattern:?} must be refused");
+        assert!(
+            stderr.contains("matches every key"),
+            "{pattern:?}: {stderr}"
+        );
+    }
+    // A pattern that names its keys still works next to the refusals.
+    let (code, _, stderr) = run_cli(&[
+        "redis",
+        "flush",
+        "--url",
+        &url,
+        "--pattern",
+        "session:*",
+        "--pattern",
+        "*?*",
+    ]);
+    assert_ne!(code, 0, "one bad pattern refuses the whole run: {stderr}");
+    assert_eq!(all_keys(&mut con), before, "nothing was deleted");
+
+    let spec: RedisSpec = serde_json::from_value(serde_json::json!({
+        "remediation": {"nonCriticalPatterns": ["session:*", "[^]*"]}
+    }))
+    .unwrap();
+    let run = remediate_redis(
+        &spec,
+        &SecretString::from(url.clone()),
+        MemoryLevel::Critical,
+        "used 95% > 90%",
+        false,
+        jiff::Timestamp::now(),
+    )
+    .await;
+    assert_eq!(run.record.outcome, "failed", "{:?}", run.record);
+    assert!(
+        run.record
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("matches every key"),
+        "{:?}",
+        run.record
+    );
+    assert_eq!(all_keys(&mut con), before, "nothing was deleted");
+}

@@ -135,7 +135,7 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
     }
 
     let deserializer = doc.clone();
-    serde_path_to_error::deserialize::<_, MemoryTier>(deserializer).map_err(|e| {
+    let tier = serde_path_to_error::deserialize::<_, MemoryTier>(deserializer).map_err(|e| {
         let path = e.path().to_string();
         vec![Problem::new(
             if path == "." {
@@ -145,7 +145,48 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
             },
             e.into_inner().to_string(),
         )]
-    })
+    })?;
+    let problems = remediation_problems(&tier);
+    if problems.is_empty() {
+        Ok(tier)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Remediation patterns that would delete every key, decided by the glob's semantics (the same
+/// test `redis flush` applies), which no schema pattern or CEL rule can express.
+fn remediation_problems(tier: &MemoryTier) -> Vec<Problem> {
+    use crate::act::redis::flush::GENERATION_PLACEHOLDER;
+    use crate::act::redis::glob::Glob;
+    let remediation = &tier.spec.redis.remediation;
+    let refuse = |path: String, pattern: &str| {
+        Problem::new(
+            path,
+            format!("{pattern:?} matches every key; name the keys it may delete, e.g. 'session:*'"),
+        )
+    };
+    let mut problems: Vec<Problem> = remediation
+        .non_critical_patterns
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| Glob::new(p).matches_everything())
+        .map(|(i, p)| {
+            refuse(
+                format!("spec.redis.remediation.nonCriticalPatterns[{i}]"),
+                p,
+            )
+        })
+        .collect();
+    if let Some(pattern) = &remediation.generation_pattern
+        && Glob::new(&pattern.replace(GENERATION_PLACEHOLDER, "*")).matches_everything()
+    {
+        problems.push(refuse(
+            "spec.redis.remediation.generationPattern".into(),
+            pattern,
+        ));
+    }
+    problems
 }
 
 /// Validate a MemoryTier as read from the cluster: its spec against the CRD's rules. Server-set

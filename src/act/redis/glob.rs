@@ -93,9 +93,16 @@ impl Glob {
         &self.source
     }
 
-    /// Whether the pattern matches every key (only stars): such a pattern is refused for deletion.
+    /// Whether the pattern matches every key, or every key but a few short ones (`?*` leaves out
+    /// only the empty key): such a pattern is refused for deletion.
+    ///
+    /// Decided by what the tokens accept, not by how the pattern is spelt. A pattern with a star
+    /// whose other tokens each accept any byte (`?`, `[^]`, a class covering all 256 bytes)
+    /// matches every key at least as long as those tokens. Any token that refuses some byte `b`
+    /// refuses the key `bbb…` of every length, so the pattern leaves infinitely many keys alone;
+    /// and without a star a pattern matches keys of one length only.
     pub fn matches_everything(&self) -> bool {
-        self.tokens.iter().all(|t| *t == Token::Star)
+        self.tokens.contains(&Token::Star) && self.tokens.iter().all(accepts_every_byte)
     }
 
     /// Whether `key` matches the whole pattern.
@@ -128,6 +135,10 @@ impl Glob {
         }
         self.tokens[t..].iter().all(|tok| *tok == Token::Star)
     }
+}
+
+fn accepts_every_byte(token: &Token) -> bool {
+    (0..=u8::MAX).all(|byte| token_matches(token, byte))
 }
 
 fn token_matches(token: &Token, byte: u8) -> bool {
@@ -207,10 +218,50 @@ mod tests {
     }
 
     #[test]
-    fn only_all_star_patterns_match_everything() {
-        assert!(Glob::new("*").matches_everything());
-        assert!(Glob::new("***").matches_everything());
-        assert!(!Glob::new("*:*").matches_everything());
-        assert!(!Glob::new("?*").matches_everything());
+    fn patterns_that_match_every_key_are_found_by_what_they_accept() {
+        for everything in [
+            "*", "***", "?*", "*?", "*?*", "??*", "[^]*", "*[^]", "?[^]?*",
+        ] {
+            assert!(Glob::new(everything).matches_everything(), "{everything}");
+        }
+        // A class of every byte, written as a range over all of them.
+        let all_bytes = Glob {
+            source: String::new(),
+            tokens: vec![
+                Token::Class {
+                    negated: false,
+                    items: vec![ClassItem::Range(0, 255)],
+                },
+                Token::Star,
+            ],
+        };
+        assert!(all_bytes.matches_everything());
+        for named in [
+            "*:*",
+            "session:*",
+            "*a",
+            "[^a]*",
+            "?",
+            "????",
+            "[a-z]*",
+            r"\**",
+            "*[^]x",
+        ] {
+            assert!(!Glob::new(named).matches_everything(), "{named}");
+        }
+    }
+
+    /// The decision agrees with matching: a pattern said to match everything matches every key
+    /// of each single byte repeated past its length, and one said not to misses one of them.
+    #[test]
+    fn matching_everything_agrees_with_matching() {
+        for pattern in [
+            "*", "?*", "*?*", "[^]*", "[^a]*", "a*", "*:*", "??*", "[!-~]*", "*[^b]*", "x",
+        ] {
+            let glob = Glob::new(pattern);
+            let long = glob.tokens.len() + 1;
+            let all_match = (0..=u8::MAX).all(|b| glob.is_match(&vec![b; long]));
+            assert_eq!(glob.matches_everything(), all_match, "{pattern}");
+        }
     }
 }
