@@ -10,6 +10,7 @@
 //! - [`cli`]: the `tierguard` command.
 //! - [`build_info`]: version, commit and build date.
 //! - [`secret`]: keeping Secret values out of every log, error, Event and status.
+//! - [`destinations`]: where the controller may send requests on a tier's behalf.
 #![forbid(unsafe_code)]
 
 pub mod act;
@@ -17,6 +18,7 @@ pub mod api;
 pub mod build_info;
 pub mod cli;
 pub mod controller;
+pub mod destinations;
 pub mod observe;
 pub mod policy;
 pub mod secret;

@@ -104,6 +104,11 @@ async fn create_secret(client: &Client, name: &str, key: &str, value: &str) {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
             namespace: Some(NS.into()),
+            // Marked for tierguard: the controller uses no other Secret.
+            labels: Some(BTreeMap::from([(
+                "tierguard.dev/usable".to_owned(),
+                "true".to_owned(),
+            )])),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(

@@ -309,6 +309,7 @@ fn observe_reads_missing_secrets_from_the_cluster() {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("clinic".into()),
+                labels: Some([("tierguard.dev/usable".to_owned(), "true".to_owned())].into()),
                 ..ObjectMeta::default()
             },
             data: Some([(key.to_owned(), ByteString(value.into_bytes()))].into()),

@@ -39,6 +39,13 @@ pub mod reasons {
     pub const DRY_RUN: &str = "DryRun";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const SECRET_MISSING: &str = "SecretMissing";
+    /// A Secret the spec names is not marked for tierguard.
+    pub const SECRET_NOT_USABLE: &str = "SecretNotUsable";
+    /// A URL or address the spec names is not an allowed destination.
+    pub const DESTINATION_REFUSED: &str = "DestinationRefused";
+    /// An object the spec names is not tierguard's to write (not created by it, not adopted, or a
+    /// workload that did not opt in).
+    pub const NOT_OURS: &str = "NotOurs";
     pub const OBSERVE_FAILED: &str = "ObserveFailed";
     pub const ACTION_FAILED: &str = "ActionFailed";
     pub const MEMORY_OK: &str = "MemoryOk";

@@ -105,7 +105,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     let (observe_config, act_secrets) = match resolved {
         Ok(r) => r,
         Err(e) => {
-            stall(tier, ctx, reasons::SECRET_MISSING, &e.to_string(), now).await?;
+            stall(tier, ctx, e.reason(), &e.to_string(), now).await?;
             return Err(e.into());
         }
     };

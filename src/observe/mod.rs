@@ -67,6 +67,20 @@ pub enum ConfigError {
     Http(String),
 }
 
+impl ConfigError {
+    /// The reason of the Stalled condition this error sets.
+    pub fn reason(&self) -> &'static str {
+        use crate::api::conditions::reasons;
+        match self {
+            ConfigError::Secret {
+                source: SecretError::NotMarked { .. },
+                ..
+            } => reasons::SECRET_NOT_USABLE,
+            _ => reasons::SECRET_MISSING,
+        }
+    }
+}
+
 /// Where to read Prometheus.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrometheusConfig {

@@ -1,6 +1,11 @@
 //! Resolving the spec's `SecretKeyRef`s: from the cluster (the controller), or from flags and the
 //! environment (the `tierguard observe` command, for local use).
 //!
+//! A Secret in the cluster is used only when it is marked for tierguard with the label
+//! [`USABLE_LABEL`]`=true`. Whoever may create a MemoryTier may name any Secret of its namespace;
+//! the label is how whoever may change that Secret agrees to its use. The Secret's metadata is read
+//! first, so an unmarked Secret's data never reaches the controller.
+//!
 //! Secret values never appear in errors, logs or `Debug` output.
 
 use std::collections::BTreeMap;
@@ -21,6 +26,11 @@ pub enum SecretError {
         name: String,
         key: String,
     },
+    #[error(
+        "Secret {namespace}/{name} is not marked for tierguard: a Secret is used only when it carries the label {label}=true; if this tier may use it, run: kubectl label secret -n {namespace} {name} {label}=true",
+        label = USABLE_LABEL
+    )]
+    NotMarked { namespace: String, name: String },
     #[error("key {key:?} of Secret {name} is not UTF-8 text")]
     NotUtf8 { name: String, key: String },
     #[error("reading Secret {namespace}/{name}: {source}")]
@@ -40,6 +50,16 @@ pub enum SecretError {
         env: String,
         why: String,
     },
+}
+
+/// The label that marks a Secret as usable by tierguard (its value must be `true`).
+pub const USABLE_LABEL: &str = "tierguard.dev/usable";
+
+/// Whether labels mark their object as usable by tierguard.
+pub fn marked_usable(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(USABLE_LABEL))
+        .is_some_and(|v| v == "true")
 }
 
 /// Something that turns a `SecretKeyRef` into the secret's value.
@@ -77,21 +97,53 @@ impl KubeSecrets {
     }
 }
 
+impl KubeSecrets {
+    fn api_error(&self, name: &str, source: kube::Error) -> SecretError {
+        SecretError::Api {
+            namespace: self.namespace.clone(),
+            name: name.to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    fn not_found(&self, name: &str) -> SecretError {
+        SecretError::SecretNotFound {
+            namespace: self.namespace.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn not_marked(&self, name: &str) -> SecretError {
+        SecretError::NotMarked {
+            namespace: self.namespace.clone(),
+            name: name.to_owned(),
+        }
+    }
+}
+
 impl SecretResolver for KubeSecrets {
     async fn resolve(&self, reference: &SecretKeyRef) -> Result<String, SecretError> {
+        let name = &reference.name;
+        // Metadata first: the data of a Secret not marked for tierguard is never fetched.
+        let meta = self
+            .api
+            .get_metadata_opt(name)
+            .await
+            .map_err(|e| self.api_error(name, e))?
+            .ok_or_else(|| self.not_found(name))?;
+        if !marked_usable(meta.metadata.labels.as_ref()) {
+            return Err(self.not_marked(name));
+        }
         let secret = self
             .api
-            .get_opt(&reference.name)
+            .get_opt(name)
             .await
-            .map_err(|source| SecretError::Api {
-                namespace: self.namespace.clone(),
-                name: reference.name.clone(),
-                source: Box::new(source),
-            })?
-            .ok_or_else(|| SecretError::SecretNotFound {
-                namespace: self.namespace.clone(),
-                name: reference.name.clone(),
-            })?;
+            .map_err(|e| self.api_error(name, e))?
+            .ok_or_else(|| self.not_found(name))?;
+        // The label may have gone between the two reads.
+        if !marked_usable(secret.metadata.labels.as_ref()) {
+            return Err(self.not_marked(name));
+        }
         let from_data = secret
             .data
             .as_ref()

@@ -740,6 +740,11 @@ async fn create_secret(client: &Client, name: &str, key: &str, value: &str) {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(NAMESPACE.into()),
+            // Marked for tierguard: the controller uses no other Secret.
+            labels: Some(BTreeMap::from([(
+                "tierguard.dev/usable".to_owned(),
+                "true".to_owned(),
+            )])),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(
