@@ -145,6 +145,8 @@ fn main() {
     };
     let mut child = Command::new(&binary)
         .args(["run", "--namespace", "scale", "--log-format", "json"])
+        // The exporter listens on loopback, which the defaults refuse.
+        .args(["--metrics-destinations", "127.0.0.0/8"])
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
         .env(

@@ -220,11 +220,17 @@ pub enum Refused {
 pub struct AllowList {
     purpose: Purpose,
     entries: Vec<Allowed>,
+    /// Unix sockets (of the host running tierguard) are reached too: only the command line tools.
+    local_sockets: bool,
 }
 
 impl AllowList {
     pub fn new(purpose: Purpose, entries: Vec<Allowed>) -> Self {
-        AllowList { purpose, entries }
+        AllowList {
+            purpose,
+            entries,
+            local_sockets: false,
+        }
     }
 
     /// Entries parsed from text (flags, chart values).
@@ -252,7 +258,10 @@ impl AllowList {
     /// Every address (the never-reached ones aside): what the command line tools use, run by
     /// someone with their own credentials.
     pub fn any(purpose: Purpose) -> Self {
-        AllowList::parse(purpose, &["0.0.0.0/0", "::/0"]).expect("parses")
+        AllowList {
+            local_sockets: true,
+            ..AllowList::parse(purpose, &["0.0.0.0/0", "::/0"]).expect("parses")
+        }
     }
 
     pub fn purpose(&self) -> Purpose {
@@ -383,6 +392,45 @@ impl AllowList {
         })
     }
 
+    fn unix_socket(&self) -> Result<(), Refused> {
+        if self.local_sockets {
+            Ok(())
+        } else {
+            Err(Refused::NotNetwork {
+                what: "a Unix socket is not a network destination".into(),
+            })
+        }
+    }
+
+    /// A Redis connection made within the list: the TCP address resolved here, checked, and
+    /// replaced by the address checked. Over TLS the host name stays, since the certificate is
+    /// checked against it (the Redis client resolves it once more when it connects).
+    pub async fn redis_connection(
+        &self,
+        info: redis::ConnectionInfo,
+    ) -> Result<redis::ConnectionInfo, ResolveError> {
+        let (host, port) = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+            redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
+            _ => {
+                self.unix_socket().map_err(ResolveError::Refused)?;
+                return Ok(info);
+            }
+        };
+        let admitted = self.resolve(&host, port).await?;
+        let checked = admitted
+            .first()
+            .copied()
+            .ok_or_else(|| ResolveError::Lookup(format!("{host} has no address")))?;
+        let addr = match info.addr().clone() {
+            redis::ConnectionAddr::Tcp(..) => {
+                redis::ConnectionAddr::Tcp(checked.ip().to_string(), port)
+            }
+            tls => tls,
+        };
+        Ok(info.set_addr(addr))
+    }
+
     /// Resolve `host` and keep the addresses it may be reached at. A name that does not resolve
     /// is not refused here: the connection fails on its own and says so.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
@@ -404,9 +452,7 @@ impl AllowList {
     pub async fn check_url(&self, url: &str) -> Result<(), Refused> {
         let target = Target::of(url)?;
         let Some((host, port)) = target.host_port else {
-            return Err(Refused::NotNetwork {
-                what: "a Unix socket is not a network destination".into(),
-            });
+            return self.unix_socket();
         };
         if self.check_host(&host)? {
             return Ok(());
@@ -522,6 +568,16 @@ impl Destinations {
             Purpose::Redis => self.redis = list,
         }
     }
+}
+
+/// How a redirect answer is reported: tierguard follows none (one could carry a token or the
+/// request itself somewhere unchecked), and where it pointed is not repeated.
+pub fn redirect_not_followed(status: reqwest::StatusCode) -> Option<String> {
+    status.is_redirection().then(|| {
+        format!(
+            "HTTP {status}: a redirect, which tierguard does not follow; give the URL it leads to instead"
+        )
+    })
 }
 
 /// A DNS resolver that gives reqwest only the addresses an allow-list admits, so the address

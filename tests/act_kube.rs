@@ -167,9 +167,10 @@ async fn a_config_map_controlled_by_something_else_is_not_taken_over() {
     );
 }
 
+/// A Deployment that lets the tier `backend` restart it.
 fn deployment(name: &str) -> Deployment {
     serde_json::from_value(json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "annotations": {"tierguard.dev/restart-for": "backend"}},
         "spec": {
             "selector": {"matchLabels": {"app": name}},
             "template": {
@@ -203,7 +204,7 @@ async fn the_workload_restarts_once_per_config_hash() {
         name: "backend".into(),
     };
     let at = "2026-11-25T03:12:07Z".parse().unwrap();
-    let first = restart_workload(&client, NS, &workload, "hash-1", at)
+    let first = restart_workload(&client, NS, &workload, "backend", "hash-1", at)
         .await
         .unwrap();
     assert!(first.restarted);
@@ -216,7 +217,7 @@ async fn the_workload_restarts_once_per_config_hash() {
 
     // A repeat for the same hash (say, after a crash) does nothing.
     let later = "2026-11-25T03:20:00Z".parse().unwrap();
-    let repeat = restart_workload(&client, NS, &workload, "hash-1", later)
+    let repeat = restart_workload(&client, NS, &workload, "backend", "hash-1", later)
         .await
         .unwrap();
     assert!(!repeat.restarted);
@@ -227,7 +228,7 @@ async fn the_workload_restarts_once_per_config_hash() {
     );
 
     // A new hash restarts again.
-    let next = restart_workload(&client, NS, &workload, "hash-2", later)
+    let next = restart_workload(&client, NS, &workload, "backend", "hash-2", later)
         .await
         .unwrap();
     assert!(next.restarted);
@@ -237,7 +238,7 @@ async fn the_workload_restarts_once_per_config_hash() {
 
     // StatefulSets too; a missing workload is a clear error.
     let sts: StatefulSet = serde_json::from_value(json!({
-        "metadata": {"name": "cache"},
+        "metadata": {"name": "cache", "annotations": {"tierguard.dev/restart-for": "other,backend"}},
         "spec": {
             "selector": {"matchLabels": {"app": "cache"}},
             "serviceName": "cache",
@@ -256,7 +257,7 @@ async fn the_workload_restarts_once_per_config_hash() {
         name: "cache".into(),
     };
     assert!(
-        restart_workload(&client, NS, &sts_ref, "h", at)
+        restart_workload(&client, NS, &sts_ref, "backend", "h", at)
             .await
             .unwrap()
             .restarted
@@ -275,7 +276,7 @@ async fn the_workload_restarts_once_per_config_hash() {
         kind: WorkloadKind::Deployment,
         name: "nope".into(),
     };
-    let err = restart_workload(&client, NS, &missing, "h", at)
+    let err = restart_workload(&client, NS, &missing, "backend", "h", at)
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "Deployment clinic/nope not found");

@@ -19,6 +19,11 @@ use tierguard::secret::SecretString;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tierguard");
 
+/// Any address: these tests are about Redis, not about where it may be.
+fn any_redis() -> tierguard::destinations::AllowList {
+    tierguard::destinations::AllowList::any(tierguard::destinations::Purpose::Redis)
+}
+
 /// Every key in the server (SCAN, like the product; the test server is small).
 fn all_keys(con: &mut redis::Connection) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
@@ -494,6 +499,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
     let run = remediate_redis(
         &spec,
         &url,
+        &any_redis(),
         MemoryLevel::Critical,
         "used 93% >= 90%",
         false,
@@ -525,6 +531,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
     let run = remediate_redis(
         &spec,
         &url,
+        &any_redis(),
         MemoryLevel::Critical,
         "used 93% >= 90%",
         false,
@@ -544,12 +551,30 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
     assert_eq!(left.len(), 300);
     assert!(left.iter().all(|k| k.ends_with(":generation:2")));
     // Repeating it is harmless: nothing left to delete.
-    let again = remediate_redis(&spec, &url, MemoryLevel::Critical, "again", false, now).await;
+    let again = remediate_redis(
+        &spec,
+        &url,
+        &any_redis(),
+        MemoryLevel::Critical,
+        "again",
+        false,
+        now,
+    )
+    .await;
     assert_eq!(again.outcome.deleted_by_pattern.values().sum::<u64>(), 0);
 
     // Dry run changes nothing; disabled remediation is skipped and says why.
     set_many(&mut con, (0..10).map(|i| format!("session:{i}")), None);
-    let dry = remediate_redis(&spec, &url, MemoryLevel::Critical, "dry", true, now).await;
+    let dry = remediate_redis(
+        &spec,
+        &url,
+        &any_redis(),
+        MemoryLevel::Critical,
+        "dry",
+        true,
+        now,
+    )
+    .await;
     assert_eq!(dry.record.outcome, "dry-run");
     assert_eq!(dry.outcome.deleted_by_pattern["session:*"], 10);
     assert_eq!(
@@ -560,7 +585,16 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         10
     );
     spec.remediation.enabled = false;
-    let off = remediate_redis(&spec, &url, MemoryLevel::Critical, "off", false, now).await;
+    let off = remediate_redis(
+        &spec,
+        &url,
+        &any_redis(),
+        MemoryLevel::Critical,
+        "off",
+        false,
+        now,
+    )
+    .await;
     assert_eq!(off.record.outcome, "skipped");
 
     // The fixed-value source works too, and nothing mentions the password.
@@ -569,7 +603,16 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         redis_key: None,
         value: Some("30".into()),
     });
-    let run = remediate_redis(&spec, &url, MemoryLevel::Critical, "v", false, now).await;
+    let run = remediate_redis(
+        &spec,
+        &url,
+        &any_redis(),
+        MemoryLevel::Critical,
+        "v",
+        false,
+        now,
+    )
+    .await;
     assert_eq!(
         run.outcome.deleted_by_pattern["cache:*:generation:{generation}"],
         300
@@ -579,7 +622,16 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
 
     // An unreachable Redis is a failed record, without the password.
     let gone = SecretString::from("redis://:pw-remediate@127.0.0.1:1/".to_owned());
-    let failed = remediate_redis(&spec, &gone, MemoryLevel::Critical, "x", false, now).await;
+    let failed = remediate_redis(
+        &spec,
+        &gone,
+        &any_redis(),
+        MemoryLevel::Critical,
+        "x",
+        false,
+        now,
+    )
+    .await;
     assert_eq!(failed.record.outcome, "failed");
     assert!(!format!("{failed:?}").contains("pw-remediate"));
 }
@@ -814,6 +866,7 @@ async fn remediation_keeps_every_key_of_the_current_generation_in_either_layout(
     let run = remediate_redis(
         &spec,
         &url,
+        &any_redis(),
         MemoryLevel::Critical,
         "critical",
         false,
@@ -888,6 +941,7 @@ async fn a_flush_never_matches_everything_however_it_is_spelt() {
     let run = remediate_redis(
         &spec,
         &SecretString::from(url.clone()),
+        &any_redis(),
         MemoryLevel::Critical,
         "used 95% > 90%",
         false,

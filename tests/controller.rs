@@ -52,6 +52,7 @@ fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHa
                 lease,
                 instance: identity,
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+                destinations: support::loopback(),
             },
         )
         .await
@@ -522,6 +523,7 @@ async fn readyz_answers_ready_once_the_watches_run() {
                 lease: None,
                 instance: None,
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+                destinations: support::loopback(),
             },
         )
         .await
@@ -644,7 +646,8 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "backend", "namespace": NS},
+                "metadata": {"name": "backend", "namespace": NS,
+                             "annotations": {"tierguard.dev/restart-for": "backend"}},
                 "spec": {"selector": {"matchLabels": {"app": "backend"}},
                          "template": {"metadata": {"labels": {"app": "backend"}},
                                       "spec": {"containers": [{"name": "app", "image": "app"}]}}},
@@ -844,6 +847,7 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
                 lease: None,
                 instance: None,
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+                destinations: support::loopback(),
             },
         )
         .await

@@ -27,11 +27,35 @@ pub const TIER_LABEL: &str = "tierguard.dev/tier";
 /// Longest mitigation reason kept in the annotation.
 const MAX_REASON_CHARS: usize = 512;
 
+/// The annotation that lets a MemoryTier take over a ConfigMap tierguard did not create: its value
+/// names the tier. Whoever may change the ConfigMap decides, not whoever writes the tier.
+pub const ADOPT_ANNOTATION: &str = "tierguard.dev/adopt";
+
 /// Why a Kubernetes actuator failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeActError {
     #[error("the MemoryTier has no metadata.{0}: it must be read from the API server")]
     MissingMetadata(&'static str),
+    #[error(
+        "ConfigMap {namespace}/{name} was not created by tierguard for MemoryTier {tier}: refusing to write it. If {tier} may take it over (its keys are then replaced, and it is deleted with the tier), annotate it: kubectl annotate configmap -n {namespace} {name} {annotation}={tier}",
+        annotation = ADOPT_ANNOTATION
+    )]
+    NotOurs {
+        namespace: String,
+        name: String,
+        tier: String,
+    },
+    #[error(
+        "{kind} {namespace}/{name} has not opted in to restarts by MemoryTier {tier}: refusing to restart it. To let {tier} restart it, annotate it: kubectl annotate {resource} -n {namespace} {name} {annotation}={tier}",
+        resource = kind.to_ascii_lowercase(),
+        annotation = crate::act::restart::RESTART_FOR_ANNOTATION
+    )]
+    NotOptedIn {
+        kind: String,
+        namespace: String,
+        name: String,
+        tier: String,
+    },
     #[error(
         "ConfigMap {namespace}/{name} is controlled by {owner}, not by this MemoryTier: refusing to take it over"
     )]
@@ -184,6 +208,60 @@ pub(crate) fn foreign_controller(meta: &ObjectMeta, owner: &OwnerReference) -> O
         .map(|r| format!("{} {}", r.kind, r.name))
 }
 
+/// Whether `tier` may write the ConfigMap whose metadata is `meta`: it is the tier's own (the tier
+/// is among its owners), or it names the tier in [`ADOPT_ANNOTATION`]; and no other object
+/// controls it either way.
+pub fn may_write(meta: &ObjectMeta, tier: &MemoryTier) -> Result<(), KubeActError> {
+    let owner = owner_reference(tier)?;
+    let namespace = tier_namespace(tier)?;
+    let name = meta.name.clone().unwrap_or_default();
+    if let Some(other) = foreign_controller(meta, &owner) {
+        return Err(KubeActError::ForeignOwner {
+            namespace,
+            name,
+            owner: other,
+        });
+    }
+    let owned = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == owner.uid);
+    let adopted = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ADOPT_ANNOTATION))
+        .is_some_and(|named| *named == tier.name_any());
+    if owned || adopted {
+        Ok(())
+    } else {
+        Err(KubeActError::NotOurs {
+            namespace,
+            name,
+            tier: tier.name_any(),
+        })
+    }
+}
+
+/// Check that `tier` may write the ConfigMap `name` of its namespace, if it exists; only its
+/// metadata is read.
+pub async fn check_may_write(
+    client: &Client,
+    tier: &MemoryTier,
+    name: &str,
+) -> Result<(), KubeActError> {
+    let namespace = tier_namespace(tier)?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    match api
+        .get_metadata_opt(name)
+        .await
+        .map_err(|e| KubeActError::api("reading ConfigMap", &namespace, name, e))?
+    {
+        Some(existing) => may_write(&existing.metadata, tier),
+        None => Ok(()),
+    }
+}
+
 /// Apply the effective configuration (server-side apply, field manager `tierguard`, forced).
 pub async fn apply_config(
     client: &Client,
@@ -196,20 +274,13 @@ pub async fn apply_config(
     let namespace = tier_namespace(tier)?;
     let name = tier.spec.target.config_map_name.clone();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    // Only the metadata: a ConfigMap that is not ours is never downloaded.
     let existing = api
-        .get_opt(&name)
+        .get_metadata_opt(&name)
         .await
         .map_err(|e| KubeActError::api("reading ConfigMap", &namespace, &name, e))?;
-    let owner = owner_reference(tier)?;
-    if let Some(owner_name) = existing
-        .as_ref()
-        .and_then(|cm| foreign_controller(&cm.metadata, &owner))
-    {
-        return Err(KubeActError::ForeignOwner {
-            namespace,
-            name,
-            owner: owner_name,
-        });
+    if let Some(existing) = &existing {
+        may_write(&existing.metadata, tier)?;
     }
     let previous_hash = existing
         .as_ref()

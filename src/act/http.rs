@@ -125,7 +125,8 @@ pub async fn post_json<T: Serialize + ?Sized>(
                     Err(AttemptError {
                         retryable: status.is_server_error() || status.as_u16() == 429,
                         status: Some(status.as_u16()),
-                        message: format!("HTTP {status}"),
+                        message: crate::destinations::redirect_not_followed(status)
+                            .unwrap_or_else(|| format!("HTTP {status}")),
                         latency,
                     })
                 }

@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
-use super::configmap::{KubeActError, labels, owner_reference, tier_namespace};
+use super::configmap::{
+    KubeActError, check_may_write, labels, may_write, owner_reference, tier_namespace,
+};
 use super::notify::{impact_lines, runbook_title};
 use super::record::{self, Outcome};
 use crate::api::{
@@ -333,10 +335,15 @@ pub async fn record_incident(
     let namespace = tier_namespace(tier)?;
     let name = incidents_config_map_name(&tier.name_any());
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    // Its metadata first: the reports of a ConfigMap that is not ours are never read.
+    check_may_write(client, tier, &name).await?;
     let existing = api
         .get_opt(&name)
         .await
         .map_err(|e| KubeActError::api("reading ConfigMap", &namespace, &name, e))?;
+    if let Some(existing) = &existing {
+        may_write(&existing.metadata, tier)?;
+    }
     let mut reports = existing.as_ref().map(parse_reports).unwrap_or_default();
     let dropped = upsert(
         &mut reports,

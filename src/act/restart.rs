@@ -24,6 +24,62 @@ use crate::api::{ActionRecord, FIELD_MANAGER, WorkloadKind, WorkloadRef};
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 /// The config hash the last restart was for.
 pub const RESTARTED_FOR_HASH_ANNOTATION: &str = "tierguard.dev/restarted-for-hash";
+/// On a workload's own metadata: the MemoryTiers (comma-separated names) that may restart it.
+/// Whoever may change the workload opts in, not whoever writes the tier.
+pub const RESTART_FOR_ANNOTATION: &str = "tierguard.dev/restart-for";
+
+/// Whether a workload's annotations let `tier` restart it.
+pub fn opted_in(annotations: Option<&BTreeMap<String, String>>, tier: &str) -> bool {
+    annotations
+        .and_then(|a| a.get(RESTART_FOR_ANNOTATION))
+        .is_some_and(|tiers| tiers.split(',').any(|t| t.trim() == tier))
+}
+
+/// Check that the workload, if it exists, lets `tier` restart it; only its metadata is read.
+pub async fn check_opted_in(
+    client: &Client,
+    namespace: &str,
+    workload: &WorkloadRef,
+    tier: &str,
+) -> Result<(), KubeActError> {
+    let found = match workload.kind {
+        WorkloadKind::Deployment => metadata::<Deployment>(client, namespace, &workload.name).await,
+        WorkloadKind::StatefulSet => {
+            metadata::<StatefulSet>(client, namespace, &workload.name).await
+        }
+    }?;
+    match found {
+        Some(annotations) if !opted_in(annotations.as_ref(), tier) => {
+            Err(KubeActError::NotOptedIn {
+                kind: format!("{:?}", workload.kind),
+                namespace: namespace.to_owned(),
+                name: workload.name.clone(),
+                tier: tier.to_owned(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The annotations of a workload's own metadata, if it exists.
+async fn metadata<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Option<BTreeMap<String, String>>>, KubeActError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .get_metadata_opt(name)
+        .await
+        .map_err(|e| KubeActError::api("reading workload", namespace, name, e))?
+        .map(|m| m.metadata.annotations))
+}
 
 /// What a restart did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,17 +128,24 @@ pub fn restart_patch(hash: &str, at: Timestamp) -> Value {
     })
 }
 
-/// Restart `workload` (in `namespace`) for config `hash`, unless that was done already.
+/// Restart `workload` (in `namespace`) for config `hash`, unless that was done already, and only
+/// when it opted in to restarts by `tier`.
 pub async fn restart_workload(
     client: &Client,
     namespace: &str,
     workload: &WorkloadRef,
+    tier: &str,
     hash: &str,
     now: Timestamp,
 ) -> Result<RestartOutcome, KubeActError> {
+    let target = Target {
+        namespace,
+        name: &workload.name,
+        tier,
+    };
     let restarted = match workload.kind {
         WorkloadKind::Deployment => {
-            restart::<Deployment>(client, namespace, &workload.name, hash, now, |d| {
+            restart::<Deployment>(client, &target, hash, now, |d| {
                 d.spec
                     .as_ref()
                     .and_then(|s| s.template.metadata.as_ref())
@@ -91,7 +154,7 @@ pub async fn restart_workload(
             .await?
         }
         WorkloadKind::StatefulSet => {
-            restart::<StatefulSet>(client, namespace, &workload.name, hash, now, |s| {
+            restart::<StatefulSet>(client, &target, hash, now, |s| {
                 s.spec
                     .as_ref()
                     .and_then(|s| s.template.metadata.as_ref())
@@ -109,10 +172,16 @@ pub async fn restart_workload(
     })
 }
 
+/// The workload to restart, and for which tier.
+struct Target<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    tier: &'a str,
+}
+
 async fn restart<K>(
     client: &Client,
-    namespace: &str,
-    name: &str,
+    target: &Target<'_>,
     hash: &str,
     now: Timestamp,
     template_annotations: impl Fn(&K) -> Option<&BTreeMap<String, String>>,
@@ -123,6 +192,11 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    let Target {
+        namespace,
+        name,
+        tier,
+    } = *target;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let kind = K::kind(&()).into_owned();
     let current = api
@@ -134,6 +208,14 @@ where
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         })?;
+    if !opted_in(current.meta().annotations.as_ref(), tier) {
+        return Err(KubeActError::NotOptedIn {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            tier: tier.to_owned(),
+        });
+    }
     let done_for =
         template_annotations(&current).and_then(|a| a.get(RESTARTED_FOR_HASH_ANNOTATION));
     if done_for.map(String::as_str) == Some(hash) {

@@ -8,6 +8,7 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::controller::{self, LeaseConfig, RunConfig};
+use crate::destinations::{AllowList, Destinations, Purpose};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -83,6 +84,42 @@ pub struct RunArgs {
     /// How long the Lease is valid without renewal; a standby takes over within this.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// Where a tier's metrics requests (Prometheus, /metrics scrapes) may go: address ranges
+    /// (10.0.0.0/8), addresses, host names (prometheus.example.com) or domains
+    /// (*.svc.cluster.local), repeated or comma-separated. Default: the private address ranges.
+    #[arg(long, env = "TIERGUARD_METRICS_DESTINATIONS", value_delimiter = ',')]
+    pub metrics_destinations: Vec<String>,
+    /// Where cache-warming requests may go (as --metrics-destinations). Default: the private
+    /// address ranges.
+    #[arg(long, env = "TIERGUARD_WARMING_DESTINATIONS", value_delimiter = ',')]
+    pub warming_destinations: Vec<String>,
+    /// Where webhooks may go (as --metrics-destinations). Default: the private address ranges,
+    /// hooks.slack.com, events.pagerduty.com and events.eu.pagerduty.com.
+    #[arg(long, env = "TIERGUARD_WEBHOOK_DESTINATIONS", value_delimiter = ',')]
+    pub webhook_destinations: Vec<String>,
+    /// Where Redis, and every node of a Redis Cluster, may be reached (as
+    /// --metrics-destinations). Default: the private address ranges.
+    #[arg(long, env = "TIERGUARD_REDIS_DESTINATIONS", value_delimiter = ',')]
+    pub redis_destinations: Vec<String>,
+}
+
+impl RunArgs {
+    /// The allow-lists: each flag given replaces its kind's default.
+    pub fn destinations(&self) -> anyhow::Result<Destinations> {
+        let mut destinations = Destinations::default();
+        for (purpose, entries) in [
+            (Purpose::Metrics, &self.metrics_destinations),
+            (Purpose::Warming, &self.warming_destinations),
+            (Purpose::Webhooks, &self.webhook_destinations),
+            (Purpose::Redis, &self.redis_destinations),
+        ] {
+            if !entries.is_empty() {
+                destinations
+                    .set(AllowList::parse(purpose, entries).map_err(|e| anyhow::anyhow!(e))?);
+            }
+        }
+        Ok(destinations)
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -155,6 +192,7 @@ fn hostname() -> String {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format, args.log_level)?;
+    let destinations = args.destinations()?;
     let client = client(args.kubeconfig.as_ref()).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let lease = if args.leader_election {
@@ -185,6 +223,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         selector = args.selector.as_deref().unwrap_or(""),
         leader_election = args.leader_election,
         %identity,
+        destinations = %Purpose::ALL
+            .iter()
+            .map(|p| format!(
+                "{p}: {}",
+                destinations
+                    .get(*p)
+                    .entries()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+            .collect::<Vec<_>>()
+            .join("; "),
         "starting the tierguard controller"
     );
     controller::run(
@@ -196,6 +248,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             lease,
             instance: Some(identity),
             concurrency: args.concurrency,
+            destinations,
         },
     )
     .await

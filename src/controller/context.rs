@@ -11,6 +11,7 @@ use super::events::EventPublisher;
 use super::leader::Leadership;
 use super::telemetry::Metrics;
 use crate::api::MemoryTierStatus;
+use crate::destinations::Network;
 use crate::observe::{ConfigError, ObserveConfig, Observer};
 use jiff::Timestamp;
 
@@ -20,8 +21,8 @@ pub struct Context {
     pub events: EventPublisher,
     pub metrics: Metrics,
     pub leadership: Leadership,
-    /// For cache warming and webhooks.
-    pub http: reqwest::Client,
+    /// Where requests may go, and the HTTP clients that keep them there.
+    pub network: Network,
     /// Observers by MemoryTier uid.
     observers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Observer>>>>,
     /// Consecutive failed reconciles by MemoryTier uid, for the error backoff.
@@ -46,14 +47,14 @@ impl Context {
         events: EventPublisher,
         metrics: Metrics,
         leadership: Leadership,
-        http: reqwest::Client,
+        network: Network,
     ) -> Self {
         Context {
             client,
             events,
             metrics,
             leadership,
-            http,
+            network,
             observers: Mutex::default(),
             failures: Mutex::default(),
             written: Mutex::default(),
@@ -96,9 +97,9 @@ impl Context {
             }
             return Ok(existing);
         }
-        let observer = Arc::new(tokio::sync::Mutex::new(Observer::with_http(
+        let observer = Arc::new(tokio::sync::Mutex::new(Observer::with_network(
             config,
-            self.http.clone(),
+            &self.network,
         )?));
         observers.insert(uid.to_owned(), observer.clone());
         Ok(observer)

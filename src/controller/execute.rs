@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use super::Context;
 use super::error::Error;
 use super::reconcile::publish;
+use crate::act::configmap::KubeActError;
 use crate::act::http::Backoff;
 use crate::act::notify::{self, Notification, ResolvedWebhook};
 use crate::act::record::{self, Outcome};
@@ -21,11 +22,12 @@ use crate::api::{
     ActionRecord, AuditOutcome, MemoryTier, MemoryTierStatus, Observation, RemediationOutcome,
     SecretKeyRef,
 };
+use crate::destinations::{Destinations, Purpose};
 use crate::observe::prometheus::{InstantValue, PrometheusClient};
 use crate::observe::secrets::SecretResolver;
 use crate::observe::{ConfigError, ObserveConfig};
 use crate::policy::{Action, Decision};
-use crate::secret::SecretString;
+use crate::secret::{ExposeSecret, SecretString};
 
 /// Webhook timeout and retries: notifications are best effort and must not hold a reconcile long.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +89,91 @@ impl ActSecrets {
             prometheus: observe.prometheus.clone(),
         })
     }
+}
+
+/// Before anything is sent or written for `tier`: every destination it names is allowed, and
+/// every object it would write is its own (or adopted), or a workload that opted in. A refusal
+/// stalls the tier; a failure to read what decides is left to the actuators, which check again
+/// when they write.
+pub async fn preflight(
+    tier: &MemoryTier,
+    ctx: &Context,
+    observe: &ObserveConfig,
+    secrets: &ActSecrets,
+) -> Result<(), ConfigError> {
+    check_destinations(&ctx.network.destinations, &tier.spec, observe, secrets).await?;
+    let namespace = tier.namespace().unwrap_or_default();
+    let name = tier.name_any();
+    let mut checks = vec![
+        configmap::check_may_write(&ctx.client, tier, &tier.spec.target.config_map_name).await,
+        configmap::check_may_write(&ctx.client, tier, &report::incidents_config_map_name(&name))
+            .await,
+    ];
+    if let (true, Some(workload)) = (
+        tier.spec.target.restart_on_change,
+        &tier.spec.target.workload_ref,
+    ) {
+        checks.push(restart::check_opted_in(&ctx.client, &namespace, workload, &name).await);
+    }
+    for check in checks {
+        match check {
+            Ok(()) => {}
+            Err(
+                e @ (KubeActError::NotOurs { .. }
+                | KubeActError::NotOptedIn { .. }
+                | KubeActError::ForeignOwner { .. }),
+            ) => {
+                return Err(ConfigError::NotOurs(Box::new(e)));
+            }
+            Err(e) => tracing::warn!(error = %e, "preflight: could not check ownership"),
+        }
+    }
+    Ok(())
+}
+
+/// Every URL and address the tier would reach, against the allow-list of its kind.
+async fn check_destinations(
+    destinations: &Destinations,
+    spec: &crate::api::MemoryTierSpec,
+    observe: &ObserveConfig,
+    secrets: &ActSecrets,
+) -> Result<(), ConfigError> {
+    let mut wanted: Vec<(String, Purpose, &str)> = Vec::new();
+    if let Some(p) = &observe.prometheus {
+        wanted.push((
+            "spec.metrics.prometheus.url".into(),
+            Purpose::Metrics,
+            &p.url,
+        ));
+    }
+    if let Some(url) = &observe.scrape_url {
+        wanted.push(("spec.metrics.scrape.url".into(), Purpose::Metrics, url));
+    }
+    if let Some(r) = &observe.redis {
+        wanted.push((
+            "spec.redis.urlSecretRef".into(),
+            Purpose::Redis,
+            r.url.expose_secret(),
+        ));
+    }
+    if let Some(endpoint) = &spec.warming.endpoint {
+        wanted.push(("spec.warming.endpoint".into(), Purpose::Warming, endpoint));
+    }
+    for hook in &secrets.webhooks {
+        wanted.push((
+            format!("spec.notify.webhooks[{}]", hook.name),
+            Purpose::Webhooks,
+            hook.url.expose_secret(),
+        ));
+    }
+    for (field, purpose, url) in wanted {
+        destinations
+            .get(purpose)
+            .check_url(url)
+            .await
+            .map_err(|refused| ConfigError::Destination { field, refused })?;
+    }
+    Ok(())
 }
 
 /// What carrying out a decision did, for status.
@@ -187,8 +274,15 @@ pub async fn execute(
             },
             Action::RestartWorkload { hash, reason } => match &tier.spec.target.workload_ref {
                 Some(workload) => {
-                    match restart::restart_workload(&ctx.client, &namespace, workload, hash, now)
-                        .await
+                    match restart::restart_workload(
+                        &ctx.client,
+                        &namespace,
+                        workload,
+                        &name,
+                        hash,
+                        now,
+                    )
+                    .await
                     {
                         Ok(outcome) => outcome.record(now, reason),
                         Err(e) => failed(&mut done, now, action, e.to_string(), Some(e.into())),
@@ -205,7 +299,7 @@ pub async fn execute(
             Action::WarmCache { trigger, reason } => {
                 let top_n = top_clinics(tier, ctx, secrets).await;
                 let run = warm::warm_cache(
-                    &ctx.http,
+                    &ctx.network.warming,
                     &tier.spec.warming,
                     secrets.warm_token.as_ref(),
                     &top_n,
@@ -219,8 +313,16 @@ pub async fn execute(
             }
             Action::RemediateRedis { level, reason } => match &secrets.redis_url {
                 Some(url) => {
-                    let run =
-                        remediate_redis(&tier.spec.redis, url, *level, reason, false, now).await;
+                    let run = remediate_redis(
+                        &tier.spec.redis,
+                        url,
+                        &ctx.network.destinations.redis,
+                        *level,
+                        reason,
+                        false,
+                        now,
+                    )
+                    .await;
                     done.remediation = Some(run.outcome);
                     run.record
                 }
@@ -228,7 +330,14 @@ pub async fn execute(
             },
             Action::AuditRedis { reason } => match &secrets.redis_url {
                 Some(url) => {
-                    let run = audit_redis(&tier.spec.redis, url, reason, now).await;
+                    let run = audit_redis(
+                        &tier.spec.redis,
+                        url,
+                        &ctx.network.destinations.redis,
+                        reason,
+                        now,
+                    )
+                    .await;
                     if run.outcome.is_some() {
                         done.audit = run.outcome;
                     }
@@ -258,7 +367,7 @@ pub async fn execute(
                     mitigations: &decision.mitigations,
                 };
                 let outcome = notify::notify(
-                    &ctx.http,
+                    &ctx.network.webhooks,
                     &secrets.webhooks,
                     &n,
                     &notify_ctx,
@@ -393,7 +502,7 @@ async fn top_clinics(tier: &MemoryTier, ctx: &Context, secrets: &ActSecrets) -> 
         return Vec::new();
     }
     let client = match PrometheusClient::new(
-        ctx.http.clone(),
+        ctx.network.metrics.clone(),
         &prometheus.url,
         prometheus.auth.clone(),
         tier.spec.metrics.timeout.as_std(),

@@ -33,6 +33,7 @@ pub use leader::{Leadership, LeaseConfig};
 pub use reconcile::{error_policy, reconcile};
 
 use crate::api::MemoryTier;
+use crate::destinations::{Destinations, Network};
 use server::Readiness;
 use telemetry::Metrics;
 
@@ -58,6 +59,8 @@ pub struct RunConfig {
     /// Most reconciles running at once. A bound keeps a start-up with a large fleet (every tier
     /// due at once) from holding every tier's buffers at the same time.
     pub concurrency: u16,
+    /// Where each kind of request may go.
+    pub destinations: Destinations,
 }
 
 /// The default bound on concurrent reconciles.
@@ -116,17 +119,13 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     }
 
     let events = EventPublisher::new(client.clone(), "tierguard", config.instance.clone());
-    crate::install_crypto_provider();
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("tierguard/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(5))
-        .build()?;
+    let network = Network::new(config.destinations.clone())?;
     let ctx = Arc::new(Context::new(
         client.clone(),
         events,
         metrics,
         leadership.clone(),
-        http,
+        network,
     ));
 
     let mut tier_watch = watcher::Config::default();

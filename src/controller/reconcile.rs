@@ -99,6 +99,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     let resolved = async {
         let observe = ObserveConfig::resolve(&tier.spec, &secrets).await?;
         let act = ActSecrets::resolve(&tier.spec, &observe, &secrets).await?;
+        execute::preflight(tier, ctx, &observe, &act).await?;
         Ok::<_, ConfigError>((observe, act))
     }
     .await;
@@ -167,7 +168,8 @@ async fn applied_config(
     name: &str,
 ) -> Result<AppliedConfig, Error> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(match api.get_opt(name).await? {
+    // Its annotations are all that is needed: its data is never downloaded.
+    Ok(match api.get_metadata_opt(name).await? {
         None => AppliedConfig::Absent,
         Some(cm) => match cm.annotations().get(CONFIG_HASH_ANNOTATION) {
             // A ConfigMap without our hash was not rendered by us (or was edited): re-render it.

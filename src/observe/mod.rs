@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use crate::api::{MemoryTierSpec, Observation, SecretKeyRef, SourceHealth};
+use crate::destinations::{AllowList, Network};
 use crate::secret::{ExposeSecret, SecretString};
 use prometheus::{PrometheusAuth, PrometheusClient};
 use queries::QuerySet;
@@ -65,6 +66,15 @@ pub enum ConfigError {
     MaxMemory(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    /// A URL or address that is not an allowed destination of its kind.
+    #[error("{field}: {refused}")]
+    Destination {
+        field: String,
+        refused: crate::destinations::Refused,
+    },
+    /// An object the tier would write that is not tierguard's to write.
+    #[error("{0}")]
+    NotOurs(Box<crate::act::configmap::KubeActError>),
 }
 
 impl ConfigError {
@@ -76,6 +86,8 @@ impl ConfigError {
                 source: SecretError::NotMarked { .. },
                 ..
             } => reasons::SECRET_NOT_USABLE,
+            ConfigError::Destination { .. } => reasons::DESTINATION_REFUSED,
+            ConfigError::NotOurs(_) => reasons::NOT_OURS,
             _ => reasons::SECRET_MISSING,
         }
     }
@@ -198,33 +210,30 @@ impl ObserveConfig {
 pub struct Observer {
     config: ObserveConfig,
     http: reqwest::Client,
+    /// Where Redis (and every node of a Redis Cluster) may be reached.
+    redis_destinations: AllowList,
     prometheus: Option<PrometheusClient>,
     scraper: Option<Scraper>,
     redis: Option<RedisObserver>,
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
-    crate::install_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(timeout)
-        .user_agent(concat!("tierguard/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ConfigError::Http(crate::secret::error_chain(&e)))
-}
-
 impl Observer {
+    /// An observer that may reach any address (the never-reached ones aside): for the command
+    /// line, run with its user's own credentials.
     pub fn new(config: ObserveConfig) -> Result<Self, ConfigError> {
-        let http = http_client(config.timeout)?;
-        Self::with_http(config, http)
+        let network =
+            Network::any().map_err(|e| ConfigError::Http(crate::secret::error_chain(&e)))?;
+        Self::with_network(config, &network)
     }
 
-    /// An observer on a shared HTTP client: a controller watching many tiers keeps one
-    /// connection pool and one TLS configuration for all of them. Each request is still bounded
-    /// by the observation's deadline.
-    pub fn with_http(config: ObserveConfig, http: reqwest::Client) -> Result<Self, ConfigError> {
+    /// An observer on the controller's network: its allow-lists, and a shared HTTP client (a
+    /// controller watching many tiers keeps one connection pool and one TLS configuration for
+    /// all of them). Each request is still bounded by the observation's deadline.
+    pub fn with_network(config: ObserveConfig, network: &Network) -> Result<Self, ConfigError> {
         let mut observer = Observer {
             config: config.clone(),
-            http,
+            http: network.metrics.clone(),
+            redis_destinations: network.destinations.redis.clone(),
             prometheus: None,
             scraper: None,
             redis: None,
@@ -292,8 +301,14 @@ impl Observer {
                 kept
             }
             Some(r) => Some(
-                RedisObserver::new(r.url.expose_secret(), r.cluster, r.max_memory, timeout)
-                    .map_err(ConfigError::RedisUrl)?,
+                RedisObserver::new(
+                    r.url.expose_secret(),
+                    r.cluster,
+                    r.max_memory,
+                    timeout,
+                    self.redis_destinations.clone(),
+                )
+                .map_err(ConfigError::RedisUrl)?,
             ),
         };
         Ok(())

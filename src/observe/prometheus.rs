@@ -61,6 +61,8 @@ pub enum PrometheusError {
     Timeout(Duration),
     #[error("cannot reach Prometheus: {0}")]
     Transport(String),
+    #[error("Prometheus answered {0}")]
+    Redirect(String),
     #[error("Prometheus answered HTTP {status}: {message}")]
     Http { status: u16, message: String },
     #[error("query rejected ({error_type}): {message}")]
@@ -209,6 +211,9 @@ impl PrometheusClient {
         };
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
+        if let Some(refused) = crate::destinations::redirect_not_followed(status) {
+            return Err(PrometheusError::Redirect(refused));
+        }
         let body = response.bytes().await.map_err(|e| self.transport(e))?;
         let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
         match parsed {

@@ -17,6 +17,7 @@ use redis::{ConnectionAddr, InfoDict};
 
 use super::signals::redis_names as names;
 use crate::api::Observation;
+use crate::destinations::AllowList;
 use crate::secret::redact_url;
 
 /// What one Redis node reports.
@@ -245,8 +246,14 @@ pub struct RedisObserver {
     cluster: bool,
     fallback_max: Option<u64>,
     timeout: Duration,
+    /// Where the seed and every cluster node may be reached.
+    destinations: AllowList,
     connections: BTreeMap<String, ConnectionManager>,
 }
+
+/// Most masters of a Redis Cluster read; a `CLUSTER NODES` answer listing more is refused before
+/// any node is contacted (each node is a connection, and the credentials go to each).
+pub const MAX_CLUSTER_MASTERS: usize = 128;
 
 impl std::fmt::Debug for RedisObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -268,6 +275,7 @@ impl RedisObserver {
         cluster: bool,
         fallback_max: Option<u64>,
         timeout: Duration,
+        destinations: AllowList,
     ) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| {
             format!(
@@ -287,6 +295,7 @@ impl RedisObserver {
             cluster,
             fallback_max,
             timeout,
+            destinations,
             connections: BTreeMap::new(),
         })
     }
@@ -303,7 +312,8 @@ impl RedisObserver {
             .set_response_timeout(Some(self.timeout))
     }
 
-    fn connection(
+    /// The kept connection to `key`, or a new one to the address the allow-list checked.
+    async fn connection(
         &mut self,
         key: &str,
         client: &redis::Client,
@@ -311,11 +321,24 @@ impl RedisObserver {
         if let Some(c) = self.connections.get(key) {
             return Ok(c.clone());
         }
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), self.manager_config())
-                .map_err(|e| self.describe(&e))?;
+        let info = self
+            .destinations
+            .redis_connection(client.get_connection_info().clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let checked = redis::Client::open(info).map_err(|e| self.describe(&e))?;
+        let manager = ConnectionManager::new_lazy_with_config(checked, self.manager_config())
+            .map_err(|e| self.describe(&e))?;
         self.connections.insert(key.to_owned(), manager.clone());
         Ok(manager)
+    }
+
+    /// A failed connection is made anew (resolved and checked again) at the next read.
+    fn forget_on_error<T>(&mut self, key: &str, result: Result<T, String>) -> Result<T, String> {
+        if result.is_err() {
+            self.connections.remove(key);
+        }
+        result
     }
 
     fn describe(&self, e: &redis::RedisError) -> String {
@@ -339,9 +362,9 @@ impl RedisObserver {
     }
 
     async fn info(&mut self, key: &str, client: &redis::Client) -> Result<NodeInfo, String> {
-        let mut conn = self.connection(key, client)?;
-        let text = self.query(&mut conn, &redis::cmd("INFO")).await?;
-        NodeInfo::parse(&text)
+        let mut conn = self.connection(key, client).await?;
+        let text = self.query(&mut conn, &redis::cmd("INFO")).await;
+        NodeInfo::parse(&self.forget_on_error(key, text)?)
     }
 
     /// Read every node and combine.
@@ -352,11 +375,12 @@ impl RedisObserver {
             let nodes = BTreeMap::from([(self.seed_address(), node)]);
             return aggregate(&nodes, self.fallback_max);
         }
-        let mut seed = self.connection("seed", &seed_client)?;
+        let mut seed = self.connection("seed", &seed_client).await?;
         let listing = self
             .query(&mut seed, redis::cmd("CLUSTER").arg("NODES"))
             .await
-            .map_err(|e| format!("CLUSTER NODES: {e}"))?;
+            .map_err(|e| format!("CLUSTER NODES: {e}"));
+        let listing = self.forget_on_error("seed", listing)?;
         let seed_addr = match self.client.get_connection_info().addr() {
             ConnectionAddr::Tcp(h, p)
             | ConnectionAddr::TcpTls {
@@ -367,6 +391,9 @@ impl RedisObserver {
             }
         };
         let masters = cluster_masters(&listing, (&seed_addr.0, seed_addr.1))?;
+        // The listing is the seed's word: every master must be an allowed destination, and there
+        // may be only so many, before any of them is contacted.
+        check_cluster_masters(&masters, &self.destinations)?;
         // Forget connections to nodes that are no longer masters.
         let wanted: Vec<String> = masters.iter().map(|(h, p)| format!("{h}:{p}")).collect();
         self.connections
@@ -375,24 +402,29 @@ impl RedisObserver {
         for (host, port) in &masters {
             let key = format!("{host}:{port}");
             let client = self.client_for(host, *port)?;
-            let conn = self.connection(&key, &client)?;
+            let conn = self.connection(&key, &client).await;
+            let conn = self
+                .forget_on_error(&key, conn)
+                .map_err(|e| master_failed(&key, &e))?;
             conns.push((key, conn));
         }
         let this = &*self;
         let infos =
             futures::future::join_all(conns.into_iter().map(|(key, mut conn)| async move {
-                let text = this
-                    .query(&mut conn, &redis::cmd("INFO"))
-                    .await
-                    .map_err(|e| format!("master {key}: {e}"))?;
-                NodeInfo::parse(&text)
-                    .map(|n| (key.clone(), n))
-                    .map_err(|e| format!("master {key}: {e}"))
+                let read = match this.query(&mut conn, &redis::cmd("INFO")).await {
+                    Ok(text) => NodeInfo::parse(&text),
+                    Err(e) => Err(e),
+                };
+                (key, read)
             }))
             .await;
-        let nodes = infos
-            .into_iter()
-            .collect::<Result<BTreeMap<_, _>, String>>()?;
+        let mut nodes = BTreeMap::new();
+        for (key, read) in infos {
+            let node = self
+                .forget_on_error(&key, read)
+                .map_err(|e| master_failed(&key, &e))?;
+            nodes.insert(key, node);
+        }
         aggregate(&nodes, self.fallback_max)
     }
 
@@ -418,6 +450,34 @@ impl RedisObserver {
         };
         redis::Client::open(info.set_addr(addr)).map_err(|e| self.describe(&e))
     }
+}
+
+/// Refuse a cluster listing with more masters than [`MAX_CLUSTER_MASTERS`], or with a master
+/// outside the allow-list (an address literal is decided here; a name when it is resolved).
+pub fn check_cluster_masters(
+    masters: &[(String, u16)],
+    destinations: &AllowList,
+) -> Result<(), String> {
+    if masters.len() > MAX_CLUSTER_MASTERS {
+        return Err(format!(
+            "CLUSTER NODES lists {} masters; tierguard reads at most {MAX_CLUSTER_MASTERS} and contacted none",
+            masters.len()
+        ));
+    }
+    for (host, port) in masters {
+        destinations.check_host(host).map_err(|refused| {
+            format!("CLUSTER NODES lists a master at {host}:{port}, and no master was contacted: {refused}")
+        })?;
+    }
+    Ok(())
+}
+
+/// A master, whose address came from the seed's answer, could not be read. What went wrong is
+/// logged for the operator; status says only which master, so that the listing cannot be used to
+/// learn which ports answer at an address.
+fn master_failed(key: &str, error: &str) -> String {
+    tracing::warn!(master = %key, %error, "a Redis Cluster master could not be read");
+    format!("master {key} could not be read (the controller's log says why)")
 }
 
 /// Remove a password (and the whole URL) from a message.
@@ -572,6 +632,7 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :0@0 myself,master - 0 0 1 connected 0-
             false,
             None,
             Duration::from_secs(1),
+            AllowList::any(crate::destinations::Purpose::Redis),
         )
         .unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");

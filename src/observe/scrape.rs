@@ -341,6 +341,9 @@ impl Scraper {
             .await
             .map_err(transport)?;
         let status = response.status();
+        if let Some(refused) = crate::destinations::redirect_not_followed(status) {
+            return Err(refused);
+        }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {

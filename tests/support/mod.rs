@@ -17,3 +17,10 @@ pub fn base64(bytes: &[u8]) -> String {
         .and_then(|v| v.as_str().map(str::to_owned))
         .expect("a ByteString serializes as a base64 string")
 }
+
+/// The controller's allow-lists for tests: every kind of request may reach the loopback
+/// addresses, where the tests' servers listen (the default would refuse them).
+pub fn loopback() -> tierguard::destinations::Destinations {
+    tierguard::destinations::Destinations::everywhere(&["127.0.0.0/8", "::1"])
+        .expect("loopback parses")
+}

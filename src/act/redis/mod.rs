@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
+use crate::destinations::{AllowList, Purpose};
 use crate::secret::{ExposeSecret, SecretString, redact_url, scrub};
 
 /// Why Redis could not be reached.
@@ -28,18 +29,38 @@ pub enum ConnectError {
     Unreachable { url: String, reason: String },
 }
 
-/// Connect to the Redis at `url`. The connection does not reconnect by itself: a remediation that
-/// loses its connection stops and reports, rather than carrying on against a restarted server.
+/// Connect to the Redis at `url`, wherever it is: the command line's own connections.
 pub async fn connect(
     url: &SecretString,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection, ConnectError> {
+    connect_within(url, response_timeout, &AllowList::any(Purpose::Redis)).await
+}
+
+/// Connect to the Redis at `url`, at an address `destinations` allows (resolved and checked
+/// here). The connection does not reconnect by itself: a remediation that loses its connection
+/// stops and reports, rather than carrying on against a restarted server.
+pub async fn connect_within(
+    url: &SecretString,
+    response_timeout: Duration,
+    destinations: &AllowList,
+) -> Result<MultiplexedConnection, ConnectError> {
     let shown = redact_url(url.expose_secret());
-    let client =
-        redis::Client::open(url.expose_secret()).map_err(|e| ConnectError::InvalidUrl {
-            url: shown.clone(),
-            reason: scrub(&e.to_string(), &[url]),
-        })?;
+    let invalid = |e: redis::RedisError| ConnectError::InvalidUrl {
+        url: shown.clone(),
+        reason: scrub(&e.to_string(), &[url]),
+    };
+    let info =
+        redis::IntoConnectionInfo::into_connection_info(url.expose_secret()).map_err(invalid)?;
+    let info =
+        destinations
+            .redis_connection(info)
+            .await
+            .map_err(|e| ConnectError::Unreachable {
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?;
+    let client = redis::Client::open(info).map_err(invalid)?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(response_timeout))
         .set_response_timeout(Some(response_timeout));

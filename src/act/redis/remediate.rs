@@ -7,13 +7,14 @@ use jiff::Timestamp;
 use redis::aio::MultiplexedConnection;
 
 use super::audit::{AuditPlan, AuditReport, audit};
-use super::connect;
+use super::connect_within;
 use super::flush::{FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush};
 use crate::act::record::{self, Outcome};
 use crate::api::{
     ActionRecord, AuditOutcome, GenerationSource, MemoryLevel, RedisSpec, RemediationOutcome,
     RemediationSpec,
 };
+use crate::destinations::AllowList;
 use crate::secret::{SecretString, scrub};
 
 /// How long one Redis reply may take before the run gives up.
@@ -114,6 +115,7 @@ impl FlushReport {
 pub async fn remediate_redis(
     spec: &RedisSpec,
     url: &SecretString,
+    destinations: &AllowList,
     level: MemoryLevel,
     reason: &str,
     dry_run: bool,
@@ -142,7 +144,7 @@ pub async fn remediate_redis(
     if spec.cluster {
         return skipped("remediation of a Redis Cluster is not supported: alerting only");
     }
-    let mut con = match connect(url, RESPONSE_TIMEOUT).await {
+    let mut con = match connect_within(url, RESPONSE_TIMEOUT, destinations).await {
         Ok(c) => c,
         Err(e) => return failed_run(now, &why, dry_run, e.to_string()),
     };
@@ -228,6 +230,7 @@ pub struct AuditRun {
 pub async fn audit_redis(
     spec: &RedisSpec,
     url: &SecretString,
+    destinations: &AllowList,
     reason: &str,
     now: Timestamp,
 ) -> AuditRun {
@@ -249,7 +252,7 @@ pub async fn audit_redis(
             report: None,
         };
     }
-    let con = match connect(url, RESPONSE_TIMEOUT).await {
+    let con = match connect_within(url, RESPONSE_TIMEOUT, destinations).await {
         Ok(c) => c,
         Err(e) => return failed(e.to_string()),
     };

@@ -26,6 +26,11 @@ impl ControllerProcess {
             .args(["--namespace", namespace])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--identity", "tierguard-drill"])
+            // The drill's servers listen on loopback, which the defaults refuse.
+            .args(["--metrics-destinations", "127.0.0.0/8"])
+            .args(["--warming-destinations", "127.0.0.0/8"])
+            .args(["--webhook-destinations", "127.0.0.0/8"])
+            .args(["--redis-destinations", "127.0.0.0/8"])
             .env("NO_COLOR", "1")
             .env(
                 "RUST_LOG",
