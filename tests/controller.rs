@@ -53,6 +53,7 @@ fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHa
                 instance: identity,
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                 destinations: support::loopback(),
+                background: Default::default(),
             },
         )
         .await
@@ -524,6 +525,7 @@ async fn readyz_answers_ready_once_the_watches_run() {
                 instance: None,
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                 destinations: support::loopback(),
+                background: Default::default(),
             },
         )
         .await
@@ -848,6 +850,7 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
                 instance: None,
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                 destinations: support::loopback(),
+                background: Default::default(),
             },
         )
         .await

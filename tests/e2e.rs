@@ -134,6 +134,7 @@ async fn a_real_cluster_runs_a_rollback() {
                     instance: Some("e2e".into()),
                     concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                     destinations: support::loopback(),
+                    background: Default::default(),
                 },
             )
             .await

@@ -11,9 +11,13 @@ pub enum Outcome {
     Failed,
     Skipped,
     DryRun,
+    /// Begun in the background; replaced by how it went once it has finished.
+    Started,
 }
 
 impl Outcome {
+    /// The outcomes counted in `tierguard_actions_total` (an action that only started is counted
+    /// when it has finished).
     pub const ALL: [Outcome; 4] = [
         Outcome::Ok,
         Outcome::Failed,
@@ -27,6 +31,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
             Outcome::DryRun => "dry-run",
+            Outcome::Started => "started",
         }
     }
 }

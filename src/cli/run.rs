@@ -84,6 +84,14 @@ pub struct RunArgs {
     /// How long the Lease is valid without renewal; a standby takes over within this.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// Most background jobs (cache warming, Redis remediation and audit) running at once, all
+    /// tiers together; they run outside the reconciles, and a tier runs one of each kind at a
+    /// time.
+    #[arg(long, default_value_t = controller::work::DEFAULT_JOBS as u16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub background_jobs: u16,
+    /// Longest one background job may run before it is stopped and recorded as failed.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub background_job_timeout: Duration,
     /// Where a tier's metrics requests (Prometheus, /metrics scrapes) may go: address ranges
     /// (10.0.0.0/8), addresses, host names (prometheus.example.com) or domains
     /// (*.svc.cluster.local), repeated or comma-separated. Default: the private address ranges.
@@ -249,6 +257,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity),
             concurrency: args.concurrency,
             destinations,
+            background: controller::work::Budget {
+                jobs: usize::from(args.background_jobs),
+                job_timeout: args.background_job_timeout,
+            },
         },
     )
     .await

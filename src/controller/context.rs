@@ -10,6 +10,7 @@ use kube::Client;
 use super::events::EventPublisher;
 use super::leader::Leadership;
 use super::telemetry::Metrics;
+use super::work::Work;
 use crate::api::MemoryTierStatus;
 use crate::destinations::Network;
 use crate::observe::{ConfigError, ObserveConfig, Observer};
@@ -18,11 +19,13 @@ use jiff::Timestamp;
 /// Shared state of the controller.
 pub struct Context {
     pub client: Client,
-    pub events: EventPublisher,
+    pub events: Arc<EventPublisher>,
     pub metrics: Metrics,
     pub leadership: Leadership,
     /// Where requests may go, and the HTTP clients that keep them there.
     pub network: Network,
+    /// Warming, remediation and audit, run outside the reconcile.
+    pub work: Work,
     /// Observers by MemoryTier uid.
     observers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Observer>>>>,
     /// Consecutive failed reconciles by MemoryTier uid, for the error backoff.
@@ -48,10 +51,12 @@ impl Context {
         metrics: Metrics,
         leadership: Leadership,
         network: Network,
+        work: Work,
     ) -> Self {
         Context {
             client,
-            events,
+            events: Arc::new(events),
+            work,
             metrics,
             leadership,
             network,
@@ -119,6 +124,7 @@ impl Context {
             .lock()
             .expect("written lock")
             .retain(|uid, _| live_uids.contains(uid));
+        self.work.retain_tiers(live_uids);
     }
 
     /// Record a failed reconcile; returns how long to wait before the next attempt.

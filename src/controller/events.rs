@@ -128,6 +128,27 @@ impl EventPublisher {
         Ok(())
     }
 
+    /// Publish an Event about `regarding`, with its parts cut to what the API server takes. A
+    /// failed Event is logged, never fatal: it must not stop a remediation.
+    pub async fn announce(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let event = Note {
+            warning,
+            reason: truncate(reason, 128),
+            note: truncate(note, 1024),
+            action: truncate(action, 128),
+        };
+        if let Err(e) = self.publish(&event, regarding).await {
+            tracing::warn!(error = %e, reason, "could not publish an Event");
+        }
+    }
+
     fn new_event(&self, note: &Note, regarding: &ObjectReference, now: Timestamp) -> Event {
         let object = regarding.name.as_deref().unwrap_or(&self.controller);
         Event {
@@ -147,4 +168,15 @@ impl EventPublisher {
             ..Event::default()
         }
     }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }

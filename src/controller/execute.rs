@@ -10,7 +10,10 @@ use kube::ResourceExt;
 
 use super::Context;
 use super::error::Error;
+use super::events::EventPublisher;
 use super::reconcile::publish;
+use super::telemetry::Metrics;
+use super::work::{Finished, JobKind, Start};
 use crate::act::configmap::KubeActError;
 use crate::act::http::Backoff;
 use crate::act::notify::{self, Notification, ResolvedWebhook};
@@ -28,6 +31,9 @@ use crate::observe::secrets::SecretResolver;
 use crate::observe::{ConfigError, ObserveConfig};
 use crate::policy::{Action, Decision};
 use crate::secret::{ExposeSecret, SecretString};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::runtime::reflector::ObjectRef;
 
 /// Webhook timeout and retries: notifications are best effort and must not hold a reconcile long.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -185,6 +191,8 @@ pub struct Executed {
     pub audit: Option<AuditOutcome>,
     /// Where each incident's report was written, by incident id.
     pub reports: BTreeMap<String, String>,
+    /// How background jobs started earlier went: each replaces its "started" record.
+    pub finished: Vec<ActionRecord>,
     /// The first failed Kubernetes write: the reconcile backs off after writing status.
     pub error: Option<Error>,
 }
@@ -193,6 +201,19 @@ impl Executed {
     pub fn apply_to_status(&self, status: &mut MemoryTierStatus) {
         let mut recent = self.records.clone();
         recent.append(&mut status.recent_actions);
+        for outcome in &self.finished {
+            let started = recent.iter_mut().find(|r| {
+                r.action == outcome.action
+                    && r.at == outcome.at
+                    && r.outcome == Outcome::Started.as_str()
+            });
+            match started {
+                Some(record) => *record = outcome.clone(),
+                None => recent.push(outcome.clone()),
+            }
+        }
+        // Newest first; a finished job's record keeps the time it was decided at.
+        recent.sort_by_key(|r| std::cmp::Reverse(r.at));
         status.recent_actions = recent;
         status
             .recent_actions
@@ -228,6 +249,16 @@ pub async fn execute(
     let mut done = Executed::default();
     let namespace = tier.namespace().unwrap_or_default();
     let name = tier.name_any();
+    // What the background jobs started by earlier reconciles did (their Events are out already).
+    for finished in ctx.work.take_finished(&tier_uid(tier)) {
+        if finished.remediation.is_some() {
+            done.remediation = finished.remediation;
+        }
+        if finished.audit.is_some() {
+            done.audit = finished.audit;
+        }
+        done.finished.push(finished.record);
+    }
     // The decision's Events first: why each action runs reads before how it went.
     for action in &decision.actions {
         if let Action::Event {
@@ -252,7 +283,7 @@ pub async fn execute(
                 Outcome::DryRun,
                 None,
             ));
-            count(ctx, action.name(), Outcome::DryRun);
+            count_outcome(&ctx.metrics, action.name(), Outcome::DryRun);
             continue;
         }
         let record = match action {
@@ -297,51 +328,69 @@ pub async fn execute(
                 ),
             },
             Action::WarmCache { trigger, reason } => {
-                let top_n = top_clinics(tier, ctx, secrets).await;
-                let run = warm::warm_cache(
-                    &ctx.network.warming,
-                    &tier.spec.warming,
-                    secrets.warm_token.as_ref(),
-                    &top_n,
-                    *trigger,
-                    reason,
-                    Backoff::default(),
-                    now,
-                )
-                .await;
-                run.record
-            }
-            Action::RemediateRedis { level, reason } => match &secrets.redis_url {
-                Some(url) => {
-                    let run = remediate_redis(
-                        &tier.spec.redis,
-                        url,
-                        &ctx.network.destinations.redis,
-                        *level,
-                        reason,
-                        false,
+                let http = ctx.network.warming.clone();
+                let top_n = TopN::of(tier, ctx, secrets);
+                let warming = tier.spec.warming.clone();
+                let token = secrets.warm_token.clone();
+                let (trigger, reason) = (*trigger, reason.clone());
+                background(ctx, tier, JobKind::Warm, action, now, async move {
+                    let top_n = top_n.clinics().await;
+                    let run = warm::warm_cache(
+                        &http,
+                        &warming,
+                        token.as_ref(),
+                        &top_n,
+                        trigger,
+                        &reason,
+                        Backoff::default(),
                         now,
                     )
                     .await;
-                    done.remediation = Some(run.outcome);
-                    run.record
+                    Finished {
+                        record: run.record,
+                        remediation: None,
+                        audit: None,
+                    }
+                })
+            }
+            Action::RemediateRedis { level, reason } => match &secrets.redis_url {
+                Some(url) => {
+                    let (spec, url) = (tier.spec.redis.clone(), url.clone());
+                    let destinations = ctx.network.destinations.clone();
+                    let (level, reason) = (*level, reason.clone());
+                    background(ctx, tier, JobKind::Remediate, action, now, async move {
+                        let run = remediate_redis(
+                            &spec,
+                            &url,
+                            &destinations.redis,
+                            level,
+                            &reason,
+                            false,
+                            now,
+                        )
+                        .await;
+                        Finished {
+                            record: run.record,
+                            remediation: Some(run.outcome),
+                            audit: None,
+                        }
+                    })
                 }
                 None => no_redis(now, action),
             },
             Action::AuditRedis { reason } => match &secrets.redis_url {
                 Some(url) => {
-                    let run = audit_redis(
-                        &tier.spec.redis,
-                        url,
-                        &ctx.network.destinations.redis,
-                        reason,
-                        now,
-                    )
-                    .await;
-                    if run.outcome.is_some() {
-                        done.audit = run.outcome;
-                    }
-                    run.record
+                    let (spec, url) = (tier.spec.redis.clone(), url.clone());
+                    let destinations = ctx.network.destinations.clone();
+                    let reason = reason.clone();
+                    background(ctx, tier, JobKind::Audit, action, now, async move {
+                        let run = audit_redis(&spec, &url, &destinations.redis, &reason, now).await;
+                        Finished {
+                            record: run.record,
+                            remediation: None,
+                            audit: run.outcome,
+                        }
+                    })
                 }
                 None => no_redis(now, action),
             },
@@ -397,21 +446,102 @@ pub async fn execute(
             }
             Action::Event { .. } => unreachable!("Events are published above"),
         };
-        let outcome = match record.outcome.as_str() {
-            "ok" => Outcome::Ok,
-            "skipped" => Outcome::Skipped,
-            "dry-run" => Outcome::DryRun,
-            _ => Outcome::Failed,
-        };
-        count(ctx, action.name(), outcome);
-        announce(ctx, tier, &record).await;
+        // A job that only started is counted and announced when it has finished.
+        if record.outcome != Outcome::Started.as_str() {
+            count(&ctx.metrics, &record);
+            announce(&ctx.events, &tier.object_ref(&()), &record).await;
+        }
         done.push(record);
     }
     done
 }
 
-fn count(ctx: &Context, action: &str, outcome: Outcome) {
-    ctx.metrics
+fn tier_uid(tier: &MemoryTier) -> String {
+    tier.metadata.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            tier.namespace().unwrap_or_default(),
+            tier.name_any()
+        )
+    })
+}
+
+/// Start `job` for `action` in the background: the record says it started (or that the tier's
+/// previous job of its kind still runs); the job's own record replaces it once it is done.
+fn background(
+    ctx: &Context,
+    tier: &MemoryTier,
+    kind: JobKind,
+    action: &Action,
+    now: Timestamp,
+    job: impl std::future::Future<Output = Finished> + Send + 'static,
+) -> ActionRecord {
+    let name = action.name();
+    let reason = action.reason().to_owned();
+    let budget = ctx.work.budget().job_timeout;
+    let stopped_reason = reason.clone();
+    let timed_out = move |budget: Duration| Finished {
+        record: record::action(
+            now,
+            name,
+            &stopped_reason,
+            Outcome::Failed,
+            Some(format!(
+                "stopped: it ran past the background budget of {} (the controller's --background-job-timeout)",
+                crate::api::Duration::from_std(budget)
+            )),
+        ),
+        remediation: None,
+        audit: None,
+    };
+    let (events, metrics) = (ctx.events.clone(), ctx.metrics.clone());
+    let regarding = tier.object_ref(&());
+    let done = move |finished: Finished| async move {
+        count(&metrics, &finished.record);
+        announce(&events, &regarding, &finished.record).await;
+    };
+    match ctx.work.start(
+        &tier_uid(tier),
+        ObjectRef::from_obj(tier),
+        kind,
+        job,
+        timed_out,
+        done,
+    ) {
+        Start::Started => record::action(
+            now,
+            name,
+            &reason,
+            Outcome::Started,
+            Some(format!(
+                "running in the background, for at most {}",
+                crate::api::Duration::from_std(budget)
+            )),
+        ),
+        Start::Busy => record::action(
+            now,
+            name,
+            &reason,
+            Outcome::Skipped,
+            Some(format!(
+                "this tier's previous {name} is still running in the background"
+            )),
+        ),
+    }
+}
+
+fn count(metrics: &Metrics, record: &ActionRecord) {
+    let outcome = match record.outcome.as_str() {
+        "ok" => Outcome::Ok,
+        "skipped" => Outcome::Skipped,
+        "dry-run" => Outcome::DryRun,
+        _ => Outcome::Failed,
+    };
+    count_outcome(metrics, &record.action, outcome);
+}
+
+fn count_outcome(metrics: &Metrics, action: &str, outcome: Outcome) {
+    metrics
         .actions
         .get_or_create(&super::telemetry::ActionLabels {
             action: action.to_owned(),
@@ -424,7 +554,7 @@ fn count(ctx: &Context, action: &str, outcome: Outcome) {
 /// already published why each action runs; a plain success adds nothing to that for a render, a
 /// restart or an audit (whose findings are in status), so only outcomes that say something new are
 /// published: failures, skips, and what a warming, a remediation, a notification or a report did.
-async fn announce(ctx: &Context, tier: &MemoryTier, record: &ActionRecord) {
+async fn announce(events: &EventPublisher, regarding: &ObjectReference, record: &ActionRecord) {
     if record.outcome == "ok"
         && matches!(
             record.action.as_str(),
@@ -451,15 +581,15 @@ async fn announce(ctx: &Context, tier: &MemoryTier, record: &ActionRecord) {
         ),
         None => format!("{} ({}): {}", record.action, record.outcome, record.reason),
     };
-    publish(
-        ctx,
-        tier,
-        record.outcome == "failed",
-        reason,
-        &record.action,
-        &note,
-    )
-    .await;
+    events
+        .announce(
+            regarding,
+            record.outcome == "failed",
+            reason,
+            &record.action,
+            &note,
+        )
+        .await;
 }
 
 fn failed(
@@ -491,45 +621,61 @@ fn no_redis(now: Timestamp, action: &Action) -> ActionRecord {
     )
 }
 
-/// The busiest clinics by `spec.warming.topN`, when warming has no fixed clinic list. An
-/// unanswered query warms nothing rather than guessing.
-async fn top_clinics(tier: &MemoryTier, ctx: &Context, secrets: &ActSecrets) -> Vec<i64> {
-    let warming = &tier.spec.warming;
-    let (Some(top), Some(prometheus)) = (&warming.top_n, &secrets.prometheus) else {
-        return Vec::new();
-    };
-    if !warming.clinic_ids.is_empty() {
-        return Vec::new();
+/// What the busiest clinics of `spec.warming.topN` are read with, taken out of the reconcile
+/// with the warming.
+struct TopN {
+    query: Option<(crate::api::TopNQuery, PrometheusClient)>,
+}
+
+impl TopN {
+    fn of(tier: &MemoryTier, ctx: &Context, secrets: &ActSecrets) -> TopN {
+        let warming = &tier.spec.warming;
+        let (Some(top), Some(prometheus)) = (&warming.top_n, &secrets.prometheus) else {
+            return TopN { query: None };
+        };
+        if !warming.clinic_ids.is_empty() {
+            return TopN { query: None };
+        }
+        match PrometheusClient::new(
+            ctx.network.metrics.clone(),
+            &prometheus.url,
+            prometheus.auth.clone(),
+            tier.spec.metrics.timeout.as_std(),
+        ) {
+            Ok(client) => TopN {
+                query: Some((top.clone(), client)),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "top-N query: bad Prometheus URL");
+                TopN { query: None }
+            }
+        }
     }
-    let client = match PrometheusClient::new(
-        ctx.network.metrics.clone(),
-        &prometheus.url,
-        prometheus.auth.clone(),
-        tier.spec.metrics.timeout.as_std(),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "top-N query: bad Prometheus URL");
+
+    /// The busiest clinics by the query, when warming has no fixed clinic list. An unanswered
+    /// query warms nothing rather than guessing.
+    async fn clinics(&self) -> Vec<i64> {
+        let Some((top, client)) = &self.query else {
             return Vec::new();
-        }
-    };
-    match client.query(&top.query).await {
-        Ok(InstantValue::Vector(mut samples)) => {
-            samples.retain(|s| s.value.is_finite());
-            samples.sort_by(|a, b| b.value.total_cmp(&a.value));
-            samples
-                .iter()
-                .filter_map(|s| s.labels.get(&top.label)?.parse::<i64>().ok())
-                .take(top.count as usize)
-                .collect()
-        }
-        Ok(InstantValue::Scalar(_)) => {
-            tracing::warn!("top-N query returned a scalar, not one series per clinic");
-            Vec::new()
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "top-N query failed");
-            Vec::new()
+        };
+        match client.query(&top.query).await {
+            Ok(InstantValue::Vector(mut samples)) => {
+                samples.retain(|s| s.value.is_finite());
+                samples.sort_by(|a, b| b.value.total_cmp(&a.value));
+                samples
+                    .iter()
+                    .filter_map(|s| s.labels.get(&top.label)?.parse::<i64>().ok())
+                    .take(top.count as usize)
+                    .collect()
+            }
+            Ok(InstantValue::Scalar(_)) => {
+                tracing::warn!("top-N query returned a scalar, not one series per clinic");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "top-N query failed");
+                Vec::new()
+            }
         }
     }
 }

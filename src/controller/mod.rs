@@ -13,6 +13,7 @@ mod namespaces;
 mod reconcile;
 pub mod server;
 pub mod telemetry;
+pub mod work;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ pub struct RunConfig {
     pub concurrency: u16,
     /// Where each kind of request may go.
     pub destinations: Destinations,
+    /// The budget of warming, remediation and audit, which run outside the reconciles.
+    pub background: work::Budget,
 }
 
 /// The default bound on concurrent reconciles.
@@ -120,12 +123,18 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
 
     let events = EventPublisher::new(client.clone(), "tierguard", config.instance.clone());
     let network = Network::new(config.destinations.clone())?;
+    // A tier whose background job finished is reconciled at once, to put the outcome in status.
+    let (wake, finished) = tokio::sync::mpsc::unbounded_channel();
+    let finished = futures::stream::unfold(finished, |mut rx| async move {
+        rx.recv().await.map(|tier| (tier, rx))
+    });
     let ctx = Arc::new(Context::new(
         client.clone(),
         events,
         metrics,
         leadership.clone(),
         network,
+        work::Work::new(config.background, Some(wake)),
     ));
 
     let mut tier_watch = watcher::Config::default();
@@ -193,6 +202,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
             watcher::Config::default().labels(MANAGED_BY_SELECTOR),
         ))
         .reconcile_all_on(takeover)
+        .reconcile_on(finished)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -17,7 +17,6 @@ use tracing::{info, instrument, warn};
 
 use super::Context;
 use super::error::Error;
-use super::events::Note;
 use super::execute::{self, ActSecrets};
 use crate::act::configmap::CONFIG_HASH_ANNOTATION;
 use crate::api::conditions::{self, reasons};
@@ -240,24 +239,7 @@ pub(super) async fn publish(
     action: &str,
     note: &str,
 ) {
-    let event = Note {
-        warning,
-        reason: truncate(reason, 128),
-        note: truncate(note, 1024),
-        action: truncate(action, 128),
-    };
-    if let Err(e) = ctx.events.publish(&event, &tier.object_ref(&())).await {
-        warn!(error = %e, reason, "could not publish an Event");
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
+    ctx.events
+        .announce(&tier.object_ref(&()), warning, reason, action, note)
+        .await;
 }
