@@ -148,3 +148,86 @@ fn a_missing_file_is_a_clear_error() {
         "{stdout}"
     );
 }
+
+/// What a tenant would write to make one tier hold the controller for hours, or to make
+/// validation itself slow: every such knob is refused, naming its field.
+#[test]
+fn every_knob_a_tenant_could_turn_up_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let webhooks: Vec<serde_json::Value> = (0..17)
+        .map(|i| serde_json::json!({"name": format!("hook-{i}"), "format": "Generic", "url": "http://10.0.0.1/"}))
+        .collect();
+    let features: serde_json::Map<String, serde_json::Value> = (0..100_000)
+        .map(|i| (format!("FLAG_{i}"), serde_json::Value::Bool(true)))
+        .collect();
+    let cases = [
+        (
+            serde_json::json!({"warming": {"timeout": "1000h"}}),
+            "spec.warming.timeout",
+        ),
+        (
+            serde_json::json!({"warming": {"retries": 11}}),
+            "spec.warming.retries",
+        ),
+        (
+            serde_json::json!({"redis": {"remediation": {"maxDuration": "2000000h"}}}),
+            "spec.redis.remediation.maxDuration",
+        ),
+        (
+            serde_json::json!({"metrics": {"interval": "1ns", "timeout": "0s"}}),
+            "spec.metrics.interval",
+        ),
+        (
+            serde_json::json!({"metrics": {"timeout": "10m", "interval": "1h"}}),
+            "spec.metrics.timeout",
+        ),
+        (
+            serde_json::json!({"stampede": {"for": "10000h"}}),
+            "spec.stampede.for",
+        ),
+        (
+            serde_json::json!({"redis": {"evictions": {"for": "48h"}}}),
+            "spec.redis.evictions.for",
+        ),
+        (
+            serde_json::json!({"notify": {"escalation": [{"level": 1, "after": "0s"}, {"level": 2, "after": "100h"}]}}),
+            "spec.notify.escalation",
+        ),
+        (
+            serde_json::json!({"notify": {"webhooks": webhooks}}),
+            "spec.notify.webhooks",
+        ),
+        (serde_json::json!({"features": features}), "spec.features"),
+        (
+            serde_json::json!({"redis": {"remediation": {"maxKeysPerRun": 100_000_000_000u64}}}),
+            "spec.redis.remediation.maxKeysPerRun",
+        ),
+        (
+            serde_json::json!({"metrics": {"queries": {"p50LatencyMs": "x".repeat(5000)}}}),
+            "spec.metrics.queries.p50LatencyMs",
+        ),
+    ];
+    for (i, (spec, path)) in cases.into_iter().enumerate() {
+        let mut doc = serde_json::json!({
+            "apiVersion": "tierguard.dev/v1alpha1",
+            "kind": "MemoryTier",
+            "metadata": {"name": "t", "namespace": "clinic"},
+            "spec": {"target": {"configMapName": "f"}},
+        });
+        json_patch::merge(&mut doc["spec"], &spec);
+        let file = dir.path().join(format!("case-{i}.yaml"));
+        std::fs::write(&file, serde_json::to_string(&doc).unwrap()).unwrap();
+        let out = tierguard(&["check", file.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{path} must be refused:\n{stdout}"
+        );
+        let wanted = format!("{}: {path}:", file.display());
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&wanted)),
+            "expected a problem at {path}:\n{stdout}"
+        );
+    }
+}

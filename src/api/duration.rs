@@ -12,6 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The schema pattern for a duration: one or more `<number><unit>` groups, units ns, us, ms, s, m, h.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 
+/// The longest duration text accepted ("1h30m15s500ms" is 13).
+pub const MAX_DURATION_CHARS: u64 = 32;
+
 /// A non-negative span of time written as a Go-style duration string.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(StdDuration);
@@ -167,8 +170,10 @@ impl JsonSchema for Duration {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // A bounded length keeps the pattern and CEL's duration() cheap.
         json_schema!({
             "type": "string",
+            "maxLength": MAX_DURATION_CHARS,
             "pattern": DURATION_PATTERN,
         })
     }

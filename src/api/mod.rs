@@ -4,6 +4,7 @@
 //! newer CRD); `tierguard check` reports them, since a misspelt field is silently pruned by the
 //! API server.
 
+pub mod bounds;
 pub mod conditions;
 mod duration;
 mod spec;

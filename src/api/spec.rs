@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, MemoryTierStatus};
+use super::{Duration, MemoryTierStatus, bounds};
 
 /// Desired state of a memory tier: the baseline configuration that humans and GitOps own, and the
 /// rules by which the controller may temporarily mitigate it during an incident.
@@ -66,23 +66,33 @@ pub struct MemoryTierSpec {
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("duration(self.rampInterval) > duration('0s')").message("rampInterval must be greater than zero").field_path(".rampInterval"))]
     #[x_kube(validation = kube::core::Rule::new("self.reducedRate <= self.sampleRate").message("reducedRate must not exceed sampleRate").field_path(".reducedRate"))]
+    #[x_kube(validation = bounds::rule("canary", "rampInterval"))]
     pub canary: CanarySpec,
 
     /// Baseline feature flags, rendered as environment variables. The runbooks' flags are
     /// FAST_PATH_ENABLED, MEM0_READS_ENABLED and MEM0_SHADOW_MODE; any other upper-case flag may be
     /// added and is passed through.
     #[serde(default = "default_features")]
-    #[x_kube(validation = kube::core::Rule::new("self.all(k, k.matches('^[A-Z][A-Z0-9_]*$'))").message("feature flag names must be upper-case environment variable names, e.g. FAST_PATH_ENABLED"))]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, size(k) <= 128 && k.matches('^[A-Z][A-Z0-9_]*$'))").message("feature flag names must be upper-case environment variable names of at most 128 characters, e.g. FAST_PATH_ENABLED"))]
     pub features: BTreeMap<String, bool>,
 
     /// Cache TTLs and size limits.
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("duration(self.incidentTtl) >= duration(self.ttl)").message("incidentTtl must be at least ttl: it lengthens the TTL during a stampede").field_path(".incidentTtl"))]
     #[x_kube(validation = kube::core::Rule::new("duration(self.ttl) > duration('0s')").message("ttl must be greater than zero").field_path(".ttl"))]
+    #[x_kube(validation = bounds::rule("cache", "ttl"))]
+    #[x_kube(validation = bounds::rule("cache", "ttlJitter"))]
+    #[x_kube(validation = bounds::rule("cache", "incidentTtl"))]
+    #[x_kube(validation = bounds::rule("cache", "staleTtl"))]
     pub cache: CacheSpec,
 
     /// The application's circuit breaker in front of the mem0 API.
     #[serde(default)]
+    #[x_kube(validation = bounds::rule("breaker", "latencyThreshold"))]
+    #[x_kube(validation = bounds::rule("breaker", "resetAfter"))]
+    #[x_kube(validation = bounds::rule("breaker", "maxOpenDuration"))]
+    #[x_kube(validation = bounds::rule("breaker", "bridgeClosedGaps"))]
     pub breaker: BreakerSpec,
 
     /// The Redis instance behind the cache: connection, memory levels and safe remediation.
@@ -92,6 +102,13 @@ pub struct MemoryTierSpec {
     #[x_kube(validation = kube::core::Rule::new("self.memoryLevels.hysteresis < self.memoryLevels.watch").message("hysteresis must be smaller than the watch level").field_path(".memoryLevels.hysteresis"))]
     #[x_kube(validation = kube::core::Rule::new("!has(self.remediation.generationPattern) || self.remediation.generationPattern.contains('{generation}')").message("generationPattern must contain {generation} where the generation stands in the key").field_path(".remediation.generationPattern"))]
     #[x_kube(validation = kube::core::Rule::new("!has(self.remediation.generationPattern) || has(self.remediation.currentGeneration)").message("generationPattern needs currentGeneration: without it the current generation could be deleted").field_path(".remediation.currentGeneration"))]
+    #[x_kube(validation = bounds::rule("redis", "memoryLevels.watchFor"))]
+    #[x_kube(validation = bounds::rule("redis", "memoryLevels.warningFor"))]
+    #[x_kube(validation = bounds::rule("redis", "memoryLevels.criticalFor"))]
+    #[x_kube(validation = bounds::rule("redis", "evictions.rateWindow"))]
+    #[x_kube(validation = bounds::rule("redis", "evictions.for"))]
+    #[x_kube(validation = bounds::rule("redis", "remediation.maxDuration"))]
+    #[x_kube(validation = bounds::rule("redis", "remediation.cooldown"))]
     pub redis: RedisSpec,
 
     /// Where the live signals come from.
@@ -99,26 +116,39 @@ pub struct MemoryTierSpec {
     #[x_kube(validation = kube::core::Rule::new("!(has(self.prometheus) && has(self.scrape))").message("set at most one of prometheus and scrape"))]
     #[x_kube(validation = kube::core::Rule::new("duration(self.timeout) < duration(self.interval)").message("timeout must be shorter than interval").field_path(".timeout"))]
     #[x_kube(validation = kube::core::Rule::new("duration(self.rateWindow) >= duration('1s')").message("rateWindow must be at least 1s").field_path(".rateWindow"))]
+    #[x_kube(validation = bounds::rule("metrics", "rateWindow"))]
+    #[x_kube(validation = bounds::rule("metrics", "interval"))]
+    #[x_kube(validation = bounds::rule("metrics", "timeout"))]
+    #[x_kube(validation = bounds::interval_rule())]
     pub metrics: MetricsSpec,
 
     /// When to roll the canary back (the runbooks' "When to Rollback").
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("duration(self.phaseHold) > duration('0s')").message("phaseHold must be greater than zero").field_path(".phaseHold"))]
+    #[x_kube(validation = bounds::rule("rollback", "p50LatencyFor"))]
+    #[x_kube(validation = bounds::rule("rollback", "errorRateFor"))]
+    #[x_kube(validation = bounds::rule("rollback", "breakerOpenFor"))]
+    #[x_kube(validation = bounds::rule("rollback", "mem0WriteSuccessFor"))]
+    #[x_kube(validation = bounds::rule("rollback", "phaseHold"))]
     pub rollback: RollbackSpec,
 
     /// Cache-stampede detection and recovery.
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("self.recoverAbovePercent <= self.hitRateBelowPercent").message("recoverAbovePercent must not exceed hitRateBelowPercent").field_path(".recoverAbovePercent"))]
+    #[x_kube(validation = bounds::rule("stampede", "for"))]
     pub stampede: StampedeSpec,
 
     /// Cache warming through the application's admin endpoint.
     #[serde(default)]
+    #[x_kube(validation = bounds::rule("warming", "timeout"))]
     pub warming: WarmingSpec,
 
     /// Who is told, and when incidents escalate.
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("self.escalation.size() < 2 || self.escalation.all(l, self.escalation.all(m, l.level >= m.level || duration(l.after) < duration(m.after)))").message("escalation levels must start later as the level rises").field_path(".escalation"))]
     #[x_kube(validation = kube::core::Rule::new("[self.escalate.canaryRollback, self.escalate.cacheStampede, self.escalate.redisMemoryWarning, self.escalate.redisMemoryCritical].all(e, e != 'NearAction')").message("NearAction applies only to circuitBreakerOpen, the one incident whose action waits for a threshold (breaker.maxOpenDuration)").field_path(".escalate"))]
+    #[x_kube(validation = bounds::rule("notify", "escalate.nearActionLead"))]
+    #[x_kube(validation = bounds::escalation_rule())]
     pub notify: NotifySpec,
 }
 
@@ -229,10 +259,10 @@ pub struct CacheSpec {
     /// How long a stale entry may be served (CACHE_STALE_TTL).
     pub stale_ttl: Duration,
     /// Largest cache value in bytes the application may write (MAX_CACHE_VALUE_SIZE).
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1073741824))]
     pub max_value_bytes: u64,
     /// Most cached items per clinic (MAX_CLINIC_CACHE_ITEMS).
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 10000000))]
     pub max_items_per_clinic: u64,
 }
 
@@ -258,7 +288,7 @@ pub struct BreakerSpec {
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Consecutive failures that open the breaker (CIRCUIT_BREAKER_FAILURE_THRESHOLD).
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 10000))]
     pub failure_threshold: u32,
     /// A call slower than this counts as a failure (CIRCUIT_BREAKER_LATENCY_THRESHOLD_MS).
     pub latency_threshold: Duration,
@@ -311,7 +341,7 @@ pub struct RedisSpec {
     /// Memory limit in bytes to compute usage against when Redis reports maxmemory 0
     /// (a suffix Ki, Mi, Gi or K, M, G is accepted: "512Mi").
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$"))]
     pub max_memory: Option<String>,
     /// Memory-usage levels, in percent of maxmemory.
     pub memory_levels: MemoryLevels,
@@ -370,7 +400,7 @@ impl Default for MemoryLevels {
 #[serde(rename_all = "camelCase", default)]
 pub struct EvictionAlert {
     /// Evicted keys per second tolerated, averaged over rateWindow.
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = 1000000000.0))]
     pub max_per_second: f64,
     /// The range the eviction rate is averaged over (the runbook's `[5m]`).
     pub rate_window: Duration,
@@ -408,7 +438,7 @@ pub struct RemediationSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_generation: Option<GenerationSource>,
     /// Most keys deleted in one remediation run.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 10000000))]
     pub max_keys_per_run: u64,
     /// Longest one remediation run may take.
     pub max_duration: Duration,
@@ -522,24 +552,31 @@ pub struct ScrapeSource {
 pub struct SignalQueries {
     /// Median request latency in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub p50_latency_ms: Option<String>,
     /// 95th percentile request latency in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub p95_latency_ms: Option<String>,
     /// 99th percentile request latency in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub p99_latency_ms: Option<String>,
     /// Failed requests in percent of all requests.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub error_rate_percent: Option<String>,
     /// Cache hits in percent of cache lookups.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub cache_hit_rate_percent: Option<String>,
     /// Successful mem0 writes in percent of all mem0 writes.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub mem0_write_success_percent: Option<String>,
     /// Breaker state: 0 closed, 1 open, 2 half-open.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub breaker_state: Option<String>,
 }
 
@@ -558,7 +595,7 @@ pub enum OnMissingData {
 #[serde(rename_all = "camelCase", default)]
 pub struct RollbackSpec {
     /// Roll back when P50 latency stays above this many milliseconds...
-    #[schemars(range(min = 1.0))]
+    #[schemars(range(min = 1.0, max = 3600000.0))]
     pub p50_latency_ms: f64,
     /// ...for this long.
     pub p50_latency_for: Duration,
@@ -613,7 +650,7 @@ pub struct StampedeSpec {
     #[schemars(range(min = 0.0, max = 100.0))]
     pub hit_rate_below_percent: f64,
     /// ...while P50 latency is above this many milliseconds...
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = 3600000.0))]
     pub p50_latency_above_ms: f64,
     /// ...for this long.
     #[serde(rename = "for")]

@@ -371,6 +371,15 @@ fn check_object(
         .get("x-kubernetes-preserve-unknown-fields")
         .and_then(Value::as_bool)
         == Some(true);
+    let count = fields.len() as u64;
+    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+        && count > max
+    {
+        problems.push(Problem::new(
+            path,
+            format!("has {count} entries, at most {max} allowed"),
+        ));
+    }
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for name in required.iter().filter_map(Value::as_str) {
             if !fields.contains_key(name) {
