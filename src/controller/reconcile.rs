@@ -22,7 +22,7 @@ use crate::act::configmap::CONFIG_HASH_ANNOTATION;
 use crate::api::conditions::{self, reasons};
 use crate::api::{
     API_VERSION, FIELD_MANAGER, KIND, MAX_ACTIONS_IN_STATUS, MemoryTier, MemoryTierStatus, Phase,
-    RESUME_ANNOTATION, validate,
+    RESUME_ANNOTATION, bounds, validate,
 };
 use crate::observe::secrets::KubeSecrets;
 use crate::observe::{ConfigError, ObserveConfig};
@@ -92,6 +92,12 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
         // Nothing is done until the spec changes.
         return Ok(Requeue::await_change());
     }
+    // Whatever an older CRD let through, the controller works within the bounds.
+    let bounded = MemoryTier {
+        spec: bounds::clamp(&tier.spec),
+        ..tier.clone()
+    };
+    let tier = &bounded;
 
     // resolve Secrets
     let secrets = KubeSecrets::new(ctx.client.clone(), &namespace);

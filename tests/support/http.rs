@@ -57,11 +57,17 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start() -> Recorder {
+        Recorder::start_on([127, 0, 0, 1].into()).await
+    }
+
+    /// On another loopback address (127.0.0.2 stands for an internal service a tier should not
+    /// reach).
+    pub async fn start_on(ip: std::net::IpAddr) -> Recorder {
         let shared = Arc::new(Shared::default());
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();

@@ -47,6 +47,8 @@ pub struct RequestRecord {
     pub status: u16,
     /// Answered by an injected fault.
     pub injected: bool,
+    /// Asked for metadata only (`PartialObjectMetadata`): no data or spec came back.
+    pub metadata_only: bool,
 }
 
 impl RequestRecord {
@@ -139,6 +141,8 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         watch: is_true(query.get("watch")),
         status: 0,
         injected: false,
+        metadata_only: header_text(&parts.headers, header::ACCEPT)
+            .is_some_and(|accept| accept.contains("as=PartialObjectMetadata")),
     };
     let index = {
         let mut log = app.log.lock().unwrap_or_else(|p| p.into_inner());
