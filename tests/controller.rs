@@ -632,7 +632,9 @@ fn rbac_grants(yaml: &str) -> Vec<(String, String, String)> {
 
 /// The RBAC in deploy/ and in the chart is derived from what the controller really calls: a
 /// scenario that exercises every kind of call (leader election, Secrets, status, ConfigMaps,
-/// restarts, incident reports, Events) is recorded, and each call must be granted.
+/// restarts, incident reports, Events) is recorded, and each call must be granted. Tiers that name
+/// another application's Secret, ConfigMap and Deployment run alongside: what RBAC would let
+/// through but tierguard's own rules forbid is never reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
     tierguard::install_crypto_provider();
@@ -670,6 +672,60 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
         ),
     )
     .await;
+    // Next to it, tiers that name what they may not use: another application's Secret (not
+    // marked for tierguard), its ConfigMap, and its Deployment (which did not opt in).
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), NS)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "payments-db", "namespace": NS},
+                "stringData": {"url": "redis://:payments-password@127.0.0.1:1/"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<ConfigMap>::namespaced(admin.clone(), NS)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "payments-config", "namespace": NS},
+                "data": {"DB_POOL": "20"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "payments", "namespace": NS},
+                "spec": {"selector": {"matchLabels": {"app": "payments"}},
+                         "template": {"metadata": {"labels": {"app": "payments"}},
+                                      "spec": {"containers": [{"name": "app", "image": "app"}]}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    for (name, extra) in [
+        (
+            "intruder-secret",
+            json!({"redis": {"urlSecretRef": {"name": "payments-db", "key": "url"}}}),
+        ),
+        (
+            "intruder-configmap",
+            json!({"target": {"configMapName": "payments-config"}}),
+        ),
+        (
+            "intruder-restart",
+            json!({"target": {"workloadRef": {"kind": "Deployment", "name": "payments"}, "restartOnChange": true}}),
+        ),
+    ] {
+        create(&admin, &tier(name, &app.url(), extra)).await;
+    }
     let run = controller(
         server.client_as("controller"),
         Some(LeaseConfig {
@@ -691,14 +747,58 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
         flags(&admin, "backend-incidents")
     })
     .await;
+    for intruder in ["intruder-secret", "intruder-configmap", "intruder-restart"] {
+        let (_, reason, _) = wait_for(
+            &format!("{intruder} Stalled"),
+            Duration::from_secs(20),
+            || async {
+                condition(&tier_now(&admin, intruder).await, "Stalled").filter(|c| c.0 == "True")
+            },
+        )
+        .await;
+        assert!(
+            matches!(reason.as_str(), "SecretNotUsable" | "NotOurs"),
+            "{intruder}: {reason}"
+        );
+    }
     run.abort();
 
-    let needs: std::collections::BTreeSet<_> = server
+    let calls: Vec<_> = server
         .requests()
-        .iter()
+        .into_iter()
         .filter(|r| r.user.as_deref() == Some("controller"))
-        .filter_map(rbac_need)
         .collect();
+    // What RBAC grants but the rules above forbid is never reached: the foreign Secret's and
+    // ConfigMap's contents are never read (their metadata is), and nothing of the other
+    // application is written.
+    for call in &calls {
+        let foreign = ["/secrets/payments-db", "/configmaps/payments-config"]
+            .iter()
+            .any(|p| call.path.ends_with(p));
+        assert!(
+            !(foreign && !call.metadata_only),
+            "the controller read {} {} whole",
+            call.method,
+            call.path
+        );
+        let theirs = call.path.ends_with("/configmaps/payments-config")
+            || call.path.ends_with("/deployments/payments")
+            || call.path.ends_with("/secrets/payments-db");
+        assert!(
+            !(theirs && call.is_write()),
+            "the controller wrote {} {}",
+            call.method,
+            call.path
+        );
+    }
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.path.ends_with("/secrets/payments-db") && c.metadata_only),
+        "the scenario did not exercise the refusal of an unmarked Secret"
+    );
+
+    let needs: std::collections::BTreeSet<_> = calls.iter().filter_map(rbac_need).collect();
     for wanted in [
         ("tierguard.dev", "memorytiers", "watch"),
         ("tierguard.dev", "memorytiers/status", "patch"),

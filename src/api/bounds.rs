@@ -17,8 +17,8 @@ const fn hours(h: u64) -> Duration {
     Duration::from_secs(h * 3600)
 }
 
-/// The smallest `spec.metrics.interval`: a tier reconciles at most once a second.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The smallest `spec.metrics.interval`: a tier reconciles at most ten times a second.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A duration field, by its path within a section of the spec, and its largest value.
 pub struct Bound {

@@ -74,7 +74,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     let name = tier.name_any();
     let now = Timestamp::now();
     let interval = tier.spec.metrics.interval.as_std();
-    let requeue = Requeue::requeue(interval.max(std::time::Duration::from_millis(100)));
+    let requeue = Requeue::requeue(interval.max(bounds::MIN_INTERVAL.as_std()));
 
     if !ctx.leadership.is_leader() {
         // A standby re-checks on the same cadence; a change of leader also reconciles every tier.
