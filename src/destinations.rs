@@ -596,7 +596,9 @@ impl reqwest::dns::Resolve for Guarded {
 }
 
 /// The controller's HTTP clients, one per kind of request, each resolving names through its
-/// allow-list, following no redirect and using no proxy from the environment.
+/// allow-list and following no redirect. A proxy from the environment (`HTTPS_PROXY`) is used, and
+/// must itself be an allowed address; the names it then resolves are checked only when the
+/// tier's URLs are (before the requests).
 #[derive(Clone, Debug)]
 pub struct Network {
     pub destinations: Arc<Destinations>,
@@ -614,7 +616,6 @@ impl Network {
                 .connect_timeout(Duration::from_secs(5))
                 // A redirect could carry a token, or the request itself, somewhere unchecked.
                 .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
                 .dns_resolver(Arc::new(Guarded(destinations.get(purpose).clone())))
                 .build()
         };

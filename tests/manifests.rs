@@ -544,6 +544,30 @@ fn the_values_platform_charts_offer_are_accepted_and_rendered() {
         "extraArgs: {args:?}"
     );
     assert!(args.contains(&"--log-level=warn".to_owned()), "{args:?}");
+    for wanted in [
+        "--webhook-destinations=hooks.slack.com,10.0.0.0/8",
+        "--redis-destinations=10.20.0.0/16",
+        "--background-jobs=2",
+        "--background-job-timeout=2m",
+    ] {
+        assert!(args.contains(&wanted.to_owned()), "{wanted}: {args:?}");
+    }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--metrics-destinations")),
+        "an empty list keeps the default: {args:?}"
+    );
+    // The controller takes the arguments the chart renders (it stops at the missing kubeconfig).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tierguard"))
+        .args(&args)
+        .args(["--kubeconfig", "/nonexistent/kubeconfig"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("/nonexistent/kubeconfig"),
+        "the chart's arguments are refused: {stderr}"
+    );
     assert_eq!(
         one(&docs, "Service")["metadata"]["annotations"]["prometheus.io/scrape"],
         "false"
@@ -604,6 +628,9 @@ fn the_values_schema_refuses_what_the_binary_would_not_understand() {
         "image.digest=latest",
         "watchNamespaces[0]=Not_A_Namespace",
         "unknownValue=1",
+        "destinations.webhooks[0]=a b",
+        "destinations.everywhere[0]=10.0.0.0/8",
+        "backgroundJobs.jobTimeout=5 minutes",
     ] {
         assert!(
             helm_refuses(&["--set-string", bad]).is_some(),
