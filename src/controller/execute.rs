@@ -182,6 +182,57 @@ async fn check_destinations(
     Ok(())
 }
 
+/// A notification with what its message is written from, owned, so that it can be sent in the
+/// background.
+struct Notifying {
+    http: reqwest::Client,
+    webhooks: Vec<ResolvedWebhook>,
+    namespace: String,
+    tier: String,
+    incident: Option<crate::api::IncidentSummary>,
+    observed: Observation,
+    mitigations: Vec<crate::api::Mitigation>,
+    reason: String,
+    now: Timestamp,
+}
+
+impl Notifying {
+    async fn send(&self, n: &Notification) -> Finished {
+        let notify_ctx = notify::Context {
+            namespace: &self.namespace,
+            tier: &self.tier,
+            now: self.now,
+            incident: self.incident.as_ref(),
+            observed: Some(&self.observed),
+            mitigations: &self.mitigations,
+        };
+        let outcome = notify::notify(
+            &self.http,
+            &self.webhooks,
+            n,
+            &notify_ctx,
+            NOTIFY_TIMEOUT,
+            NOTIFY_RETRIES,
+            Backoff::default(),
+        )
+        .await;
+        Finished {
+            record: outcome.record(self.now, &self.reason),
+            remediation: None,
+            audit: None,
+        }
+    }
+}
+
+/// One notification (incident, level, kind) is sent once at a time; different ones run side by
+/// side.
+fn notification_key(n: &Notification) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&n.incident_id, n.level, format!("{:?}", n.kind)).hash(&mut hasher);
+    hasher.finish()
+}
+
 /// What carrying out a decision did, for status.
 #[derive(Debug, Default)]
 pub struct Executed {
@@ -406,26 +457,34 @@ pub async fn execute(
                         tier.status
                             .as_ref()
                             .and_then(|s| s.incidents.iter().find(|i| i.id == n.incident_id))
-                    });
-                let notify_ctx = notify::Context {
-                    namespace: &namespace,
-                    tier: &name,
-                    now,
+                    })
+                    .cloned();
+                let job = Notifying {
+                    http: ctx.network.webhooks.clone(),
+                    webhooks: secrets.webhooks.clone(),
+                    namespace: namespace.clone(),
+                    tier: name.clone(),
                     incident,
-                    observed: Some(observation),
-                    mitigations: &decision.mitigations,
+                    observed: observation.clone(),
+                    mitigations: decision.mitigations.clone(),
+                    reason: action.reason().to_owned(),
+                    now,
                 };
-                let outcome = notify::notify(
-                    &ctx.network.webhooks,
-                    &secrets.webhooks,
-                    &n,
-                    &notify_ctx,
-                    NOTIFY_TIMEOUT,
-                    NOTIFY_RETRIES,
-                    Backoff::default(),
-                )
-                .await;
-                outcome.record(now, action.reason())
+                if secrets.webhooks.is_empty() {
+                    // Nothing is sent: said at once.
+                    job.send(&n).await.record
+                } else {
+                    // Webhooks that answer slowly (or not at all) wait in the background.
+                    let kind = JobKind::Notify(notification_key(&n));
+                    background(
+                        ctx,
+                        tier,
+                        kind,
+                        action,
+                        now,
+                        async move { job.send(&n).await },
+                    )
+                }
             }
             Action::RecordIncident { incident, reason } => {
                 let report_ctx = ReportContext {

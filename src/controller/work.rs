@@ -1,6 +1,6 @@
-//! Long actions (cache warming, Redis remediation and audit) run here, outside the reconcile, so
-//! that one tier's slow warm endpoint or large keyspace never holds a reconcile slot that another
-//! tier needs.
+//! Long actions (cache warming, Redis remediation and audit, and notifications to webhooks) run
+//! here, outside the reconcile, so that one tier's slow warm endpoint, webhooks or large keyspace
+//! never hold a reconcile slot that another tier needs.
 //!
 //! Budgets:
 //! - per tier, one job of each kind at a time: a warming decided while the last one still runs is
@@ -8,7 +8,8 @@
 //! - per job, a time budget ([`Budget::job_timeout`]): a job still running then is stopped and
 //!   recorded as failed;
 //! - for the controller, at most [`Budget::jobs`] jobs run at once; the others wait their turn
-//!   (their time budget counts from when they start).
+//!   (their time budget counts from when they start). Notifications have a pool of that size of
+//!   their own, so that a page never waits behind a slow warm-up.
 //!
 //! A job's outcome is kept until the tier's next reconcile folds it into status (the record that
 //! said "started" is replaced by how it went), and the finished job asks for that reconcile at
@@ -57,6 +58,9 @@ pub enum JobKind {
     Warm,
     Remediate,
     Audit,
+    /// One notification (by a key of its incident, level and kind): different notifications of
+    /// a tier are sent side by side, the same one never twice at once.
+    Notify(u64),
 }
 
 /// What a finished job hands to the tier's next status.
@@ -86,6 +90,7 @@ struct TierJobs {
 pub struct Work {
     budget: Budget,
     permits: Arc<Semaphore>,
+    notify_permits: Arc<Semaphore>,
     tiers: Arc<Mutex<HashMap<String, TierJobs>>>,
     tasks: Mutex<JoinSet<()>>,
     /// Asks for a reconcile of a tier whose job finished.
@@ -100,6 +105,7 @@ impl Work {
         Work {
             budget,
             permits: Arc::new(Semaphore::new(budget.jobs.max(1))),
+            notify_permits: Arc::new(Semaphore::new(budget.jobs.max(1))),
             tiers: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
             wake,
@@ -134,7 +140,11 @@ impl Work {
                 return Start::Busy;
             }
         }
-        let (permits, tiers, wake) = (self.permits.clone(), self.tiers.clone(), self.wake.clone());
+        let permits = match kind {
+            JobKind::Notify(_) => self.notify_permits.clone(),
+            _ => self.permits.clone(),
+        };
+        let (tiers, wake) = (self.tiers.clone(), self.wake.clone());
         let (uid, budget) = (uid.to_owned(), self.budget.job_timeout);
         let mut tasks = self.tasks.lock().expect("tasks lock");
         // Reap the jobs that ended, so the set holds only running ones.
