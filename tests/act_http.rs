@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde_json::json;
 use support::http::{LogCapture, Recorder, Reply};
 use tierguard::act::http::Backoff;
-use tierguard::act::notify::{Context, Notification, ResolvedWebhook, notify};
+use tierguard::act::notify::{Context, ResolvedWebhook, notify};
 use tierguard::act::warm::{WarmSkipped, warm_cache};
 use tierguard::api::{WarmTrigger, WarmingSpec, WebhookFormat};
+use tierguard::policy::Notification;
 use tierguard::policy::NotifyKind;
 use tierguard::secret::SecretString;
 
@@ -57,8 +58,8 @@ async fn warming_posts_batches_with_the_bearer_token_and_bounded_concurrency() {
     .await;
     let outcome = run.outcome.as_ref().unwrap();
     assert!(outcome.ok(), "{outcome:?}");
-    assert_eq!(run.record.outcome, "ok");
-    assert_eq!(run.record.action, "warm-cache");
+    assert_eq!(run.record.outcome, tierguard::api::ActionOutcome::Ok);
+    assert_eq!(run.record.action, tierguard::api::ActionKind::WarmCache);
     assert_eq!(run.record.reason, "stampede: hit rate 80%");
 
     let requests = server.requests();
@@ -148,7 +149,7 @@ async fn warming_retries_5xx_and_timeouts_but_not_4xx_and_never_leaks_the_token(
     assert_eq!(batch.delivery.status, Some(401));
     assert_eq!(batch.delivery.attempts, 1);
     assert_eq!(server.requests_to("/denied").len(), 1);
-    assert_eq!(run.record.outcome, "failed");
+    assert_eq!(run.record.outcome, tierguard::api::ActionOutcome::Failed);
 
     // Always 500: 1 + retries attempts, then failed with the status.
     server.default_reply("/down", Reply::status(500));
@@ -281,7 +282,7 @@ async fn warming_uses_the_top_n_ids_and_skips_without_endpoint_or_clinics() {
     )
     .await;
     assert_eq!(run.outcome, Err(WarmSkipped::NoClinics));
-    assert_eq!(run.record.outcome, "skipped");
+    assert_eq!(run.record.outcome, tierguard::api::ActionOutcome::Skipped);
     let none: WarmingSpec = serde_json::from_value(json!({"clinicIds": [1]})).unwrap();
     let run = warm_cache(
         &http(),
@@ -303,7 +304,7 @@ fn notification(level: u8, kind: NotifyKind) -> Notification {
         level,
         kind,
         incident_id: "2026-11-25-0312-redis-memory".into(),
-        runbook: "RedisMemory".into(),
+        runbook: tierguard::api::Runbook::RedisMemory,
         trigger: "Redis memory 93% > 90% (critical)".into(),
         escalated_because: None,
         escalation_plan: "level 2 (senior engineer) is notified if it is still unresolved 15m after its automatic response started".into(),
@@ -414,7 +415,7 @@ async fn webhooks_get_their_format_by_level_and_a_failure_blocks_nothing() {
     assert!(!by_name("leads").sent);
     assert_eq!(by_name("broken").delivery.status, Some(500));
     let record = outcome.record(ctx.now, "incident opened");
-    assert_eq!(record.outcome, "failed");
+    assert_eq!(record.outcome, tierguard::api::ActionOutcome::Failed);
     assert!(
         record
             .detail
@@ -435,7 +436,10 @@ async fn webhooks_get_their_format_by_level_and_a_failure_blocks_nothing() {
         FAST,
     )
     .await;
-    assert_eq!(outcome.record(ctx.now, "x").outcome, "ok");
+    assert_eq!(
+        outcome.record(ctx.now, "x").outcome,
+        tierguard::api::ActionOutcome::Ok
+    );
     let generic = server.requests_to("/generic");
     assert_eq!(generic.len(), 1);
     assert_eq!(generic[0].body["level"], 3);

@@ -220,7 +220,10 @@ async fn the_workload_restarts_once_per_config_hash() {
         .await
         .unwrap();
     assert!(!repeat.restarted);
-    assert_eq!(repeat.record(later, "x").outcome, "skipped");
+    assert_eq!(
+        repeat.record(later, "x").outcome,
+        tierguard::api::ActionOutcome::Skipped
+    );
     assert_eq!(
         deployments.get("backend").await.unwrap().resource_version(),
         version
@@ -285,7 +288,7 @@ fn incident(id: &str, minute: u32, resolved: bool) -> IncidentSummary {
     let start: jiff::Timestamp = format!("2026-11-25T03:{minute:02}:00Z").parse().unwrap();
     IncidentSummary {
         id: id.into(),
-        runbook: "RedisMemory".into(),
+        runbook: tierguard::api::Runbook::RedisMemory,
         trigger: "Redis memory 93% > 90%".into(),
         started_at: start,
         resolved_at: resolved.then(|| {

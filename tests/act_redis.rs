@@ -500,7 +500,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         now,
     )
     .await;
-    assert_eq!(run.record.outcome, "ok");
+    assert_eq!(run.record.outcome, tierguard::api::ActionOutcome::Ok);
     assert_eq!(run.outcome.deleted_by_pattern["session:*"], 2000);
     assert!(
         run.outcome
@@ -531,7 +531,12 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         now,
     )
     .await;
-    assert_eq!(run.record.outcome, "ok", "{:?}", run.record);
+    assert_eq!(
+        run.record.outcome,
+        tierguard::api::ActionOutcome::Ok,
+        "{:?}",
+        run.record
+    );
     assert_eq!(
         run.outcome.deleted_by_pattern["cache:*:generation:{generation}"],
         900
@@ -550,7 +555,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
     // Dry run changes nothing; disabled remediation is skipped and says why.
     set_many(&mut con, (0..10).map(|i| format!("session:{i}")), None);
     let dry = remediate_redis(&spec, &url, MemoryLevel::Critical, "dry", true, now).await;
-    assert_eq!(dry.record.outcome, "dry-run");
+    assert_eq!(dry.record.outcome, tierguard::api::ActionOutcome::DryRun);
     assert_eq!(dry.outcome.deleted_by_pattern["session:*"], 10);
     assert_eq!(
         all_keys(&mut con)
@@ -561,7 +566,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
     );
     spec.remediation.enabled = false;
     let off = remediate_redis(&spec, &url, MemoryLevel::Critical, "off", false, now).await;
-    assert_eq!(off.record.outcome, "skipped");
+    assert_eq!(off.record.outcome, tierguard::api::ActionOutcome::Skipped);
 
     // The fixed-value source works too, and nothing mentions the password.
     spec.remediation.enabled = true;
@@ -580,7 +585,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
     // An unreachable Redis is a failed record, without the password.
     let gone = SecretString::from("redis://:pw-remediate@127.0.0.1:1/".to_owned());
     let failed = remediate_redis(&spec, &gone, MemoryLevel::Critical, "x", false, now).await;
-    assert_eq!(failed.record.outcome, "failed");
+    assert_eq!(failed.record.outcome, tierguard::api::ActionOutcome::Failed);
     assert!(!format!("{failed:?}").contains("pw-remediate"));
 }
 
@@ -820,7 +825,12 @@ async fn remediation_keeps_every_key_of_the_current_generation_in_either_layout(
         jiff::Timestamp::now(),
     )
     .await;
-    assert_eq!(run.record.outcome, "ok", "{:?}", run.record);
+    assert_eq!(
+        run.record.outcome,
+        tierguard::api::ActionOutcome::Ok,
+        "{:?}",
+        run.record
+    );
     assert_eq!(
         run.outcome.deleted_by_pattern["cache:*:generation:{generation}"],
         300

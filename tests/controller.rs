@@ -297,7 +297,7 @@ async fn a_latency_regression_rolls_back_in_phases_and_a_restarted_controller_ca
     let incident = status
         .incidents
         .iter()
-        .find(|i| i.runbook == "CanaryRollback")
+        .find(|i| i.runbook == tierguard::api::Runbook::CanaryRollback)
         .expect("an incident in status");
     let report = wait_for("the incident report", Duration::from_secs(20), || async {
         flags(&client, "backend-incidents").await
@@ -328,7 +328,7 @@ async fn a_latency_regression_rolls_back_in_phases_and_a_restarted_controller_ca
     let rollbacks = status
         .incidents
         .iter()
-        .filter(|i| i.runbook == "CanaryRollback")
+        .filter(|i| i.runbook == tierguard::api::Runbook::CanaryRollback)
         .count();
     assert_eq!(rollbacks, 1, "incidents: {:?}", status.incidents);
     assert!(
@@ -771,7 +771,7 @@ async fn an_event_repeats_as_a_series_and_a_new_message_is_a_new_event() {
     let events = EventPublisher::new(client.clone(), "tierguard", Some("replica-0".into()));
     let note = |text: &str| Note {
         warning: false,
-        reason: "CanaryRollback".into(),
+        reason: tierguard::api::Reason::CanaryRollback,
         action: "Decide".into(),
         note: text.into(),
     };

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
-use tierguard::api::{BreakerState, MemoryLevel, MemoryTierStatus, Phase};
+use tierguard::api::{BreakerState, MemoryLevel, MemoryTierStatus, Phase, Runbook};
 use tierguard::policy::effective::{
     CACHE_SERVE_STALE, CACHE_STALE_TTL, CACHE_TTL, CANARY_SAMPLE_RATE, FAST_PATH_ENABLED,
     MEM0_READS_ENABLED, MEM0_SHADOW_MODE,
@@ -97,8 +97,13 @@ fn assert_each_decision_taken_once(d: &Drill) {
     assert!(repeated.is_empty(), "decisions taken twice: {repeated:#?}");
 }
 
+/// The policy's memory in a status.
+fn policy(status: &MemoryTierStatus) -> Option<tierguard::api::PolicyMemory> {
+    tierguard::controller::memory::decode(status.policy.as_ref()?).ok()
+}
+
 /// The timeline entries of the status' incident of `runbook`.
-fn incident_timeline(status: &MemoryTierStatus, runbook: &str) -> Vec<(Timestamp, String)> {
+fn incident_timeline(status: &MemoryTierStatus, runbook: Runbook) -> Vec<(Timestamp, String)> {
     status
         .incidents
         .iter()
@@ -187,7 +192,7 @@ async fn circuit_breaker_outage_drill() {
     assert_eq!(alert.type_, "Warning");
     let outage_since = d
         .wait_status("the controller's record of the outage", secs(10), |s| {
-            s.policy.as_ref()?.breaker.outage_since
+            policy(s)?.breaker.outage_since
         })
         .await;
     assert_eq!(d.config_history().len(), 1, "nothing changed at the alert");
@@ -383,7 +388,8 @@ async fn cache_stampede_drill() {
         .wait_status("the controller to see the new run_id", secs(20), |s| {
             let o = s.observed.as_ref()?;
             let new = o.redis_run_id.as_deref().is_some_and(|id| id != old_run_id);
-            let stampede = s.policy.as_ref()?.stampede.as_ref()?;
+            let memory = policy(s)?;
+            let stampede = memory.stampede.as_ref()?;
             new.then_some(stampede.started_at)
         })
         .await;
@@ -442,9 +448,13 @@ async fn cache_stampede_drill() {
         .unwrap()
         .recent_actions
         .into_iter()
-        .find(|a| a.action == "warm-cache")
+        .find(|a| a.action == tierguard::api::ActionKind::WarmCache)
         .expect("the warm-up is in status.recentActions");
-    assert_eq!(record.outcome, "ok", "{record:?}");
+    assert_eq!(
+        record.outcome,
+        tierguard::api::ActionOutcome::Ok,
+        "{record:?}"
+    );
 
     // The hit rate recovers; the canary ramps back in steps; the overlays end last.
     let recovered = d
@@ -483,7 +493,7 @@ async fn cache_stampede_drill() {
         "the canary ramps back one step at a time: {ramp:?}"
     );
     // Each step waited for a ramp interval of recovered hit rate.
-    let timeline = incident_timeline(&d.status().unwrap(), "CacheStampede");
+    let timeline = incident_timeline(&d.status().unwrap(), Runbook::CacheStampede);
     let steps: Vec<Timestamp> = timeline
         .iter()
         .filter(|(_, what)| what.starts_with("Canary ramped"))
@@ -823,7 +833,7 @@ async fn redis_oom_drill() {
         .unwrap()
         .recent_actions
         .iter()
-        .filter(|a| a.action == "remediate-redis")
+        .filter(|a| a.action == tierguard::api::ActionKind::RemediateRedis)
         .count();
     assert_eq!(runs, 1, "one remediation (cooldown 60s)");
     assert_eq!(
@@ -901,7 +911,8 @@ async fn canary_regression_drill() {
             "P50 above 1000 ms in the controller's window",
             secs(30),
             |s| {
-                let w = &s.policy.as_ref()?.windows.p50_latency;
+                let memory = policy(s)?;
+                let w = &memory.windows.p50_latency;
                 let last = w.last_sample_at?;
                 Some(last - SignedDuration::try_from(w.held_for.as_std()).ok()?)
             },
@@ -976,7 +987,7 @@ async fn canary_regression_drill() {
             "the report lacks {line:?}:\n{report}"
         );
     }
-    let timeline = incident_timeline(&rolled_back, "CanaryRollback");
+    let timeline = incident_timeline(&rolled_back, Runbook::CanaryRollback);
     let initiated = entry_at(&timeline, "Rollback initiated");
     let reduced_to_zero = entry_at(&timeline, "Traffic reduced to 0.0");
     let stable = entry_at(&timeline, "System stable");

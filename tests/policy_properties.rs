@@ -6,6 +6,7 @@
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;
+use tierguard::api::Subject;
 use tierguard::api::{BreakerState, MemoryTierSpec, Observation, Phase, PolicyMemory};
 use tierguard::policy::{
     Action, AppliedConfig, Change, DecideContext, Decision, decide, effective,
@@ -268,7 +269,7 @@ fn stampede_breach(spec: &MemoryTierSpec) -> impl Fn(&Observation) -> Option<boo
     }
 }
 
-fn started(d: &Decision, subject: &str) -> bool {
+fn started(d: &Decision, subject: Subject) -> bool {
     d.changes.iter().any(|c| {
         matches!(c, Change::Transition { subject: s, from, .. } if *s == subject && (from == "none" || from == "open") )
     })
@@ -281,7 +282,7 @@ fn check_sustained(
 ) -> Result<(), TestCaseError> {
     let r = &spec.rollback;
     for (i, d) in decisions.iter().enumerate() {
-        if started(d, "rollback") {
+        if started(d, Subject::Rollback) {
             let rb = d.memory.rollback.as_ref().expect("a rollback started");
             let ok = match rb.trigger.as_str() {
                 "p50-latency" => sustained(
@@ -313,7 +314,7 @@ fn check_sustained(
             );
         }
         if d.changes.iter().any(
-            |c| matches!(c, Change::Transition { subject: "stampede", from, .. } if from == "none"),
+            |c| matches!(c, Change::Transition { subject: Subject::Stampede, from, .. } if from == "none"),
         ) {
             prop_assert!(
                 sustained(
@@ -326,7 +327,7 @@ fn check_sustained(
             );
         }
         if d.changes.iter().any(
-            |c| matches!(c, Change::Transition { subject: "breaker", to, .. } if to == "mem0-off"),
+            |c| matches!(c, Change::Transition { subject: Subject::Breaker, to, .. } if to == "mem0-off"),
         ) {
             let since = d.memory.breaker.outage_since.expect("an outage");
             prop_assert!(
@@ -472,7 +473,7 @@ proptest! {
             prop_assert_eq!(m.name.as_str(), "rollback-features", "{:?} still active", m);
         }
         if let Some(rb) = &memory.rollback {
-            prop_assert_eq!(rb.phase, 4);
+            prop_assert_eq!(rb.phase, tierguard::api::RollbackPhase::Documented);
         }
         prop_assert!(memory.open_incidents.is_empty(), "{:?}", memory.open_incidents);
         // A human resumes: then everything ends.
@@ -494,7 +495,7 @@ proptest! {
         let history = expand(&segs);
         let decisions = run(&spec, &history);
         // At most one rollback: no human resumes here.
-        let rollbacks = decisions.iter().filter(|d| started(d, "rollback")).count();
+        let rollbacks = decisions.iter().filter(|d| started(d, Subject::Rollback)).count();
         prop_assert!(rollbacks <= 1, "{} rollbacks", rollbacks);
         // The documented bound on effective-config changes in any sliding window of
         // 12 ramp intervals (one hour with the defaults): 2 × (12 + 1) + 7.

@@ -106,7 +106,7 @@ fn lines(outcome: &Outcome) -> Vec<String> {
                     keys.sort();
                     format!("{t} render {}", keys.join(" "))
                 }
-                Action::Notify { level, kind, .. } => format!("{t} notify L{level} {kind:?}"),
+                Action::Notify(n) => format!("{t} notify L{} {:?}", n.level, n.kind),
                 Action::WarmCache { trigger, .. } => format!("{t} warm {trigger:?}"),
                 Action::RemediateRedis { .. } => format!("{t} remediate"),
                 Action::AuditRedis { .. } => format!("{t} audit"),
@@ -802,7 +802,8 @@ fn paused_observes_and_reports_only() {
     assert!(
         last.conditions
             .iter()
-            .any(|c| c.type_ == "MemoryPressure" && c.status == "True")
+            .any(|c| c.type_ == tierguard::api::ConditionType::MemoryPressure
+                && c.status == tierguard::api::conditions::Truth::True)
     );
 }
 
@@ -928,13 +929,22 @@ mod mode_switches {
     #[test]
     fn status_shows_the_decision() {
         let spec = super::tier(json!({})).spec;
-        let mut memory = PolicyMemory::default();
         let mut status = tierguard::api::MemoryTierStatus::default();
         for i in 0..=40 {
             let o = obs(if i >= 5 { 1500.0 } else { 300.0 });
-            let d = decide(&spec, &memory, &o, at(i * 30), &ctx());
-            d.apply_to_status(&mut status, &o, Some(1));
-            memory = d.memory;
+            let recalled = tierguard::controller::memory::recall(&status, Some(1), at(i * 30));
+            let d = decide(&spec, &recalled.memory, &o, at(i * 30), &ctx());
+            status = tierguard::controller::status::next_status(
+                &status,
+                &tierguard::controller::status::Reconciled {
+                    decision: &d,
+                    observation: &o,
+                    executed: &Default::default(),
+                    recalled: &recalled,
+                    generation: Some(1),
+                    now: at(i * 30),
+                },
+            );
         }
         assert_eq!(status.phase, Some(Phase::RollingBack));
         assert_eq!(status.mitigations.len(), 1);
@@ -949,22 +959,17 @@ mod mode_switches {
         assert!(status.incidents[0].timeline.len() >= 4);
         assert!(tierguard::api::conditions::is_true(
             &status.conditions,
-            "RolledBack"
+            tierguard::api::ConditionType::RolledBack
         ));
         assert!(!tierguard::api::conditions::is_true(
             &status.conditions,
-            "Ready"
+            tierguard::api::ConditionType::Ready
         ));
+        let memory =
+            tierguard::controller::memory::decode(status.policy.as_ref().unwrap()).unwrap();
         assert_eq!(
-            status
-                .policy
-                .as_ref()
-                .unwrap()
-                .rollback
-                .as_ref()
-                .unwrap()
-                .phase,
-            3
+            memory.rollback.as_ref().unwrap().phase,
+            tierguard::api::RollbackPhase::Verify
         );
     }
 }
@@ -1024,7 +1029,7 @@ mod eviction_counter {
                         matches!(
                             c,
                             Change::Alert {
-                                subject: "evictions",
+                                subject: tierguard::api::Subject::Evictions,
                                 ..
                             }
                         )

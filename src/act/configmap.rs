@@ -13,7 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
-use super::record::{self, Outcome};
+use super::record;
+use crate::api::{ActionKind, ActionOutcome};
 use crate::api::{ActionRecord, FIELD_MANAGER, MemoryTier, Mitigation};
 
 /// Hash of the rendered content (the same as `status.effective.hash`).
@@ -171,7 +172,13 @@ impl ConfigApplied {
                 self.namespace, self.name, self.hash
             ),
         };
-        record::action(at, "render-config", reason, Outcome::Ok, Some(detail))
+        record::action(
+            at,
+            ActionKind::RenderConfig,
+            reason,
+            ActionOutcome::Ok,
+            Some(detail),
+        )
     }
 }
 

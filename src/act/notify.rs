@@ -12,9 +12,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::http::{Backoff, Delivery, post_json};
-use super::record::{self, Outcome};
-use crate::api::{ActionRecord, IncidentSummary, Mitigation, Observation, WebhookFormat};
-use crate::policy::{Action, NotifyKind};
+use super::record;
+use crate::api::{
+    ActionKind, ActionOutcome, ActionRecord, IncidentSummary, Mitigation, Observation, Runbook,
+    WebhookFormat,
+};
+use crate::policy::{Notification, NotifyKind};
 use crate::secret::SecretString;
 
 /// A webhook with its secrets resolved.
@@ -33,49 +36,6 @@ pub struct ResolvedWebhook {
 impl ResolvedWebhook {
     pub fn wants(&self, level: u8) -> bool {
         self.levels.is_empty() || self.levels.contains(&level)
-    }
-}
-
-/// What the policy asks to tell (the fields of [`Action::Notify`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Notification {
-    pub level: u8,
-    pub kind: NotifyKind,
-    pub incident_id: String,
-    pub runbook: String,
-    pub trigger: String,
-    /// For an escalation: why.
-    pub escalated_because: Option<String>,
-    /// Who is notified next and when, or why nobody else is.
-    pub escalation_plan: String,
-    pub message: String,
-}
-
-impl Notification {
-    /// The notification an action asks for, if it is a `Notify`.
-    pub fn from_action(action: &Action) -> Option<Self> {
-        match action {
-            Action::Notify {
-                level,
-                kind,
-                incident_id,
-                runbook,
-                trigger,
-                escalated_because,
-                escalation_plan,
-                message,
-            } => Some(Notification {
-                level: *level,
-                kind: *kind,
-                incident_id: incident_id.clone(),
-                runbook: runbook.clone(),
-                trigger: trigger.clone(),
-                escalated_because: escalated_because.clone(),
-                escalation_plan: escalation_plan.clone(),
-                message: message.clone(),
-            }),
-            _ => None,
-        }
     }
 }
 
@@ -102,18 +62,6 @@ pub struct Communication {
     pub impact: Vec<String>,
     pub next_steps: Vec<String>,
     pub status: String,
-}
-
-/// "CanaryRollback" → "Canary Rollback".
-pub fn runbook_title(runbook: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in runbook.chars().enumerate() {
-        if i > 0 && c.is_uppercase() {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn hhmm(at: Timestamp) -> String {
@@ -164,7 +112,7 @@ pub fn impact_lines(observed: Option<&Observation>, mitigations: &[Mitigation]) 
 
 /// Fill in the template.
 pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
-    let title = runbook_title(&n.runbook);
+    let title = n.runbook.title();
     let subject = format!("[INCIDENT] {title} - {}/{}", ctx.namespace, ctx.tier);
     let mut timeline: Vec<String> = match ctx.incident {
         Some(incident) if !incident.timeline.is_empty() => incident
@@ -214,7 +162,7 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
                 "Root cause investigation in progress".to_owned(),
                 format!("Incident report: {report}"),
             ];
-            if n.runbook == "CanaryRollback" {
+            if n.runbook == Runbook::CanaryRollback {
                 steps.push("Re-deployment timeline: TBD (resuming needs approval)".to_owned());
             }
             steps
@@ -356,14 +304,14 @@ pub struct NotifyOutcome {
 impl NotifyOutcome {
     /// ok when every webhook that wanted it got it; failed when one did not; skipped when no
     /// webhook wanted it.
-    pub fn outcome(&self) -> Outcome {
+    pub fn outcome(&self) -> ActionOutcome {
         let sent: Vec<_> = self.webhooks.iter().filter(|w| w.sent).collect();
         if sent.is_empty() {
-            Outcome::Skipped
+            ActionOutcome::Skipped
         } else if sent.iter().all(|w| w.delivery.ok) {
-            Outcome::Ok
+            ActionOutcome::Ok
         } else {
-            Outcome::Failed
+            ActionOutcome::Failed
         }
     }
 
@@ -386,7 +334,13 @@ impl NotifyOutcome {
 
     /// The action record for status.
     pub fn record(&self, at: Timestamp, reason: &str) -> ActionRecord {
-        record::action(at, "notify", reason, self.outcome(), Some(self.summary()))
+        record::action(
+            at,
+            ActionKind::Notify,
+            reason,
+            self.outcome(),
+            Some(self.summary()),
+        )
     }
 }
 
@@ -462,7 +416,7 @@ mod tests {
             level,
             kind,
             incident_id: "2026-11-25-0312-canary-rollback".into(),
-            runbook: "CanaryRollback".into(),
+            runbook: Runbook::CanaryRollback,
             trigger: "P50 latency 1250 ms > 1000 ms for 10m".into(),
             escalated_because: (kind == NotifyKind::Escalated)
                 .then(|| "unresolved 15m after its automatic response started".into()),
@@ -475,7 +429,7 @@ mod tests {
     fn the_template_is_filled_from_the_incident() {
         let incident = IncidentSummary {
             id: "2026-11-25-0312-canary-rollback".into(),
-            runbook: "CanaryRollback".into(),
+            runbook: Runbook::CanaryRollback,
             trigger: "P50 latency".into(),
             started_at: ts("2026-11-25T03:12:00Z"),
             resolved_at: None,
@@ -573,7 +527,7 @@ mod tests {
 
     #[test]
     fn titles_and_level_filters() {
-        assert_eq!(runbook_title("CircuitBreakerOpen"), "Circuit Breaker Open");
+        assert_eq!(Runbook::CircuitBreakerOpen.title(), "Circuit Breaker Open");
         let w = ResolvedWebhook {
             name: "x".into(),
             format: WebhookFormat::Slack,

@@ -2,27 +2,7 @@
 
 use jiff::Timestamp;
 
-use crate::api::ActionRecord;
-
-/// How an action went, as `ActionRecord.outcome` spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    Failed,
-    Skipped,
-    DryRun,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-            Outcome::DryRun => "dry-run",
-        }
-    }
-}
+use crate::api::{ActionKind, ActionOutcome, ActionRecord};
 
 /// Longest detail kept in status; status objects must stay small.
 pub const MAX_DETAIL_CHARS: usize = 1024;
@@ -31,16 +11,16 @@ pub const MAX_DETAIL_CHARS: usize = 1024;
 /// already free of secrets.
 pub fn action(
     at: Timestamp,
-    action: &str,
+    action: ActionKind,
     reason: &str,
-    outcome: Outcome,
+    outcome: ActionOutcome,
     detail: Option<String>,
 ) -> ActionRecord {
     ActionRecord {
         at,
-        action: action.to_owned(),
+        action,
         reason: reason.to_owned(),
-        outcome: outcome.as_str().to_owned(),
+        outcome,
         detail: detail.map(|d| cut(&d, MAX_DETAIL_CHARS)),
     }
 }
@@ -64,12 +44,12 @@ mod tests {
     fn details_are_bounded() {
         let r = action(
             Timestamp::UNIX_EPOCH,
-            "warm-cache",
+            ActionKind::WarmCache,
             "stampede",
-            Outcome::Failed,
+            ActionOutcome::Failed,
             Some("x".repeat(5000)),
         );
-        assert_eq!(r.outcome, "failed");
+        assert_eq!(r.outcome, ActionOutcome::Failed);
         assert_eq!(r.detail.unwrap().chars().count(), MAX_DETAIL_CHARS);
     }
 }

@@ -9,10 +9,15 @@ mod duration;
 mod spec;
 mod status;
 pub mod validate;
+pub mod vocabulary;
 
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
 pub use spec::*;
 pub use status::*;
+pub use vocabulary::{
+    ActionKind, ActionOutcome, ConditionType, Reason, RollbackCriterion, RollbackPhase, Runbook,
+    Subject,
+};
 
 use kube::CustomResourceExt;
 

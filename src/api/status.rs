@@ -11,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, WarmTrigger};
+use super::{
+    ActionKind, ActionOutcome, Duration, RollbackCriterion, RollbackPhase, Runbook, WarmTrigger,
+};
 
 /// How many incidents `status.incidents` keeps (newest first).
 pub const MAX_INCIDENTS_IN_STATUS: usize = 10;
@@ -50,9 +52,11 @@ pub struct MemoryTierStatus {
     /// Recent actions, newest first (at most twenty); in DryRun, what would have been done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_actions: Vec<ActionRecord>,
-    /// The policy's memory: timers, phases and cooldowns the controller resumes from after a restart.
+    /// The policy's memory: timers, phases and cooldowns the controller resumes from after a
+    /// restart. A versioned document of the controller's own, not described field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyMemory>,
+    #[schemars(schema_with = "policy_memory_schema")]
+    pub policy: Option<serde_json::Value>,
 }
 
 /// The tier's lifecycle phase.
@@ -264,7 +268,7 @@ pub struct IncidentSummary {
     /// Stable identifier, e.g. 2026-11-25-0312-canary-rollback.
     pub id: String,
     /// Which runbook: CanaryRollback, CircuitBreakerOpen, CacheStampede, RedisMemory.
-    pub runbook: String,
+    pub runbook: Runbook,
     /// What triggered it.
     pub trigger: String,
     /// When it started.
@@ -408,11 +412,11 @@ pub struct ActionRecord {
     #[schemars(schema_with = "timestamp_schema")]
     pub at: Timestamp,
     /// render-config, restart-workload, warm-cache, remediate-redis, audit-redis, notify, record-incident.
-    pub action: String,
+    pub action: ActionKind,
     /// Why.
     pub reason: String,
     /// ok, failed, skipped or dry-run.
-    pub outcome: String,
+    pub outcome: ActionOutcome,
     /// Details of the outcome (never a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -531,7 +535,7 @@ impl WindowState {
 #[serde(rename_all = "camelCase")]
 pub struct RollbackState {
     /// 1 reduce traffic, 2 disable features, 3 verify, 4 documented (rolled back).
-    pub phase: u8,
+    pub phase: RollbackPhase,
     /// When the current phase started.
     #[schemars(schema_with = "timestamp_schema")]
     pub phase_since: Timestamp,
@@ -539,7 +543,7 @@ pub struct RollbackState {
     #[schemars(schema_with = "timestamp_schema")]
     pub started_at: Timestamp,
     /// The criterion that triggered it: p50-latency, error-rate, breaker-open or mem0-write-success.
-    pub trigger: String,
+    pub trigger: RollbackCriterion,
     /// Why it started, with the signal values.
     pub reason: String,
     /// The trigger signal's value when the rollback started (to tell whether it worsens).
@@ -711,7 +715,7 @@ pub struct CounterSample {
 pub struct OpenIncident {
     pub id: String,
     /// CanaryRollback, CircuitBreakerOpen, CacheStampede or RedisMemory.
-    pub runbook: String,
+    pub runbook: Runbook,
     /// What triggered it.
     pub trigger: String,
     #[schemars(schema_with = "timestamp_schema")]
@@ -749,6 +753,14 @@ fn is_empty_timeline(t: &std::sync::Arc<Vec<TimelineEntry>>) -> bool {
 
 fn is_zero(d: &Duration) -> bool {
     d.is_zero()
+}
+
+fn policy_memory_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "The policy's memory: timers, phases and cooldowns the controller resumes from after a restart. A versioned document of the controller's own (field version), not described field by field."
+    })
 }
 
 fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

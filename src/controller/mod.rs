@@ -9,8 +9,10 @@ pub mod error;
 pub mod events;
 mod execute;
 pub mod leader;
+pub mod memory;
 mod reconcile;
 pub mod server;
+pub mod status;
 pub mod telemetry;
 
 use std::collections::HashSet;
@@ -29,10 +31,10 @@ use kube::{Api, Client, ResourceExt};
 pub use context::Context;
 pub use error::Error;
 pub use events::EventPublisher;
+pub use execute::Executed;
 pub use leader::{Leadership, LeaseConfig};
-pub use reconcile::{error_policy, reconcile};
+pub use reconcile::{Watched, error_policy, reconcile};
 
-use crate::api::MemoryTier;
 use server::Readiness;
 use telemetry::Metrics;
 
@@ -129,7 +131,9 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         http,
     ));
 
-    let (tiers, config_maps): (Api<MemoryTier>, Api<PartialObjectMeta<ConfigMap>>) =
+    // Every tier is watched through a guard: one stored object that does not deserialize is
+    // reported on its own and cannot stop the watch of the others.
+    let (tiers, config_maps): (Api<Watched>, Api<PartialObjectMeta<ConfigMap>>) =
         match &config.namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -152,8 +156,8 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
-            (predicates::generation as fn(&MemoryTier) -> Option<u64>)
-                .combine(predicates::annotations as fn(&MemoryTier) -> Option<u64>),
+            (predicates::generation as fn(&Watched) -> Option<u64>)
+                .combine(predicates::annotations as fn(&Watched) -> Option<u64>),
             Default::default(),
         );
 

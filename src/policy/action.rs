@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{IncidentSummary, MemoryLevel, WarmTrigger};
+use crate::api::{ActionKind, IncidentSummary, MemoryLevel, Reason, Runbook, WarmTrigger};
 
 /// One action of a decision. Every action carries the reason it is taken, for status and Events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,18 +32,7 @@ pub enum Action {
     /// Audit keys without TTL and the largest keys, into status.
     AuditRedis { reason: String },
     /// Notify an escalation level.
-    Notify {
-        level: u8,
-        kind: NotifyKind,
-        incident_id: String,
-        runbook: String,
-        trigger: String,
-        /// For an escalation: why.
-        escalated_because: Option<String>,
-        /// Who is notified next and when, or why nobody else is.
-        escalation_plan: String,
-        message: String,
-    },
+    Notify(Notification),
     /// Write (or update) the incident report: runbook phase 4.
     RecordIncident {
         incident: IncidentSummary,
@@ -52,23 +41,41 @@ pub enum Action {
     /// A Kubernetes Event on the MemoryTier.
     Event {
         warning: bool,
-        reason: String,
+        reason: Reason,
         message: String,
     },
 }
 
+/// What an escalation level is told about an incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub level: u8,
+    pub kind: NotifyKind,
+    pub incident_id: String,
+    pub runbook: Runbook,
+    pub trigger: String,
+    /// For an escalation: why.
+    #[serde(default)]
+    pub escalated_because: Option<String>,
+    /// Who is notified next and when, or why nobody else is.
+    pub escalation_plan: String,
+    /// The runbooks' communication template, filled in from the incident.
+    pub message: String,
+}
+
 impl Action {
-    /// The action's name as used in status, Events and metrics labels.
-    pub fn name(&self) -> &'static str {
+    /// The action's kind, as status, Events and metrics labels name it.
+    pub fn kind(&self) -> ActionKind {
         match self {
-            Action::RenderConfig { .. } => "render-config",
-            Action::RestartWorkload { .. } => "restart-workload",
-            Action::WarmCache { .. } => "warm-cache",
-            Action::RemediateRedis { .. } => "remediate-redis",
-            Action::AuditRedis { .. } => "audit-redis",
-            Action::Notify { .. } => "notify",
-            Action::RecordIncident { .. } => "record-incident",
-            Action::Event { .. } => "event",
+            Action::RenderConfig { .. } => ActionKind::RenderConfig,
+            Action::RestartWorkload { .. } => ActionKind::RestartWorkload,
+            Action::WarmCache { .. } => ActionKind::WarmCache,
+            Action::RemediateRedis { .. } => ActionKind::RemediateRedis,
+            Action::AuditRedis { .. } => ActionKind::AuditRedis,
+            Action::Notify(_) => ActionKind::Notify,
+            Action::RecordIncident { .. } => ActionKind::RecordIncident,
+            Action::Event { .. } => ActionKind::Event,
         }
     }
 
@@ -81,7 +88,7 @@ impl Action {
             | Action::RemediateRedis { reason, .. }
             | Action::AuditRedis { reason }
             | Action::RecordIncident { reason, .. } => reason,
-            Action::Notify { message, .. } | Action::Event { message, .. } => message,
+            Action::Notify(Notification { message, .. }) | Action::Event { message, .. } => message,
         }
     }
 }
