@@ -36,11 +36,11 @@ fn role(level: u8) -> &'static str {
 }
 
 /// The open incident of `runbook`.
-pub fn find<'m>(m: &'m PolicyMemory, runbook: Runbook) -> Option<&'m OpenIncident> {
+pub fn find(m: &PolicyMemory, runbook: Runbook) -> Option<&OpenIncident> {
     m.open_incidents.iter().find(|i| i.runbook == runbook)
 }
 
-fn find_mut<'m>(m: &'m mut PolicyMemory, runbook: Runbook) -> Option<&'m mut OpenIncident> {
+fn find_mut(m: &mut PolicyMemory, runbook: Runbook) -> Option<&mut OpenIncident> {
     m.open_incidents.iter_mut().find(|i| i.runbook == runbook)
 }
 
@@ -438,7 +438,7 @@ pub(crate) fn track(
 pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> IncidentSummary {
     IncidentSummary {
         id: incident.id.clone(),
-        runbook: incident.runbook.clone(),
+        runbook: incident.runbook,
         trigger: incident.trigger.clone(),
         started_at: incident.started_at,
         resolved_at,
