@@ -40,9 +40,9 @@ async fn create_tier(client: &Client) -> MemoryTier {
         .expect("create the MemoryTier")
 }
 
-fn mitigation(name: &str, overrides: &[(&str, &str)]) -> Mitigation {
+fn mitigation(name: tierguard::api::MitigationName, overrides: &[(&str, &str)]) -> Mitigation {
     Mitigation {
-        name: name.into(),
+        name,
         reason: format!("{name}: P50 1250 ms > 1000 ms for 10m"),
         since: "2026-11-25T03:12:00Z".parse().unwrap(),
         until: "verified".into(),
@@ -96,7 +96,7 @@ async fn the_effective_config_is_applied_owned_and_idempotent() {
 
     // A mitigation changes the content, the hash and the reasons.
     let rollback = mitigation(
-        "rollback-canary",
+        tierguard::api::MitigationName::RollbackCanary,
         &[
             ("CANARY_SAMPLE_RATE", "0.0"),
             ("MEM0_READS_ENABLED", "false"),

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
-use tierguard::api::{BreakerState, MemoryLevel, MemoryTierStatus, Phase, Runbook};
+use tierguard::api::{BreakerState, MemoryLevel, MemoryTierStatus, MitigationName, Phase, Runbook};
 use tierguard::policy::effective::{
     CACHE_SERVE_STALE, CACHE_STALE_TTL, CACHE_TTL, CANARY_SAMPLE_RATE, FAST_PATH_ENABLED,
     MEM0_READS_ENABLED, MEM0_SHADOW_MODE,
@@ -60,10 +60,10 @@ fn phases(d: &Drill) -> Vec<Phase> {
 }
 
 /// Every mitigation name that was ever in force.
-fn mitigations_seen(d: &Drill) -> BTreeSet<String> {
+fn mitigations_seen(d: &Drill) -> BTreeSet<MitigationName> {
     d.statuses()
         .iter()
-        .flat_map(|s| s.status.mitigations.iter().map(|m| m.name.clone()))
+        .flat_map(|s| s.status.mitigations.iter().map(|m| m.name))
         .collect()
 }
 
@@ -242,7 +242,7 @@ async fn circuit_breaker_outage_drill() {
     let mitigation = status
         .mitigations
         .iter()
-        .find(|m| m.name == "breaker-mem0-off")
+        .find(|m| m.name == MitigationName::BreakerMem0Off)
         .expect("the mitigation is listed in status");
     assert!(
         mitigation.reason.contains("maxOpenDuration"),
@@ -328,7 +328,7 @@ async fn circuit_breaker_outage_drill() {
     );
     assert_eq!(
         mitigations_seen(&d),
-        BTreeSet::from(["breaker-mem0-off".to_owned()])
+        BTreeSet::from([MitigationName::BreakerMem0Off])
     );
     assert_no_warming_and_no_remediation(&d);
     d.measure(
@@ -522,9 +522,9 @@ async fn cache_stampede_drill() {
     assert_eq!(
         mitigations_seen(&d),
         BTreeSet::from([
-            "stampede-serve-stale".to_owned(),
-            "stampede-shed-load".to_owned(),
-            "stampede-ttl".to_owned()
+            MitigationName::StampedeServeStale,
+            MitigationName::StampedeShedLoad,
+            MitigationName::StampedeTtl
         ])
     );
     let order = ["CacheWarming", "CacheWarmed", "CacheStampede", "CanaryRamp"];
@@ -1027,7 +1027,10 @@ async fn canary_regression_drill() {
     );
     assert_eq!(
         mitigations_seen(&d),
-        BTreeSet::from(["rollback-canary".to_owned(), "rollback-features".to_owned()])
+        BTreeSet::from([
+            MitigationName::RollbackCanary,
+            MitigationName::RollbackFeatures
+        ])
     );
     let order = [
         "CanaryRollback",

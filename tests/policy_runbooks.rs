@@ -948,12 +948,15 @@ mod mode_switches {
         }
         assert_eq!(status.phase, Some(Phase::RollingBack));
         assert_eq!(status.mitigations.len(), 1);
-        assert_eq!(status.mitigations[0].name, "rollback-features");
+        assert_eq!(
+            status.mitigations[0].name,
+            tierguard::api::MitigationName::RollbackFeatures
+        );
         let effective = status.effective.as_ref().unwrap();
         assert_eq!(effective.canary_sample_rate.as_deref(), Some("0.0"));
         assert_eq!(
             effective.overridden_by["FAST_PATH_ENABLED"],
-            "rollback-features"
+            tierguard::api::MitigationName::RollbackFeatures
         );
         assert_eq!(status.incidents.len(), 1);
         assert!(status.incidents[0].timeline.len() >= 4);

@@ -270,7 +270,7 @@ pub(crate) mod tests {
         let config = effective::baseline(&tier.spec);
         let hash = effective::hash(&config);
         let mitigation = Mitigation {
-            name: "rollback-canary".into(),
+            name: crate::api::MitigationName::RollbackCanary,
             reason: "P50 1250 ms > 1000 ms for 10m".into(),
             since: Timestamp::UNIX_EPOCH,
             until: "verified".into(),

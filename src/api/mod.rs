@@ -15,8 +15,8 @@ pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
 pub use spec::*;
 pub use status::*;
 pub use vocabulary::{
-    ActionKind, ActionOutcome, ConditionType, Reason, RollbackCriterion, RollbackPhase, Runbook,
-    Subject,
+    ActionKind, ActionOutcome, ConditionType, MitigationName, Reason, RollbackCriterion,
+    RollbackPhase, Runbook, Subject,
 };
 
 use kube::CustomResourceExt;

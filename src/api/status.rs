@@ -12,7 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ActionKind, ActionOutcome, Duration, RollbackCriterion, RollbackPhase, Runbook, WarmTrigger,
+    ActionKind, ActionOutcome, Duration, MitigationName, RollbackCriterion, RollbackPhase, Runbook,
+    WarmTrigger,
 };
 
 /// How many incidents `status.incidents` keeps (newest first).
@@ -240,7 +241,7 @@ pub struct EffectiveConfig {
     pub hash: Option<String>,
     /// Keys whose effective value differs from the spec, with the mitigation that changed them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub overridden_by: BTreeMap<String, String>,
+    pub overridden_by: BTreeMap<String, MitigationName>,
 }
 
 /// A temporary overlay on the baseline.
@@ -248,7 +249,7 @@ pub struct EffectiveConfig {
 #[serde(rename_all = "camelCase")]
 pub struct Mitigation {
     /// Stable name, e.g. rollback-canary, breaker-mem0-off, stampede-serve-stale.
-    pub name: String,
+    pub name: MitigationName,
     /// Why it was applied, with the signal values that triggered it.
     pub reason: String,
     /// When it was applied.

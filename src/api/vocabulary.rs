@@ -201,6 +201,19 @@ impl ActionKind {
 }
 
 words! {
+    /// The overlays the runbooks put on the baseline.
+    pub enum MitigationName {
+        RollbackCanary = "rollback-canary",
+        RollbackFeatures = "rollback-features",
+        ResumeRamp = "resume-ramp",
+        BreakerMem0Off = "breaker-mem0-off",
+        StampedeServeStale = "stampede-serve-stale",
+        StampedeTtl = "stampede-ttl",
+        StampedeShedLoad = "stampede-shed-load",
+    }
+}
+
+words! {
     /// Condition types: kstatus's Ready, Reconciling and Stalled, and the runbooks' domain
     /// conditions, in the order status lists them.
     pub enum ConditionType {

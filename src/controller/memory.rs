@@ -17,10 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::{
-    MemoryTierStatus, OpenIncident, PolicyMemory, RollbackCriterion, RollbackPhase, RollbackState,
-    StampedeState, WarmTrigger, WindowState,
+    MemoryTierStatus, MitigationName, OpenIncident, PolicyMemory, RollbackCriterion, RollbackPhase,
+    RollbackState, StampedeState, WarmTrigger, WindowState,
 };
-use crate::policy::mitigations;
 
 /// The version of the memory document this controller writes, and the newest it reads.
 pub const MEMORY_VERSION: u32 = 1;
@@ -180,10 +179,10 @@ fn recover(status: &MemoryTierStatus) -> PolicyMemory {
         });
     }
     for mitigation in &status.mitigations {
-        match mitigation.name.as_str() {
+        match mitigation.name {
             // A rollback in force stays in force: it waits for a human, as before.
-            mitigations::ROLLBACK_FEATURES | mitigations::ROLLBACK_CANARY => {
-                let features_off = mitigation.name == mitigations::ROLLBACK_FEATURES;
+            MitigationName::RollbackFeatures | MitigationName::RollbackCanary => {
+                let features_off = mitigation.name == MitigationName::RollbackFeatures;
                 m.rollback = Some(RollbackState {
                     phase: if features_off {
                         RollbackPhase::Documented
@@ -202,18 +201,18 @@ fn recover(status: &MemoryTierStatus) -> PolicyMemory {
                     generation: status.observed_generation,
                 });
             }
-            mitigations::BREAKER_MEM0_OFF => {
+            MitigationName::BreakerMem0Off => {
                 // The outage goes on until the breaker has been closed for a ramp interval again.
                 m.breaker.outage_since = Some(mitigation.since);
                 m.breaker.alerted = true;
                 m.breaker.mitigated_since = Some(mitigation.since);
                 m.breaker.mitigation_reason = Some(mitigation.reason.clone());
             }
-            mitigations::STAMPEDE_SERVE_STALE => {
+            MitigationName::StampedeServeStale => {
                 let rate = status
                     .mitigations
                     .iter()
-                    .find(|x| x.name == mitigations::STAMPEDE_SHED_LOAD)
+                    .find(|x| x.name == MitigationName::StampedeShedLoad)
                     .and_then(|x| x.overrides.values().next())
                     .and_then(|v| v.parse::<f64>().ok());
                 m.stampede = Some(StampedeState {
@@ -290,7 +289,7 @@ mod tests {
                 report: None,
             }],
             mitigations: vec![Mitigation {
-                name: mitigations::ROLLBACK_FEATURES.into(),
+                name: MitigationName::RollbackFeatures,
                 reason: "canary rollback phase 2: P50".into(),
                 since: at(70),
                 until: String::new(),
