@@ -809,3 +809,158 @@ async fn an_event_repeats_as_a_series_and_a_new_message_is_a_new_event() {
         assert_eq!(e["regarding"]["name"], "backend");
     }
 }
+
+/// One tier whose memory this controller cannot read, and one whose stored spec has a wrong type
+/// (written straight into the store, as an object from before a CRD change would be), beside
+/// healthy tiers: the healthy ones keep being reconciled on time; the broken ones are reported
+/// (condition, Event, metric) and the controller neither crashes nor stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_that_cannot_be_read_are_reported_and_never_stop_the_others() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    let gvr = support::apiserver::Gvr::of::<MemoryTier>();
+    for name in ["healthy-a", "healthy-b"] {
+        create(&client, &tier(name, &app.url(), json!({}))).await;
+    }
+    // Memory written by a newer tierguard, beside a status that says an incident is open.
+    let mut newer = serde_json::to_value(tier("newer-memory", &app.url(), json!({}))).unwrap();
+    newer["status"] = json!({
+        "phase": "Degraded",
+        "policy": {"version": 7, "whatever": {"a": 1}},
+        "incidents": [{
+            "id": "2026-01-01-000000-redis-memory", "runbook": "RedisMemory",
+            "trigger": "Redis memory 93%", "startedAt": "2026-01-01T00:00:00Z", "escalationLevel": 2,
+        }],
+    });
+    server
+        .put_json(&gvr, newer)
+        .expect("store the tier with newer memory");
+    // A spec that does not deserialize.
+    let mut wrong = serde_json::to_value(tier("wrong-type", &app.url(), json!({}))).unwrap();
+    wrong["spec"]["canary"]["sampleRate"] = json!("lots");
+    server
+        .put_json(&gvr, wrong)
+        .expect("store the tier with a wrong type");
+
+    let (run, metrics) = controller_with_metrics(client.clone()).await;
+
+    // The unreadable one: Stalled with the reason, and an Event.
+    let (_, reason, message) = wait_for(
+        "the invalid tier's Stalled condition",
+        Duration::from_secs(20),
+        || async {
+            let stored = server.get_json(&gvr, NS, "wrong-type")?;
+            let c = stored["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Stalled")?
+                .clone();
+            (c["status"] == "True").then(|| {
+                (
+                    c["status"].as_str().unwrap().to_owned(),
+                    c["reason"].as_str().unwrap().to_owned(),
+                    c["message"].as_str().unwrap().to_owned(),
+                )
+            })
+        },
+    )
+    .await;
+    assert_eq!(reason, "InvalidObject");
+    assert!(
+        message.contains("sampleRate") || message.contains("lots"),
+        "{message}"
+    );
+
+    // The newer memory: started afresh from what status says, with a condition and a Warning.
+    let recovered = wait_for("the memory reset", Duration::from_secs(20), || async {
+        let t = tier_now(&client, "newer-memory").await;
+        condition(&t, "PolicyMemory")
+            .filter(|c| c.1 == "MemoryReset")
+            .map(|c| (c, t))
+    })
+    .await;
+    assert_eq!(recovered.0.0, "False");
+    assert!(recovered.0.2.contains("version 7"), "{}", recovered.0.2);
+    let status = recovered.1.status.unwrap();
+    // The open incident kept its id: no second incident, no repeated page.
+    assert!(
+        status
+            .incidents
+            .iter()
+            .any(|i| i.id == "2026-01-01-000000-redis-memory"),
+        "{:?}",
+        status.incidents
+    );
+    let memory = tierguard::controller::memory::decode(status.policy.as_ref().unwrap()).unwrap();
+    assert_eq!(status.policy.as_ref().unwrap()["version"], 1);
+    let _ = memory;
+    let events = server.list_json(&support::apiserver::Gvr::of::<
+        k8s_openapi::api::events::v1::Event,
+    >());
+    for reason in ["InvalidObject", "MemoryReset"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["reason"] == reason && e["type"] == "Warning"),
+            "no Warning Event {reason}: {events:?}"
+        );
+    }
+
+    // The healthy tiers keep being reconciled at their interval (300 ms): their observation
+    // moves on while the broken ones sit there.
+    for name in ["healthy-a", "healthy-b"] {
+        let first = wait_for("a first observation", Duration::from_secs(20), || async {
+            tier_now(&client, name).await.status?.observed?.at
+        })
+        .await;
+        let later = wait_for("a later observation", Duration::from_secs(5), || async {
+            let at = tier_now(&client, name).await.status?.observed?.at?;
+            (at > first).then_some(at)
+        })
+        .await;
+        assert!(later > first);
+        let t = tier_now(&client, name).await;
+        assert_eq!(t.status.unwrap().phase, Some(Phase::Healthy));
+    }
+    // The controller counted the unreadable object as a read error, and is still running.
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tierguard_reconcile_errors_total{kind=\"read\"}")),
+        "{text}"
+    );
+    assert!(!run.is_finished(), "the controller stopped");
+    run.abort();
+}
+
+/// A controller with its /metrics served on a free port.
+async fn controller_with_metrics(
+    client: Client,
+) -> (tokio::task::JoinHandle<()>, std::net::SocketAddr) {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::servers::free_port())
+        .parse()
+        .unwrap();
+    let run = tokio::spawn(async move {
+        tierguard::controller::run(
+            client,
+            RunConfig {
+                namespace: Some(NS.into()),
+                selector: None,
+                metrics_addr: Some(addr),
+                lease: None,
+                instance: None,
+                concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+            },
+        )
+        .await
+        .expect("the controller runs");
+    });
+    (run, addr)
+}

@@ -120,7 +120,7 @@ fn canary_regression_acceptance(manifest: &Path) {
     let r = &tier.spec.rollback;
     let lines = simulate_json(manifest, "canary-regression");
     let breach_from = first_seen("canary-regression", |p| {
-        p.p50_latency_ms
+        p.number(tierguard::api::Signal::P50LatencyMs)
             .flatten()
             .is_some_and(|v| v > r.p50_latency_ms)
     });
@@ -160,7 +160,7 @@ fn canary_regression_acceptance(manifest: &Path) {
     // Phase 3, the verify step, then phase 4 once the signals stayed within bounds.
     assert_eq!(steps[2], (t(phase2), "2", "3"));
     let recovered = first_seen("canary-regression", |p| {
-        p.p50_latency_ms
+        p.number(tierguard::api::Signal::P50LatencyMs)
             .flatten()
             .is_some_and(|v| v <= r.p50_latency_ms)
     });
@@ -277,7 +277,10 @@ fn metrics_outage_causes_no_rollback() {
 fn circuit_breaker_outage() {
     let lines = simulate_json(&defaults_manifest(), "circuit-breaker-outage");
     let opened = first_seen("circuit-breaker-outage", |p| {
-        p.breaker_state == Some(Some(tierguard::api::BreakerState::Open))
+        p.get(tierguard::api::Signal::BreakerState)
+            == Some(Some(&tierguard::api::SignalValue::Breaker(
+                tierguard::api::BreakerState::Open,
+            )))
     });
     // Alert and level 1 at once. The fallback works, so no escalation until maxOpenDuration (4h)
     // is 15 minutes away (level 2), then level 3 when mem0 reads are switched off.
@@ -321,7 +324,10 @@ fn circuit_breaker_outage() {
     assert_eq!(transitions(&lines, "rollback")[0]["to"], "1");
     // Closed at +4h30m: the mitigation ends after rampInterval (5m).
     let closed = first_seen("circuit-breaker-outage", |p| {
-        p.breaker_state == Some(Some(tierguard::api::BreakerState::Closed))
+        p.get(tierguard::api::Signal::BreakerState)
+            == Some(Some(&tierguard::api::SignalValue::Breaker(
+                tierguard::api::BreakerState::Closed,
+            )))
     });
     let ended = transitions(&lines, "breaker")
         .into_iter()
@@ -339,7 +345,9 @@ fn circuit_breaker_outage() {
 fn cache_stampede() {
     let lines = simulate_json(&defaults_manifest(), "cache-stampede");
     let bad = first_seen("cache-stampede", |p| {
-        p.cache_hit_rate_percent.flatten().is_some_and(|h| h < 95.0)
+        p.number(tierguard::api::Signal::CacheHitRatePercent)
+            .flatten()
+            .is_some_and(|h| h < 95.0)
     });
     let detected = bad + 60.0; // stampede.for
     // Warming first, then the overlays, in the same step.
@@ -357,7 +365,9 @@ fn cache_stampede() {
     assert_eq!(config(overlays, "CANARY_SAMPLE_RATE"), "0.05");
     // Hit rate above 90% for 5 minutes: the canary steps back up before the other overlays end.
     let recovered = first_seen("cache-stampede", |p| {
-        p.cache_hit_rate_percent.flatten().is_some_and(|h| h > 90.0)
+        p.number(tierguard::api::Signal::CacheHitRatePercent)
+            .flatten()
+            .is_some_and(|h| h > 90.0)
     });
     let renders = actions(&lines, "render-config");
     let step = renders
@@ -395,7 +405,7 @@ fn redis_oom() {
     );
     // Above 90 % for the critical level's 1m hold.
     let critical = first_seen("redis-oom", |p| {
-        p.redis_used_memory_percent
+        p.number(tierguard::api::Signal::RedisUsedMemoryPercent)
             .flatten()
             .is_some_and(|u| u > 90.0)
     }) + 60.0;

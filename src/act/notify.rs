@@ -15,7 +15,7 @@ use super::http::{Backoff, Delivery, post_json};
 use super::record;
 use crate::api::{
     ActionKind, ActionOutcome, ActionRecord, IncidentSummary, Mitigation, Observation, Runbook,
-    WebhookFormat,
+    Signal, SignalValue, WebhookFormat,
 };
 use crate::policy::{Notification, NotifyKind};
 use crate::secret::SecretString;
@@ -72,24 +72,16 @@ fn hhmm(at: Timestamp) -> String {
 pub fn impact_lines(observed: Option<&Observation>, mitigations: &[Mitigation]) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(o) = observed {
-        let mut signals = Vec::new();
-        let mut add = |name: &str, value: Option<f64>, unit: &str| {
-            if let Some(v) = value {
-                signals.push(format!("{name} {v:.1}{unit}"));
-            }
-        };
-        add("P50 latency", o.p50_latency_ms, " ms");
-        add("error rate", o.error_rate_percent, "%");
-        add("cache hit rate", o.cache_hit_rate_percent, "%");
-        add("mem0 write success", o.mem0_write_success_percent, "%");
-        add(
-            "Redis memory",
-            o.redis_used_memory_percent,
-            "% of maxmemory",
-        );
-        if let Some(b) = o.breaker_state {
-            signals.push(format!("circuit breaker {}", b.as_str()));
-        }
+        let signals: Vec<String> = Signal::ALL
+            .iter()
+            .filter(|s| s.in_reports())
+            .filter_map(|s| {
+                Some(match o.get(*s)? {
+                    SignalValue::Number(v) => format!("{} {v:.1}{}", s.title(), s.unit().suffix()),
+                    other => format!("{} {other}", s.title()),
+                })
+            })
+            .collect();
         if !signals.is_empty() {
             lines.push(format!("Signals at last reading: {}", signals.join(", ")));
         }

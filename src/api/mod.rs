@@ -6,12 +6,14 @@
 
 pub mod conditions;
 mod duration;
+pub mod signals;
 mod spec;
 mod status;
 pub mod validate;
 pub mod vocabulary;
 
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
+pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals};
 pub use spec::*;
 pub use status::*;
 pub use vocabulary::{

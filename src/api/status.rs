@@ -12,8 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ActionKind, ActionOutcome, Duration, MitigationName, RollbackCriterion, RollbackPhase, Runbook,
-    WarmTrigger,
+    ActionKind, ActionOutcome, Duration, MitigationName, Observation, RollbackCriterion,
+    RollbackPhase, Runbook, WarmTrigger,
 };
 
 /// How many incidents `status.incidents` keeps (newest first).
@@ -139,6 +139,15 @@ impl BreakerState {
         }
     }
 
+    /// The gauge value: 0 closed, 1 open, 2 half-open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
@@ -146,68 +155,6 @@ impl BreakerState {
             BreakerState::HalfOpen => "half-open",
         }
     }
-}
-
-/// One reading of every signal. A signal that could not be read is absent (unknown), never zero,
-/// and `unknown` says why.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Observation {
-    /// When the observation was taken.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "timestamp_schema")]
-    pub at: Option<Timestamp>,
-    /// Median request latency, milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p50_latency_ms: Option<f64>,
-    /// 95th percentile request latency, milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p95_latency_ms: Option<f64>,
-    /// 99th percentile request latency, milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p99_latency_ms: Option<f64>,
-    /// Failed requests, percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_rate_percent: Option<f64>,
-    /// Cache hits, percent of lookups.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_hit_rate_percent: Option<f64>,
-    /// Successful mem0 writes, percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mem0_write_success_percent: Option<f64>,
-    /// Circuit-breaker state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker_state: Option<BreakerState>,
-    /// Redis used memory in percent of maxmemory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_used_memory_percent: Option<f64>,
-    /// Redis used memory, bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_used_memory_bytes: Option<u64>,
-    /// Redis maxmemory (or spec.redis.maxMemory when Redis reports 0), bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_max_memory_bytes: Option<u64>,
-    /// Redis evicted_keys counter (summed over masters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_evicted_keys: Option<u64>,
-    /// Redis keyspace_hits counter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_keyspace_hits: Option<u64>,
-    /// Redis keyspace_misses counter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_keyspace_misses: Option<u64>,
-    /// Redis run_id (a change means Redis restarted; several masters are joined with commas).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_run_id: Option<String>,
-    /// Redis uptime in seconds (the smallest over masters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_uptime_seconds: Option<u64>,
-    /// Why each unknown signal is unknown, by signal name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub unknown: BTreeMap<String, String>,
-    /// Health of each source that was read.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sources: Vec<SourceHealth>,
 }
 
 /// How one source answered.
@@ -764,7 +711,7 @@ fn policy_memory_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(super) fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "format": "date-time"})
 }
 

@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::api::{Observation, Phase};
+use crate::api::{Observation, Phase, Signal};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -155,44 +155,13 @@ impl Metrics {
 
     /// Record a tier's signals; unknown signals are removed rather than reported as zero.
     pub fn set_signals(&self, namespace: &str, tier: &str, observation: &Observation) {
-        let values: [(&str, Option<f64>); 10] = [
-            ("p50LatencyMs", observation.p50_latency_ms),
-            ("p95LatencyMs", observation.p95_latency_ms),
-            ("p99LatencyMs", observation.p99_latency_ms),
-            ("errorRatePercent", observation.error_rate_percent),
-            ("cacheHitRatePercent", observation.cache_hit_rate_percent),
-            (
-                "mem0WriteSuccessPercent",
-                observation.mem0_write_success_percent,
-            ),
-            (
-                "breakerState",
-                observation.breaker_state.map(|s| match s {
-                    crate::api::BreakerState::Closed => 0.0,
-                    crate::api::BreakerState::Open => 1.0,
-                    crate::api::BreakerState::HalfOpen => 2.0,
-                }),
-            ),
-            (
-                "redisUsedMemoryPercent",
-                observation.redis_used_memory_percent,
-            ),
-            (
-                "redisEvictedKeys",
-                observation.redis_evicted_keys.map(|v| v as f64),
-            ),
-            (
-                "redisUptimeSeconds",
-                observation.redis_uptime_seconds.map(|v| v as f64),
-            ),
-        ];
-        for (signal, value) in values {
+        for signal in Signal::ALL.iter().filter(|s| s.on_telemetry()) {
             let labels = SignalLabels {
                 namespace: namespace.to_owned(),
                 tier: tier.to_owned(),
-                signal: signal.to_owned(),
+                signal: signal.name().to_owned(),
             };
-            match value.filter(|v| v.is_finite()) {
+            match observation.get(*signal).and_then(|v| v.as_gauge()) {
                 Some(v) => {
                     self.tier_signal.get_or_create(&labels).set(v);
                 }

@@ -23,7 +23,10 @@ pub const MEM0_WRITE_ALERT_BELOW_PERCENT: f64 = 99.0;
 
 /// Track the outage and its open clock from the breaker readings.
 pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
-    let open = step.signals.breaker.map(|s| s != BreakerState::Closed);
+    let open = step
+        .signals
+        .breaker_state
+        .map(|s| s != BreakerState::Closed);
     let now = step.now;
     let bridge = step.spec.breaker.bridge_closed_gaps;
     let b = &mut m.breaker;
@@ -86,7 +89,10 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     let interval = step.spec.canary.ramp_interval;
     if m.breaker.outage_since.is_some() && !m.breaker.alerted {
         m.breaker.alerted = true;
-        let state = step.signals.breaker.map_or("open", BreakerState::as_str);
+        let state = step
+            .signals
+            .breaker_state
+            .map_or("open", BreakerState::as_str);
         step.changes.push(Change::Alert {
             subject: Subject::Breaker,
             code: Reason::BreakerOpened,
@@ -163,7 +169,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         (true, _) | (_, Some(true)) => Some(true),
         (false, Some(false)) => Some(false),
         // No outage is on record; an unknown write rate alone is no reason to keep the incident.
-        (false, None) if step.signals.breaker.is_some() => Some(false),
+        (false, None) if step.signals.breaker_state.is_some() => Some(false),
         (false, None) => None,
     };
     let success = step.signals.mem0_write_success_percent;

@@ -53,13 +53,13 @@ use serde::Serialize;
 pub use action::{Action, Notification, NotifyKind};
 pub use signals::num;
 
+use crate::api::Signals;
 use crate::api::conditions::{TierCondition, Truth};
 use crate::api::{
     ConditionType, EffectiveConfig, IncidentSummary, MemoryLevel, MemoryReport, MemoryTierSpec,
     Mitigation, Mode, Observation, Phase, PolicyMemory, Reason, RollbackPhase, Runbook, Subject,
     WarmTrigger,
 };
-use signals::Signals;
 use window::{Sample, at_least};
 
 /// What the caller knows besides the spec, the memory and the observation.
@@ -738,7 +738,7 @@ fn conditions_of(
         ),
     });
 
-    out.push(match (m.breaker.outage_since, step.signals.breaker) {
+    out.push(match (m.breaker.outage_since, step.signals.breaker_state) {
         (Some(_), _) => TierCondition::new(
             ConditionType::BreakerOpen,
             Truth::True,

@@ -204,7 +204,7 @@ fn within_bounds(step: &Step, m: &PolicyMemory) -> Sample {
         mem0_breach(step),
         // The breaker counts as known and fine only once its outage is over.
         step.signals
-            .breaker
+            .breaker_state
             .map(|_| m.breaker.outage_since.is_some())
             .or(m.breaker.outage_since.map(|_| true)),
     ];
