@@ -376,10 +376,7 @@ impl Observer {
 }
 
 fn all_app(reason: &str) -> std::collections::BTreeMap<Signal, Reading> {
-    Signal::app()
-        .into_iter()
-        .map(|s| (s, Err(reason.to_owned())))
-        .collect()
+    Signal::app().map(|s| (s, Err(reason.to_owned()))).collect()
 }
 
 fn health_of(name: &str, failure: Option<String>, latency_ms: u64) -> SourceHealth {

@@ -443,10 +443,7 @@ circuit_breaker_state{breaker="db"} 1
             derive_signals(None, &cur, "db")[&Signal::BreakerState],
             Ok(1.0)
         );
-        for signal in Signal::app()
-            .into_iter()
-            .filter(|s| *s != Signal::BreakerState)
-        {
+        for signal in Signal::app().filter(|s| *s != Signal::BreakerState) {
             assert!(
                 s[&signal]
                     .as_ref()
