@@ -8,11 +8,13 @@
 //! - [`controller`]: the kube-runtime reconcile loop.
 //! - [`simulate`]: the policy on a virtual clock over a recorded or scripted incident.
 //! - [`cli`]: the `tierguard` command.
+//! - [`build_info`]: version, commit and build date.
 //! - [`secret`]: keeping Secret values out of every log, error, Event and status.
 #![forbid(unsafe_code)]
 
 pub mod act;
 pub mod api;
+pub mod build_info;
 pub mod cli;
 pub mod controller;
 pub mod observe;

@@ -373,8 +373,20 @@ async fn webhooks_get_their_format_by_level_and_a_failure_blocks_nothing() {
     assert_eq!(slack.len(), 1);
     assert_eq!(slack[0].method, "POST");
     assert_eq!(slack[0].headers["content-type"], "application/json");
+    // Slack's text is escaped (`&`, `<`, `>`), and the message comes as Block Kit blocks too.
     let text = slack[0].body["text"].as_str().unwrap();
-    assert!(text.starts_with("Subject: [INCIDENT] Redis Memory - clinic/backend\n\nTimeline:\n- 03:12 UTC - Issue detected: Redis memory 93% > 90% (critical)\n"), "{text}");
+    assert!(text.starts_with("Subject: [INCIDENT] Redis Memory - clinic/backend\n\nTimeline:\n- 03:12 UTC - Issue detected: Redis memory 93% &gt; 90% (critical)\n"), "{text}");
+    let blocks = slack[0].body["blocks"].as_array().unwrap();
+    assert_eq!(
+        blocks[0]["text"]["text"],
+        "[INCIDENT] Redis Memory - clinic/backend"
+    );
+    assert!(
+        blocks[1]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Redis memory 93% &gt; 90% (critical)")
+    );
     assert!(
         text.contains("\nImpact:\n")
             && text.contains("\nNext Steps:\n")
@@ -391,6 +403,14 @@ async fn webhooks_get_their_format_by_level_and_a_failure_blocks_nothing() {
     assert_eq!(
         pd[0].body["payload"]["custom_details"]["runbook"],
         "RedisMemory"
+    );
+    assert_eq!(pd[0].body["payload"]["timestamp"], "2026-11-25T03:12:00Z");
+    assert_eq!(pd[0].body["client"], "tierguard");
+    assert!(
+        pd[0].body["links"][0]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("/docs/runbooks.md#redismemory")
     );
 
     assert!(

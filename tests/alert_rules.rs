@@ -36,8 +36,8 @@ fn rule_groups(prometheus_rule: &Value) -> Value {
 }
 
 fn deploy_rule() -> Value {
-    let text = std::fs::read_to_string(root().join("deploy/prometheusrule.yaml")).unwrap();
-    serde_saphyr::from_str(&text).expect("deploy/prometheusrule.yaml parses")
+    let text = std::fs::read_to_string(root().join("deploy/base/prometheusrule.yaml")).unwrap();
+    serde_saphyr::from_str(&text).expect("deploy/base/prometheusrule.yaml parses")
 }
 
 /// What kind of signal a case feeds.

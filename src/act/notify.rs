@@ -194,6 +194,87 @@ impl Communication {
     }
 }
 
+/// Where the project's documentation lives; PagerDuty events link to its runbook sections.
+pub const DOCS_URL: &str = "https://github.com/tierguard/tierguard/blob/main/docs";
+
+/// The documentation section of a runbook (docs/runbooks.md has one anchor per runbook).
+pub fn runbook_url(runbook: Runbook) -> String {
+    format!(
+        "{DOCS_URL}/runbooks.md#{}",
+        runbook.as_str().to_ascii_lowercase()
+    )
+}
+
+/// Slack's escaping for message text: `&`, `<` and `>` only, so that a breaker or tier named
+/// `<!channel>` is shown, never acted on as a mention or a link.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Slack's limits on a header's and a section's text.
+const SLACK_HEADER_CHARS: usize = 150;
+const SLACK_SECTION_CHARS: usize = 3000;
+
+/// A Slack message: Block Kit blocks (a header, one section per part of the template, the status
+/// and incident id as context) and the whole template as the text fallback for notifications and
+/// clients without blocks. Every mrkdwn text is escaped; the header is plain text, which Slack
+/// never reads as a mention.
+fn slack_payload(n: &Notification, message: &Communication) -> Value {
+    let section = |title: &str, lines: &[String]| {
+        let body: String = lines
+            .iter()
+            .map(|l| format!("\u{2022} {}", slack_escape(l)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        json!({
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": record::cut(&format!("*{title}*\n{body}"), SLACK_SECTION_CHARS),
+            }
+        })
+    };
+    json!({
+        "text": record::cut(&slack_escape(&message.text()), SLACK_SECTION_CHARS),
+        "blocks": [
+            {
+                "type": "header",
+                "text": {
+                    "type": "plain_text",
+                    "text": record::cut(&message.subject, SLACK_HEADER_CHARS),
+                }
+            },
+            section("Timeline", &message.timeline),
+            section("Impact", &message.impact),
+            section("Next Steps", &message.next_steps),
+            {
+                "type": "context",
+                "elements": [{
+                    "type": "mrkdwn",
+                    "text": record::cut(
+                        &format!(
+                            "Status: *{}* \u{00b7} incident {} \u{00b7} level {}",
+                            slack_escape(&message.status),
+                            slack_escape(&n.incident_id),
+                            n.level
+                        ),
+                        SLACK_SECTION_CHARS,
+                    ),
+                }]
+            }
+        ]
+    })
+}
+
 /// PagerDuty severity by escalation level.
 pub fn pagerduty_severity(level: u8) -> &'static str {
     match level {
@@ -211,7 +292,7 @@ pub fn payload(
     message: &Communication,
 ) -> Value {
     match webhook.format {
-        WebhookFormat::Slack => json!({ "text": message.text() }),
+        WebhookFormat::Slack => slack_payload(n, message),
         WebhookFormat::PagerDuty => {
             use crate::secret::ExposeSecret;
             let routing_key = webhook
@@ -227,12 +308,28 @@ pub fn payload(
                 });
             }
             let summary = record::cut(&format!("{}: {}", message.subject, n.trigger), 1024);
+            let report = format!(
+                "kubectl tierguard report {} -n {} --incident {}",
+                ctx.tier, ctx.namespace, n.incident_id
+            );
             json!({
                 "routing_key": routing_key,
                 "event_action": "trigger",
                 "dedup_key": n.incident_id,
+                "client": "tierguard",
+                "links": [
+                    {
+                        "href": runbook_url(n.runbook),
+                        "text": format!("Runbook: {}", n.runbook.title()),
+                    },
+                    {
+                        "href": format!("{DOCS_URL}/runbooks.md#incident-reports"),
+                        "text": format!("Incident report: {report}"),
+                    },
+                ],
                 "payload": {
                     "summary": summary,
+                    "timestamp": ctx.now,
                     "source": format!("tierguard/{}/{}", ctx.namespace, ctx.tier),
                     "severity": pagerduty_severity(n.level),
                     "component": ctx.tier,
@@ -248,6 +345,7 @@ pub fn payload(
                         "impact": message.impact,
                         "next_steps": message.next_steps,
                         "status": message.status,
+                        "report": report,
                     }
                 }
             })
@@ -508,6 +606,19 @@ mod tests {
                     .unwrap()
                     .starts_with("[INCIDENT] Canary Rollback")
             );
+            assert_eq!(body["payload"]["timestamp"], "2026-11-25T03:40:00Z");
+            assert_eq!(body["client"], "tierguard");
+            let links = body["links"].as_array().unwrap();
+            assert_eq!(
+                links[0]["href"],
+                format!("{DOCS_URL}/runbooks.md#canaryrollback")
+            );
+            assert!(
+                links[1]["text"].as_str().unwrap().contains(
+                    "kubectl tierguard report t -n ns --incident 2026-11-25-0312-canary-rollback"
+                ),
+                "{links:?}"
+            );
         }
         let n = notification(NotifyKind::Resolved, 1);
         let body = payload(&webhook, &n, &ctx, &communication(&n, &ctx));
@@ -515,6 +626,68 @@ mod tests {
             body,
             json!({"routing_key": "R0UTING", "event_action": "resolve", "dedup_key": n.incident_id})
         );
+    }
+
+    #[test]
+    fn slack_messages_escape_what_slack_would_act_on_and_carry_blocks() {
+        let webhook = ResolvedWebhook {
+            name: "slack".into(),
+            format: WebhookFormat::Slack,
+            url: SecretString::from("http://127.0.0.1:1/hook"),
+            routing_key: None,
+            levels: vec![],
+        };
+        let ctx = Context {
+            namespace: "clinic",
+            tier: "backend",
+            now: ts("2026-11-25T03:40:00Z"),
+            incident: None,
+            observed: None,
+            mitigations: &[],
+        };
+        let mut n = notification(NotifyKind::Opened, 1);
+        n.trigger = "breaker <!channel> open & <https://evil.example|click>".into();
+        let body = payload(&webhook, &n, &ctx, &communication(&n, &ctx));
+        let text = body["text"].as_str().unwrap();
+        assert!(
+            text.contains("breaker &lt;!channel&gt; open &amp; &lt;https://evil.example|click&gt;"),
+            "{text}"
+        );
+        let blocks = body["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        for block in &blocks[1..] {
+            let all = block.to_string();
+            assert!(!all.contains("<!") && !all.contains("<http"), "{all}");
+        }
+        assert!(
+            blocks[1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*Timeline*")
+        );
+        assert!(
+            blocks[1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("&lt;!channel&gt;")
+        );
+    }
+
+    #[test]
+    fn every_runbook_link_has_its_section_in_the_docs() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbooks.md"))
+            .unwrap();
+        for &runbook in Runbook::ALL {
+            assert!(
+                doc.contains(&format!("\n## {runbook}\n")),
+                "docs/runbooks.md lacks ## {runbook}"
+            );
+            assert!(
+                runbook_url(runbook).ends_with(&format!("#{}", runbook.as_str().to_lowercase()))
+            );
+        }
+        assert!(doc.contains("\n## Incident reports\n"));
     }
 
     #[test]

@@ -6,6 +6,19 @@ use crate::act::configmap::KubeActError;
 use crate::api::validate::Problem;
 use crate::observe::ConfigError;
 
+crate::api::vocabulary::words! {
+    /// The steps of a reconcile, as the error metric's `kind` label names them.
+    pub enum Step {
+        Read = "read",
+        Validate = "validate",
+        Secrets = "secrets",
+        Observe = "observe",
+        Decide = "decide",
+        Act = "act",
+        Status = "status",
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("read: {0}")]
@@ -58,14 +71,19 @@ pub struct StatusError(#[source] pub Box<kube::Error>);
 impl Error {
     /// The `kind` label of `tierguard_reconcile_errors_total`: the step that failed.
     pub fn metric_label(&self) -> &'static str {
+        self.step().as_str()
+    }
+
+    /// The step that failed.
+    pub fn step(&self) -> Step {
         match self {
-            Error::Read(_) => "read",
-            Error::Validate(_) => "validate",
-            Error::Secrets(_) => "secrets",
-            Error::Observe(_) => "observe",
-            Error::Decide(_) => "decide",
-            Error::Act(_) => "act",
-            Error::Status(_) => "status",
+            Error::Read(_) => Step::Read,
+            Error::Validate(_) => Step::Validate,
+            Error::Secrets(_) => Step::Secrets,
+            Error::Observe(_) => Step::Observe,
+            Error::Decide(_) => Step::Decide,
+            Error::Act(_) => Step::Act,
+            Error::Status(_) => Step::Status,
         }
     }
 }

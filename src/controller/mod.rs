@@ -10,6 +10,7 @@ pub mod events;
 mod execute;
 pub mod leader;
 pub mod memory;
+mod namespaces;
 mod reconcile;
 pub mod server;
 pub mod status;
@@ -22,11 +23,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 pub use context::Context;
 pub use error::Error;
@@ -47,8 +47,8 @@ pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=tierguard";
 /// How `tierguard run` is set up.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    /// Watch one namespace only (None: all namespaces).
-    pub namespace: Option<String>,
+    /// Watch these namespaces only (empty: all namespaces).
+    pub namespaces: Vec<String>,
     /// Reconcile only MemoryTiers matching this label selector.
     pub selector: Option<String>,
     /// Where /metrics, /healthz and /readyz are served (None: not served).
@@ -131,16 +131,6 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         http,
     ));
 
-    // Every tier is watched through a guard: one stored object that does not deserialize is
-    // reported on its own and cannot stop the watch of the others.
-    let (tiers, config_maps): (Api<Watched>, Api<PartialObjectMeta<ConfigMap>>) =
-        match &config.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
     let mut tier_watch = watcher::Config::default();
     if let Some(selector) = &config.selector {
         tier_watch = tier_watch.labels(selector);
@@ -150,16 +140,18 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     // (e.g. the resume annotation) do, at once.
     // managedFields are never read here, and with server-side apply of a large status they are
     // large too: the cache keeps none.
-    let tier_stream = watcher(tiers, tier_watch)
-        .default_backoff()
-        .modify(|tier| tier.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
-            (predicates::generation as fn(&Watched) -> Option<u64>)
-                .combine(predicates::annotations as fn(&Watched) -> Option<u64>),
-            Default::default(),
-        );
+    // Every tier is watched through a guard: one stored object that does not deserialize is
+    // reported on its own and cannot stop the watch of the others.
+    let tier_stream =
+        namespaces::watch::<Watched>(&client, &config.namespaces, tier_watch, reader.clone())
+            .modify(|tier: &mut Watched| tier.managed_fields_mut().clear())
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(
+                (predicates::generation as fn(&Watched) -> Option<u64>)
+                    .combine(predicates::annotations as fn(&Watched) -> Option<u64>),
+                Default::default(),
+            );
 
     // Reconcile every tier when this replica becomes the leader, so a takeover resumes at once.
     let mut became_leader = leadership.changes();
@@ -200,14 +192,11 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         // Only the owner reference of a ConfigMap matters here, so its metadata is all that is
         // fetched: the incident reports in the `-incidents` ConfigMaps are never downloaded.
-        .owns_stream(
-            watcher(
-                config_maps,
-                watcher::Config::default().labels(MANAGED_BY_SELECTOR),
-            )
-            .default_backoff()
-            .touched_objects(),
-        )
+        .owns_stream(namespaces::watch_metadata::<ConfigMap>(
+            &client,
+            &config.namespaces,
+            watcher::Config::default().labels(MANAGED_BY_SELECTOR),
+        ))
         .reconcile_all_on(takeover)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

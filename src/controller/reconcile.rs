@@ -143,6 +143,13 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     ctx.metrics
         .set_phase(&t.namespace, &t.name, next.phase.unwrap_or_default());
     ctx.metrics.set_signals(&t.namespace, &t.name, &observation);
+    ctx.metrics.set_bounds(
+        &t.namespace,
+        &t.name,
+        &tier.spec,
+        &decided.decision.memory,
+        &decided.decision.mitigations,
+    );
     ctx.metrics
         .set_evicted_keys(&t.namespace, &t.name, observation.redis_evicted_keys);
     info!(phase = %next.phase.unwrap_or_default(), actions = decided.decision.actions.len(), "reconciled");

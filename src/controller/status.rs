@@ -6,12 +6,13 @@ use jiff::Timestamp;
 
 use super::execute::Executed;
 use super::memory::{self, Recalled};
+use crate::api::MemoryTierSpec;
 use crate::api::conditions::{self, TierCondition, Truth};
 use crate::api::{
     ConditionType, MAX_ACTIONS_IN_STATUS, MAX_INCIDENTS_IN_STATUS, MemoryReport, MemoryTierStatus,
     Observation, Phase, Reason,
 };
-use crate::policy::Decision;
+use crate::policy::{self, DecideContext, Decision};
 
 /// Everything one reconcile learnt.
 pub struct Reconciled<'a> {
@@ -89,6 +90,30 @@ pub fn next_status(previous: &MemoryTierStatus, r: &Reconciled<'_>) -> MemoryTie
 
     status.policy = Some(memory::store(&decision.memory, r.recalled.reset.as_ref()));
     status
+}
+
+/// The status after the policy decides on `observation` and nothing is carried out: what a
+/// DryRun shows, and what tests and tools that replay the policy see.
+pub fn decided(
+    previous: &MemoryTierStatus,
+    spec: &MemoryTierSpec,
+    observation: &Observation,
+    ctx: &DecideContext,
+    now: Timestamp,
+) -> MemoryTierStatus {
+    let recalled = memory::recall(previous, ctx.generation, now);
+    let decision = policy::decide(spec, &recalled.memory, observation, now, ctx);
+    next_status(
+        previous,
+        &Reconciled {
+            decision: &decision,
+            observation,
+            executed: &Executed::default(),
+            recalled: &recalled,
+            generation: ctx.generation,
+            now,
+        },
+    )
 }
 
 /// Whether the policy's memory was read, or started afresh (and why).

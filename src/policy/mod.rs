@@ -45,13 +45,14 @@ pub mod redis;
 pub mod rollback;
 mod signals;
 pub mod stampede;
+pub mod thresholds;
 pub mod window;
 
 use jiff::Timestamp;
 use serde::Serialize;
 
 pub use action::{Action, Notification, NotifyKind};
-pub use signals::num;
+pub use signals::{num, span};
 
 use crate::api::Signals;
 use crate::api::conditions::{TierCondition, Truth};
