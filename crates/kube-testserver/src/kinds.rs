@@ -62,6 +62,22 @@ impl fmt::Display for Gvr {
     }
 }
 
+/// Why a write is refused: (field path, message) pairs.
+pub type Causes = Vec<(String, String)>;
+
+/// A check of one object.
+pub type Check = dyn Fn(&Value) -> Result<(), Causes> + Send + Sync;
+
+/// Validation of a resource's objects: `Ok`, or the causes of a refusal.
+#[derive(Clone)]
+pub struct Validator(pub Arc<Check>);
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Validator")
+    }
+}
+
 /// How the server treats one resource.
 #[derive(Clone, Debug)]
 pub struct Kind {
@@ -78,6 +94,9 @@ pub struct Kind {
     pub custom: bool,
     /// `openAPIV3Schema` of a custom resource.
     pub schema: Option<Arc<Value>>,
+    /// What the schema's types, patterns and CEL rules say of a created or updated object (after
+    /// pruning and defaulting), as the API server validates it.
+    pub validator: Option<Validator>,
     /// Fields usable in a fieldSelector besides `metadata.name` and `metadata.namespace`.
     pub field_selectors: Vec<String>,
     pub short_names: Vec<String>,
@@ -97,6 +116,7 @@ impl Kind {
             generation: false,
             custom: false,
             schema: None,
+            validator: None,
             field_selectors: Vec::new(),
             short_names: Vec::new(),
         }
@@ -131,9 +151,22 @@ impl Kind {
             generation: true,
             custom: true,
             schema,
+            validator: None,
             field_selectors: Vec::new(),
             short_names: spec.names.short_names.clone().unwrap_or_default(),
         }
+    }
+
+    /// Validates every create and update of the resource (not of its `/status`: an unchanged
+    /// spec is not validated again, as validation ratcheting has it) with `validator`, which
+    /// returns the causes of a refusal as (field path, message). A refused write is answered 422
+    /// `Invalid`, as the API server answers.
+    pub fn with_validator(
+        mut self,
+        validator: impl Fn(&Value) -> Result<(), Causes> + Send + Sync + 'static,
+    ) -> Self {
+        self.validator = Some(Validator(Arc::new(validator)));
+        self
     }
 
     pub fn with_status_subresource(mut self) -> Self {
@@ -166,8 +199,10 @@ impl Kind {
     }
 }
 
-/// What a controller of this project touches: ConfigMaps, Secrets, both Event APIs, Leases,
-/// Deployments, StatefulSets and MemoryTiers.
+/// The built-in resources most controllers touch: ConfigMaps, Secrets, both Event APIs, Leases,
+/// Deployments and StatefulSets. Custom resources are added with [`ApiServerBuilder::kind`].
+///
+/// [`ApiServerBuilder::kind`]: crate::ApiServerBuilder::kind
 pub fn default_kinds() -> Vec<Kind> {
     vec![
         Kind::builtin::<ConfigMap>().with_short_names(&["cm"]),
@@ -207,7 +242,6 @@ pub fn default_kinds() -> Vec<Kind> {
             .with_status_subresource()
             .with_generation()
             .with_short_names(&["sts"]),
-        Kind::custom::<tierguard::api::MemoryTier>(),
     ]
 }
 

@@ -2,7 +2,7 @@
 //! maxmemory (and the spec.redis.maxMemory fallback), evictions, keyspace hits and misses,
 //! run_id and uptime across a restart, passwords, and a Redis that is down.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! `tierguard observe` as a user runs it: the real binary against a real exporter, Prometheus
 //! and Redis; Secrets from flags, the environment, or a cluster's API.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
+use kube_testserver::{ApiServer, Gvr};
 use serde_json::{Value, json};
-use support::apiserver::{ApiServer, Gvr};
 use support::exporter::{AppMetrics, Exporter};
 use support::servers::{PrometheusServer, RedisServer};
 use support::tiers::manifest;

@@ -72,18 +72,16 @@ io.write(json.encode({ status = hs.status, message = hs.message }))
 
 /// The drills' scale: seconds where production has minutes.
 fn tier(mode: Mode) -> MemoryTier {
-    let mut tier: MemoryTier = serde_json::from_value(json!({
-        "apiVersion": "tierguard.dev/v1alpha1",
-        "kind": "MemoryTier",
-        "metadata": {"name": "backend", "namespace": "clinic", "generation": 1},
-        "spec": {
-            "target": {"configMapName": "backend-flags"},
+    let mut tier = crate::support::tiers::tier(
+        "backend",
+        "clinic",
+        json!({
             "canary": {"rampInterval": "2s"},
             "rollback": {"p50LatencyFor": "3s", "phaseHold": "2s"},
             "stampede": {"for": "2s"},
-        },
-    }))
-    .unwrap();
+        }),
+    );
+    tier.metadata.generation = Some(1);
     tier.spec.mode = mode;
     tier
 }

@@ -3,7 +3,7 @@
 //! kubeconfig. Also `tierguard version`, `tierguard completions` and the start-up check of the
 //! log level.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
+use kube_testserver::ApiServer;
 use serde_json::{Value, json};
-use support::apiserver::ApiServer;
 use tierguard::act::report::{ReportContext, record_incident};
 use tierguard::api::{
     BreakerState, MemoryTier, MemoryTierStatus, Mode, Observation, Phase, RESUME_ANNOTATION,
@@ -93,16 +93,11 @@ fn stdout(out: &Output) -> String {
 }
 
 fn tier(name: &str, mode: Mode) -> MemoryTier {
-    let mut tier: MemoryTier = serde_json::from_value(json!({
-        "apiVersion": "tierguard.dev/v1alpha1",
-        "kind": "MemoryTier",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "target": {"configMapName": format!("{name}-flags")},
-            "rollback": {"p50LatencyFor": "3s", "phaseHold": "2s"},
-        },
-    }))
-    .unwrap();
+    let mut tier = crate::support::tiers::tier(
+        name,
+        NS,
+        json!({"rollback": {"p50LatencyFor": "3s", "phaseHold": "2s"}}),
+    );
     tier.spec.mode = mode;
     tier
 }
@@ -167,7 +162,7 @@ async fn get(client: &Client, name: &str) -> MemoryTier {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_the_phase_signals_against_thresholds_mitigations_and_incidents() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let created = create(&client, &tier("backend", Mode::Enforce)).await;
     let status = rolling_back(&created);
@@ -237,7 +232,7 @@ async fn status_shows_the_phase_signals_against_thresholds_mitigations_and_incid
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_pause_unpause_and_report_steer_the_tier() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let created = create(&client, &tier("backend", Mode::Enforce)).await;
     create(&client, &tier("trial", Mode::DryRun)).await;

@@ -1,6 +1,6 @@
 //! Cache warming and webhooks against real HTTP servers on loopback.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Redis remediation against a real redis-server: `tierguard redis flush|audit` and the library
 //! behind them.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};

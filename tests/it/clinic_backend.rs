@@ -7,11 +7,9 @@
 //! which builds and runs the real example binary.
 
 #[allow(dead_code)]
-#[path = "../examples/clinic-backend/app/mod.rs"]
+#[path = "../../examples/clinic-backend/app/mod.rs"]
 mod app;
-#[path = "support/clinic_backend.rs"]
-mod clinic_process;
-mod support;
+use crate::support::{self, clinic_backend as clinic_process};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

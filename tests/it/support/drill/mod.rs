@@ -31,10 +31,10 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::{Value, json};
 use tierguard::api::{MemoryTier, MemoryTierStatus, Phase};
 
-use crate::clinic_process::{self, ClinicBackendProcess};
-use crate::support::apiserver::{ApiServer, Gvr};
+use crate::support::clinic_backend::{self as clinic_process, ClinicBackendProcess};
 use crate::support::servers::{PrometheusServer, RedisServer, free_port};
 use controller::ControllerProcess;
+use kube_testserver::{ApiServer, Gvr};
 use kubelet::{ConfigVersion, Kubelet};
 use load::{Load, LoadShape, LoadTotals};
 use record::{Recorded, Recorder, StatusSample};
@@ -159,7 +159,7 @@ impl Drill {
         let started = Instant::now();
         let started_at = Timestamp::now();
         let dir = tempfile::tempdir().expect("temp dir");
-        let api = ApiServer::start().await;
+        let api = crate::support::api_server().await;
         let client = api.client();
         // Memory usage is a share of maxmemory: every drill's Redis has one.
         let mut redis_args = setup.redis_args.clone();

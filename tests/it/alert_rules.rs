@@ -6,7 +6,7 @@
 //! rule to be firing at each of those moments and not one evaluation before, and not at all when
 //! the controller never alerts.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,44 +1,44 @@
 //! An in-process Kubernetes API server for tests, reached through kube's real `Client`.
 //!
-//! No kube-apiserver can run on the build machines, so the controller and the actuators are tested
-//! against this server: axum on `127.0.0.1:0`, serving the Kubernetes REST API for the resources
-//! a tierguard controller uses (see [`kinds::default_kinds`]): get, list, watch, create, update,
-//! delete, JSON merge / JSON / strategic-merge patch, server-side apply and the status
-//! subresource, with discovery documents for clients that ask.
+//! Where no kube-apiserver can run, controllers are tested against this server: axum on
+//! `127.0.0.1:0`, serving the Kubernetes REST API for the resources it is given (the common
+//! built-in ones by default, see [`default_kinds`], and custom resources from their CRDs): get,
+//! list, watch, create, update, delete, JSON merge / JSON / strategic-merge patch, server-side
+//! apply and the status subresource, with discovery documents for clients that ask.
 //!
 //! What is faithful and what is simplified is written down where it is implemented:
 //! [`store`] (resourceVersions, generation, status subresource, preconditions, finalizers,
 //! garbage collection, history), [`managed`] (managedFields and server-side apply),
-//! [`http`] (paths, content types, watch streams), [`schema`] (pruning and defaulting of custom
-//! resources), [`selector`] and [`error`] (Status bodies). In short, what a controller can observe
-//! through kube's client behaves as on a real cluster, except: no authentication/authorization or
-//! admission, no validation beyond names (no OpenAPI types, no CEL), lists are atomic in
-//! server-side apply, strategic merge patch is a JSON merge patch, and the two Event APIs are
-//! separate stores.
-//!
-//! Use it from an integration test with `mod support;` and `use support::apiserver::ApiServer;`:
+//! [`http`] (paths, content types, watch streams, injected faults), [`schema`] (pruning and
+//! defaulting of custom resources), [`selector`] and [`error`] (Status bodies). Custom resources
+//! are validated by the [`Validator`] a test gives their [`Kind`] (on creates and updates of the
+//! resource, not of its status). In short, what a controller can observe through kube's client
+//! behaves as on a real cluster, except: no authentication/authorization or admission, no
+//! OpenAPI type checks beyond the validator, lists are atomic in server-side apply, strategic
+//! merge patch is a JSON merge patch, and the two Event APIs are separate stores.
 //!
 //! ```ignore
-//! let server = ApiServer::start().await;
+//! let server = ApiServer::builder().kind(Kind::custom::<MyResource>()).start().await;
 //! let client = server.client();
-//! let tiers: Api<MemoryTier> = Api::namespaced(client, "default");
+//! let objects: Api<MyResource> = Api::namespaced(client, "default");
 //! // … run the code under test …
 //! assert!(server.writes().iter().all(|w| w.user.as_deref() == Some("leader")));
 //! server.shutdown().await;
 //! ```
 //!
-//! Every test API server is independent; start one per test. Tell callers apart with
+//! Every server is independent; start one per test. Tell callers apart with
 //! [`ApiServer::client_as`] / [`ApiServer::write_kubeconfig_as`] (the bearer token is recorded as
 //! the request's `user`). JSON handling dominates its cost, so a benchmark with thousands of objects
 //! should run in a release build.
+#![forbid(unsafe_code)]
 
-mod error;
-mod http;
-mod kinds;
-mod managed;
-mod schema;
-mod selector;
-mod store;
+pub mod error;
+pub mod http;
+pub mod kinds;
+pub mod managed;
+pub mod schema;
+pub mod selector;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -51,7 +51,13 @@ use tokio::task::JoinHandle;
 
 pub use error::ApiError;
 pub use http::{Fault, FaultAction, RequestRecord};
-pub use kinds::{Gvr, Kind, default_kinds};
+pub use kinds::{Gvr, Kind, Validator, default_kinds};
+
+/// kube's rustls needs a process-wide crypto provider; `ring`, as kube's own default. Installing
+/// it again (or after the caller did) is harmless.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 use http::App;
 use store::{DeleteOptions, Store};
@@ -169,13 +175,13 @@ impl ApiServer {
 
     /// A kube `Client` for this server. Needs a Tokio runtime.
     pub fn client(&self) -> kube::Client {
-        tierguard::install_crypto_provider();
+        install_crypto_provider();
         kube::Client::try_from(self.config()).expect("a kube client for the test API server")
     }
 
     /// A kube `Client` that identifies itself as `user` (see [`ApiServer::config_as`]).
     pub fn client_as(&self, user: &str) -> kube::Client {
-        tierguard::install_crypto_provider();
+        install_crypto_provider();
         kube::Client::try_from(self.config_as(user)).expect("a kube client for the test API server")
     }
 

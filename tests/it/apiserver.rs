@@ -1,7 +1,7 @@
 //! The in-process API server (tests/support/apiserver) against kube's real client and runtime:
 //! if these pass, code tested against it sees what it would see on a cluster.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,8 +22,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use kube_testserver::Gvr;
 use serde_json::{Value, json};
-use support::apiserver::{ApiServer, Gvr};
 use tierguard::api::{MemoryTier, MemoryTierStatus};
 
 const NS: &str = "default";
@@ -87,7 +87,7 @@ async fn next<S: futures::Stream + Unpin>(stream: &mut S) -> S::Item {
 
 #[tokio::test]
 async fn config_map_create_get_list_replace_delete() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let cms: Api<ConfigMap> = Api::namespaced(server.client(), NS);
 
     let created = cms
@@ -321,7 +321,7 @@ async fn config_map_create_get_list_replace_delete() {
 
 #[tokio::test]
 async fn paginated_lists_are_consistent_and_expire() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let cms: Api<ConfigMap> = Api::namespaced(server.client(), NS);
     for i in 0..5 {
         cms.create(
@@ -397,7 +397,7 @@ async fn paginated_lists_are_consistent_and_expire() {
 
 #[tokio::test]
 async fn server_side_apply_tracks_managers_conflicts_and_removals() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let cms: Api<ConfigMap> = Api::namespaced(server.client(), NS);
     let apply = |fields: Value| {
         Patch::Apply(
@@ -579,7 +579,7 @@ async fn server_side_apply_tracks_managers_conflicts_and_removals() {
 
 #[tokio::test]
 async fn memory_tier_status_subresource_generation_and_schema() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let tiers: Api<MemoryTier> = Api::namespaced(server.client(), NS);
 
     let mut tier = memory_tier("clinic", "clinic-flags");
@@ -775,7 +775,7 @@ async fn memory_tier_status_subresource_generation_and_schema() {
 
 #[tokio::test]
 async fn watcher_lists_then_follows_changes() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let cms: Api<ConfigMap> = Api::namespaced(server.client(), NS);
     cms.create(&PostParams::default(), &config_map("before", &[]))
         .await
@@ -883,7 +883,7 @@ async fn watcher_lists_then_follows_changes() {
 
 #[tokio::test]
 async fn watch_across_namespaces_with_label_selector() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let all: Api<MemoryTier> = Api::all(client.clone());
     let config = watcher::Config::default().labels("shard=a");
@@ -943,7 +943,7 @@ async fn watch_across_namespaces_with_label_selector() {
 
 #[tokio::test]
 async fn watch_bookmarks_timeouts_and_expired_versions() {
-    let server = ApiServer::builder()
+    let server = support::api_server_builder()
         .bookmark_interval(Duration::from_millis(100))
         .start()
         .await;
@@ -1055,7 +1055,7 @@ async fn watch_bookmarks_timeouts_and_expired_versions() {
 
 #[tokio::test]
 async fn lease_replace_with_stale_version_conflicts() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let leases: Api<Lease> = Api::namespaced(server.client(), NS);
     let mut lease = Lease::default();
     lease.metadata.name = Some("leader".into());
@@ -1106,7 +1106,7 @@ async fn lease_replace_with_stale_version_conflicts() {
 /// replicas from leading at once. The first apply is delayed so that the others race past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_manager_elects_exactly_one_leader() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let lease_path =
         format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/tierguard-leader");
     server.delay_next(Some("PATCH"), &lease_path, 1, Duration::from_secs(1));
@@ -1172,7 +1172,7 @@ async fn lease_manager_elects_exactly_one_leader() {
 
 #[tokio::test]
 async fn events_through_both_apis_and_the_recorder() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let core_events: Api<CoreEvent> = Api::namespaced(client.clone(), NS);
     let mut event = CoreEvent::default();
@@ -1251,7 +1251,7 @@ async fn events_through_both_apis_and_the_recorder() {
 
 #[tokio::test]
 async fn controller_reconciles_tiers_and_their_config_maps() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let tiers: Api<MemoryTier> = Api::all(client.clone());
     let cms: Api<ConfigMap> = Api::all(client.clone());
@@ -1358,7 +1358,7 @@ async fn controller_reconciles_tiers_and_their_config_maps() {
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let cms: Api<ConfigMap> = Api::namespaced(server.client(), NS);
     let mut cm = config_map("held", &[]);
     cm.metadata.finalizers = Some(vec!["tierguard.dev/cleanup".into()]);
@@ -1387,7 +1387,7 @@ async fn finalizers_hold_deletion_until_removed() {
 
 #[tokio::test]
 async fn request_log_and_injected_faults() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let cms: Api<ConfigMap> = Api::namespaced(server.client_as("alice"), NS);
     cms.create(&PostParams::default(), &config_map("cm", &[]))
         .await
@@ -1453,7 +1453,7 @@ async fn request_log_and_injected_faults() {
 
 #[tokio::test]
 async fn direct_store_access_is_seen_by_clients_and_watches() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let gvr = Gvr::of::<ConfigMap>();
     let cms: Api<ConfigMap> = Api::namespaced(server.client(), NS);
     let mut events = watcher(cms.clone(), watcher::Config::default()).boxed();
@@ -1493,7 +1493,7 @@ async fn direct_store_access_is_seen_by_clients_and_watches() {
 
 #[tokio::test]
 async fn kubeconfig_discovery_and_dynamic_access() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig_as(&path, "bob").unwrap();

@@ -1,6 +1,6 @@
 //! The harness itself: real redis-server and prometheus start, answer and stop.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

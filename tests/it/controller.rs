@@ -4,7 +4,7 @@
 //! mid-rollback is replaced and carries on; of two replicas only the leader acts; a missing Secret
 //! is a clear condition, not a crash.
 
-mod support;
+use crate::support::{self, wait_for};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-use support::apiserver::ApiServer;
 use support::live_app::LiveApp;
 use tierguard::api::{MemoryTier, Phase};
 use tierguard::controller::{LeaseConfig, RunConfig};
@@ -31,13 +30,7 @@ fn tier(name: &str, scrape_url: &str, extra: Value) -> MemoryTier {
         "notify": {"escalation": [{"level": 1, "after": "0s"}, {"level": 2, "after": "30s"}, {"level": 3, "after": "60s"}]},
     });
     json_patch::merge(&mut spec, &extra);
-    serde_json::from_value(json!({
-        "apiVersion": "tierguard.dev/v1alpha1",
-        "kind": "MemoryTier",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": spec,
-    }))
-    .expect("a valid MemoryTier")
+    support::tiers::tier(name, NS, spec)
 }
 
 fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHandle<()> {
@@ -57,22 +50,6 @@ fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHa
         .await
         .expect("the controller runs");
     })
-}
-
-/// Poll `f` until it gives a value, or fail after `timeout` saying what was awaited.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn flags(client: &Client, name: &str) -> Option<BTreeMap<String, String>> {
@@ -128,7 +105,7 @@ async fn create(client: &Client, tier: &MemoryTier) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_is_rendered_with_its_baseline_and_becomes_ready() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let app = LiveApp::start(Duration::from_millis(100));
     create(&client, &tier("backend", &app.url(), json!({}))).await;
@@ -204,7 +181,7 @@ async fn a_tier_is_rendered_with_its_baseline_and_becomes_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latency_regression_rolls_back_in_phases_and_a_restarted_controller_carries_on() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let app = LiveApp::start(Duration::from_millis(100));
     create(&client, &tier("backend", &app.url(), json!({}))).await;
@@ -309,7 +286,7 @@ async fn a_latency_regression_rolls_back_in_phases_and_a_restarted_controller_ca
     );
     // Each phase is explained by its own Event, not folded into the first one's count.
     let notes: Vec<String> = server
-        .list_json(&support::apiserver::Gvr::of::<
+        .list_json(&kube_testserver::Gvr::of::<
             k8s_openapi::api::events::v1::Event,
         >())
         .iter()
@@ -368,7 +345,7 @@ async fn a_latency_regression_rolls_back_in_phases_and_a_restarted_controller_ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let admin = server.client();
     let app = LiveApp::start(Duration::from_millis(100));
     create(&admin, &tier("backend", &app.url(), json!({}))).await;
@@ -388,7 +365,7 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let acting = |writes: &[support::apiserver::RequestRecord]| -> Vec<String> {
+    let acting = |writes: &[kube_testserver::RequestRecord]| -> Vec<String> {
         let mut users: Vec<String> = writes
             .iter()
             .filter(|w| !w.path.contains("/leases"))
@@ -430,7 +407,7 @@ async fn of_two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_is_a_clear_condition_and_other_tiers_carry_on() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let app = LiveApp::start(Duration::from_millis(100));
     create(
@@ -471,7 +448,7 @@ async fn a_missing_secret_is_a_clear_condition_and_other_tiers_carry_on() {
     .await;
 
     // An Event says so.
-    let events = server.list_json(&support::apiserver::Gvr::of::<
+    let events = server.list_json(&kube_testserver::Gvr::of::<
         k8s_openapi::api::events::v1::Event,
     >());
     assert!(
@@ -502,7 +479,7 @@ async fn a_missing_secret_is_a_clear_condition_and_other_tiers_carry_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_ready_once_the_watches_run() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let app = LiveApp::start(Duration::from_millis(100));
     create(&client, &tier("backend", &app.url(), json!({}))).await;
@@ -541,13 +518,23 @@ async fn readyz_answers_ready_once_the_watches_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_spec_stalls_without_acting() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
-    // The in-process server checks no CEL rules (a real one would refuse this object): the
-    // controller must catch it itself.
+    // The API server refuses this object (a CEL rule); one stored before the rule existed, under
+    // an older CRD, is still there: the controller must catch it itself.
     let mut bad = tier("bad", "http://127.0.0.1:9/metrics", json!({}));
     bad.spec.canary.reduced_rate = 0.5;
-    create(&client, &bad).await;
+    let refused = Api::<MemoryTier>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("the API server validates the CRD's rules");
+    assert!(refused.to_string().contains("reducedRate"), "{refused}");
+    server
+        .put_json(
+            &kube_testserver::Gvr::of::<MemoryTier>(),
+            serde_json::to_value(&bad).unwrap(),
+        )
+        .expect("store the tier as an older CRD let it be");
     let run = controller(client.clone(), None);
     let (_, reason, message) = wait_for("Stalled", Duration::from_secs(20), || async {
         let t = tier_now(&client, "bad").await;
@@ -561,7 +548,7 @@ async fn an_invalid_spec_stalls_without_acting() {
 }
 
 /// The (API group, resource, verb) a request needs, as RBAC sees it.
-fn rbac_need(r: &support::apiserver::RequestRecord) -> Option<(String, String, String)> {
+fn rbac_need(r: &kube_testserver::RequestRecord) -> Option<(String, String, String)> {
     let parts: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
     let (group, rest) = match *parts.first()? {
         "api" => (String::new(), &parts[2..]),
@@ -627,7 +614,7 @@ fn rbac_grants(yaml: &str) -> Vec<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let admin = server.client();
     let app = LiveApp::start(Duration::from_millis(100));
     let redis = support::servers::RedisServer::start();
@@ -760,7 +747,7 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
 async fn an_event_repeats_as_a_series_and_a_new_message_is_a_new_event() {
     use tierguard::controller::events::{EventPublisher, Note};
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     create(
         &client,
@@ -782,7 +769,7 @@ async fn an_event_repeats_as_a_series_and_a_new_message_is_a_new_event() {
     ] {
         events.publish(&note(text), &regarding).await.unwrap();
     }
-    let stored = server.list_json(&support::apiserver::Gvr::of::<
+    let stored = server.list_json(&kube_testserver::Gvr::of::<
         k8s_openapi::api::events::v1::Event,
     >());
     let summary: Vec<(String, u64)> = stored
@@ -816,7 +803,7 @@ async fn an_event_repeats_as_a_series_and_a_new_message_is_a_new_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let admin = server.client();
     let app = LiveApp::start(Duration::from_millis(100));
     let watched = ["clinic", "billing"];
@@ -958,10 +945,10 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiers_that_cannot_be_read_are_reported_and_never_stop_the_others() {
     tierguard::install_crypto_provider();
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let app = LiveApp::start(Duration::from_millis(100));
-    let gvr = support::apiserver::Gvr::of::<MemoryTier>();
+    let gvr = kube_testserver::Gvr::of::<MemoryTier>();
     for name in ["healthy-a", "healthy-b"] {
         create(&client, &tier(name, &app.url(), json!({}))).await;
     }
@@ -1034,19 +1021,25 @@ async fn tiers_that_cannot_be_read_are_reported_and_never_stop_the_others() {
         "{:?}",
         status.incidents
     );
-    let memory = tierguard::controller::memory::decode(status.policy.as_ref().unwrap()).unwrap();
+    // The memory written back is this controller's version, and reads.
     assert_eq!(status.policy.as_ref().unwrap()["version"], 1);
-    let _ = memory;
-    let events = server.list_json(&support::apiserver::Gvr::of::<
-        k8s_openapi::api::events::v1::Event,
-    >());
+    tierguard::controller::memory::decode(status.policy.as_ref().unwrap()).unwrap();
+    // Each is said in a Warning Event (published after the status write).
     for reason in ["InvalidObject", "MemoryReset"] {
-        assert!(
-            events
-                .iter()
-                .any(|e| e["reason"] == reason && e["type"] == "Warning"),
-            "no Warning Event {reason}: {events:?}"
-        );
+        wait_for(
+            &format!("a Warning Event {reason}"),
+            Duration::from_secs(10),
+            || async {
+                let events = server.list_json(&kube_testserver::Gvr::of::<
+                    k8s_openapi::api::events::v1::Event,
+                >());
+                events
+                    .iter()
+                    .any(|e| e["reason"] == reason && e["type"] == "Warning")
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     // The healthy tiers keep being reconciled at their interval (300 ms): their observation

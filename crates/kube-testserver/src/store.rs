@@ -652,6 +652,9 @@ impl Store {
         if let Some(schema) = &k.schema {
             apply_schema(&mut body, schema);
         }
+        if sub != Subresource::Direct {
+            validate(&k, &body)?;
+        }
         let api_version = k.api_version();
         let managed = managed.unwrap_or_else(|| {
             let mut managed = Managed::default();
@@ -738,6 +741,9 @@ impl Store {
         }
         if let Some(schema) = &k.schema {
             apply_schema(&mut candidate, schema);
+        }
+        if sub == Subresource::Main {
+            validate(&k, &candidate)?;
         }
         let (api_version, now) = (k.api_version(), now());
         let managed = managed.unwrap_or_else(|| {
@@ -1071,4 +1077,23 @@ impl Store {
             ),
         }
     }
+}
+
+/// The resource's validation of an object about to be stored.
+fn validate(kind: &Kind, object: &Value) -> Result<(), ApiError> {
+    let Some(validator) = &kind.validator else {
+        return Ok(());
+    };
+    (validator.0)(object).map_err(|causes| {
+        let causes: Vec<(&str, String)> = causes
+            .iter()
+            .map(|(field, message)| (field.as_str(), message.clone()))
+            .collect();
+        ApiError::invalid(
+            &kind.kind,
+            &kind.gvr,
+            meta(object, "name").unwrap_or_default(),
+            &causes,
+        )
+    })
 }

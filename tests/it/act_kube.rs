@@ -2,7 +2,7 @@
 //! kube's real client: the effective-config ConfigMap, the rollout restart, the incidents
 //! ConfigMap and `tierguard report` from the cluster.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::apiserver::ApiServer;
 use tierguard::act::configmap::{
     CONFIG_HASH_ANNOTATION, KubeActError, MITIGATIONS_ANNOTATION, apply_config,
 };
@@ -55,7 +54,7 @@ fn mitigation(name: tierguard::api::MitigationName, overrides: &[(&str, &str)]) 
 
 #[tokio::test]
 async fn the_effective_config_is_applied_owned_and_idempotent() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let tier = create_tier(&client).await;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
@@ -138,7 +137,7 @@ async fn the_effective_config_is_applied_owned_and_idempotent() {
 
 #[tokio::test]
 async fn a_config_map_controlled_by_something_else_is_not_taken_over() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let tier = create_tier(&client).await;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
@@ -191,7 +190,7 @@ fn template_annotations(d: &Deployment) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn the_workload_restarts_once_per_config_hash() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     deployments
@@ -308,7 +307,7 @@ fn incident(id: &str, minute: u32, resolved: bool) -> IncidentSummary {
 
 #[tokio::test]
 async fn incident_reports_are_stored_bounded_newest_first_and_printed_by_the_cli() {
-    let server = ApiServer::start().await;
+    let server = support::api_server().await;
     let client = server.client();
     let tier = create_tier(&client).await;
     let ctx = ReportContext {

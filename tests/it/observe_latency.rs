@@ -1,7 +1,7 @@
 //! Figures, not a pass/fail test: how long one observation takes against local servers.
 //! Run with `cargo test --release --test observe_latency -- --ignored --nocapture`.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! next to a real Redis; sources that are down, stopped mid-test, slow past the deadline or
 //! answering garbage make only their own signals unknown.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -8,9 +8,9 @@
 //!
 //!     TIERGUARD_E2E_KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture
 
-mod support;
+use crate::support::{self, wait_for};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -35,24 +35,6 @@ async fn cluster() -> Option<Client> {
         .await
         .expect("a usable kubeconfig");
     Some(Client::try_from(config).expect("a client"))
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "e2e: timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

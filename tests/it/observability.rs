@@ -8,11 +8,9 @@
 //! - /metrics speaks the text format to `Accept: text/plain`, and `promtool check metrics` finds
 //!   nothing to complain about; every counter exists from start-up.
 
-mod support;
+use crate::support;
 
-#[path = "support/drill/controller.rs"]
-#[allow(dead_code)]
-mod controller_process;
+use crate::support::drill::controller as controller_process;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
+use kube_testserver::ApiServer;
 use serde_json::{Value, json};
-use support::apiserver::ApiServer;
 use support::live_app::LiveApp;
 use support::servers::{PrometheusServer, RedisServer, require_binary};
 use tierguard::api::MemoryTier;
@@ -64,13 +62,7 @@ fn deploy_objects() -> Vec<Value> {
 }
 
 fn tier(name: &str, spec: Value) -> MemoryTier {
-    serde_json::from_value(json!({
-        "apiVersion": "tierguard.dev/v1alpha1",
-        "kind": "MemoryTier",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": spec,
-    }))
-    .expect("a MemoryTier")
+    support::tiers::tier(name, NS, spec)
 }
 
 struct Setup {
@@ -117,7 +109,7 @@ fn operator_scrape_config(monitor: &Value, target: &str) -> String {
 async fn start() -> Setup {
     tierguard::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let api = ApiServer::start().await;
+    let api = support::api_server().await;
     let client = api.client();
     let app = LiveApp::start(Duration::from_millis(100));
     let redis = RedisServer::start_with(&["--maxmemory", "64mb"]);
@@ -147,13 +139,17 @@ async fn start() -> Setup {
         }),
     );
     tiers.create(&PostParams::default(), &good).await.unwrap();
-    // The in-process API server checks no CEL rules: this tier is stalled by the controller.
+    // A tier stored under an older CRD without the rule it breaks: stalled by the controller.
     let mut bad = tier(
         "broken",
         json!({"target": {"configMapName": "broken-flags"}, "metrics": {"scrape": {"url": app.url()}}}),
     );
     bad.spec.canary.reduced_rate = 0.5;
-    tiers.create(&PostParams::default(), &bad).await.unwrap();
+    api.put_json(
+        &kube_testserver::Gvr::of::<MemoryTier>(),
+        serde_json::to_value(&bad).unwrap(),
+    )
+    .unwrap();
 
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig_as(&kubeconfig, "tierguard").unwrap();

@@ -15,27 +15,7 @@ use tierguard::simulate::{self, EntryKind, Outcome};
 
 /// A MemoryTier with the runbook defaults, `patch` merged into its spec.
 fn tier(patch: Value) -> MemoryTier {
-    let mut spec = json!({"target": {"configMapName": "flags"}});
-    merge(&mut spec, patch);
-    let doc = json!({
-        "apiVersion": "tierguard.dev/v1alpha1",
-        "kind": "MemoryTier",
-        "metadata": {"name": "t", "namespace": "n"},
-        "spec": spec,
-    });
-    tierguard::api::validate::validate_document(&doc)
-        .unwrap_or_else(|problems| panic!("test manifest invalid: {problems:?}"))
-}
-
-fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(base), Value::Object(patch)) => {
-            for (k, v) in patch {
-                merge(base.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (base, patch) => *base = patch,
-    }
+    crate::support::tiers::tier("t", "n", patch)
 }
 
 /// Healthy signals at the start of every scenario.

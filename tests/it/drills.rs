@@ -12,12 +12,7 @@
 //! and prints a timeline with the detection-to-action time and the time to recovery.
 //! `scripts/drill NAME` runs one for people; they run one at a time.
 
-mod support;
-
-#[path = "support/clinic_backend.rs"]
-mod clinic_process;
-#[path = "support/drill/mod.rs"]
-mod drill;
+use crate::support::drill;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
