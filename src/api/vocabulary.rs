@@ -96,14 +96,9 @@ impl Runbook {
         }
     }
 
-    /// The runbook in incident ids: `2026-11-25-031200-canary-rollback`.
-    pub const fn slug(self) -> &'static str {
-        match self {
-            Runbook::CanaryRollback => "canary-rollback",
-            Runbook::CircuitBreakerOpen => "circuit-breaker-open",
-            Runbook::CacheStampede => "cache-stampede",
-            Runbook::RedisMemory => "redis-memory",
-        }
+    /// The runbook in incident ids (`2026-11-25-031200-canary-rollback`): its title, in kebab case.
+    pub fn slug(self) -> String {
+        self.title().to_ascii_lowercase().replace(' ', "-")
     }
 }
 
@@ -370,6 +365,20 @@ mod tests {
         assert!(serde_json::from_value::<Subject>("phaze".into()).is_err());
         assert_eq!(serde_json::to_value(RollbackPhase::Verify).unwrap(), 3);
         assert!(serde_json::from_value::<RollbackPhase>(5.into()).is_err());
+    }
+
+    #[test]
+    fn incident_ids_name_the_runbook_in_kebab_case() {
+        let slugs: Vec<String> = Runbook::ALL.iter().map(|r| r.slug()).collect();
+        assert_eq!(
+            slugs,
+            [
+                "canary-rollback",
+                "circuit-breaker-open",
+                "cache-stampede",
+                "redis-memory"
+            ]
+        );
     }
 
     #[test]
