@@ -1098,3 +1098,62 @@ async fn controller_with_metrics(
     });
     (run, addr)
 }
+
+/// A Secret that holds something other than a Redis URL is a configuration error: the tier is
+/// Stalled with a condition and a Warning Event naming the field (never a silent backoff), and it
+/// heals when the Secret is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_redis_url_in_a_secret_stalls_the_tier_with_a_reason() {
+    tierguard::install_crypto_provider();
+    let server = support::api_server().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create_secret(
+        &client,
+        "clinic-redis",
+        "url",
+        "mysql://app:s3cret@somewhere:3306",
+    )
+    .await;
+    create(
+        &client,
+        &tier(
+            "bad-url",
+            &app.url(),
+            json!({"redis": {"urlSecretRef": {"name": "clinic-redis", "key": "url"}}}),
+        ),
+    )
+    .await;
+    let run = controller(client.clone(), None);
+    let (_, reason, message) =
+        wait_for("the Stalled condition", Duration::from_secs(20), || async {
+            let t = tier_now(&client, "bad-url").await;
+            condition(&t, "Stalled").filter(|c| c.0 == "True")
+        })
+        .await;
+    assert_eq!(reason, "ConfigInvalid");
+    assert!(message.contains("spec.redis.urlSecretRef"), "{message}");
+    assert!(
+        !message.contains("s3cret"),
+        "the password is not echoed: {message}"
+    );
+    wait_for(
+        "a Warning Event ConfigInvalid",
+        Duration::from_secs(10),
+        || async {
+            server
+                .list_json(&kube_testserver::Gvr::of::<
+                    k8s_openapi::api::events::v1::Event,
+                >())
+                .iter()
+                .any(|e| e["reason"] == "ConfigInvalid" && e["type"] == "Warning")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        flags(&client, "bad-url-flags").await.is_none(),
+        "nothing acted on"
+    );
+    run.abort();
+}
