@@ -8,31 +8,30 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::ResourceExt;
 
+use kube::Resource;
+
 use super::Context;
-use super::error::Error;
 use super::events::EventPublisher;
-use super::reconcile::publish;
 use super::telemetry::Metrics;
 use super::work::{Finished, JobKind, Start};
 use crate::act::configmap::KubeActError;
 use crate::act::http::Backoff;
-use crate::act::notify::{self, Notification, ResolvedWebhook};
-use crate::act::record::{self, Outcome};
+use crate::act::notify::{self, ResolvedWebhook};
+use crate::act::record;
 use crate::act::redis::remediate::{audit_redis, remediate_redis};
 use crate::act::report::{self, ReportContext};
 use crate::act::{configmap, restart, warm};
 use crate::api::{
-    ActionRecord, AuditOutcome, MemoryTier, MemoryTierStatus, Observation, RemediationOutcome,
-    SecretKeyRef,
+    ActionKind, ActionOutcome, ActionRecord, AuditOutcome, MemoryTier, Observation, Reason,
+    RemediationOutcome, SecretKeyRef,
 };
-use crate::destinations::{Destinations, Purpose};
+use crate::destinations::{Destinations, Purpose, Refused};
 use crate::observe::prometheus::{InstantValue, PrometheusClient};
 use crate::observe::secrets::SecretResolver;
 use crate::observe::{ConfigError, ObserveConfig};
-use crate::policy::{Action, Decision};
+use crate::policy::{Action, Decision, Notification};
 use crate::secret::{ExposeSecret, SecretString};
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 
 /// Webhook timeout and retries: notifications are best effort and must not hold a reconcile long.
@@ -173,11 +172,12 @@ async fn check_destinations(
         ));
     }
     for (field, purpose, url) in wanted {
-        destinations
-            .get(purpose)
-            .check_url(url)
-            .await
-            .map_err(|refused| ConfigError::Destination { field, refused })?;
+        match destinations.get(purpose).check_url(url).await {
+            Ok(()) => {}
+            // A URL that is not one at all is said by whoever would use it (ConfigInvalid).
+            Err(Refused::Malformed(_)) => {}
+            Err(refused) => return Err(ConfigError::Destination { field, refused }),
+        }
     }
     Ok(())
 }
@@ -245,44 +245,10 @@ pub struct Executed {
     /// How background jobs started earlier went: each replaces its "started" record.
     pub finished: Vec<ActionRecord>,
     /// The first failed Kubernetes write: the reconcile backs off after writing status.
-    pub error: Option<Error>,
+    pub error: Option<KubeActError>,
 }
 
 impl Executed {
-    pub fn apply_to_status(&self, status: &mut MemoryTierStatus) {
-        let mut recent = self.records.clone();
-        recent.append(&mut status.recent_actions);
-        for outcome in &self.finished {
-            let started = recent.iter_mut().find(|r| {
-                r.action == outcome.action
-                    && r.at == outcome.at
-                    && r.outcome == Outcome::Started.as_str()
-            });
-            match started {
-                Some(record) => *record = outcome.clone(),
-                None => recent.push(outcome.clone()),
-            }
-        }
-        // Newest first; a finished job's record keeps the time it was decided at.
-        recent.sort_by_key(|r| std::cmp::Reverse(r.at));
-        status.recent_actions = recent;
-        status
-            .recent_actions
-            .truncate(crate::api::MAX_ACTIONS_IN_STATUS);
-        let report = status.memory_report.get_or_insert_with(Default::default);
-        if let Some(r) = &self.remediation {
-            report.last_remediation = Some(r.clone());
-        }
-        if let Some(a) = &self.audit {
-            report.last_audit = Some(a.clone());
-        }
-        for incident in &mut status.incidents {
-            if let Some(location) = self.reports.get(&incident.id) {
-                incident.report = Some(location.clone());
-            }
-        }
-    }
-
     fn push(&mut self, record: ActionRecord) {
         self.records.insert(0, record);
     }
@@ -300,6 +266,7 @@ pub async fn execute(
     let mut done = Executed::default();
     let namespace = tier.namespace().unwrap_or_default();
     let name = tier.name_any();
+    let regarding = tier.object_ref(&());
     // What the background jobs started by earlier reconciles did (their Events are out already).
     for finished in ctx.work.take_finished(&tier_uid(tier)) {
         if finished.remediation.is_some() {
@@ -318,7 +285,9 @@ pub async fn execute(
             message,
         } = action
         {
-            publish(ctx, tier, *warning, reason, "Decide", message).await;
+            ctx.events
+                .announce(&regarding, *warning, *reason, "Decide", message)
+                .await;
         }
     }
     for action in &decision.actions {
@@ -329,12 +298,12 @@ pub async fn execute(
             // DryRun: say what would have been done, do none of it.
             done.push(record::action(
                 now,
-                action.name(),
+                action.kind(),
                 action.reason(),
-                Outcome::DryRun,
+                ActionOutcome::DryRun,
                 None,
             ));
-            count_outcome(&ctx.metrics, action.name(), Outcome::DryRun);
+            count(&ctx.metrics, action.kind(), ActionOutcome::DryRun);
             continue;
         }
         let record = match action {
@@ -352,7 +321,7 @@ pub async fn execute(
             .await
             {
                 Ok(applied) => applied.record(now, reason),
-                Err(e) => failed(&mut done, now, action, e.to_string(), Some(e.into())),
+                Err(e) => failed(&mut done, now, action, e),
             },
             Action::RestartWorkload { hash, reason } => match &tier.spec.target.workload_ref {
                 Some(workload) => {
@@ -367,14 +336,14 @@ pub async fn execute(
                     .await
                     {
                         Ok(outcome) => outcome.record(now, reason),
-                        Err(e) => failed(&mut done, now, action, e.to_string(), Some(e.into())),
+                        Err(e) => failed(&mut done, now, action, e),
                     }
                 }
                 None => record::action(
                     now,
-                    action.name(),
+                    action.kind(),
                     reason,
-                    Outcome::Skipped,
+                    ActionOutcome::Skipped,
                     Some("spec.target.workloadRef is not set".into()),
                 ),
             },
@@ -445,10 +414,7 @@ pub async fn execute(
                 }
                 None => no_redis(now, action),
             },
-            Action::Notify { .. } => {
-                let Some(n) = Notification::from_action(action) else {
-                    continue;
-                };
+            Action::Notify(n) => {
                 let incident = decision
                     .incidents
                     .iter()
@@ -472,10 +438,11 @@ pub async fn execute(
                 };
                 if secrets.webhooks.is_empty() {
                     // Nothing is sent: said at once.
-                    job.send(&n).await.record
+                    job.send(n).await.record
                 } else {
                     // Webhooks that answer slowly (or not at all) wait in the background.
-                    let kind = JobKind::Notify(notification_key(&n));
+                    let kind = JobKind::Notify(notification_key(n));
+                    let n = n.clone();
                     background(
                         ctx,
                         tier,
@@ -500,15 +467,15 @@ pub async fn execute(
                             .insert(incident.id.clone(), recorded.location.clone());
                         recorded.record(now, reason)
                     }
-                    Err(e) => failed(&mut done, now, action, e.to_string(), Some(e.into())),
+                    Err(e) => failed(&mut done, now, action, e),
                 }
             }
             Action::Event { .. } => unreachable!("Events are published above"),
         };
         // A job that only started is counted and announced when it has finished.
-        if record.outcome != Outcome::Started.as_str() {
-            count(&ctx.metrics, &record);
-            announce(&ctx.events, &tier.object_ref(&()), &record).await;
+        if record.outcome != ActionOutcome::Started {
+            count(&ctx.metrics, record.action, record.outcome);
+            announce(&ctx.events, &regarding, &record).await;
         }
         done.push(record);
     }
@@ -535,16 +502,16 @@ fn background(
     now: Timestamp,
     job: impl std::future::Future<Output = Finished> + Send + 'static,
 ) -> ActionRecord {
-    let name = action.name();
+    let action_kind = action.kind();
     let reason = action.reason().to_owned();
     let budget = ctx.work.budget().job_timeout;
     let stopped_reason = reason.clone();
     let timed_out = move |budget: Duration| Finished {
         record: record::action(
             now,
-            name,
+            action_kind,
             &stopped_reason,
-            Outcome::Failed,
+            ActionOutcome::Failed,
             Some(format!(
                 "stopped: it ran past the background budget of {} (the controller's --background-job-timeout)",
                 crate::api::Duration::from_std(budget)
@@ -556,12 +523,12 @@ fn background(
     let (events, metrics) = (ctx.events.clone(), ctx.metrics.clone());
     let regarding = tier.object_ref(&());
     let done = move |finished: Finished| async move {
-        count(&metrics, &finished.record);
+        count(&metrics, finished.record.action, finished.record.outcome);
         announce(&events, &regarding, &finished.record).await;
     };
     match ctx.work.start(
         &tier_uid(tier),
-        ObjectRef::from_obj(tier),
+        ObjectRef::new(&tier.name_any()).within(&tier.namespace().unwrap_or_default()),
         kind,
         job,
         timed_out,
@@ -569,9 +536,9 @@ fn background(
     ) {
         Start::Started => record::action(
             now,
-            name,
+            action_kind,
             &reason,
-            Outcome::Started,
+            ActionOutcome::Started,
             Some(format!(
                 "running in the background, for at most {}",
                 crate::api::Duration::from_std(budget)
@@ -579,31 +546,21 @@ fn background(
         ),
         Start::Busy => record::action(
             now,
-            name,
+            action_kind,
             &reason,
-            Outcome::Skipped,
+            ActionOutcome::Skipped,
             Some(format!(
-                "this tier's previous {name} is still running in the background"
+                "this tier's previous {action_kind} is still running in the background"
             )),
         ),
     }
 }
 
-fn count(metrics: &Metrics, record: &ActionRecord) {
-    let outcome = match record.outcome.as_str() {
-        "ok" => Outcome::Ok,
-        "skipped" => Outcome::Skipped,
-        "dry-run" => Outcome::DryRun,
-        _ => Outcome::Failed,
-    };
-    count_outcome(metrics, &record.action, outcome);
-}
-
-fn count_outcome(metrics: &Metrics, action: &str, outcome: Outcome) {
+fn count(metrics: &Metrics, action: ActionKind, outcome: ActionOutcome) {
     metrics
         .actions
         .get_or_create(&super::telemetry::ActionLabels {
-            action: action.to_owned(),
+            action: action.as_str().to_owned(),
             outcome: outcome.as_str().to_owned(),
         })
         .inc();
@@ -614,25 +571,14 @@ fn count_outcome(metrics: &Metrics, action: &str, outcome: Outcome) {
 /// restart or an audit (whose findings are in status), so only outcomes that say something new are
 /// published: failures, skips, and what a warming, a remediation, a notification or a report did.
 async fn announce(events: &EventPublisher, regarding: &ObjectReference, record: &ActionRecord) {
-    if record.outcome == "ok"
+    if record.outcome == ActionOutcome::Ok
         && matches!(
-            record.action.as_str(),
-            "render-config" | "restart-workload" | "audit-redis"
+            record.action,
+            ActionKind::RenderConfig | ActionKind::RestartWorkload | ActionKind::AuditRedis
         )
     {
         return;
     }
-    let reason = match (record.action.as_str(), record.outcome.as_str()) {
-        (_, "failed") => "ActionFailed",
-        ("render-config", _) => "ConfigRendered",
-        ("restart-workload", _) => "WorkloadRestarted",
-        ("warm-cache", _) => "CacheWarmed",
-        ("remediate-redis", _) => "RedisRemediated",
-        ("audit-redis", _) => "RedisAudited",
-        ("notify", _) => "Notified",
-        ("record-incident", _) => "IncidentRecorded",
-        _ => "ActionTaken",
-    };
     let note = match &record.detail {
         Some(detail) => format!(
             "{} ({}): {}: {detail}",
@@ -640,12 +586,13 @@ async fn announce(events: &EventPublisher, regarding: &ObjectReference, record: 
         ),
         None => format!("{} ({}): {}", record.action, record.outcome, record.reason),
     };
+    let reason: Reason = record.action.outcome_reason(record.outcome);
     events
         .announce(
             regarding,
-            record.outcome == "failed",
+            record.outcome == ActionOutcome::Failed,
             reason,
-            &record.action,
+            record.action.as_str(),
             &note,
         )
         .await;
@@ -655,17 +602,17 @@ fn failed(
     done: &mut Executed,
     now: Timestamp,
     action: &Action,
-    detail: String,
-    error: Option<Error>,
+    error: KubeActError,
 ) -> ActionRecord {
+    let detail = error.to_string();
     if done.error.is_none() {
-        done.error = error;
+        done.error = Some(error);
     }
     record::action(
         now,
-        action.name(),
+        action.kind(),
         action.reason(),
-        Outcome::Failed,
+        ActionOutcome::Failed,
         Some(detail),
     )
 }
@@ -673,9 +620,9 @@ fn failed(
 fn no_redis(now: Timestamp, action: &Action) -> ActionRecord {
     record::action(
         now,
-        action.name(),
+        action.kind(),
         action.reason(),
-        Outcome::Skipped,
+        ActionOutcome::Skipped,
         Some("spec.redis.urlSecretRef is not set".into()),
     )
 }

@@ -9,9 +9,11 @@ pub mod error;
 pub mod events;
 mod execute;
 pub mod leader;
+pub mod memory;
 mod namespaces;
 mod reconcile;
 pub mod server;
+pub mod status;
 pub mod telemetry;
 pub mod work;
 
@@ -30,10 +32,10 @@ use kube::{Client, ResourceExt};
 pub use context::Context;
 pub use error::Error;
 pub use events::EventPublisher;
+pub use execute::Executed;
 pub use leader::{Leadership, LeaseConfig};
-pub use reconcile::{error_policy, reconcile};
+pub use reconcile::{Watched, error_policy, reconcile};
 
-use crate::api::MemoryTier;
 use crate::destinations::{Destinations, Network};
 use server::Readiness;
 use telemetry::Metrics;
@@ -146,14 +148,16 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     // (e.g. the resume annotation) do, at once.
     // managedFields are never read here, and with server-side apply of a large status they are
     // large too: the cache keeps none.
+    // Every tier is watched through a guard: one stored object that does not deserialize is
+    // reported on its own and cannot stop the watch of the others.
     let tier_stream =
-        namespaces::watch::<MemoryTier>(&client, &config.namespaces, tier_watch, reader.clone())
-            .modify(|tier: &mut MemoryTier| tier.managed_fields_mut().clear())
+        namespaces::watch::<Watched>(&client, &config.namespaces, tier_watch, reader.clone())
+            .modify(|tier: &mut Watched| tier.managed_fields_mut().clear())
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
-                (predicates::generation as fn(&MemoryTier) -> Option<u64>)
-                    .combine(predicates::annotations as fn(&MemoryTier) -> Option<u64>),
+                (predicates::generation as fn(&Watched) -> Option<u64>)
+                    .combine(predicates::annotations as fn(&Watched) -> Option<u64>),
                 Default::default(),
             );
 

@@ -1,8 +1,10 @@
-//! One reconcile of one MemoryTier, as a pipeline of small named steps:
+//! One reconcile of one MemoryTier, as a pipeline of small named steps, each with its own error:
 //! read → validate → resolve Secrets → observe → decide → act → status.
 //!
 //! Only the leader goes past validation: a standby replica keeps its watch cache warm and does
-//! nothing else, so it never writes and never loads Redis or Prometheus twice.
+//! nothing else, so it never writes and never loads Redis or Prometheus twice. A configuration
+//! error (a missing Secret, a bad URL in one) stalls the tier with a condition and an Event; an
+//! object that does not even deserialize is reported the same way, and never stops the others.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,85 +12,89 @@ use std::time::Instant;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::Context;
-use super::error::Error;
+use super::error::{DecideError, Error, ReadError, StatusError, ValidateError};
 use super::execute::{self, ActSecrets};
+use super::memory::{self, Recalled};
+use super::status::{self, Reconciled};
 use crate::act::configmap::CONFIG_HASH_ANNOTATION;
-use crate::api::conditions::{self, reasons};
 use crate::api::{
-    API_VERSION, FIELD_MANAGER, KIND, MAX_ACTIONS_IN_STATUS, MemoryTier, MemoryTierStatus, Phase,
-    RESUME_ANNOTATION, bounds, validate,
+    API_VERSION, FIELD_MANAGER, KIND, MemoryTier, MemoryTierStatus, Observation, Phase,
+    RESUME_ANNOTATION, Reason, bounds, validate,
 };
 use crate::observe::secrets::KubeSecrets;
 use crate::observe::{ConfigError, ObserveConfig};
-use crate::policy::{self, AppliedConfig, DecideContext};
+use crate::policy::{self, AppliedConfig, DecideContext, Decision};
+
+/// What kube-runtime hands over: a MemoryTier, or an object that failed to deserialize as one.
+pub type Watched = DeserializeGuard<MemoryTier>;
 
 /// Reconcile one tier; kube-runtime calls this for every change and at every requeue.
-#[instrument(skip_all, fields(namespace = tier.namespace().unwrap_or_default(), tier = %tier.name_any()))]
-pub async fn reconcile(tier: Arc<MemoryTier>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+#[instrument(skip_all, fields(namespace = watched.namespace().unwrap_or_default(), tier = %watched.name_any()))]
+pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    let result = run_pipeline(&tier, &ctx).await;
+    let result = match &watched.0 {
+        Ok(tier) => run_pipeline(tier, &ctx).await,
+        Err(invalid) => report_invalid(&watched, invalid, &ctx).await,
+    };
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.succeeded(&uid(&tier));
+        ctx.succeeded(&uid(watched.meta()));
     }
     result
 }
 
 /// Requeue a failed reconcile with a per-tier exponential backoff.
-pub fn error_policy(tier: Arc<MemoryTier>, error: &Error, ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(watched: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&super::telemetry::ErrorLabels {
             kind: error.metric_label().to_owned(),
         })
         .inc();
-    let wait = ctx.failed(&uid(&tier));
-    warn!(tier = %tier.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
+    let wait = ctx.failed(&uid(watched.meta()));
+    warn!(tier = %watched.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
     Requeue::requeue(wait)
 }
 
-fn uid(tier: &MemoryTier) -> String {
-    tier.metadata.uid.clone().unwrap_or_else(|| {
+fn uid(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.uid.clone().unwrap_or_else(|| {
         format!(
             "{}/{}",
-            tier.namespace().unwrap_or_default(),
-            tier.name_any()
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
         )
     })
 }
 
-async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
-    // read
-    let namespace = tier
-        .namespace()
-        .ok_or(Error::Malformed("metadata.namespace"))?;
-    let name = tier.name_any();
-    let now = Timestamp::now();
-    let interval = tier.spec.metrics.interval.as_std();
-    let requeue = Requeue::requeue(interval.max(bounds::MIN_INTERVAL.as_std()));
+/// What every step knows of the tier.
+struct Tier<'a> {
+    tier: &'a MemoryTier,
+    namespace: String,
+    name: String,
+    uid: String,
+    now: Timestamp,
+    requeue: Requeue,
+}
 
+async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
+    let t = read(tier)?;
     if !ctx.leadership.is_leader() {
         // A standby re-checks on the same cadence; a change of leader also reconciles every tier.
-        return Ok(requeue);
+        return Ok(t.requeue);
     }
-
-    // validate
-    if let Err(problems) = validate::validate_tier(tier) {
-        let message = problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        stall(tier, ctx, reasons::INVALID_SPEC, &message, now).await?;
+    if let Err(problems) = validate_spec(tier) {
+        stall(ctx, &t, Reason::InvalidSpec, &problems.to_string()).await?;
         // Nothing is done until the spec changes.
         return Ok(Requeue::await_change());
     }
@@ -97,73 +103,182 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
         spec: bounds::clamp(&tier.spec),
         ..tier.clone()
     };
-    let tier = &bounded;
-
-    // resolve Secrets
-    let secrets = KubeSecrets::new(ctx.client.clone(), &namespace);
-    let resolved = async {
-        let observe = ObserveConfig::resolve(&tier.spec, &secrets).await?;
-        let act = ActSecrets::resolve(&tier.spec, &observe, &secrets).await?;
-        execute::preflight(tier, ctx, &observe, &act).await?;
-        Ok::<_, ConfigError>((observe, act))
-    }
-    .await;
-    let (observe_config, act_secrets) = match resolved {
-        Ok(r) => r,
+    let (tier, t) = (
+        &bounded,
+        Tier {
+            tier: &bounded,
+            ..t
+        },
+    );
+    let (observe_config, act_secrets) = match resolve_secrets(ctx, &t).await {
+        Ok(resolved) => resolved,
         Err(e) => {
-            stall(tier, ctx, e.reason(), &e.to_string(), now).await?;
-            return Err(e.into());
+            stall(ctx, &t, config_reason(&e), &e.to_string()).await?;
+            return Err(Error::Secrets(e));
         }
     };
+    let observation = match observe(ctx, &t, observe_config).await {
+        Ok(observation) => observation,
+        Err(e) => {
+            stall(ctx, &t, config_reason(&e), &e.to_string()).await?;
+            return Err(Error::Observe(e));
+        }
+    };
+    let decided = decide(ctx, &t, &observation).await?;
+    let executed = execute::execute(
+        t.tier,
+        ctx,
+        &decided.decision,
+        &observation,
+        &act_secrets,
+        t.now,
+    )
+    .await;
+    let next = status::next_status(
+        &decided.previous,
+        &Reconciled {
+            decision: &decided.decision,
+            observation: &observation,
+            executed: &executed,
+            recalled: &decided.recalled,
+            generation: tier.metadata.generation,
+            now: t.now,
+        },
+    );
+    write_status(ctx, tier, &next).await?;
+    ctx.remember_status(&t.uid, &next);
+    if decided.recalled.reset_now
+        && let Some(note) = &decided.recalled.reset
+    {
+        announce(ctx, tier, true, Reason::MemoryReset, "Decide", &note.why).await;
+    }
+    ctx.metrics
+        .set_phase(&t.namespace, &t.name, next.phase.unwrap_or_default());
+    ctx.metrics.set_signals(&t.namespace, &t.name, &observation);
+    ctx.metrics.set_bounds(
+        &t.namespace,
+        &t.name,
+        &tier.spec,
+        &decided.decision.memory,
+        &decided.decision.mitigations,
+    );
+    ctx.metrics
+        .set_evicted_keys(&t.namespace, &t.name, observation.redis_evicted_keys);
+    info!(phase = %next.phase.unwrap_or_default(), actions = decided.decision.actions.len(), "reconciled");
 
-    // observe
-    let observer = ctx.observer(&uid(tier), observe_config)?;
+    match executed.error {
+        // The status already says what failed; back off before trying again.
+        Some(e) => Err(e.into()),
+        None => Ok(t.requeue),
+    }
+}
+
+/// read: what every MemoryTier has.
+fn read(tier: &MemoryTier) -> Result<Tier<'_>, ReadError> {
+    let namespace = tier
+        .namespace()
+        .ok_or(ReadError::Malformed("metadata.namespace"))?;
+    let interval = tier.spec.metrics.interval.as_std();
+    Ok(Tier {
+        tier,
+        namespace,
+        name: tier.name_any(),
+        uid: uid(&tier.metadata),
+        now: Timestamp::now(),
+        requeue: Requeue::requeue(interval.max(bounds::MIN_INTERVAL.as_std())),
+    })
+}
+
+/// validate: the CRD's rules, checked again (an older CRD may not have had them).
+fn validate_spec(tier: &MemoryTier) -> Result<(), ValidateError> {
+    validate::validate_tier(tier).map_err(ValidateError)
+}
+
+/// resolve Secrets: what the observers and the actuators need from the tier's namespace (Secrets
+/// marked for tierguard only), then the preflight: every destination allowed, every object to be
+/// written the tier's own.
+async fn resolve_secrets(
+    ctx: &Context,
+    t: &Tier<'_>,
+) -> Result<(ObserveConfig, ActSecrets), ConfigError> {
+    let secrets = KubeSecrets::new(ctx.client.clone(), &t.namespace);
+    let observe = ObserveConfig::resolve(&t.tier.spec, &secrets).await?;
+    let act = ActSecrets::resolve(&t.tier.spec, &observe, &secrets).await?;
+    execute::preflight(t.tier, ctx, &observe, &act).await?;
+    Ok((observe, act))
+}
+
+/// A configuration error's condition reason: a Secret that is missing or not marked for tierguard,
+/// a destination outside the allow-lists, an object that is not tierguard's, or a value that is
+/// unusable (a bad URL, a malformed token).
+fn config_reason(e: &ConfigError) -> Reason {
+    use crate::observe::secrets::SecretError;
+    match e {
+        ConfigError::Secret {
+            source: SecretError::NotMarked { .. },
+            ..
+        } => Reason::SecretNotUsable,
+        ConfigError::Secret { .. } => Reason::SecretMissing,
+        ConfigError::Destination { .. } => Reason::DestinationRefused,
+        ConfigError::NotOurs(_) => Reason::NotOurs,
+        _ => Reason::ConfigInvalid,
+    }
+}
+
+/// observe: every signal, within the spec's deadline (unknown with a reason when not read).
+async fn observe(
+    ctx: &Context,
+    t: &Tier<'_>,
+    config: ObserveConfig,
+) -> Result<Observation, ConfigError> {
+    let observer = ctx.observer(&t.uid, config)?;
     let observation = observer.lock().await.observe().await;
+    Ok(observation)
+}
 
-    // decide
-    let mut status = if ctx.watch_lags(&uid(tier), tier.status.as_ref()) {
+/// What decide gives the later steps.
+struct Decided {
+    previous: MemoryTierStatus,
+    recalled: Recalled,
+    decision: Decision,
+}
+
+/// decide: the policy, on the memory in status and what the target ConfigMap holds.
+async fn decide(
+    ctx: &Context,
+    t: &Tier<'_>,
+    observation: &Observation,
+) -> Result<Decided, DecideError> {
+    let tier = t.tier;
+    let previous = if ctx.watch_lags(&t.uid, tier.status.as_ref()) {
         // The cache has not caught up with our last write: read the tier itself.
-        let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.get(&name).await?.status.unwrap_or_default()
+        let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &t.namespace);
+        api.get(&t.name)
+            .await
+            .map_err(|e| DecideError::ReadTier(Box::new(e)))?
+            .status
+            .unwrap_or_default()
     } else {
         tier.status.clone().unwrap_or_default()
     };
-    let memory = status.policy.clone().unwrap_or_default();
+    let recalled = memory::recall(&previous, tier.metadata.generation, t.now);
     let decide_ctx = DecideContext {
         generation: tier.metadata.generation,
         resume_token: tier.annotations().get(RESUME_ANNOTATION).cloned(),
-        applied: applied_config(ctx, &namespace, &tier.spec.target.config_map_name).await?,
+        applied: applied_config(ctx, &t.namespace, &tier.spec.target.config_map_name).await?,
     };
-    let decision = policy::decide(&tier.spec, &memory, &observation, now, &decide_ctx);
-
-    // act
-    let outcome = execute::execute(tier, ctx, &decision, &observation, &act_secrets, now).await;
-
-    // status
-    decision.apply_to_status(&mut status, &observation, tier.metadata.generation);
-    outcome.apply_to_status(&mut status);
-    conditions::set_progress(&mut status, tier.metadata.generation, now);
-    write_status(ctx, tier, &status).await?;
-    ctx.remember_status(&uid(tier), &status);
-    ctx.metrics
-        .set_phase(&namespace, &name, status.phase.unwrap_or_default());
-    ctx.metrics.set_signals(&namespace, &name, &observation);
-    ctx.metrics.set_bounds(
-        &namespace,
-        &name,
+    let decision = policy::decide(
         &tier.spec,
-        &decision.memory,
-        &decision.mitigations,
+        &recalled.memory,
+        observation,
+        t.now,
+        &decide_ctx,
     );
-    ctx.metrics
-        .set_evicted_keys(&namespace, &name, observation.redis_evicted_keys);
-    info!(phase = %status.phase.unwrap_or_default(), actions = decision.actions.len(), "reconciled");
-
-    match outcome.error {
-        // The status already says what failed; back off before trying again.
-        Some(e) => Err(e),
-        None => Ok(requeue),
-    }
+    Ok(Decided {
+        previous,
+        recalled,
+        decision,
+    })
 }
 
 /// The hash the target ConfigMap carries now, so a hand-edited or deleted ConfigMap is repaired.
@@ -171,10 +286,14 @@ async fn applied_config(
     ctx: &Context,
     namespace: &str,
     name: &str,
-) -> Result<AppliedConfig, Error> {
+) -> Result<AppliedConfig, DecideError> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
     // Its annotations are all that is needed: its data is never downloaded.
-    Ok(match api.get_metadata_opt(name).await? {
+    let found = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(|e| DecideError::ReadConfigMap(Box::new(e)))?;
+    Ok(match found {
         None => AppliedConfig::Absent,
         Some(cm) => match cm.annotations().get(CONFIG_HASH_ANNOTATION) {
             // A ConfigMap without our hash was not rendered by us (or was edited): re-render it.
@@ -184,43 +303,93 @@ async fn applied_config(
     })
 }
 
-/// The tier cannot progress: Stalled and not Ready, with an Event saying why.
-async fn stall(
-    tier: &MemoryTier,
-    ctx: &Context,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> Result<(), Error> {
-    let generation = tier.metadata.generation;
-    let mut status = tier.status.clone().unwrap_or_default();
-    let already = conditions::find(&status.conditions, conditions::STALLED)
-        .is_some_and(|c| c.status == "True" && c.reason == reason && c.message == message);
-    conditions::set_stalled(&mut status, reason, message, generation, now);
-    write_status(ctx, tier, &status).await?;
-    ctx.metrics.set_phase(
-        &tier.namespace().unwrap_or_default(),
-        &tier.name_any(),
-        Phase::Stalled,
+/// The tier cannot progress: Stalled and not Ready, with an Event saying why (once per reason
+/// and message).
+async fn stall(ctx: &Context, t: &Tier<'_>, reason: Reason, message: &str) -> Result<(), Error> {
+    let previous = t.tier.status.clone().unwrap_or_default();
+    let already = status::already_stalled(&previous, reason, message);
+    let next = status::stalled(
+        &previous,
+        reason,
+        message,
+        t.tier.metadata.generation,
+        t.now,
     );
+    write_status(ctx, t.tier, &next).await?;
+    ctx.metrics.set_phase(&t.namespace, &t.name, Phase::Stalled);
     if !already {
-        publish(ctx, tier, true, reason, "Stall", message).await;
+        announce(ctx, t.tier, true, reason, "Stall", message).await;
     }
     Ok(())
 }
 
-/// One server-side apply of the whole status, as the field manager `tierguard`.
+/// An object that does not deserialize as a MemoryTier: said in a log line, a metric, an Event
+/// and (where the API server takes it) a Stalled condition; nothing else is done with it until
+/// it changes, and every other tier goes on.
+async fn report_invalid(
+    watched: &Watched,
+    invalid: &InvalidObject,
+    ctx: &Context,
+) -> Result<Requeue, Error> {
+    let meta = watched.meta();
+    let mut error = invalid.error.clone();
+    error.truncate(512);
+    let message = format!("the stored object is not a valid MemoryTier: {error}");
+    warn!(tier = %watched.name_any(), error = %error, "a MemoryTier does not deserialize");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&super::telemetry::ErrorLabels {
+            kind: Error::Read(ReadError::Invalid(String::new()))
+                .metric_label()
+                .to_owned(),
+        })
+        .inc();
+    if !ctx.leadership.is_leader() {
+        return Ok(Requeue::await_change());
+    }
+    let now = Timestamp::now();
+    let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        return Err(ReadError::Malformed("metadata.name or metadata.namespace").into());
+    };
+    // Only the conditions are written, as a merge of this one condition list: the rest of the
+    // stored status may be what does not deserialize.
+    let previous = MemoryTierStatus::default();
+    let next = status::stalled(
+        &previous,
+        Reason::InvalidObject,
+        &message,
+        meta.generation,
+        now,
+    );
+    let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({"status": {"phase": Phase::Stalled, "conditions": next.conditions, "observedGeneration": meta.generation}});
+    if let Err(e) = api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        warn!(tier = %name, error = %e, "could not write the Stalled condition of an invalid MemoryTier");
+    }
+    ctx.metrics.set_phase(namespace, name, Phase::Stalled);
+    ctx.events
+        .announce(
+            &watched.object_ref(&()),
+            true,
+            Reason::InvalidObject,
+            "Read",
+            &message,
+        )
+        .await;
+    Ok(Requeue::await_change())
+}
+
+/// status: one server-side apply of the whole status, as the field manager `tierguard`.
 async fn write_status(
     ctx: &Context,
     tier: &MemoryTier,
     status: &MemoryTierStatus,
-) -> Result<(), Error> {
-    let namespace = tier
-        .namespace()
-        .ok_or(Error::Malformed("metadata.namespace"))?;
-    let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut status = status.clone();
-    status.recent_actions.truncate(MAX_ACTIONS_IN_STATUS);
+) -> Result<(), StatusError> {
+    let api: Api<MemoryTier> =
+        Api::namespaced(ctx.client.clone(), &tier.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -231,17 +400,17 @@ async fn write_status(
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
-    .await?;
+    .await
+    .map_err(|e| StatusError(Box::new(e)))?;
     Ok(())
 }
 
-/// Publish an Event on the tier. A failed Event is logged, never fatal: it must not stop
-/// remediation.
-pub(super) async fn publish(
+/// An Event on the tier.
+async fn announce(
     ctx: &Context,
     tier: &MemoryTier,
     warning: bool,
-    reason: &str,
+    reason: Reason,
     action: &str,
     note: &str,
 ) {

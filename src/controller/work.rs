@@ -25,7 +25,8 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::api::{ActionRecord, AuditOutcome, MemoryTier, RemediationOutcome};
+use super::Watched;
+use crate::api::{ActionRecord, AuditOutcome, RemediationOutcome};
 
 /// The background budget of the controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,13 +95,13 @@ pub struct Work {
     tiers: Arc<Mutex<HashMap<String, TierJobs>>>,
     tasks: Mutex<JoinSet<()>>,
     /// Asks for a reconcile of a tier whose job finished.
-    wake: Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<MemoryTier>>>,
+    wake: Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<Watched>>>,
 }
 
 impl Work {
     pub fn new(
         budget: Budget,
-        wake: Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<MemoryTier>>>,
+        wake: Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<Watched>>>,
     ) -> Self {
         Work {
             budget,
@@ -122,7 +123,7 @@ impl Work {
     pub fn start<J, D, DF>(
         &self,
         uid: &str,
-        tier: ObjectRef<MemoryTier>,
+        tier: ObjectRef<Watched>,
         kind: JobKind,
         job: J,
         timed_out: impl FnOnce(Duration) -> Finished + Send + 'static,
@@ -210,9 +211,9 @@ mod tests {
         Finished {
             record: ActionRecord {
                 at: Timestamp::UNIX_EPOCH,
-                action: "warm-cache".into(),
+                action: crate::api::ActionKind::WarmCache,
                 reason: "r".into(),
-                outcome: outcome.into(),
+                outcome: crate::api::ActionOutcome::parse(outcome).unwrap(),
                 detail: None,
             },
             remediation: None,
@@ -220,7 +221,7 @@ mod tests {
         }
     }
 
-    fn tier() -> ObjectRef<MemoryTier> {
+    fn tier() -> ObjectRef<Watched> {
         ObjectRef::new("t").within("ns")
     }
 
@@ -277,10 +278,16 @@ mod tests {
             |_| async {},
         );
         assert_eq!(other, Start::Started);
-        assert_eq!(wait_finished(&work, "b").await[0].record.outcome, "ok");
+        assert_eq!(
+            wait_finished(&work, "b").await[0].record.outcome,
+            crate::api::ActionOutcome::Ok
+        );
         // The first never finishes by itself: it is stopped at the budget.
         let finished = wait_finished(&work, "a").await;
-        assert_eq!(finished[0].record.outcome, "failed");
+        assert_eq!(
+            finished[0].record.outcome,
+            crate::api::ActionOutcome::Failed
+        );
         assert_eq!(work.running("a"), 0);
         drop(tx);
     }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use crate::api::Signal;
 use crate::api::{MemoryTierSpec, Observation, SecretKeyRef, SourceHealth};
 use crate::destinations::{AllowList, Network};
 use crate::secret::{ExposeSecret, SecretString};
@@ -31,7 +32,7 @@ use queries::QuerySet;
 use redis::RedisObserver;
 use scrape::Scraper;
 use secrets::{SecretError, SecretResolver};
-use signals::{AppSignal, Reading};
+use signals::Reading;
 
 /// Source names in `Observation::sources`.
 pub const SOURCE_PROMETHEUS: &str = "prometheus";
@@ -75,22 +76,6 @@ pub enum ConfigError {
     /// An object the tier would write that is not tierguard's to write.
     #[error("{0}")]
     NotOurs(Box<crate::act::configmap::KubeActError>),
-}
-
-impl ConfigError {
-    /// The reason of the Stalled condition this error sets.
-    pub fn reason(&self) -> &'static str {
-        use crate::api::conditions::reasons;
-        match self {
-            ConfigError::Secret {
-                source: SecretError::NotMarked { .. },
-                ..
-            } => reasons::SECRET_NOT_USABLE,
-            ConfigError::Destination { .. } => reasons::DESTINATION_REFUSED,
-            ConfigError::NotOurs(_) => reasons::NOT_OURS,
-            _ => reasons::SECRET_MISSING,
-        }
-    }
 }
 
 /// Where to read Prometheus.
@@ -355,7 +340,7 @@ impl Observer {
 
         let late =
             |source: &str| format!("{source}: no answer within {timeout:?} (spec.metrics.timeout)");
-        let mut app: Option<std::collections::BTreeMap<AppSignal, Reading>> = None;
+        let mut app: Option<std::collections::BTreeMap<Signal, Reading>> = None;
         if let Some((answer, ms)) = from_prometheus {
             let (readings, health) = match answer {
                 Some((readings, failure)) => (Some(readings), failure),
@@ -403,11 +388,8 @@ impl Observer {
     }
 }
 
-fn all_app(reason: &str) -> std::collections::BTreeMap<AppSignal, Reading> {
-    AppSignal::ALL
-        .into_iter()
-        .map(|s| (s, Err(reason.to_owned())))
-        .collect()
+fn all_app(reason: &str) -> std::collections::BTreeMap<Signal, Reading> {
+    Signal::app().map(|s| (s, Err(reason.to_owned()))).collect()
 }
 
 fn health_of(name: &str, failure: Option<String>, latency_ms: u64) -> SourceHealth {

@@ -10,7 +10,8 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use super::queries::QuerySet;
-use super::signals::{AppSignal, Reading};
+use super::signals::Reading;
+use crate::api::Signal;
 use crate::secret::{ExposeSecret, SecretString, error_chain};
 
 /// How a request to Prometheus authenticates.
@@ -335,7 +336,7 @@ impl PrometheusClient {
     pub async fn read_signals(
         &self,
         queries: &QuerySet,
-    ) -> (BTreeMap<AppSignal, Reading>, Option<String>) {
+    ) -> (BTreeMap<Signal, Reading>, Option<String>) {
         let answers = join_all(
             queries
                 .iter()
@@ -343,7 +344,7 @@ impl PrometheusClient {
         )
         .await;
         let mut readings = BTreeMap::new();
-        let mut failures: Vec<(AppSignal, PrometheusError)> = Vec::new();
+        let mut failures: Vec<(Signal, PrometheusError)> = Vec::new();
         for (signal, answer) in answers {
             let reading = match answer {
                 Ok(reading) => reading,

@@ -9,7 +9,8 @@ use redis::aio::MultiplexedConnection;
 use super::audit::{AuditPlan, AuditReport, audit};
 use super::connect_within;
 use super::flush::{FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush};
-use crate::act::record::{self, Outcome};
+use crate::act::record;
+use crate::api::{ActionKind, ActionOutcome};
 use crate::api::{
     ActionRecord, AuditOutcome, GenerationSource, MemoryLevel, RedisSpec, RemediationOutcome,
     RemediationSpec,
@@ -131,9 +132,9 @@ pub async fn remediate_redis(
         },
         record: record::action(
             now,
-            "remediate-redis",
+            ActionKind::RemediateRedis,
             &why,
-            Outcome::Skipped,
+            ActionOutcome::Skipped,
             Some(detail.into()),
         ),
         report: None,
@@ -187,11 +188,11 @@ pub async fn remediate_redis(
         outcome.error = Some(notes.join("; "));
     }
     let verdict = if report.error.is_some() {
-        Outcome::Failed
+        ActionOutcome::Failed
     } else if dry_run {
-        Outcome::DryRun
+        ActionOutcome::DryRun
     } else {
-        Outcome::Ok
+        ActionOutcome::Ok
     };
     let mut detail = report.summary();
     for note in &notes {
@@ -200,7 +201,7 @@ pub async fn remediate_redis(
     }
     RemediationRun {
         outcome,
-        record: record::action(now, "remediate-redis", &why, verdict, Some(detail)),
+        record: record::action(now, ActionKind::RemediateRedis, &why, verdict, Some(detail)),
         report: Some(report),
     }
 }
@@ -213,7 +214,13 @@ fn failed_run(now: Timestamp, why: &str, dry_run: bool, error: String) -> Remedi
             error: Some(error.clone()),
             ..RemediationOutcome::default()
         },
-        record: record::action(now, "remediate-redis", why, Outcome::Failed, Some(error)),
+        record: record::action(
+            now,
+            ActionKind::RemediateRedis,
+            why,
+            ActionOutcome::Failed,
+            Some(error),
+        ),
         report: None,
     }
 }
@@ -236,7 +243,13 @@ pub async fn audit_redis(
 ) -> AuditRun {
     let failed = |error: String| AuditRun {
         outcome: None,
-        record: record::action(now, "audit-redis", reason, Outcome::Failed, Some(error)),
+        record: record::action(
+            now,
+            ActionKind::AuditRedis,
+            reason,
+            ActionOutcome::Failed,
+            Some(error),
+        ),
         report: None,
     };
     if spec.cluster {
@@ -244,9 +257,9 @@ pub async fn audit_redis(
             outcome: None,
             record: record::action(
                 now,
-                "audit-redis",
+                ActionKind::AuditRedis,
                 reason,
-                Outcome::Skipped,
+                ActionOutcome::Skipped,
                 Some("auditing a Redis Cluster is not supported".into()),
             ),
             report: None,
@@ -263,13 +276,19 @@ pub async fn audit_redis(
     let mut report = audit(&con, &plan).await;
     report.error = report.error.map(|e| scrub(&e, &[url]));
     let verdict = if report.ok() {
-        Outcome::Ok
+        ActionOutcome::Ok
     } else {
-        Outcome::Failed
+        ActionOutcome::Failed
     };
     AuditRun {
         outcome: Some(report.to_status()),
-        record: record::action(now, "audit-redis", reason, verdict, Some(report.summary())),
+        record: record::action(
+            now,
+            ActionKind::AuditRedis,
+            reason,
+            verdict,
+            Some(report.summary()),
+        ),
         report: Some(report),
     }
 }
