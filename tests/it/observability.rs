@@ -117,6 +117,11 @@ async fn start() -> Setup {
         metadata: ObjectMeta {
             name: Some("clinic-redis".into()),
             namespace: Some(NS.into()),
+            // Marked for tierguard: the controller uses no other Secret.
+            labels: Some(BTreeMap::from([(
+                "tierguard.dev/usable".to_owned(),
+                "true".to_owned(),
+            )])),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(
