@@ -384,7 +384,36 @@ impl Observer {
                 }
             }
         }
+        bound_reasons(&mut obs);
         obs
+    }
+}
+
+/// The longest reason kept in status.
+const MAX_REASON_CHARS: usize = 300;
+
+/// Reasons quote what sources answered (an error message Prometheus or Redis wrote, the start of
+/// a body): a tier's author may run those sources, so what reaches status is a short excerpt with
+/// control characters escaped.
+fn bound_reasons(obs: &mut Observation) {
+    let bound = |reason: &mut String| {
+        let escaped: String = reason
+            .chars()
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
+        *reason = crate::act::record::cut(&escaped, MAX_REASON_CHARS);
+    };
+    obs.unknown.values_mut().for_each(bound);
+    for source in &mut obs.sources {
+        if let Some(reason) = source.reason.as_mut() {
+            bound(reason);
+        }
     }
 }
 

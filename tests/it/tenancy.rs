@@ -777,3 +777,57 @@ async fn one_tenants_slow_warmings_do_not_hold_up_another_tier() {
     );
     run.abort();
 }
+
+/// The tenant's own Prometheus answers every query with an error of 100,000 characters, terminal
+/// escapes included, hoping to fill the tier's status (and whoever reads it) with its text: what
+/// status keeps is a short excerpt, escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_server_cannot_write_long_text_into_status() {
+    use tierguard::destinations::Network;
+    use tierguard::observe::{ObserveConfig, Observer};
+    tierguard::install_crypto_provider();
+    let essay = format!("\u{1b}[2J\u{1b}[31mPWNED\r\n{}", "x".repeat(100_000));
+    let body = json!({"status": "error", "errorType": "bad_data", "error": essay}).to_string();
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let spec = support::tiers::spec(
+        json!({"prometheus": {"url": format!("http://{addr}/")}}),
+        Value::Null,
+    );
+    let config = ObserveConfig::resolve(&spec, &tierguard::observe::secrets::LocalSecrets::new())
+        .await
+        .unwrap();
+    let network = Network::new(support::loopback()).unwrap();
+    let observation = Observer::with_network(config, &network)
+        .unwrap()
+        .observe()
+        .await;
+    let reason = &observation.unknown["p50LatencyMs"];
+    assert!(
+        reason.contains("PWNED"),
+        "the excerpt quotes the answer: {reason}"
+    );
+    assert!(
+        reason.chars().count() <= 300,
+        "{} characters",
+        reason.chars().count()
+    );
+    assert!(
+        !reason.chars().any(char::is_control),
+        "control characters reach status: {reason:?}"
+    );
+    for other in observation.unknown.values() {
+        assert!(other.chars().count() <= 300 && !other.chars().any(char::is_control));
+    }
+}
