@@ -184,6 +184,14 @@ pub fn never_reached(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// Whether `ip` is the controller's own host. A listed name admits what it resolves to, but not
+/// loopback: a name under a listed domain may be one a tenant points anywhere (an ExternalName
+/// Service under `*.svc.cluster.local`, say), and the controller's own ports are no tier's
+/// destination. Only a listed range reaches loopback.
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 /// Why a destination is refused. Decided before any connection, so it says nothing about what
 /// answers there.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -361,7 +369,7 @@ impl AllowList {
             .copied()
             .filter(|a| {
                 if named {
-                    never_reached(a.ip()).is_none()
+                    never_reached(a.ip()).is_none() && (!is_loopback(a.ip()) || self.holds(a.ip()))
                 } else {
                     self.holds(a.ip())
                 }
@@ -702,6 +710,23 @@ mod tests {
             l.admit("hooks.slack.com", [sock("169.254.169.254")]),
             Err(Refused::NeverReached { .. })
         ));
+        // A name under a listed domain that a tenant points at the controller's own host (an
+        // ExternalName Service, say) is refused; loopback is reached only through a listed range.
+        let domain = list(Purpose::Metrics, &["*.svc.cluster.local"]);
+        for own in ["127.0.0.1", "::1", "::ffff:127.0.0.2"] {
+            assert!(
+                matches!(
+                    domain.admit("evil.tenant.svc.cluster.local", [sock(own)]),
+                    Err(Refused::ResolvesElsewhere { .. })
+                ),
+                "{own}"
+            );
+        }
+        let with_range = list(Purpose::Metrics, &["*.svc.cluster.local", "127.0.0.1/32"]);
+        assert_eq!(
+            with_range.admit("a.b.svc.cluster.local", [sock("127.0.0.1")]),
+            Ok(vec![sock("127.0.0.1")])
+        );
         let names_only = list(Purpose::Webhooks, &["hooks.slack.com"]);
         assert!(names_only.check_host("evil.example").is_err());
     }
