@@ -171,8 +171,15 @@ async fn check_destinations(
             hook.url.expose_secret(),
         ));
     }
-    for (field, purpose, url) in wanted {
-        match destinations.get(purpose).check_url(url).await {
+    // Side by side: a tier naming many hosts waits for the slowest name lookup, not for their sum.
+    let checked = futures::future::join_all(
+        wanted
+            .iter()
+            .map(|(_, purpose, url)| destinations.get(*purpose).check_url(url)),
+    )
+    .await;
+    for ((field, _, _), result) in wanted.into_iter().zip(checked) {
+        match result {
             Ok(()) => {}
             // A URL that is not one at all is said by whoever would use it (ConfigInvalid).
             Err(Refused::Malformed(_)) => {}
