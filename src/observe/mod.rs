@@ -396,19 +396,8 @@ const MAX_REASON_CHARS: usize = 300;
 /// a body): a tier's author may run those sources, so what reaches status is a short excerpt with
 /// control characters escaped.
 fn bound_reasons(obs: &mut Observation) {
-    let bound = |reason: &mut String| {
-        let escaped: String = reason
-            .chars()
-            .flat_map(|c| {
-                if c.is_control() {
-                    c.escape_default().collect::<Vec<_>>()
-                } else {
-                    vec![c]
-                }
-            })
-            .collect();
-        *reason = crate::act::record::cut(&escaped, MAX_REASON_CHARS);
-    };
+    let bound =
+        |reason: &mut String| *reason = crate::act::record::excerpt(reason, MAX_REASON_CHARS);
     obs.unknown.values_mut().for_each(bound);
     for source in &mut obs.sources {
         if let Some(reason) = source.reason.as_mut() {
