@@ -6,7 +6,7 @@
 //! the text before its first `:` (the runbooks' `cut -d: -f1`).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -192,6 +192,17 @@ fn bump(map: &mut BTreeMap<String, u64>, prefix: &str, by: u64) {
     }
 }
 
+/// Most keys remembered to count a repeated one once (8 MB or so of hashes); an unbounded
+/// audit of a larger keyspace may count a repeat past them.
+const MAX_SEEN: usize = 500_000;
+
+fn key_hash(key: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Run an audit. Never fails as a whole: an error stops it and is in the report, with what was
 /// found before it.
 pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport {
@@ -208,6 +219,9 @@ pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport
     let mut scan_done = false;
     let mut taken: u64 = 0;
     let mut pending: Vec<Vec<u8>> = Vec::new();
+    // SCAN may return a key more than once (while Redis resizes its table, after a remediation
+    // deleted many keys, say): each is counted once. A hash per key keeps this small.
+    let mut seen: HashSet<u64> = HashSet::new();
     loop {
         if !scan_done && Instant::now() >= deadline {
             report.stopped_by = Some(Budget::Time);
@@ -292,6 +306,15 @@ pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport
         match scanned {
             Some(Ok((next, keys))) => {
                 for key in keys {
+                    let hash = key_hash(&key);
+                    let repeated = if seen.len() < MAX_SEEN {
+                        !seen.insert(hash)
+                    } else {
+                        seen.contains(&hash)
+                    };
+                    if repeated {
+                        continue;
+                    }
                     if plan.sample > 0 && taken >= plan.sample {
                         scan_done = true;
                         break;
