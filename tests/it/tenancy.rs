@@ -291,11 +291,14 @@ async fn a_tenant_cannot_take_over_another_applications_config_maps() {
         message.contains("ConfigMap clinic/billing-incidents"),
         "{message}"
     );
-    assert!(
+    // The Event follows the status write.
+    wait_for("the Warning Event", Duration::from_secs(10), || async {
         warnings(&server, "intruder")
             .iter()
-            .any(|n| n.contains("payments-config"))
-    );
+            .any(|n| n.contains("payments-config") && n.contains("tierguard.dev/adopt=intruder"))
+            .then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         versions().await,
