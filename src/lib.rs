@@ -8,6 +8,8 @@
 //! - [`controller`]: the kube-runtime reconcile loop.
 //! - [`simulate`]: the policy on a virtual clock over a recorded or scripted incident.
 //! - [`cli`]: the `tierguard` command.
+//! - [`remote`]: answers from the network read within size and time bounds, and remote text
+//!   made safe to show.
 //! - [`secret`]: keeping Secret values out of every log, error, Event and status.
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,7 @@ pub mod cli;
 pub mod controller;
 pub mod observe;
 pub mod policy;
+pub mod remote;
 pub mod secret;
 pub mod simulate;
 

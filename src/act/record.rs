@@ -45,15 +45,10 @@ pub fn action(
     }
 }
 
-/// Cut a text to at most `max` characters, marking the cut.
+/// Cut a text to at most `max` characters, marking the cut, with control characters escaped
+/// (details quote remote answers; see [`crate::remote::text::shown`]).
 pub fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-        out.push('…');
-        out
-    }
+    crate::remote::text::shown(text, max)
 }
 
 #[cfg(test)]

@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, InfoDict};
 
 use super::signals::redis_names as names;
 use crate::api::Observation;
+use crate::remote::redis::{Limits, MAX_INFO_REPLY_BYTES};
 use crate::secret::redact_url;
 
 /// What one Redis node reports.
@@ -238,14 +239,15 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
 }
 
 /// Reads one Redis deployment (standalone or cluster); the controller keeps one per tier so
-/// connections are reused between reconciles.
+/// connections are reused between reconciles. Replies are capped at [`MAX_INFO_REPLY_BYTES`]
+/// (see [`crate::remote::redis`]); a connection that failed is opened again at the next read.
 pub struct RedisObserver {
     client: redis::Client,
     password: Option<String>,
     cluster: bool,
     fallback_max: Option<u64>,
     timeout: Duration,
-    connections: BTreeMap<String, ConnectionManager>,
+    connections: BTreeMap<String, MultiplexedConnection>,
 }
 
 impl std::fmt::Debug for RedisObserver {
@@ -295,52 +297,61 @@ impl RedisObserver {
         self.timeout = timeout;
     }
 
-    fn manager_config(&self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
+    fn limits(&self) -> Limits {
+        Limits {
+            max_reply_bytes: MAX_INFO_REPLY_BYTES,
+            timeout: self.timeout,
+        }
     }
 
-    fn connection(
+    /// The kept connection to `key`, or a new one.
+    async fn connection(
         &mut self,
         key: &str,
         client: &redis::Client,
-    ) -> Result<ConnectionManager, String> {
+    ) -> Result<MultiplexedConnection, String> {
         if let Some(c) = self.connections.get(key) {
             return Ok(c.clone());
         }
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), self.manager_config())
-                .map_err(|e| self.describe(&e))?;
-        self.connections.insert(key.to_owned(), manager.clone());
-        Ok(manager)
+        let connection = crate::remote::redis::connect(client.get_connection_info(), self.limits())
+            .await
+            .map_err(|e| self.describe(&e))?;
+        self.connections.insert(key.to_owned(), connection.clone());
+        Ok(connection)
     }
 
     fn describe(&self, e: &redis::RedisError) -> String {
         scrub(&e.to_string(), self.password.as_deref(), "")
     }
 
-    /// Run a command, once more if the connection had dropped (the manager reconnects).
+    /// Run a command on the connection to `key`; when a kept connection had dropped, open a new
+    /// one and try once more. A failed connection is forgotten.
     async fn query(
-        &self,
-        conn: &mut ConnectionManager,
+        &mut self,
+        key: &str,
+        client: &redis::Client,
         cmd: &redis::Cmd,
     ) -> Result<String, String> {
-        match cmd.query_async::<String>(conn).await {
+        let reused = self.connections.contains_key(key);
+        let mut conn = self.connection(key, client).await?;
+        match cmd.query_async::<String>(&mut conn).await {
             Ok(v) => Ok(v),
-            Err(e) if e.is_connection_dropped() || e.is_io_error() => cmd
-                .query_async::<String>(conn)
-                .await
-                .map_err(|e| self.describe(&e)),
-            Err(e) => Err(self.describe(&e)),
+            Err(e) => {
+                self.connections.remove(key);
+                if reused && (e.is_connection_dropped() || e.is_io_error()) && !is_too_large(&e) {
+                    let mut conn = self.connection(key, client).await?;
+                    return cmd.query_async::<String>(&mut conn).await.map_err(|e| {
+                        self.connections.remove(key);
+                        self.describe(&e)
+                    });
+                }
+                Err(self.describe(&e))
+            }
         }
     }
 
     async fn info(&mut self, key: &str, client: &redis::Client) -> Result<NodeInfo, String> {
-        let mut conn = self.connection(key, client)?;
-        let text = self.query(&mut conn, &redis::cmd("INFO")).await?;
+        let text = self.query(key, client, &redis::cmd("INFO")).await?;
         NodeInfo::parse(&text)
     }
 
@@ -352,9 +363,8 @@ impl RedisObserver {
             let nodes = BTreeMap::from([(self.seed_address(), node)]);
             return aggregate(&nodes, self.fallback_max);
         }
-        let mut seed = self.connection("seed", &seed_client)?;
         let listing = self
-            .query(&mut seed, redis::cmd("CLUSTER").arg("NODES"))
+            .query("seed", &seed_client, redis::cmd("CLUSTER").arg("NODES"))
             .await
             .map_err(|e| format!("CLUSTER NODES: {e}"))?;
         let seed_addr = match self.client.get_connection_info().addr() {
@@ -375,24 +385,28 @@ impl RedisObserver {
         for (host, port) in &masters {
             let key = format!("{host}:{port}");
             let client = self.client_for(host, *port)?;
-            let conn = self.connection(&key, &client)?;
+            let conn = self
+                .connection(&key, &client)
+                .await
+                .map_err(|e| format!("master {key}: {e}"))?;
             conns.push((key, conn));
         }
-        let this = &*self;
-        let infos =
+        // Every master at once; a connection that failed is opened again at the next read.
+        let answers =
             futures::future::join_all(conns.into_iter().map(|(key, mut conn)| async move {
-                let text = this
-                    .query(&mut conn, &redis::cmd("INFO"))
-                    .await
-                    .map_err(|e| format!("master {key}: {e}"))?;
-                NodeInfo::parse(&text)
-                    .map(|n| (key.clone(), n))
-                    .map_err(|e| format!("master {key}: {e}"))
+                let answer = redis::cmd("INFO").query_async::<String>(&mut conn).await;
+                (key, answer)
             }))
             .await;
-        let nodes = infos
-            .into_iter()
-            .collect::<Result<BTreeMap<_, _>, String>>()?;
+        let mut nodes = BTreeMap::new();
+        for (key, answer) in answers {
+            let text = answer.map_err(|e| {
+                self.connections.remove(&key);
+                format!("master {key}: {}", self.describe(&e))
+            })?;
+            let node = NodeInfo::parse(&text).map_err(|e| format!("master {key}: {e}"))?;
+            nodes.insert(key, node);
+        }
         aggregate(&nodes, self.fallback_max)
     }
 
@@ -418,6 +432,10 @@ impl RedisObserver {
         };
         redis::Client::open(info.set_addr(addr)).map_err(|e| self.describe(&e))
     }
+}
+
+fn is_too_large(e: &redis::RedisError) -> bool {
+    e.to_string().contains("larger than")
 }
 
 /// Remove a password (and the whole URL) from a message.

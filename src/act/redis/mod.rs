@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
+use crate::remote::redis::{Limits, MAX_COMMAND_REPLY_BYTES};
 use crate::secret::{ExposeSecret, SecretString, redact_url, scrub};
 
 /// Why Redis could not be reached.
@@ -30,6 +31,7 @@ pub enum ConnectError {
 
 /// Connect to the Redis at `url`. The connection does not reconnect by itself: a remediation that
 /// loses its connection stops and reports, rather than carrying on against a restarted server.
+/// Replies are capped at [`MAX_COMMAND_REPLY_BYTES`] (see [`crate::remote::redis`]).
 pub async fn connect(
     url: &SecretString,
     response_timeout: Duration,
@@ -40,11 +42,11 @@ pub async fn connect(
             url: shown.clone(),
             reason: scrub(&e.to_string(), &[url]),
         })?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(response_timeout))
-        .set_response_timeout(Some(response_timeout));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
+    let limits = Limits {
+        max_reply_bytes: MAX_COMMAND_REPLY_BYTES,
+        timeout: response_timeout,
+    };
+    crate::remote::redis::connect(client.get_connection_info(), limits)
         .await
         .map_err(|e| ConnectError::Unreachable {
             url: shown,
@@ -141,15 +143,10 @@ pub(crate) async fn ping(con: &mut MultiplexedConnection) -> redis::RedisResult<
     Ok(start.elapsed())
 }
 
-/// A key as text for reports: lossy UTF-8, cut at 200 characters.
+/// A key as text for reports and terminals: control characters and bytes that are not UTF-8
+/// escaped, cut at 200 characters (see [`crate::remote::text::key`]).
 pub(crate) fn show_key(key: &[u8]) -> String {
-    let text = String::from_utf8_lossy(key);
-    if text.chars().count() > 200 {
-        let cut: String = text.chars().take(200).collect();
-        format!("{cut}…")
-    } else {
-        text.into_owned()
-    }
+    crate::remote::text::key(key)
 }
 
 /// Milliseconds as a float with microsecond resolution, for reports.

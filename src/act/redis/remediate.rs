@@ -14,6 +14,7 @@ use crate::api::{
     ActionRecord, AuditOutcome, GenerationSource, MemoryLevel, RedisSpec, RemediationOutcome,
     RemediationSpec,
 };
+use crate::remote::text;
 use crate::secret::{SecretString, scrub};
 
 /// How long one Redis reply may take before the run gives up.
@@ -101,7 +102,7 @@ impl FlushReport {
             scanned: self.scanned,
             budget_exhausted: self.stopped_by.is_some(),
             dry_run: self.dry_run,
-            error: self.error.clone(),
+            error: self.error.as_deref().map(text::reason),
         }
     }
 }
@@ -182,7 +183,7 @@ pub async fn remediate_redis(
     report.error = report.error.map(|e| scrub(&e, &[url]));
     let mut outcome = report.to_status();
     if !notes.is_empty() && outcome.error.is_none() {
-        outcome.error = Some(notes.join("; "));
+        outcome.error = Some(text::reason(&notes.join("; ")));
     }
     let verdict = if report.error.is_some() {
         Outcome::Failed
@@ -208,7 +209,7 @@ fn failed_run(now: Timestamp, why: &str, dry_run: bool, error: String) -> Remedi
         outcome: RemediationOutcome {
             at: now,
             dry_run,
-            error: Some(error.clone()),
+            error: Some(text::reason(&error)),
             ..RemediationOutcome::default()
         },
         record: record::action(now, "remediate-redis", why, Outcome::Failed, Some(error)),
