@@ -370,7 +370,20 @@ impl Observer {
                 }
             }
         }
+        bound_reasons(&mut obs);
         obs
+    }
+}
+
+/// Reasons quote what sources answered: escaped and cut before they reach status.
+fn bound_reasons(obs: &mut Observation) {
+    for reason in obs.unknown.values_mut() {
+        *reason = crate::remote::text::reason(reason);
+    }
+    for source in &mut obs.sources {
+        if let Some(reason) = source.reason.as_mut() {
+            *reason = crate::remote::text::reason(reason);
+        }
     }
 }
 

@@ -11,7 +11,19 @@ use serde::Deserialize;
 
 use super::queries::QuerySet;
 use super::signals::{AppSignal, Reading};
+use crate::remote::body::{BodyError, read_limited};
+use crate::remote::text;
 use crate::secret::{ExposeSecret, SecretString, error_chain};
+
+/// The largest answer to an instant query (one number per signal; a top-N vector of a few
+/// thousand series fits too).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// The largest answer to a range query.
+pub const MAX_RANGE_ANSWER_BYTES: usize = 16 << 20;
+/// Answers above this are parsed on the blocking pool rather than on an async worker.
+const PARSE_INLINE_BYTES: usize = 64 << 10;
+/// The longest message of Prometheus quoted in an error.
+const MAX_MESSAGE_CHARS: usize = 200;
 
 /// How a request to Prometheus authenticates.
 #[derive(Clone, Debug)]
@@ -67,6 +79,8 @@ pub enum PrometheusError {
     Query { error_type: String, message: String },
     #[error("Prometheus answered something that is not its API's JSON: {0}")]
     Decode(String),
+    #[error("Prometheus answered more than {0} bytes (does the query return too many series?)")]
+    TooLarge(usize),
     #[error("{0}")]
     UnexpectedResult(String),
 }
@@ -198,7 +212,7 @@ impl PrometheusClient {
         url
     }
 
-    async fn get(&self, url: Url) -> Result<ApiData, PrometheusError> {
+    async fn get(&self, url: Url, limit: usize) -> Result<ApiData, PrometheusError> {
         let mut request = self.http.get(url).timeout(self.timeout);
         request = match &self.auth {
             Some(PrometheusAuth::Bearer(token)) => request.bearer_auth(token.expose_secret()),
@@ -209,27 +223,18 @@ impl PrometheusClient {
         };
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport(e))?;
-        let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
-        match parsed {
-            Ok(api) if api.status == "success" => api
-                .data
-                .ok_or_else(|| PrometheusError::Decode("a success answer without data".to_owned())),
-            Ok(api) => Err(PrometheusError::Query {
-                error_type: api.error_type.unwrap_or_else(|| "error".to_owned()),
-                message: api
-                    .error
-                    .unwrap_or_else(|| format!("status {:?} (HTTP {status})", api.status)),
-            }),
-            Err(_) if !status.is_success() => Err(PrometheusError::Http {
-                status: status.as_u16(),
-                message: snippet(&body, status),
-            }),
-            Err(e) => Err(PrometheusError::Decode(format!(
-                "{e}; the body starts with {:?}",
-                head(&body)
-            ))),
-        }
+        let body = read_limited(response, limit).await.map_err(|e| match e {
+            BodyError::TooLarge { limit, .. } => PrometheusError::TooLarge(limit),
+            BodyError::Transport(e) => self.transport(e),
+        })?;
+        let parsed = if body.len() > PARSE_INLINE_BYTES {
+            crate::remote::off_runtime(move || decode(&body, status))
+                .await
+                .map_err(PrometheusError::Decode)?
+        } else {
+            decode(&body, status)
+        };
+        parsed
     }
 
     fn transport(&self, e: reqwest::Error) -> PrometheusError {
@@ -243,7 +248,7 @@ impl PrometheusClient {
     /// Evaluate `promql` at the current time.
     pub async fn query(&self, promql: &str) -> Result<InstantValue, PrometheusError> {
         let url = self.endpoint("api/v1/query", &[("query", promql)]);
-        match self.get(url).await? {
+        match self.get(url, MAX_ANSWER_BYTES).await? {
             ApiData::Scalar((_, v)) => Ok(InstantValue::Scalar(parse_value(&v)?)),
             ApiData::Vector(items) => {
                 let mut samples = Vec::with_capacity(items.len());
@@ -289,7 +294,7 @@ impl PrometheusClient {
                 ("step", &step),
             ],
         );
-        match self.get(url).await? {
+        match self.get(url, MAX_RANGE_ANSWER_BYTES).await? {
             ApiData::Matrix(items) => items
                 .into_iter()
                 .map(|item| {
@@ -367,13 +372,41 @@ impl PrometheusClient {
     }
 }
 
-fn head(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
-    text.trim().to_owned()
+/// Read an API answer: the data of a success, or why it is not one. Messages quoted from the
+/// body are escaped and cut.
+fn decode(body: &[u8], status: StatusCode) -> Result<ApiData, PrometheusError> {
+    let parsed: Result<ApiResponse, _> = serde_json::from_slice(body);
+    match parsed {
+        Ok(api) if api.status == "success" => api
+            .data
+            .ok_or_else(|| PrometheusError::Decode("a success answer without data".to_owned())),
+        Ok(api) => Err(PrometheusError::Query {
+            error_type: text::shown(
+                api.error_type.as_deref().unwrap_or("error"),
+                MAX_MESSAGE_CHARS,
+            ),
+            message: match api.error {
+                Some(message) => text::shown(&message, MAX_MESSAGE_CHARS),
+                None => format!(
+                    "status {} (HTTP {status})",
+                    text::shown(&api.status, MAX_MESSAGE_CHARS)
+                ),
+            },
+        }),
+        Err(_) if !status.is_success() => Err(PrometheusError::Http {
+            status: status.as_u16(),
+            message: snippet(body, status),
+        }),
+        Err(e) => Err(PrometheusError::Decode(format!(
+            "{}; the body starts with {:?}",
+            text::shown(&e.to_string(), MAX_MESSAGE_CHARS),
+            text::excerpt(body)
+        ))),
+    }
 }
 
 fn snippet(body: &[u8], status: StatusCode) -> String {
-    let text = head(body);
+    let text = text::excerpt(body);
     if text.is_empty() {
         status.canonical_reason().unwrap_or("no body").to_owned()
     } else {

@@ -10,8 +10,15 @@
 //! two scrapes counts from zero too. `spec.metrics.selector` and `queries` are PromQL and do not
 //! apply here: the endpoint is one application already.
 //!
-//! Parsing uses the `prometheus-parse` crate. Lines it cannot read are skipped; a body with no
-//! readable sample, or with more unreadable lines than readable ones, is rejected as not being
+//! The body is read in chunks and cut into lines as it arrives; only the lines of the metrics
+//! tierguard reads (and their `# TYPE` lines) are kept, so an endpoint with hundreds of thousands
+//! of other series costs one pass over its bytes and no memory. Everything is bounded: the body
+//! ([`MAX_BODY_BYTES`]), a line ([`MAX_LINE_BYTES`]) and the series kept ([`MAX_SERIES`], which is
+//! also what a tier remembers between scrapes); past a bound the scrape fails with the reason.
+//! The kept lines are parsed on the blocking pool, within the observation's deadline.
+//!
+//! Parsing uses the `prometheus-parse` crate. Lines it cannot read are skipped; a body whose first
+//! sample lines hold none readable, or more unreadable than readable ones, is rejected as not being
 //! the exposition format. Label values containing a comma are not supported by that parser.
 
 use std::collections::BTreeMap;
@@ -26,10 +33,22 @@ use super::queries::{
     OUTCOME_LABEL, REQUEST_DURATION, REQUESTS_TOTAL, STATUS_LABEL,
 };
 use super::signals::{AppSignal, Reading};
+use crate::remote::text;
 use crate::secret::error_chain;
 
-/// The largest /metrics body read; more is an error rather than unbounded memory.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The largest /metrics body read; more is an error rather than unbounded work.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// The longest line of a body.
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+/// Most series of the metrics tierguard reads kept from one scrape (the previous scrape a tier
+/// remembers is one of these).
+pub const MAX_SERIES: usize = 10_000;
+/// Most bytes of those series' lines.
+const MAX_KEPT_BYTES: usize = 4 << 20;
+/// How many of the first sample lines (of any metric) are checked for the format.
+const FORMAT_SAMPLE_LINES: usize = 200;
+/// A sample line longer than this is not kept for the format check (and counts as unreadable).
+const FORMAT_SAMPLE_LINE_BYTES: usize = 4 << 10;
 
 const BUCKET_SERIES: &str = "http_request_duration_seconds_bucket";
 const LE: &str = "le";
@@ -46,9 +65,16 @@ pub struct ScrapeSnapshot {
 impl ScrapeSnapshot {
     /// Parse an exposition-format body, keeping only the metrics tierguard reads.
     pub fn parse(body: &str) -> Result<Self, String> {
-        check_format(body)?;
-        let lines = body.lines().map(|l| Ok(l.to_owned()));
-        let scrape = Scrape::parse(lines).map_err(|e| format!("cannot parse the scrape: {e}"))?;
+        let mut lines = LineFilter::default();
+        lines.feed(body.as_bytes())?;
+        Self::from_lines(lines.finish()?)
+    }
+
+    /// Parse what a [`LineFilter`] kept. CPU-bound: run it off the async workers for a large body.
+    fn from_lines(lines: FilteredLines) -> Result<Self, String> {
+        check_format(&lines.samples, lines.sample_lines)?;
+        let kept = lines.kept.lines().map(|l| Ok(l.to_owned()));
+        let scrape = Scrape::parse(kept).map_err(|e| format!("cannot parse the scrape: {e}"))?;
         let mut series = BTreeMap::new();
         for sample in scrape.samples {
             let labels: BTreeMap<String, String> = sample
@@ -83,6 +109,15 @@ impl ScrapeSnapshot {
         Ok(ScrapeSnapshot { series })
     }
 
+    /// How many series this scrape holds.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
     fn values<'a>(&'a self, metric: &'a str) -> impl Iterator<Item = (&'a SeriesKey, f64)> + 'a {
         self.series
             .iter()
@@ -115,35 +150,175 @@ fn format_le(le: f64) -> String {
     }
 }
 
-/// Reject bodies that are not the exposition format at all (an HTML error page, JSON, ...).
-fn check_format(body: &str) -> Result<(), String> {
+/// The lines of a body worth parsing, cut out as the body arrives: the series of the metrics
+/// tierguard reads with their `# TYPE` lines, and the first sample lines of any metric for the
+/// format check. Each bound is checked as the bytes come in.
+#[derive(Debug, Default)]
+pub struct LineFilter {
+    partial: Vec<u8>,
+    read: usize,
+    line_number: usize,
+    out: FilteredLines,
+}
+
+/// What a [`LineFilter`] kept.
+#[derive(Debug, Default)]
+pub struct FilteredLines {
+    kept: String,
+    kept_series: usize,
+    /// The first sample lines: line number and text (None: too long to keep).
+    samples: Vec<(usize, Option<String>)>,
+    /// Sample lines seen in all.
+    sample_lines: usize,
+}
+
+impl LineFilter {
+    /// Take the next bytes of the body.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), String> {
+        self.read += chunk.len();
+        if self.read > MAX_BODY_BYTES {
+            return Err(format!(
+                "the endpoint returned more than {MAX_BODY_BYTES} bytes"
+            ));
+        }
+        while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
+            if self.partial.is_empty() {
+                self.line(&chunk[..end])?;
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&chunk[..end]);
+                self.check_length(line.len())?;
+                self.line(&line)?;
+                line.clear();
+                self.partial = line;
+            }
+            chunk = &chunk[end + 1..];
+        }
+        self.check_length(self.partial.len() + chunk.len())?;
+        self.partial.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The body ended.
+    pub fn finish(mut self) -> Result<FilteredLines, String> {
+        if !self.partial.is_empty() {
+            let last = std::mem::take(&mut self.partial);
+            self.line(&last)?;
+        }
+        Ok(self.out)
+    }
+
+    fn check_length(&self, len: usize) -> Result<(), String> {
+        if len > MAX_LINE_BYTES {
+            return Err(format!(
+                "line {} is longer than {MAX_LINE_BYTES} bytes",
+                self.line_number + 1
+            ));
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, raw: &[u8]) -> Result<(), String> {
+        self.line_number += 1;
+        let line = raw.trim_ascii();
+        if line.is_empty() {
+            return Ok(());
+        }
+        if let Some(comment) = line.strip_prefix(b"#") {
+            // `# TYPE name type` and `# HELP name text`: kept for the metrics read.
+            let mut words = comment
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|w| !w.is_empty());
+            if matches!(words.next(), Some(b"TYPE"))
+                && words.next().is_some_and(|name| is_described(name))
+            {
+                self.keep(line)?;
+            }
+            return Ok(());
+        }
+        let out = &mut self.out;
+        out.sample_lines += 1;
+        if out.samples.len() < FORMAT_SAMPLE_LINES {
+            let text = (line.len() <= FORMAT_SAMPLE_LINE_BYTES)
+                .then(|| String::from_utf8_lossy(line).into_owned());
+            out.samples.push((self.line_number, text));
+        }
+        let name_end = line
+            .iter()
+            .position(|b| matches!(b, b'{' | b' ' | b'\t'))
+            .unwrap_or(line.len());
+        if is_read_bytes(&line[..name_end]) {
+            out.kept_series += 1;
+            if out.kept_series > MAX_SERIES {
+                return Err(format!(
+                    "more than {MAX_SERIES} series of the metrics tierguard reads"
+                ));
+            }
+            self.keep(line)?;
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, line: &[u8]) -> Result<(), String> {
+        let kept = &mut self.out.kept;
+        if kept.len() + line.len() + 1 > MAX_KEPT_BYTES {
+            return Err(format!(
+                "the series of the metrics tierguard reads take more than {MAX_KEPT_BYTES} bytes"
+            ));
+        }
+        kept.push_str(&String::from_utf8_lossy(line));
+        kept.push('\n');
+        Ok(())
+    }
+}
+
+fn is_read_bytes(name: &[u8]) -> bool {
+    std::str::from_utf8(name).is_ok_and(is_read)
+}
+
+/// A metric whose `# TYPE` line matters: one that is read, or the histogram of the buckets.
+fn is_described(name: &[u8]) -> bool {
+    name == REQUEST_DURATION.as_bytes() || is_read_bytes(name)
+}
+
+/// Reject bodies that are not the exposition format at all (an HTML error page, JSON, ...),
+/// judged on their first sample lines.
+fn check_format(samples: &[(usize, Option<String>)], sample_lines: usize) -> Result<(), String> {
     let mut readable = 0usize;
     let mut unreadable = 0usize;
-    let mut first_bad: Option<(usize, &str)> = None;
-    for (index, line) in body.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let ok = match LineInfo::parse(line) {
-            LineInfo::Sample { value, .. } => value.to_ascii_lowercase().parse::<f64>().is_ok(),
-            _ => false,
-        };
+    let mut first_bad: Option<(usize, String)> = None;
+    for (number, line) in samples {
+        let ok = line
+            .as_deref()
+            .is_some_and(|line| match LineInfo::parse(line) {
+                LineInfo::Sample { value, .. } => value.to_ascii_lowercase().parse::<f64>().is_ok(),
+                _ => false,
+            });
         if ok {
             readable += 1;
         } else {
             unreadable += 1;
-            first_bad.get_or_insert((index + 1, line));
+            first_bad.get_or_insert_with(|| {
+                (
+                    *number,
+                    line.clone()
+                        .unwrap_or_else(|| "(a very long line)".to_owned()),
+                )
+            });
         }
     }
     if readable > 0 && unreadable <= readable {
         return Ok(());
     }
-    let shown = |l: &str| l.chars().take(60).collect::<String>();
+    let checked = if sample_lines > samples.len() {
+        format!(" (of the first {} lines)", samples.len())
+    } else {
+        String::new()
+    };
     Err(match first_bad {
         Some((n, line)) => format!(
-            "not the Prometheus text format: {unreadable} unreadable line(s), {readable} sample(s); line {n}: {:?}",
-            shown(line)
+            "not the Prometheus text format: {unreadable} unreadable line(s), {readable} sample(s){checked}; line {n}: {:?}",
+            text::shown(&line, 60)
         ),
         None => "the endpoint returned no samples".to_owned(),
     })
@@ -341,21 +516,24 @@ impl Scraper {
             .await
             .map_err(transport)?;
         let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(format!(
-                    "the endpoint returned more than {MAX_BODY_BYTES} bytes"
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
-            let head: String = text.trim().chars().take(80).collect();
-            return Err(format!("HTTP {status}: {head:?}"));
+            let body = crate::remote::body::read_prefix(response, 4 << 10).await;
+            return Err(format!("HTTP {status}: {:?}", text::excerpt(&body)));
         }
-        ScrapeSnapshot::parse(&text)
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        {
+            return Err(format!(
+                "the endpoint returned more than {MAX_BODY_BYTES} bytes"
+            ));
+        }
+        let mut lines = LineFilter::default();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            lines.feed(&chunk)?;
+        }
+        let lines = lines.finish()?;
+        crate::remote::off_runtime(move || ScrapeSnapshot::from_lines(lines)).await?
     }
 
     /// Scrape, derive the signals against the previous scrape, and remember this one.

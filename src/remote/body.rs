@@ -50,3 +50,19 @@ pub async fn read_limited(
     }
     Ok(body)
 }
+
+/// The first `max` bytes of `response`'s body (all of it when shorter), for quoting in an error;
+/// the rest is not read. A transport error ends the prefix where it happened.
+pub async fn read_prefix(mut response: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut prefix = Vec::new();
+    while prefix.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - prefix.len();
+                prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    prefix
+}
