@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod exporter;
+pub mod hostile;
 pub mod http;
 pub mod live_app;
 pub mod redis_cluster;
