@@ -28,7 +28,11 @@ fn write_manifest(dir: &Path, metrics: Value, redis: Value) -> String {
 fn assert_reasons_bounded(observation: &Value) -> Vec<String> {
     let mut reasons: Vec<String> = observation["unknown"]
         .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     for source in observation["sources"].as_array().into_iter().flatten() {
         if let Some(r) = source["reason"].as_str() {
@@ -36,14 +40,22 @@ fn assert_reasons_bounded(observation: &Value) -> Vec<String> {
         }
     }
     for r in &reasons {
-        assert!(r.chars().count() <= 300, "a reason of {} characters", r.chars().count());
-        assert!(!r.chars().any(char::is_control), "a control character in {r:?}");
+        assert!(
+            r.chars().count() <= 300,
+            "a reason of {} characters",
+            r.chars().count()
+        );
+        assert!(
+            !r.chars().any(char::is_control),
+            "a control character in {r:?}"
+        );
     }
     reasons
 }
 
 fn observation(stdout: &str) -> Value {
-    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("observe printed no JSON ({e}):\n{stdout}"))
+    serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("observe printed no JSON ({e}):\n{stdout}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +83,9 @@ async fn a_huge_prometheus_answer_is_refused_without_being_held() {
     let obs = observation(&run.stdout);
     let reasons = assert_reasons_bounded(&obs);
     assert!(
-        reasons.iter().any(|r| r.contains("more than 1048576 bytes")),
+        reasons
+            .iter()
+            .any(|r| r.contains("more than 1048576 bytes")),
         "{reasons:#?}"
     );
     assert!(obs["p50LatencyMs"].is_null());
@@ -95,10 +109,16 @@ async fn a_huge_prometheus_answer_is_refused_without_being_held() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let reasons = assert_reasons_bounded(&observation(&run.stdout));
     assert!(
-        reasons.iter().any(|r| r.contains("more than 1048576 bytes")),
+        reasons
+            .iter()
+            .any(|r| r.contains("more than 1048576 bytes")),
         "{reasons:#?}"
     );
-    assert!(run.max_rss_kib < MAX_RSS_KIB, "peak {} KiB", run.max_rss_kib);
+    assert!(
+        run.max_rss_kib < MAX_RSS_KIB,
+        "peak {} KiB",
+        run.max_rss_kib
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,8 +130,10 @@ async fn a_long_error_message_with_escape_sequences_is_cut_and_escaped() {
         "/api/v1/query",
         Answer::new(
             400,
-            serde_json::to_vec(&json!({"status": "error", "errorType": "bad_data", "error": message}))
-                .unwrap(),
+            serde_json::to_vec(
+                &json!({"status": "error", "errorType": "bad_data", "error": message}),
+            )
+            .unwrap(),
         ),
     );
     let manifest = write_manifest(
@@ -178,7 +200,11 @@ async fn a_huge_scrape_of_other_series_is_read_within_the_deadline_and_small() {
         "observe took {:.1}s with a 2 s timeout",
         run.elapsed.as_secs_f64()
     );
-    assert!(run.max_rss_kib < MAX_RSS_KIB, "peak {} KiB", run.max_rss_kib);
+    assert!(
+        run.max_rss_kib < MAX_RSS_KIB,
+        "peak {} KiB",
+        run.max_rss_kib
+    );
     eprintln!(
         "scrape 16.5 MB of other series: peak RSS {} KiB, {:.2}s",
         run.max_rss_kib,
@@ -188,8 +214,7 @@ async fn a_huge_scrape_of_other_series_is_read_within_the_deadline_and_small() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_with_too_many_series_of_a_read_metric_is_refused() {
-    let (run, obs) =
-        scrape("http_requests_total{status=\"200\",path=\"/c/{n}\"} 1\n").await;
+    let (run, obs) = scrape("http_requests_total{status=\"200\",path=\"/c/{n}\"} 1\n").await;
     let reason = obs["sources"][0]["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("more than 10000 series"),
@@ -200,7 +225,11 @@ async fn a_scrape_with_too_many_series_of_a_read_metric_is_refused() {
         "observe took {:.1}s with a 2 s timeout",
         run.elapsed.as_secs_f64()
     );
-    assert!(run.max_rss_kib < MAX_RSS_KIB, "peak {} KiB", run.max_rss_kib);
+    assert!(
+        run.max_rss_kib < MAX_RSS_KIB,
+        "peak {} KiB",
+        run.max_rss_kib
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +243,9 @@ async fn a_huge_redis_info_reply_is_cut_off() {
     );
     let secret = format!("redis/url={}", redis.url());
     let run = run_measured(
-        &["observe", &manifest, "--output", "json", "--secret", &secret],
+        &[
+            "observe", &manifest, "--output", "json", "--secret", &secret,
+        ],
         &[],
     )
     .await;

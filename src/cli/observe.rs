@@ -76,7 +76,7 @@ async fn cluster_secrets(namespace: Option<&str>) -> Result<KubeSecrets, String>
     let namespace = namespace
         .map(str::to_owned)
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config)
+    let client = crate::remote::kube::client(config)
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     Ok(KubeSecrets::new(client, &namespace))
 }

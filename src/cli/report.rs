@@ -63,8 +63,10 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn from_cluster(tier: &str, namespace: Option<&str>) -> anyhow::Result<(String, Reports)> {
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
+        .context("cannot read the kubeconfig or the in-cluster config")?;
+    let client = crate::remote::kube::client(config)
         .context("cannot build a Kubernetes client from the kubeconfig or the in-cluster config")?;
     let namespace = namespace
         .map(str::to_owned)

@@ -85,7 +85,7 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
         }
         None => kube::Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    Ok(crate::remote::kube::client(config)?)
 }
 
 fn hostname() -> String {

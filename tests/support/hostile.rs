@@ -279,7 +279,10 @@ pub async fn run_measured(args: &[&str], env: &[(&str, &str)]) -> Measured {
         cmd.env(k, v);
     }
     let started = std::time::Instant::now();
-    let out = cmd.output().await.expect("run tierguard under /usr/bin/time");
+    let out = cmd
+        .output()
+        .await
+        .expect("run tierguard under /usr/bin/time");
     let elapsed = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let max_rss_kib = stderr
