@@ -731,3 +731,47 @@ async fn audit_finds_keys_without_ttl_the_largest_keys_and_prefix_counts() {
     assert_eq!(sample.sampled, 100);
     assert!(!sample.complete);
 }
+
+/// Key names are remote text: `redis audit` prints them escaped, so a key holding a terminal
+/// escape or a line break neither clears the screen nor splits the summary line.
+#[test]
+fn audit_and_flush_print_key_names_escaped() {
+    let redis = RedisServer::start();
+    let mut con = redis.client();
+    let evil: &[&[u8]] = &[b"\x1b[2J\x1b[H:wiped", b"forged\nline:1", b"bin\xff:1"];
+    for key in evil {
+        let _: () = redis::cmd("SET")
+            .arg(*key)
+            .arg("v".repeat(2000))
+            .query(&mut con)
+            .unwrap();
+    }
+    let (code, stdout, _) = run_cli(&["redis", "audit", "--url", &redis.url()]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(!stdout.contains('\u{1b}'), "a raw escape: {stdout:?}");
+    assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout:?}");
+    for shown in ["\\u{1b}[2J\\u{1b}[H", "forged\\nline", "bin\\xff"] {
+        assert!(stdout.contains(shown), "{shown} not in {stdout}");
+    }
+    // The JSON output escapes them as JSON does.
+    let (code, stdout, _) = run_cli(&["redis", "audit", "--url", &redis.url(), "--output", "json"]);
+    assert_eq!(code, 0);
+    assert!(
+        !stdout.contains('\u{1b}') && stdout.lines().count() == 1,
+        "{stdout:?}"
+    );
+    // A flush pattern holding an escape is printed escaped too.
+    let (_, stdout, _) = run_cli(&[
+        "redis",
+        "flush",
+        "--url",
+        &redis.url(),
+        "--pattern",
+        "\u{1b}[2J*",
+        "--dry-run",
+    ]);
+    assert!(
+        !stdout.contains('\u{1b}') && stdout.lines().count() == 1,
+        "{stdout:?}"
+    );
+}

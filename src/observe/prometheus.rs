@@ -227,14 +227,13 @@ impl PrometheusClient {
             BodyError::TooLarge { limit, .. } => PrometheusError::TooLarge(limit),
             BodyError::Transport(e) => self.transport(e),
         })?;
-        let parsed = if body.len() > PARSE_INLINE_BYTES {
+        if body.len() > PARSE_INLINE_BYTES {
             crate::remote::off_runtime(move || decode(&body, status))
                 .await
                 .map_err(PrometheusError::Decode)?
         } else {
             decode(&body, status)
-        };
-        parsed
+        }
     }
 
     fn transport(&self, e: reqwest::Error) -> PrometheusError {

@@ -210,13 +210,14 @@ pub fn cluster_masters(nodes: &str, seed: (&str, u16)) -> Result<Vec<(String, u1
 
 /// Bytes from a quantity such as `512Mi`, `2G` or `1048576` (spec.redis.maxMemory).
 pub fn parse_quantity(text: &str) -> Result<u64, String> {
+    let shown = crate::remote::text::shown(text, 40);
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, suffix) = text.split_at(digits_end);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a byte quantity like 512Mi or 1G"))?;
+    if digits.is_empty() {
+        return Err(format!("{shown:?} is not a byte quantity like 512Mi or 1G"));
+    }
     let factor: u64 = match suffix {
         "" => 1,
         "K" => 1_000,
@@ -229,13 +230,16 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
         "Ti" => 1 << 40,
         _ => {
             return Err(format!(
-                "{text:?} has an unknown suffix {suffix:?}; use Ki, Mi, Gi, Ti, K, M, G or T"
+                "{shown:?} has an unknown suffix {:?}; use Ki, Mi, Gi, Ti, K, M, G or T",
+                crate::remote::text::shown(suffix, 20)
             ));
         }
     };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("{shown:?} is too large: at most {} bytes", u64::MAX))
 }
 
 /// Reads one Redis deployment (standalone or cluster); the controller keeps one per tier so
@@ -564,7 +568,16 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :0@0 myself,master - 0 0 1 connected 0-
                 .contains("unknown suffix")
         );
         assert!(parse_quantity("Mi").is_err());
-        assert!(parse_quantity("99999999999999999999Ti").is_err());
+        assert!(
+            parse_quantity("99999999999999999999Ti")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse_quantity("99999999Ti")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

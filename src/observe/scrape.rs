@@ -229,9 +229,7 @@ impl LineFilter {
             let mut words = comment
                 .split(|b| b.is_ascii_whitespace())
                 .filter(|w| !w.is_empty());
-            if matches!(words.next(), Some(b"TYPE"))
-                && words.next().is_some_and(|name| is_described(name))
-            {
+            if matches!(words.next(), Some(b"TYPE")) && words.next().is_some_and(is_described) {
                 self.keep(line)?;
             }
             return Ok(());
