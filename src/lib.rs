@@ -10,6 +10,7 @@
 //! - [`cli`]: the `tierguard` command.
 //! - [`remote`]: answers from the network read within size and time bounds, and remote text
 //!   made safe to show.
+//! - [`shutdown`]: stopping on SIGTERM within the pod's grace period.
 //! - [`secret`]: keeping Secret values out of every log, error, Event and status.
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod observe;
 pub mod policy;
 pub mod remote;
 pub mod secret;
+pub mod shutdown;
 pub mod simulate;
 
 /// Install the process-wide rustls crypto provider (ring). kube and reqwest both use rustls; without

@@ -16,6 +16,7 @@ use tierguard::act::redis::glob::Glob;
 use tierguard::act::redis::remediate::remediate_redis;
 use tierguard::api::{GenerationSource, MemoryLevel, RedisSpec};
 use tierguard::secret::SecretString;
+use tierguard::shutdown::Stop;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tierguard");
 
@@ -498,6 +499,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         "used 93% >= 90%",
         false,
         now,
+        &Stop::new(),
     )
     .await;
     assert_eq!(run.record.outcome, "ok");
@@ -529,6 +531,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         "used 93% >= 90%",
         false,
         now,
+        &Stop::new(),
     )
     .await;
     assert_eq!(run.record.outcome, "ok", "{:?}", run.record);
@@ -544,12 +547,30 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
     assert_eq!(left.len(), 300);
     assert!(left.iter().all(|k| k.ends_with(":generation:2")));
     // Repeating it is harmless: nothing left to delete.
-    let again = remediate_redis(&spec, &url, MemoryLevel::Critical, "again", false, now).await;
+    let again = remediate_redis(
+        &spec,
+        &url,
+        MemoryLevel::Critical,
+        "again",
+        false,
+        now,
+        &Stop::new(),
+    )
+    .await;
     assert_eq!(again.outcome.deleted_by_pattern.values().sum::<u64>(), 0);
 
     // Dry run changes nothing; disabled remediation is skipped and says why.
     set_many(&mut con, (0..10).map(|i| format!("session:{i}")), None);
-    let dry = remediate_redis(&spec, &url, MemoryLevel::Critical, "dry", true, now).await;
+    let dry = remediate_redis(
+        &spec,
+        &url,
+        MemoryLevel::Critical,
+        "dry",
+        true,
+        now,
+        &Stop::new(),
+    )
+    .await;
     assert_eq!(dry.record.outcome, "dry-run");
     assert_eq!(dry.outcome.deleted_by_pattern["session:*"], 10);
     assert_eq!(
@@ -560,7 +581,16 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         10
     );
     spec.remediation.enabled = false;
-    let off = remediate_redis(&spec, &url, MemoryLevel::Critical, "off", false, now).await;
+    let off = remediate_redis(
+        &spec,
+        &url,
+        MemoryLevel::Critical,
+        "off",
+        false,
+        now,
+        &Stop::new(),
+    )
+    .await;
     assert_eq!(off.record.outcome, "skipped");
 
     // The fixed-value source works too, and nothing mentions the password.
@@ -569,7 +599,16 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         redis_key: None,
         value: Some("30".into()),
     });
-    let run = remediate_redis(&spec, &url, MemoryLevel::Critical, "v", false, now).await;
+    let run = remediate_redis(
+        &spec,
+        &url,
+        MemoryLevel::Critical,
+        "v",
+        false,
+        now,
+        &Stop::new(),
+    )
+    .await;
     assert_eq!(
         run.outcome.deleted_by_pattern["cache:*:generation:{generation}"],
         300
@@ -579,7 +618,16 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
 
     // An unreachable Redis is a failed record, without the password.
     let gone = SecretString::from("redis://:pw-remediate@127.0.0.1:1/".to_owned());
-    let failed = remediate_redis(&spec, &gone, MemoryLevel::Critical, "x", false, now).await;
+    let failed = remediate_redis(
+        &spec,
+        &gone,
+        MemoryLevel::Critical,
+        "x",
+        false,
+        now,
+        &Stop::new(),
+    )
+    .await;
     assert_eq!(failed.record.outcome, "failed");
     assert!(!format!("{failed:?}").contains("pw-remediate"));
 }

@@ -52,6 +52,7 @@ fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHa
                 lease,
                 instance: identity,
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+                shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
             },
         )
         .await
@@ -517,6 +518,7 @@ async fn readyz_answers_ready_once_the_watches_run() {
                 lease: None,
                 instance: None,
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+                shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
             },
         )
         .await

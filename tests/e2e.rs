@@ -133,6 +133,7 @@ async fn a_real_cluster_runs_a_rollback() {
                     lease: None,
                     instance: Some("e2e".into()),
                     concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+                    shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
                 },
             )
             .await

@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// How long the Lease is valid without renewal; a standby takes over within this.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// After SIGTERM, how long running reconciles may take to finish (a Redis flush stops after
+    /// its current round) before the controller exits without them. Keep it a few seconds below
+    /// the pod's terminationGracePeriodSeconds.
+    #[arg(long, default_value = "7s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -98,6 +103,11 @@ fn hostname() -> String {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    // Before anything that may wait: a SIGTERM during start-up stops it too.
+    let stop = crate::shutdown::on_signals()?;
+    if let Some(selector) = &args.selector {
+        controller::selector::parse(selector).map_err(|e| anyhow::anyhow!("--selector: {e}"))?;
+    }
     let client = client(args.kubeconfig.as_ref()).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let lease = if args.leader_election {
@@ -123,7 +133,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         %identity,
         "starting the tierguard controller"
     );
-    controller::run(
+    controller::run_until(
         client,
         RunConfig {
             namespace: args.namespace,
@@ -132,7 +142,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             lease,
             instance: Some(identity),
             concurrency: args.concurrency,
+            shutdown_timeout: args.shutdown_timeout,
         },
+        stop,
     )
     .await
 }

@@ -2,6 +2,7 @@
 //! per-tier observers (which keep the previous scrape and Redis connections between reconciles).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use super::leader::Leadership;
 use super::telemetry::Metrics;
 use crate::api::MemoryTierStatus;
 use crate::observe::{ConfigError, ObserveConfig, Observer};
+use crate::shutdown::Stop;
 use jiff::Timestamp;
 
 /// Shared state of the controller.
@@ -22,6 +24,10 @@ pub struct Context {
     pub leadership: Leadership,
     /// For cache warming and webhooks.
     pub http: reqwest::Client,
+    /// Fires at shutdown: no reconcile starts after it, a flush stops after its round.
+    pub stop: Stop,
+    /// Reconciles running now, so a shutdown waits for them.
+    in_flight: AtomicUsize,
     /// Observers by MemoryTier uid.
     observers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Observer>>>>,
     /// Consecutive failed reconciles by MemoryTier uid, for the error backoff.
@@ -47,6 +53,7 @@ impl Context {
         metrics: Metrics,
         leadership: Leadership,
         http: reqwest::Client,
+        stop: Stop,
     ) -> Self {
         Context {
             client,
@@ -54,10 +61,23 @@ impl Context {
             metrics,
             leadership,
             http,
+            stop,
+            in_flight: AtomicUsize::new(0),
             observers: Mutex::default(),
             failures: Mutex::default(),
             written: Mutex::default(),
         }
+    }
+
+    /// Count a reconcile as running until the guard is dropped.
+    pub fn running(&self) -> Running<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Running(self)
+    }
+
+    /// How many reconciles are running.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Remember when the status just written for `uid` was decided.
@@ -137,6 +157,15 @@ impl Context {
     /// How many tiers have observers (for tests and metrics).
     pub fn observed_tiers(&self) -> usize {
         self.observers.lock().expect("observers lock").len()
+    }
+}
+
+/// A running reconcile (see [`Context::running`]).
+pub struct Running<'a>(&'a Context);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

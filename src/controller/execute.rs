@@ -219,8 +219,16 @@ pub async fn execute(
             }
             Action::RemediateRedis { level, reason } => match &secrets.redis_url {
                 Some(url) => {
-                    let run =
-                        remediate_redis(&tier.spec.redis, url, *level, reason, false, now).await;
+                    let run = remediate_redis(
+                        &tier.spec.redis,
+                        url,
+                        *level,
+                        reason,
+                        false,
+                        now,
+                        &ctx.stop,
+                    )
+                    .await;
                     done.remediation = Some(run.outcome);
                     run.record
                 }
@@ -228,7 +236,7 @@ pub async fn execute(
             },
             Action::AuditRedis { reason } => match &secrets.redis_url {
                 Some(url) => {
-                    let run = audit_redis(&tier.spec.redis, url, reason, now).await;
+                    let run = audit_redis(&tier.spec.redis, url, reason, now, &ctx.stop).await;
                     if run.outcome.is_some() {
                         done.audit = run.outcome;
                     }

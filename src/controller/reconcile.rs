@@ -32,6 +32,11 @@ use crate::policy::{self, AppliedConfig, DecideContext};
 /// Reconcile one tier; kube-runtime calls this for every change and at every requeue.
 #[instrument(skip_all, fields(namespace = tier.namespace().unwrap_or_default(), tier = %tier.name_any()))]
 pub async fn reconcile(tier: Arc<MemoryTier>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    if ctx.stop.is_cancelled() {
+        // Shutting down: nothing new starts.
+        return Ok(Requeue::await_change());
+    }
+    let _running = ctx.running();
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     let result = run_pipeline(&tier, &ctx).await;
@@ -129,6 +134,11 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
         applied: applied_config(ctx, &namespace, &tier.spec.target.config_map_name).await?,
     };
     let decision = policy::decide(&tier.spec, &memory, &observation, now, &decide_ctx);
+    if ctx.stop.is_cancelled() {
+        // Nothing was done yet: the next leader decides again from the same status.
+        info!("shutting down: not acting on this decision");
+        return Ok(Requeue::await_change());
+    }
 
     // act
     let outcome = execute::execute(tier, ctx, &decision, &observation, &act_secrets, now).await;

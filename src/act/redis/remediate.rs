@@ -6,9 +6,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use redis::aio::MultiplexedConnection;
 
-use super::audit::{AuditPlan, AuditReport, audit};
+use super::audit::{AuditPlan, AuditReport, audit_until};
 use super::connect;
-use super::flush::{FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush};
+use super::flush::{FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush_until};
 use crate::act::record::{self, Outcome};
 use crate::api::{
     ActionRecord, AuditOutcome, GenerationSource, MemoryLevel, RedisSpec, RemediationOutcome,
@@ -16,6 +16,7 @@ use crate::api::{
 };
 use crate::remote::text;
 use crate::secret::{SecretString, scrub};
+use crate::shutdown::Stop;
 
 /// How long one Redis reply may take before the run gives up.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -119,6 +120,7 @@ pub async fn remediate_redis(
     reason: &str,
     dry_run: bool,
     now: Timestamp,
+    stop: &Stop,
 ) -> RemediationRun {
     let why = format!("{reason} (memory level {})", level.as_str());
     let skipped = |detail: &str| RemediationRun {
@@ -179,7 +181,7 @@ pub async fn remediate_redis(
         }
         Err(e) => return failed_run(now, &why, dry_run, e.to_string()),
     };
-    let mut report = flush(&con, &plan).await;
+    let mut report = flush_until(&con, &plan, stop).await;
     report.error = report.error.map(|e| scrub(&e, &[url]));
     let mut outcome = report.to_status();
     if !notes.is_empty() && outcome.error.is_none() {
@@ -231,6 +233,7 @@ pub async fn audit_redis(
     url: &SecretString,
     reason: &str,
     now: Timestamp,
+    stop: &Stop,
 ) -> AuditRun {
     let failed = |error: String| AuditRun {
         outcome: None,
@@ -258,7 +261,7 @@ pub async fn audit_redis(
         max_duration: spec.remediation.max_duration.as_std(),
         ..AuditPlan::default()
     };
-    let mut report = audit(&con, &plan).await;
+    let mut report = audit_until(&con, &plan, stop).await;
     report.error = report.error.map(|e| scrub(&e, &[url]));
     let verdict = if report.ok() {
         Outcome::Ok

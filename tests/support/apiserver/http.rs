@@ -60,15 +60,20 @@ impl RequestRecord {
 pub enum FaultAction {
     /// Answer with this HTTP code and a matching `Status` body, without touching the store.
     Fail(u16),
+    /// Answer with this HTTP code and a body of this many bytes that is not a `Status` (a proxy's
+    /// error page gone wrong).
+    FailHuge(u16, usize),
     /// Wait this long, then serve the request normally.
     Delay(Duration),
 }
 
-/// A fault for the next `remaining` requests whose method (if given) and path prefix match.
+/// A fault for the next `remaining` requests whose method (if given), path prefix and query (if
+/// given: it must contain the text) match.
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub method: Option<String>,
     pub path_prefix: String,
+    pub query_contains: Option<String>,
     pub remaining: usize,
     pub action: FaultAction,
 }
@@ -78,6 +83,8 @@ pub struct App {
     pub log: Mutex<Vec<RequestRecord>>,
     pub faults: Mutex<Vec<Fault>>,
     pub shutdown: watch::Receiver<bool>,
+    /// Bumped to end every open watch at once (a restart, a load balancer's idle timeout).
+    pub dropped: watch::Sender<u64>,
     pub bookmark_interval: Duration,
     pub address: SocketAddr,
 }
@@ -89,7 +96,7 @@ impl App {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn take_fault(&self, method: &str, path: &str) -> Option<FaultAction> {
+    fn take_fault(&self, method: &str, path: &str, query: &str) -> Option<FaultAction> {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         let index = faults.iter().position(|f| {
             f.remaining > 0
@@ -97,6 +104,9 @@ impl App {
                     .as_deref()
                     .is_none_or(|m| m.eq_ignore_ascii_case(method))
                 && path.starts_with(&f.path_prefix)
+                && f.query_contains
+                    .as_deref()
+                    .is_none_or(|q| query.contains(q))
         })?;
         faults[index].remaining -= 1;
         let action = faults[index].action.clone();
@@ -145,10 +155,18 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         log.push(record);
         log.len() - 1
     };
-    let fault = app.take_fault(parts.method.as_str(), parts.uri.path());
-    let injected = matches!(fault, Some(FaultAction::Fail(_)));
+    let fault = app.take_fault(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query().unwrap_or_default(),
+    );
+    let injected = matches!(
+        fault,
+        Some(FaultAction::Fail(_) | FaultAction::FailHuge(..))
+    );
     let response = match fault {
         Some(FaultAction::Fail(code)) => error_response(&ApiError::injected(code)),
+        Some(FaultAction::FailHuge(code, bytes)) => huge_error(code, bytes),
         other => {
             if let Some(FaultAction::Delay(delay)) = other {
                 tokio::time::sleep(delay).await;
@@ -183,6 +201,17 @@ fn json_response(code: StatusCode, content_type: &str, value: &Value) -> Respons
         body,
     )
         .into_response()
+}
+
+/// An error answer of `bytes` bytes of HTML, made as it is sent.
+fn huge_error(code: u16, bytes: usize) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let chunk = Bytes::from(b"<p>upstream error</p>\n".repeat(4096));
+    let chunks = bytes.div_ceil(chunk.len());
+    let body = Body::from_stream(futures::stream::iter(
+        std::iter::repeat_n(chunk, chunks).map(Ok::<_, Infallible>),
+    ));
+    (code, [(header::CONTENT_TYPE, "text/html")], body).into_response()
 }
 
 fn ok(value: &Value) -> Response {
@@ -586,6 +615,7 @@ struct WatchStream {
     bookmark_every: Option<Duration>,
     next_bookmark: Instant,
     shutdown: watch::Receiver<bool>,
+    dropped: watch::Receiver<u64>,
     done: bool,
 }
 
@@ -605,6 +635,8 @@ async fn next_line(mut stream: WatchStream) -> Option<(Bytes, WatchStream)> {
                     stream.done = true;
                 }
             }
+            // Dropped: the stream just ends, with no bookmark, as a broken connection would.
+            _ = stream.dropped.changed() => stream.done = true,
             received = stream.feed.recv() => match received {
                 Ok(change) => {
                     stream.last_rv = change.rv;
@@ -708,6 +740,7 @@ fn watch(
         bookmark_every: bookmarks.then_some(app.bookmark_interval),
         next_bookmark: now + app.bookmark_interval,
         shutdown: app.shutdown.clone(),
+        dropped: app.dropped.subscribe(),
         done: false,
     };
     Ok(stream_response(futures::stream::unfold(stream, next_line)))
