@@ -811,3 +811,66 @@ async fn an_event_repeats_as_a_series_and_a_new_message_is_a_new_event() {
         assert_eq!(e["regarding"]["name"], "backend");
     }
 }
+
+/// A decision is written down (claimed) before it acts. Without that, a status write that failed
+/// after the actions made the next reconcile take the same decision again from the old status:
+/// the soak saw a cold start warmed three times and an incident opened twice. Here the one write
+/// that carries the rollback fails with a 500: the rollback still happens, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_whose_status_write_fails_is_not_taken_twice() {
+    use support::apiserver::{Fault, FaultAction, Gvr};
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create(&client, &tier("backend", &app.url(), json!({}))).await;
+    let _run = controller(client.clone(), None);
+    wait_for("the baseline", Duration::from_secs(20), || async {
+        let t = tier_now(&client, "backend").await;
+        (t.status?.phase? == Phase::Healthy).then_some(())
+    })
+    .await;
+
+    server.push_fault(Fault {
+        method: Some("PATCH".into()),
+        path_prefix: format!(
+            "/apis/tierguard.dev/v1alpha1/namespaces/{NS}/memorytiers/backend/status"
+        ),
+        body_contains: Some("\"phase\":\"RollingBack\"".into()),
+        ..Fault::new(FaultAction::Fail(500), 1)
+    });
+    app.update(|p| p.latency_ms = 1500.0);
+    wait_for("status RollingBack", Duration::from_secs(30), || async {
+        let t = tier_now(&client, "backend").await;
+        (t.status.as_ref()?.phase? == Phase::RollingBack).then_some(())
+    })
+    .await;
+    assert!(server.pending_faults().is_empty(), "the fault was not used");
+    // Whatever a second decision would do is done by now (reconciles run every 300 ms).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let opened: Vec<(String, u64)> = server
+        .list_json(&Gvr::of::<k8s_openapi::api::events::v1::Event>())
+        .iter()
+        .filter(|e| e["reason"] == "IncidentOpened")
+        .map(|e| {
+            (
+                e["note"].as_str().unwrap_or_default().to_owned(),
+                e["series"]["count"].as_u64().unwrap_or(1),
+            )
+        })
+        .collect();
+    let total: u64 = opened.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        total, 1,
+        "the incident was opened {total} times: {opened:#?}"
+    );
+    let status = tier_now(&client, "backend").await.status.unwrap();
+    assert_eq!(status.incidents.len(), 1, "{:#?}", status.incidents);
+    let renders = status
+        .recent_actions
+        .iter()
+        .filter(|r| r.action == "render-config" && r.reason.contains("rollback"))
+        .count();
+    assert_eq!(renders, 1, "{:#?}", status.recent_actions);
+}

@@ -169,6 +169,7 @@ async fn circuit_breaker_outage_drill() {
         redis_args: vec![],
         tier: json!({}),
         serve_args: vec![],
+        replicas: 1,
     })
     .await;
     d.start_load(LoadShape::default());
@@ -358,6 +359,7 @@ async fn cache_stampede_drill() {
         redis_args: vec![],
         tier: json!({}),
         serve_args: vec![],
+        replicas: 1,
     })
     .await;
     d.start_load(LoadShape::default());
@@ -613,6 +615,7 @@ async fn redis_oom_drill() {
         // Large values are cached only below MAX_CACHE_VALUE_SIZE.
         tier: json!({"cache": {"maxValueBytes": 500000}}),
         serve_args: vec![],
+        replicas: 1,
     })
     .await;
     // Three clinics' rows grow large before traffic starts, so both generations hold them.
@@ -878,6 +881,7 @@ async fn canary_regression_drill() {
         redis_args: vec![],
         tier: json!({"canary": {"sampleRate": 0.8}}),
         serve_args: vec![],
+        replicas: 1,
     })
     .await;
     d.start_load(LoadShape {

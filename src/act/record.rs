@@ -11,6 +11,9 @@ pub enum Outcome {
     Failed,
     Skipped,
     DryRun,
+    /// Claimed and begun; replaced by how it went once that is recorded (see the controller's
+    /// claim before acting).
+    Started,
 }
 
 impl Outcome {
@@ -20,6 +23,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
             Outcome::DryRun => "dry-run",
+            Outcome::Started => "started",
         }
     }
 }

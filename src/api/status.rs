@@ -407,7 +407,8 @@ pub struct ActionRecord {
     pub action: String,
     /// Why.
     pub reason: String,
-    /// ok, failed, skipped or dry-run.
+    /// ok, failed, skipped or dry-run; started while a claimed action runs (it stays when the
+    /// controller stopped before recording how it went).
     pub outcome: String,
     /// Details of the outcome (never a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -120,12 +120,19 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     let observation = observer.lock().await.observe().await;
 
     // decide
-    let mut status = if ctx.watch_lags(&uid(tier), tier.status.as_ref()) {
+    let (mut status, decided_on) = if ctx.watch_lags(&uid(tier), tier.status.as_ref()) {
         // The cache has not caught up with our last write: read the tier itself.
         let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.get(&name).await?.status.unwrap_or_default()
+        let fresh = api.get(&name).await?;
+        (
+            fresh.status.unwrap_or_default(),
+            fresh.metadata.resource_version,
+        )
     } else {
-        tier.status.clone().unwrap_or_default()
+        (
+            tier.status.clone().unwrap_or_default(),
+            tier.metadata.resource_version.clone(),
+        )
     };
     let memory = status.policy.clone().unwrap_or_default();
     let decide_ctx = DecideContext {
@@ -140,6 +147,32 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
         return Ok(Requeue::await_change());
     }
 
+    // claim: a decision that acts is written down before it acts (see `claim`)
+    let claimed = if decision.actions.is_empty() {
+        decided_on
+    } else {
+        let mut claim = status.clone();
+        decision.apply_to_status(&mut claim, &observation, tier.metadata.generation);
+        claim
+            .recent_actions
+            .splice(0..0, started_records(&decision, now));
+        set_progress_conditions(&mut claim, tier.metadata.generation, now);
+        match write_status_if(ctx, tier, &claim, decided_on.as_deref()).await {
+            Ok(version) => {
+                ctx.remember_status(&uid(tier), &claim);
+                version
+            }
+            Err(e) if is_conflict(&e) => {
+                // Another write reached the tier since it was read (another replica's decision,
+                // a spec change): decide again on what is there now, soon.
+                info!("the tier changed since it was read; deciding again");
+                return Ok(Requeue::requeue(CONFLICT_RETRY));
+            }
+            // Nothing was done: the next reconcile decides again.
+            Err(e) => return Err(e),
+        }
+    };
+
     // act
     let outcome = execute::execute(tier, ctx, &decision, &observation, &act_secrets, now).await;
 
@@ -147,7 +180,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     decision.apply_to_status(&mut status, &observation, tier.metadata.generation);
     outcome.apply_to_status(&mut status);
     set_progress_conditions(&mut status, tier.metadata.generation, now);
-    write_status(ctx, tier, &status).await?;
+    record_outcomes(ctx, tier, &status, claimed.as_deref()).await?;
     ctx.remember_status(&uid(tier), &status);
     ctx.metrics
         .set_phase(&namespace, &name, status.phase.unwrap_or_default());
@@ -256,24 +289,99 @@ async fn write_status(
     tier: &MemoryTier,
     status: &MemoryTierStatus,
 ) -> Result<(), Error> {
+    write_status_if(ctx, tier, status, None).await.map(|_| ())
+}
+
+/// [`write_status`], only if the tier is still at `version` (a 409 Conflict otherwise).
+/// Returns the resourceVersion written.
+async fn write_status_if(
+    ctx: &Context,
+    tier: &MemoryTier,
+    status: &MemoryTierStatus,
+    version: Option<&str>,
+) -> Result<Option<String>, Error> {
     let namespace = tier
         .namespace()
         .ok_or(Error::Malformed("metadata.namespace"))?;
     let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut status = status.clone();
     status.recent_actions.truncate(MAX_ACTIONS_IN_STATUS);
-    let patch = json!({
+    let mut patch = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,
         "status": status,
     });
-    api.patch_status(
-        &tier.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    if let Some(version) = version {
+        patch["metadata"] = json!({"resourceVersion": version});
+    }
+    let written = api
+        .patch_status(
+            &tier.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(written.metadata.resource_version)
+}
+
+/// How soon a decision taken on a tier that changed meanwhile is taken again.
+const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Attempts to record what a decision did, and the wait between them.
+const RECORD_ATTEMPTS: u32 = 3;
+const RECORD_RETRY: std::time::Duration = std::time::Duration::from_millis(300);
+
+fn is_conflict(e: &Error) -> bool {
+    matches!(e, Error::Kube(k) if matches!(k.as_ref(), kube::Error::Api(s) if s.code == 409))
+}
+
+/// A decision that acts is claimed first: the status it leads to (the policy's memory with its
+/// cooldowns and open incidents, the actions marked `started`) is written, on condition that the
+/// tier is still what the decision was taken on. Only then are its actions carried out. So a
+/// replica killed mid-action, a status write that fails afterwards, or two replicas deciding on
+/// the same status, never make a decision run twice: the next decision starts from the claim,
+/// and of two deciders on one version only one claim is written.
+fn started_records(decision: &policy::Decision, now: Timestamp) -> Vec<crate::api::ActionRecord> {
+    decision
+        .actions
+        .iter()
+        .filter(|a| !matches!(a, policy::Action::Event { .. }))
+        .map(|a| {
+            crate::act::record::action(
+                now,
+                a.name(),
+                a.reason(),
+                crate::act::record::Outcome::Started,
+                None,
+            )
+        })
+        .collect()
+}
+
+/// Write what the decision did over its claim. A failed write is tried again a few times; if
+/// it still fails the claim stays, with its actions `started` and no outcome: nothing runs again.
+async fn record_outcomes(
+    ctx: &Context,
+    tier: &MemoryTier,
+    status: &MemoryTierStatus,
+    claimed: Option<&str>,
+) -> Result<(), Error> {
+    let mut attempt = 1;
+    loop {
+        match write_status_if(ctx, tier, status, claimed).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_conflict(&e) => {
+                // Someone decided on the claim already: theirs stands, ours keeps `started`.
+                warn!(error = %e, "the outcome of this decision is not recorded: the tier changed since its claim");
+                return Ok(());
+            }
+            Err(e) if attempt >= RECORD_ATTEMPTS || ctx.stop.is_cancelled() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, attempt, "recording the outcome failed; trying again");
+                attempt += 1;
+                tokio::time::sleep(RECORD_RETRY).await;
+            }
+        }
+    }
 }
 
 /// Publish an Event on the tier. A failed Event is logged, never fatal: it must not stop

@@ -222,7 +222,6 @@ pub struct PrometheusServer {
 impl PrometheusServer {
     /// Start Prometheus scraping `targets` ("127.0.0.1:PORT", path /metrics) every `scrape_interval`.
     pub fn start(targets: &[String], scrape_interval: Duration) -> Self {
-        let binary = require_binary("prometheus");
         let dir = tempfile::tempdir().expect("temp dir");
         let interval = format!("{}ms", scrape_interval.as_millis().max(100));
         let target_list = targets
@@ -235,29 +234,37 @@ impl PrometheusServer {
              scrape_configs:\n  - job_name: app\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n    \
              static_configs:\n      - targets: [{target_list}]\n        labels:\n          app: clinic-backend\n"
         );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write prometheus.yml");
-        let port = free_port();
+        std::fs::write(dir.path().join("prometheus.yml"), config).expect("write prometheus.yml");
+        let mut server = PrometheusServer {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let binary = require_binary("prometheus");
         let child = Command::new(binary)
-            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--config.file={}",
+                self.dir.path().join("prometheus.yml").display()
+            ))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.path().join("data").display()
+                self.dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn prometheus");
-        let server = PrometheusServer {
-            port,
-            dir,
-            child: Some(child),
-        };
+        self.child = Some(child);
+        let port = self.port;
         wait_until("prometheus", Duration::from_secs(30), || {
             http_get_ok(port, "/-/ready")
         });
-        server
     }
 
     pub fn port(&self) -> u16 {
@@ -271,6 +278,25 @@ impl PrometheusServer {
     /// Stop the server (SIGTERM, then wait for it to exit).
     pub fn stop(&mut self) {
         stop_child(&mut self.child);
+    }
+
+    /// Kill the server at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port and data (after [`PrometheusServer::kill`] or `stop`).
+    pub fn restart(&mut self) {
+        self.kill();
+        // A killed TSDB leaves its lock; Prometheus takes it over at start-up.
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     pub fn dir(&self) -> &Path {

@@ -67,15 +67,59 @@ pub enum FaultAction {
     Delay(Duration),
 }
 
-/// A fault for the next `remaining` requests whose method (if given), path prefix and query (if
-/// given: it must contain the text) match.
+/// A fault for the next `remaining` requests whose method (if given), path prefix, query (if
+/// given: it must contain the text), caller (if given: the bearer token) and body match.
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub method: Option<String>,
     pub path_prefix: String,
     pub query_contains: Option<String>,
+    pub user: Option<String>,
+    /// The request body must contain this text (e.g. `"phase":"RollingBack"` to fail the one
+    /// status write that carries a decision).
+    pub body_contains: Option<String>,
     pub remaining: usize,
     pub action: FaultAction,
+}
+
+impl Fault {
+    /// A fault for every request of every caller (narrow it with the fields).
+    pub fn new(action: FaultAction, remaining: usize) -> Fault {
+        Fault {
+            method: None,
+            path_prefix: "/".to_string(),
+            query_contains: None,
+            user: None,
+            body_contains: None,
+            remaining,
+            action,
+        }
+    }
+
+    fn matches(&self, r: &Matched<'_>) -> bool {
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(r.method))
+            && r.path.starts_with(&self.path_prefix)
+            && self
+                .query_contains
+                .as_deref()
+                .is_none_or(|q| r.query.contains(q))
+            && self.user.as_deref().is_none_or(|u| Some(u) == r.user)
+            && self
+                .body_contains
+                .as_deref()
+                .is_none_or(|b| r.body.windows(b.len().max(1)).any(|w| w == b.as_bytes()))
+    }
+}
+
+/// What a fault is matched on.
+struct Matched<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    user: Option<&'a str>,
+    body: &'a [u8],
 }
 
 pub struct App {
@@ -96,18 +140,11 @@ impl App {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn take_fault(&self, method: &str, path: &str, query: &str) -> Option<FaultAction> {
+    fn take_fault(&self, request: &Matched<'_>) -> Option<FaultAction> {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
-        let index = faults.iter().position(|f| {
-            f.remaining > 0
-                && f.method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && path.starts_with(&f.path_prefix)
-                && f.query_contains
-                    .as_deref()
-                    .is_none_or(|q| query.contains(q))
-        })?;
+        let index = faults
+            .iter()
+            .position(|f| f.remaining > 0 && f.matches(request))?;
         faults[index].remaining -= 1;
         let action = faults[index].action.clone();
         if faults[index].remaining == 0 {
@@ -150,16 +187,27 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         status: 0,
         injected: false,
     };
+    let user = record.user.clone();
     let index = {
         let mut log = app.log.lock().unwrap_or_else(|p| p.into_inner());
         log.push(record);
         log.len() - 1
     };
-    let fault = app.take_fault(
-        parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query().unwrap_or_default(),
-    );
+    let body = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(body) => body,
+        Err(e) => {
+            return error_response(&ApiError::bad_request(format!(
+                "reading the request body: {e}"
+            )));
+        }
+    };
+    let fault = app.take_fault(&Matched {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or_default(),
+        user: user.as_deref(),
+        body: &body,
+    });
     let injected = matches!(
         fault,
         Some(FaultAction::Fail(_) | FaultAction::FailHuge(..))
@@ -171,20 +219,15 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
             if let Some(FaultAction::Delay(delay)) = other {
                 tokio::time::sleep(delay).await;
             }
-            match axum::body::to_bytes(body, 64 << 20).await {
-                Ok(body) => serve(
-                    &app,
-                    &parts.method,
-                    parts.uri.path(),
-                    &parts.headers,
-                    &query,
-                    &body,
-                )
-                .unwrap_or_else(|e| error_response(&e)),
-                Err(e) => error_response(&ApiError::bad_request(format!(
-                    "reading the request body: {e}"
-                ))),
-            }
+            serve(
+                &app,
+                &parts.method,
+                parts.uri.path(),
+                &parts.headers,
+                &query,
+                &body,
+            )
+            .unwrap_or_else(|e| error_response(&e))
         }
     };
     let mut log = app.log.lock().unwrap_or_else(|p| p.into_inner());

@@ -302,6 +302,8 @@ impl ApiServer {
             method: method.map(str::to_string),
             path_prefix: path_prefix.to_string(),
             query_contains: Some(query.to_string()),
+            user: None,
+            body_contains: None,
             remaining: times,
             action: FaultAction::Fail(code),
         });
@@ -353,12 +355,15 @@ impl ApiServer {
             method: method.map(str::to_string),
             path_prefix: path_prefix.to_string(),
             query_contains: None,
+            user: None,
+            body_contains: None,
             remaining: times,
             action,
         });
     }
 
-    fn push_fault(&self, fault: Fault) {
+    /// Adds a fault as described (see [`Fault`]).
+    pub fn push_fault(&self, fault: Fault) {
         self.app
             .faults
             .lock()
