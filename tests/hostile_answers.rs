@@ -269,3 +269,73 @@ async fn a_huge_redis_info_reply_is_cut_off() {
         run.elapsed.as_secs_f64()
     );
 }
+
+/// The API server (or a proxy in front of it) answers the controller's status writes with 20 MB
+/// of HTML. The controller reads 64 KiB of it at most: its log stays short and its memory small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_body_from_the_api_server_is_not_read_whole() {
+    use support::apiserver::{ApiServer, Fault, FaultAction, Gvr};
+    let api = ApiServer::start().await;
+    api.put_json(
+        &Gvr::of::<tierguard::api::MemoryTier>(),
+        json!({
+            "apiVersion": "tierguard.dev/v1alpha1", "kind": "MemoryTier",
+            "metadata": {"name": "clinic-backend", "namespace": "clinic"},
+            "spec": {"target": {"configMapName": "flags"}, "metrics": {"interval": "1s"}},
+        }),
+    )
+    .unwrap();
+    api.push_fault(Fault {
+        method: Some("PATCH".into()),
+        path_prefix:
+            "/apis/tierguard.dev/v1alpha1/namespaces/clinic/memorytiers/clinic-backend/status"
+                .into(),
+        ..Fault::new(FaultAction::FailHuge(500, 20 << 20), usize::MAX)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let log_path = dir.path().join("run.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tierguard"))
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--namespace", "clinic", "--metrics-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak_kib = 0u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut failures = 0;
+    while failures < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed reconcile logged"
+        );
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        failures = std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches("reconcile failed")
+            .count();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.len() < 100_000, "the log holds {} bytes", log.len());
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 2000, "a log line of {longest} bytes");
+    assert!(
+        peak_kib < MAX_RSS_KIB,
+        "the controller peaked at {peak_kib} KiB"
+    );
+}
