@@ -112,7 +112,7 @@ impl EnvFault {
             (EnvFault::DroppedWatches, 2),
             (EnvFault::Gone410, 2),
             (EnvFault::PrometheusKilled, 2),
-            (EnvFault::RedisKilled, 2),
+            (EnvFault::RedisKilled, 1),
             (EnvFault::ControllerKilled, 4),
             (EnvFault::LeaderTerminated, 2),
         ];
@@ -163,7 +163,8 @@ async fn soak(length: Duration, seed: u64) {
         name: "fault-soak",
         redis_args: vec!["--enable-debug-command", "yes"],
         tier: json!({
-            "canary": {"sampleRate": 0.8},
+            // Back from a stampede's 0.05 in three steps rather than fifteen: more incidents fit.
+            "canary": {"sampleRate": 0.8, "rampStep": 0.25},
             "redis": {"remediation": {"cooldown": "60s", "maxDuration": "5s"}},
         }),
         serve_args: vec![],
@@ -204,9 +205,18 @@ async fn soak(length: Duration, seed: u64) {
             next_fault = Instant::now() + Duration::from_millis(s.rng.random_range(2500..6000));
         }
         match incident {
-            None if Instant::now() >= next_incident_at => {
+            // The next incident starts on a calm tier (Healthy, no mitigation): a canary
+            // regression while a stampede keeps the canary low would go unnoticed, rightly.
+            None if Instant::now() >= next_incident_at
+                && (s.calm() || next_incident_at.elapsed() > Duration::from_secs(60)) =>
+            {
                 if next_incident.is_multiple_of(order.len()) {
                     shuffle(&mut order, &mut s.rng);
+                    if next_incident == 0 {
+                        // The rollback first: the shortest soak still checks it.
+                        order.retain(|i| *i != Incident::CanaryRegression);
+                        order.insert(0, Incident::CanaryRegression);
+                    }
                 }
                 let which = order[next_incident % order.len()];
                 next_incident += 1;
@@ -252,6 +262,12 @@ impl Soak {
             user: Some(CONTROLLER_USER.to_owned()),
             ..Fault::new(action, remaining)
         }
+    }
+
+    fn calm(&self) -> bool {
+        self.d
+            .status()
+            .is_some_and(|s| s.phase == Some(Phase::Healthy) && s.mitigations.is_empty())
     }
 
     fn leader_index(&self) -> Option<usize> {
@@ -395,14 +411,15 @@ impl Soak {
                 // Session keys up to 95 % of maxmemory (64 MB): critical.
                 let (used, max) = self.d.redis_memory();
                 let target = (max as f64 * 0.95) as u64;
-                let keys = target.saturating_sub(used) / 90;
+                // About 1.1 KB a key: one remediation run (100,000 keys at most) clears them.
+                let keys = target.saturating_sub(used) / 1100;
                 let mut con = self.d.redis.client();
                 let start: u64 = self.rng.random_range(0..1_000_000_000);
                 let filled: redis::RedisResult<()> = redis::cmd("DEBUG")
                     .arg("POPULATE")
                     .arg(keys)
                     .arg(format!("session:soak{start}"))
-                    .arg(40)
+                    .arg(1000)
                     .query(&mut con);
                 self.d.mark(format!(
                     "memory pressure: {keys} session keys ({})",

@@ -20,12 +20,21 @@ impl ControllerProcess {
     /// Start `tierguard run --kubeconfig KUBECONFIG --namespace NAMESPACE` and wait until it
     /// reports ready (its watches are running).
     pub fn spawn(kubeconfig: &Path, namespace: &str, log: PathBuf) -> Self {
-        Self::spawn_with(kubeconfig, namespace, log, "tierguard-drill", &[], true)
+        Self::spawn_with(
+            Path::new(env!("CARGO_BIN_EXE_tierguard")),
+            kubeconfig,
+            namespace,
+            log,
+            "tierguard-drill",
+            &[],
+            true,
+        )
     }
 
-    /// Start with this identity and extra arguments (e.g. `--leader-election`); wait until ready
-    /// when asked.
+    /// Start `binary run` with this identity and extra arguments (e.g. `--leader-election`); wait
+    /// until ready when asked.
     pub fn spawn_with(
+        binary: &Path,
         kubeconfig: &Path,
         namespace: &str,
         log: PathBuf,
@@ -35,7 +44,7 @@ impl ControllerProcess {
     ) -> Self {
         let metrics_port = free_port();
         let stderr = std::fs::File::create(&log).expect("create the controller's log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_tierguard"))
+        let child = Command::new(binary)
             .arg("run")
             .arg("--kubeconfig")
             .arg(kubeconfig)

@@ -216,6 +216,9 @@ impl Drill {
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig_as(&kubeconfig, CONTROLLER_USER)
             .expect("write the kubeconfig");
+        // Replicas restarted later run this copy: a build meanwhile does not change them.
+        let binary = dir.path().join("tierguard");
+        std::fs::copy(env!("CARGO_BIN_EXE_tierguard"), &binary).expect("copy the tierguard binary");
         let mut replicas: Vec<Replica> = (0..setup.replicas.max(1))
             .map(|i| Replica {
                 identity: if setup.replicas > 1 {
@@ -230,7 +233,7 @@ impl Drill {
             })
             .collect();
         for i in 0..replicas.len() {
-            start_replica(&mut replicas, i, &kubeconfig, dir.path(), false);
+            start_replica(&mut replicas, i, &binary, &kubeconfig, dir.path(), false);
         }
         for replica in &mut replicas {
             if let Some(p) = replica.process.as_mut() {
@@ -347,7 +350,8 @@ impl Drill {
     /// Start replica `i` again (a new process and log), without waiting for it.
     pub fn restart_replica(&mut self, i: usize) {
         let dir = self._dir.path().to_owned();
-        start_replica(&mut self.replicas, i, &self.kubeconfig, &dir, true);
+        let binary = dir.join("tierguard");
+        start_replica(&mut self.replicas, i, &binary, &self.kubeconfig, &dir, true);
     }
 
     pub fn replica_running(&mut self, i: usize) -> bool {
@@ -896,6 +900,7 @@ pub const CONTROLLER_USER: &str = "tierguard";
 fn start_replica(
     replicas: &mut [Replica],
     i: usize,
+    binary: &std::path::Path,
     kubeconfig: &std::path::Path,
     dir: &std::path::Path,
     restart: bool,
@@ -920,6 +925,7 @@ fn start_replica(
     }
     replica.logs.push(log.clone());
     replica.process = Some(ControllerProcess::spawn_with(
+        binary,
         kubeconfig,
         NAMESPACE,
         log,
