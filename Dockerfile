@@ -2,7 +2,11 @@
 # Multi-stage build: a release binary built on Debian, shipped in a distroless non-root image.
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# The build has no .git: pass the commit for `tierguard version` and tierguard_build_info,
+# e.g. --build-arg TIERGUARD_GIT_COMMIT=$(git rev-parse HEAD) (else it reports "unknown").
+ARG TIERGUARD_GIT_COMMIT=""
+ENV TIERGUARD_GIT_COMMIT=${TIERGUARD_GIT_COMMIT}
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin tierguard && strip target/release/tierguard

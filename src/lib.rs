@@ -11,11 +11,13 @@
 //! - [`remote`]: answers from the network read within size and time bounds, and remote text
 //!   made safe to show.
 //! - [`shutdown`]: stopping on SIGTERM within the pod's grace period.
+//! - [`build_info`]: version, commit and build date.
 //! - [`secret`]: keeping Secret values out of every log, error, Event and status.
 #![forbid(unsafe_code)]
 
 pub mod act;
 pub mod api;
+pub mod build_info;
 pub mod cli;
 pub mod controller;
 pub mod observe;

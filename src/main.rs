@@ -2,7 +2,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tierguard::cli::{Cli, run};
+use tierguard::cli::{Cli, PLUGIN_BINARY, PluginCli, run, tier};
 
 /// How long the exit waits for work left on the blocking pool (a parse past its deadline): the
 /// process must be gone within the pod's grace period.
@@ -10,7 +10,15 @@ const EXIT_WAIT: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     tierguard::install_crypto_provider();
-    let cli = Cli::parse();
+    // Installed (or linked) as kubectl-tierguard, the binary is the kubectl plugin.
+    let as_plugin = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_stem()
+                .map(|s| s == PLUGIN_BINARY)
+        })
+        .unwrap_or(false);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,7 +29,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(async {
+        if as_plugin {
+            tier::run(PluginCli::parse().command).await
+        } else {
+            run(Cli::parse()).await
+        }
+    });
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

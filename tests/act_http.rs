@@ -304,7 +304,9 @@ fn notification(level: u8, kind: NotifyKind) -> Notification {
         kind,
         incident_id: "2026-11-25-0312-redis-memory".into(),
         runbook: "RedisMemory".into(),
-        trigger: "Redis memory 93% >= 90% (critical)".into(),
+        trigger: "Redis memory 93% > 90% (critical)".into(),
+        escalated_because: None,
+        escalation_plan: "level 2 (senior engineer) is notified if it is still unresolved 15m after its automatic response started".into(),
         message: "unlinking session:* and old cache generations".into(),
     }
 }
@@ -370,8 +372,20 @@ async fn webhooks_get_their_format_by_level_and_a_failure_blocks_nothing() {
     assert_eq!(slack.len(), 1);
     assert_eq!(slack[0].method, "POST");
     assert_eq!(slack[0].headers["content-type"], "application/json");
+    // Slack's text is escaped (`&`, `<`, `>`), and the message comes as Block Kit blocks too.
     let text = slack[0].body["text"].as_str().unwrap();
-    assert!(text.starts_with("Subject: [INCIDENT] Redis Memory - clinic/backend\n\nTimeline:\n- 03:12 UTC - Issue detected: Redis memory 93% >= 90% (critical)\n"), "{text}");
+    assert!(text.starts_with("Subject: [INCIDENT] Redis Memory - clinic/backend\n\nTimeline:\n- 03:12 UTC - Issue detected: Redis memory 93% &gt; 90% (critical)\n"), "{text}");
+    let blocks = slack[0].body["blocks"].as_array().unwrap();
+    assert_eq!(
+        blocks[0]["text"]["text"],
+        "[INCIDENT] Redis Memory - clinic/backend"
+    );
+    assert!(
+        blocks[1]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Redis memory 93% &gt; 90% (critical)")
+    );
     assert!(
         text.contains("\nImpact:\n")
             && text.contains("\nNext Steps:\n")
@@ -388,6 +402,14 @@ async fn webhooks_get_their_format_by_level_and_a_failure_blocks_nothing() {
     assert_eq!(
         pd[0].body["payload"]["custom_details"]["runbook"],
         "RedisMemory"
+    );
+    assert_eq!(pd[0].body["payload"]["timestamp"], "2026-11-25T03:12:00Z");
+    assert_eq!(pd[0].body["client"], "tierguard");
+    assert!(
+        pd[0].body["links"][0]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("/docs/runbooks.md#redismemory")
     );
 
     assert!(

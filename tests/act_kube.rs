@@ -286,7 +286,7 @@ fn incident(id: &str, minute: u32, resolved: bool) -> IncidentSummary {
     IncidentSummary {
         id: id.into(),
         runbook: "RedisMemory".into(),
-        trigger: "Redis memory 93% >= 90%".into(),
+        trigger: "Redis memory 93% > 90%".into(),
         started_at: start,
         resolved_at: resolved.then(|| {
             start
@@ -294,6 +294,7 @@ fn incident(id: &str, minute: u32, resolved: bool) -> IncidentSummary {
                 .unwrap()
         }),
         escalation_level: 1,
+        escalation: None,
         timeline: vec![TimelineEntry {
             at: start,
             what: "Memory critical: unlinking session:*".into(),

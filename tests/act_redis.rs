@@ -780,6 +780,103 @@ async fn audit_finds_keys_without_ttl_the_largest_keys_and_prefix_counts() {
     assert!(!sample.complete);
 }
 
+/// Generation-scoped keys in both layouts, generations 3 and 30 side by side: keys that end with
+/// the generation (`cache:clinic:7:generation:3`) and keys with more after it
+/// (`cache:clinic:7:generation:3:item:17`).
+fn load_generations_in_both_layouts(con: &mut redis::Connection) {
+    set_many(
+        con,
+        (0..50).flat_map(|c| {
+            [1, 3, 30].into_iter().flat_map(move |g| {
+                let base = format!("cache:clinic:{c}:generation:{g}");
+                [
+                    base.clone(),
+                    format!("{base}:item:17"),
+                    format!("{base}:item:3"),
+                ]
+            })
+        }),
+        Some(3600),
+    );
+}
+
+/// Keys of generation 3 in either layout: the generation's segment is exactly `3`.
+fn of_generation_3(keys: &BTreeSet<String>) -> BTreeSet<String> {
+    keys.iter()
+        .filter(|k| {
+            k.split(':')
+                .collect::<Vec<_>>()
+                .windows(2)
+                .any(|w| w[0] == "generation" && w[1] == "3")
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn keep_generation_keeps_every_key_of_the_current_generation_in_either_layout() {
+    let redis = RedisServer::start();
+    let mut con = redis.client();
+    load_generations_in_both_layouts(&mut con);
+    let before = all_keys(&mut con);
+    let current = of_generation_3(&before);
+    assert_eq!(current.len(), 150);
+    // The runbook's own spelling: every generation by pattern, keeping the current one.
+    let (code, stdout, stderr) = run_cli(&[
+        "redis",
+        "flush",
+        "--url",
+        &redis.url(),
+        "--pattern",
+        "cache:*:generation:*",
+        "--keep-generation",
+        "3",
+    ]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let after = all_keys(&mut con);
+    assert_eq!(
+        of_generation_3(&after),
+        current,
+        "the current generation lost keys"
+    );
+    // Generations 1 and 30 are gone, in both layouts.
+    assert_eq!(after, current, "old generations left behind");
+}
+
+#[tokio::test]
+async fn remediation_keeps_every_key_of_the_current_generation_in_either_layout() {
+    tierguard::install_crypto_provider();
+    let redis = RedisServer::start();
+    let mut con = redis.client();
+    load_generations_in_both_layouts(&mut con);
+    let current = of_generation_3(&all_keys(&mut con));
+    let spec: RedisSpec = serde_json::from_value(serde_json::json!({
+        "remediation": {
+            "nonCriticalPatterns": [],
+            "generationPattern": "cache:*:generation:{generation}",
+            "currentGeneration": {"value": "3"},
+        }
+    }))
+    .unwrap();
+    let url = SecretString::from(redis.url());
+    let run = remediate_redis(
+        &spec,
+        &url,
+        MemoryLevel::Critical,
+        "critical",
+        false,
+        jiff::Timestamp::now(),
+        &Stop::new(),
+    )
+    .await;
+    assert_eq!(run.record.outcome, "ok", "{:?}", run.record);
+    assert_eq!(
+        run.outcome.deleted_by_pattern["cache:*:generation:{generation}"],
+        300
+    );
+    assert_eq!(all_keys(&mut con), current);
+}
+
 /// Key names are remote text: `redis audit` prints them escaped, so a key holding a terminal
 /// escape or a line break neither clears the screen nor splits the summary line.
 #[test]

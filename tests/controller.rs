@@ -46,7 +46,7 @@ fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHa
         tierguard::controller::run(
             client,
             RunConfig {
-                namespace: Some(NS.into()),
+                namespaces: vec![NS.into()],
                 selector: None,
                 metrics_addr: None,
                 lease,
@@ -512,7 +512,7 @@ async fn readyz_answers_ready_once_the_watches_run() {
         tierguard::controller::run(
             client,
             RunConfig {
-                namespace: Some(NS.into()),
+                namespaces: vec![NS.into()],
                 selector: None,
                 metrics_addr: Some(([127, 0, 0, 1], port).into()),
                 lease: None,
@@ -712,7 +712,7 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
     }
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let deploy = std::fs::read_to_string(root.join("deploy/rbac.yaml")).unwrap();
+    let deploy = std::fs::read_to_string(root.join("deploy/base/rbac.yaml")).unwrap();
     let helm = root.join(".tools/bin/helm");
     let chart = std::process::Command::new(&helm)
         .args(["template", "t", "charts/tierguard"])
@@ -721,7 +721,7 @@ async fn rbac_grants_every_call_the_controller_makes_and_nothing_is_missing() {
         .unwrap_or_else(|e| panic!("{}: {e}: run scripts/install-k8s-tools", helm.display()));
     assert!(chart.status.success());
     for (source, yaml) in [
-        ("deploy/rbac.yaml", deploy),
+        ("deploy/base/rbac.yaml", deploy),
         ("charts/tierguard", String::from_utf8(chart.stdout).unwrap()),
     ] {
         let grants = rbac_grants(&yaml);
@@ -809,6 +809,148 @@ async fn an_event_repeats_as_a_series_and_a_new_message_is_a_new_event() {
         assert_eq!(e["reportingController"], "tierguard");
         assert_eq!(e["reportingInstance"], "replica-0");
         assert_eq!(e["regarding"]["name"], "backend");
+    }
+}
+
+/// `--namespace clinic --namespace billing`: tiers in both are reconciled through one store, a
+/// third namespace is left alone, and every call the controller makes stays in a watched
+/// namespace, where the chart's namespaced install grants it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
+    tierguard::install_crypto_provider();
+    let server = ApiServer::start().await;
+    let admin = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    let watched = ["clinic", "billing"];
+    for ns in watched.iter().chain(&["elsewhere"]) {
+        let mut t = tier("backend", &app.url(), json!({}));
+        t.metadata.namespace = Some((*ns).into());
+        Api::<MemoryTier>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &t)
+            .await
+            .unwrap();
+    }
+    let client = server.client_as("controller");
+    let run = tokio::spawn(async move {
+        tierguard::controller::run(
+            client,
+            RunConfig {
+                namespaces: watched.iter().map(|s| s.to_string()).collect(),
+                selector: None,
+                metrics_addr: None,
+                lease: None,
+                instance: None,
+                concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+                shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+            },
+        )
+        .await
+        .expect("the controller runs");
+    });
+    for ns in watched {
+        let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
+        wait_for(
+            &format!("the rendered ConfigMap in {ns}"),
+            Duration::from_secs(20),
+            || {
+                let configmaps = configmaps.clone();
+                async move { configmaps.get_opt("backend-flags").await.ok().flatten() }
+            },
+        )
+        .await;
+    }
+    // A spec change in one namespace is seen while the other keeps its tier.
+    Api::<MemoryTier>::namespaced(admin.clone(), "billing")
+        .patch(
+            "backend",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&json!({"spec": {"features": {"EXTRA_FLAG": true}}})),
+        )
+        .await
+        .unwrap();
+    let billing: Api<ConfigMap> = Api::namespaced(admin.clone(), "billing");
+    wait_for(
+        "the new flag rendered in billing",
+        Duration::from_secs(20),
+        || {
+            let billing = billing.clone();
+            async move {
+                let data = billing.get_opt("backend-flags").await.ok()??.data?;
+                (data.get("EXTRA_FLAG").map(String::as_str) == Some("true")).then_some(())
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.abort();
+    let elsewhere: Api<ConfigMap> = Api::namespaced(admin.clone(), "elsewhere");
+    assert!(elsewhere.get_opt("backend-flags").await.unwrap().is_none());
+    let untouched = Api::<MemoryTier>::namespaced(admin.clone(), "elsewhere")
+        .get("backend")
+        .await
+        .unwrap();
+    assert!(
+        untouched.status.is_none(),
+        "a namespace not watched is not reconciled"
+    );
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chart = std::process::Command::new(root.join(".tools/bin/helm"))
+        .args([
+            "template",
+            "t",
+            "charts/tierguard",
+            "--set",
+            "watchNamespaces={clinic,billing}",
+        ])
+        .current_dir(root)
+        .output()
+        .expect("helm: run scripts/install-k8s-tools");
+    assert!(chart.status.success());
+    let mut granted: std::collections::BTreeMap<String, Vec<(String, String, String)>> =
+        Default::default();
+    for doc in
+        serde_saphyr::from_multiple::<Value>(&String::from_utf8(chart.stdout).unwrap()).unwrap()
+    {
+        assert_ne!(
+            doc["kind"], "ClusterRole",
+            "a namespaced install has no ClusterRole"
+        );
+        if doc["kind"] == "Role" {
+            let ns = doc["metadata"]["namespace"].as_str().unwrap().to_owned();
+            granted
+                .entry(ns)
+                .or_default()
+                .extend(rbac_grants(&serde_json::to_string(&doc).unwrap()));
+        }
+    }
+    let calls: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.user.as_deref() == Some("controller"))
+        .collect();
+    assert!(!calls.is_empty());
+    for call in &calls {
+        let Some(need) = rbac_need(call) else {
+            continue;
+        };
+        let ns = call
+            .path
+            .split("/namespaces/")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("a cluster-wide call: {} {}", call.method, call.path));
+        assert!(
+            watched.contains(&ns),
+            "a call outside the watched namespaces: {}",
+            call.path
+        );
+        assert!(
+            granted.get(ns).is_some_and(|g| g.contains(&need)),
+            "the chart grants no {need:?} in {ns} ({} {})",
+            call.method,
+            call.path
+        );
     }
 }
 

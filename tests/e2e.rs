@@ -127,7 +127,7 @@ async fn a_real_cluster_runs_a_rollback() {
             tierguard::controller::run(
                 client,
                 RunConfig {
-                    namespace: Some(ns),
+                    namespaces: vec![ns],
                     selector: None,
                     metrics_addr: None,
                     lease: None,

@@ -44,7 +44,11 @@ fn drill() -> MemoryTierSpec {
             "breakerOpenFor": "40s", "phaseHold": "10s",
         },
         "stampede": {"for": "5s"},
-        "redis": {"evictions": {"window": "10s"}, "remediation": {"cooldown": "20s"}},
+        "redis": {
+            "memoryLevels": {"warningFor": "5s", "criticalFor": "1s"},
+            "evictions": {"rateWindow": "10s", "for": "10s"},
+            "remediation": {"cooldown": "20s"},
+        },
         "notify": {"escalation": [{"level": 1, "after": "0s"}, {"level": 2, "after": "15s"}, {"level": 3, "after": "30s"}]},
     }))
 }
@@ -451,7 +455,7 @@ proptest! {
             redis_run_id: Some("steady".into()),
             ..Observation::default()
         };
-        let evicted = memory.redis.evicted_keys;
+        let evicted = memory.redis.eviction_samples.last().map(|s| s.raw);
         // Healthy for 36 ramp intervals (three hours with the defaults): every exit window, and
         // the pace of one loosening per ramp interval, fit in far less.
         let steps = (36 * spec.canary.ramp_interval.as_millis_i64() as u64 / dt_ms) as usize + 1;

@@ -269,16 +269,13 @@ fn canary_rollback_on_mem0_write_success() {
             "300 phase Healthy->Degraded",
             "300 incident CircuitBreakerOpen opened L1",
             "300 notify L1 Opened",
-            "1200 incident CircuitBreakerOpen escalated L2",
-            "1200 notify L2 Escalated",
+            // A wait-and-see incident: no escalation while the breaker stays closed.
             // Below 95% for 30 minutes: rollback.
             "2100 phase Degraded->RollingBack",
             "2100 rollback none->1",
             "2100 incident CanaryRollback opened L1",
-            "2100 incident CircuitBreakerOpen escalated L3",
             "2100 render CANARY_SAMPLE_RATE=0.05",
             "2100 notify L1 Opened",
-            "2100 notify L3 Escalated",
         ],
         effective: &[("CANARY_SAMPLE_RATE", "0.05")],
     });
@@ -293,6 +290,7 @@ fn breaker_open_alerts_at_once_and_mitigates_after_max_open_duration() {
             "breaker": {"maxOpenDuration": "20s"},
             "canary": {"rampInterval": "5s"},
             "rollback": {"breakerOpenFor": "1h"},
+            "notify": {"escalate": {"nearActionLead": "10s"}},
         }),
         tick: "1s",
         duration: "60s",
@@ -306,17 +304,23 @@ fn breaker_open_alerts_at_once_and_mitigates_after_max_open_duration() {
             "10 alert breaker BreakerOpened",
             "10 incident CircuitBreakerOpen opened L1",
             "10 notify L1 Opened",
+            // The fallback works: no escalation until the action is 10 s away...
+            "20 incident CircuitBreakerOpen escalated L2",
+            "20 notify L2 Escalated",
+            // ...and one more level when it is taken.
             "30 breaker open->mem0-off",
+            "30 incident CircuitBreakerOpen escalated L3",
             "30 render MEM0_READS_ENABLED=false MEM0_SHADOW_MODE=false",
+            "30 notify L3 Escalated",
             // Closed from 40 s: after rampInterval the outage and the mitigation end...
             "45 breaker open->closed",
             "45 breaker mem0-off->closed",
             "45 render MEM0_READS_ENABLED=true MEM0_SHADOW_MODE=true",
             // ...and the incident resolves once it has had no trouble for rampInterval.
             "50 phase Degraded->Healthy",
-            "50 incident CircuitBreakerOpen resolved L1",
+            "50 incident CircuitBreakerOpen resolved L3",
             "50 record CircuitBreakerOpen",
-            "50 notify L1 Resolved",
+            "50 notify L3 Resolved",
         ],
         effective: &[("MEM0_READS_ENABLED", "true"), ("MEM0_SHADOW_MODE", "true")],
     });
@@ -456,7 +460,8 @@ fn redis_memory_levels_evictions_and_remediation() {
         spec: json!({
             "canary": {"rampInterval": "5s"},
             "redis": {
-                "evictions": {"maxEvictions": 10, "window": "10s"},
+                "memoryLevels": {"watchFor": "0s", "warningFor": "0s", "criticalFor": "0s"},
+                "evictions": {"maxPerSecond": 1, "rateWindow": "10s", "for": "0s"},
                 "remediation": {"cooldown": "20s"},
             },
         }),
@@ -465,7 +470,8 @@ fn redis_memory_levels_evictions_and_remediation() {
         timeline: "
   - {at: 5s, set: {redisUsedMemoryPercent: 71}}
   - {at: 10s, set: {redisUsedMemoryPercent: 89.9}}
-  - {at: 12s, set: {redisUsedMemoryPercent: 90}}
+  - {at: 11s, set: {redisUsedMemoryPercent: 90}}
+  - {at: 12s, set: {redisUsedMemoryPercent: 90.5}}
   - {at: 20s, set: {redisUsedMemoryPercent: 92, redisEvictionsPerSecond: 3}}
   - {at: 30s, set: {redisEvictionsPerSecond: 0}}
   - {at: 40s, set: {redisUsedMemoryPercent: 86}}
@@ -484,12 +490,12 @@ fn redis_memory_levels_evictions_and_remediation() {
             "12 alert redis-memory MemoryCritical",
             "12 remediate",
             "12 audit",
-            // 3 keys/s from 20 s: 12 evicted within the 10 s window at 24 s.
+            // 3 keys/s from 20 s: rate() over the 10 s range is above 1/s from 24 s.
             "24 alert evictions Evictions",
             // Still critical when the 20 s cooldown is over.
             "32 remediate",
             "32 audit",
-            // 3 evicted in the last 10 s: at most half the limit.
+            // 0.3/s over the last 10 s: at most half the limit.
             "39 evictions alert->ok",
             // 86 keeps critical (90 - 5 hysteresis); 84.9 leaves it.
             "41 redis-memory critical->warning",
@@ -507,31 +513,36 @@ fn redis_memory_levels_evictions_and_remediation() {
 #[test]
 fn escalation_levels_and_one_resolved_notification() {
     check(&Row {
-        name: "escalation 0 / 15 / 30 minutes",
+        name: "a rollback that does not help escalates 0 / 15 / 30 minutes",
         spec: json!({}),
         tick: "1m",
-        duration: "55m",
+        duration: "60m",
         timeline: "
-  - {at: 1m, set: {breakerState: open}}
-  - {at: 40m, set: {breakerState: closed}}",
+  - {at: 1m, set: {p50LatencyMs: 1500}}
+  - {at: 45m, set: {p50LatencyMs: 300}}",
         expect: &[
             START[0],
             START[1],
-            "60 phase Healthy->Degraded",
-            "60 alert breaker BreakerOpened",
-            "60 incident CircuitBreakerOpen opened L1",
-            "60 notify L1 Opened",
-            "960 incident CircuitBreakerOpen escalated L2",
-            "960 notify L2 Escalated",
-            "1860 incident CircuitBreakerOpen escalated L3",
-            "1860 notify L3 Escalated",
-            "2700 breaker open->closed",
-            "3000 phase Degraded->Healthy",
-            "3000 incident CircuitBreakerOpen resolved L3",
-            "3000 record CircuitBreakerOpen",
+            "660 phase Healthy->RollingBack",
+            "660 rollback none->1",
+            "660 incident CanaryRollback opened L1",
+            "660 render CANARY_SAMPLE_RATE=0.05",
+            "660 notify L1 Opened",
+            "960 rollback 1->2",
+            "960 rollback 2->3",
+            "960 render CANARY_SAMPLE_RATE=0.0 FAST_PATH_ENABLED=false MEM0_READS_ENABLED=false MEM0_SHADOW_MODE=false",
+            // P50 stays high: the rollback has not helped 15 and 30 minutes after it started.,
+            "1560 incident CanaryRollback escalated L2",
+            "1560 notify L2 Escalated",
+            "2460 incident CanaryRollback escalated L3",
+            "2460 notify L3 Escalated",
+            "3000 phase RollingBack->RolledBack",
+            "3000 rollback 3->4",
+            "3000 incident CanaryRollback resolved L3",
+            "3000 record CanaryRollback",
             "3000 notify L3 Resolved",
         ],
-        effective: &[("MEM0_READS_ENABLED", "true")],
+        effective: &[("CANARY_SAMPLE_RATE", "0.0")],
     });
 }
 
@@ -958,7 +969,8 @@ mod mode_switches {
     }
 }
 
-/// Evictions are counted from evicted_keys readings; a restarted Redis starts its counter again.
+/// Evictions are counted from evicted_keys readings; a restarted Redis starts its counter again,
+/// which is a reset (counted from zero), never a negative rate.
 mod eviction_counter {
     use jiff::{SignedDuration, Timestamp};
     use serde_json::json;
@@ -967,8 +979,10 @@ mod eviction_counter {
 
     #[test]
     fn counter_resets_are_counted_from_zero() {
-        let spec =
-            super::tier(json!({"redis": {"evictions": {"maxEvictions": 10, "window": "1m"}}})).spec;
+        let spec = super::tier(
+            json!({"redis": {"evictions": {"maxPerSecond": 0.2, "rateWindow": "1m", "for": "0s"}}}),
+        )
+        .spec;
         let ctx = DecideContext {
             generation: Some(1),
             resume_token: None,
@@ -1000,7 +1014,9 @@ mod eviction_counter {
                 t0 + SignedDuration::from_secs(secs),
                 &ctx,
             );
-            counted.push(d.memory_report.evictions_in_window);
+            counted.push(d.memory.redis.evictions_total);
+            let rate = d.memory_report.evictions_per_second;
+            assert!(rate.is_none_or(|r| r >= 0.0), "a negative rate at {secs}s");
             alerts.extend(
                 d.changes
                     .iter()
@@ -1019,7 +1035,271 @@ mod eviction_counter {
         }
         // 5, then +4 after the restart, +4, then +2 after the reset: never a negative or wrapped
         // difference of raw readings.
-        assert_eq!(counted, [Some(0), Some(5), Some(9), Some(13), Some(15)]);
-        assert_eq!(alerts, [30], "more than 10 within the minute from 30 s");
+        assert_eq!(counted, [0, 5, 9, 13, 15]);
+        // Over the minute, as rate() takes it: 0.19/s at 20 s, 0.25/s at 30 s.
+        assert_eq!(alerts, [30], "above 0.2 keys/s from 30 s");
+    }
+}
+
+/// The runbooks read exactly: each of these failed before the controller followed the runbook's
+/// words ("open for >4 hours", `rate(...[5m]) > 10` per second, "> 90%" with the alerts' `for`,
+/// escalation that fits the incident).
+mod runbook_words {
+    use super::{Row, START, check};
+    use serde_json::json;
+
+    #[test]
+    fn a_breaker_that_closes_before_max_open_duration_is_never_mitigated() {
+        check(&Row {
+            name: "open 3h59m, then closed",
+            spec: json!({}),
+            tick: "1m",
+            duration: "4h30m",
+            timeline: "
+  - {at: 1m, set: {breakerState: open}}
+  - {at: 4h, set: {breakerState: closed}}",
+            expect: &[
+                START[0],
+                START[1],
+                "60 phase Healthy->Degraded",
+                "60 alert breaker BreakerOpened",
+                "60 incident CircuitBreakerOpen opened L1",
+                "60 notify L1 Opened",
+                // 15 minutes before maxOpenDuration would switch mem0 reads off.,
+                "13560 incident CircuitBreakerOpen escalated L2",
+                "13560 notify L2 Escalated",
+                // Closed at 4h: no mitigation, no rollback; the outage ends once closed for rampInterval.,
+                "14700 breaker open->closed",
+                "15000 phase Degraded->Healthy",
+                "15000 incident CircuitBreakerOpen resolved L2",
+                "15000 record CircuitBreakerOpen",
+                "15000 notify L2 Resolved",
+            ],
+            effective: &[
+                ("MEM0_READS_ENABLED", "true"),
+                ("CANARY_SAMPLE_RATE", "0.1"),
+            ],
+        });
+    }
+
+    #[test]
+    fn a_breaker_that_reopens_starts_a_new_clock() {
+        check(&Row {
+            name: "open 30s, closed 10s, open 35s: no clock reaches 40s",
+            spec: json!({
+                "breaker": {"maxOpenDuration": "40s"},
+                "canary": {"rampInterval": "30s"},
+                "rollback": {"breakerOpenFor": "1h"},
+                "notify": {"escalate": {"nearActionLead": "5s"}},
+            }),
+            tick: "1s",
+            duration: "2m",
+            timeline: "
+  - {at: 10s, set: {breakerState: open}}
+  - {at: 40s, set: {breakerState: closed}}
+  - {at: 50s, set: {breakerState: open}}
+  - {at: 85s, set: {breakerState: closed}}",
+            expect: &[
+                START[0],
+                START[1],
+                "10 phase Healthy->Degraded",
+                "10 alert breaker BreakerOpened",
+                "10 incident CircuitBreakerOpen opened L1",
+                "10 notify L1 Opened",
+                // 30 s and 35 s open: neither clock reaches maxOpenDuration, nor the lead.
+                "115 breaker open->closed",
+            ],
+            effective: &[("MEM0_READS_ENABLED", "true")],
+        });
+    }
+
+    #[test]
+    fn bridged_gaps_continue_the_open_clock() {
+        check(&Row {
+            name: "the same with breaker.bridgeClosedGaps 15s",
+            spec: json!({
+                "breaker": {"maxOpenDuration": "40s", "bridgeClosedGaps": "15s"},
+                "canary": {"rampInterval": "30s"},
+                "rollback": {"breakerOpenFor": "1h"},
+                "notify": {"escalate": {"nearActionLead": "5s"}},
+            }),
+            tick: "1s",
+            duration: "2m",
+            timeline: "
+  - {at: 10s, set: {breakerState: open}}
+  - {at: 40s, set: {breakerState: closed}}
+  - {at: 50s, set: {breakerState: open}}
+  - {at: 85s, set: {breakerState: closed}}",
+            expect: &[
+                START[0],
+                START[1],
+                "10 phase Healthy->Degraded",
+                "10 alert breaker BreakerOpened",
+                "10 incident CircuitBreakerOpen opened L1",
+                "10 notify L1 Opened",
+                // 30 s before the gap and 5 s after it: 5 s before the action.,
+                "55 incident CircuitBreakerOpen escalated L2",
+                "55 notify L2 Escalated",
+                "60 breaker open->mem0-off",
+                "60 incident CircuitBreakerOpen escalated L3",
+                "60 render MEM0_READS_ENABLED=false MEM0_SHADOW_MODE=false",
+                "60 notify L3 Escalated",
+                "115 breaker open->closed",
+                "115 breaker mem0-off->closed",
+                "115 render MEM0_READS_ENABLED=true MEM0_SHADOW_MODE=true",
+            ],
+            effective: &[("MEM0_READS_ENABLED", "true")],
+        });
+    }
+
+    #[test]
+    fn one_evicted_key_per_second_is_not_an_eviction_alert() {
+        check(&Row {
+            name: "1 key/s for 20 minutes",
+            spec: json!({}),
+            tick: "30s",
+            duration: "20m",
+            timeline: "
+  - {at: 1m, set: {redisEvictionsPerSecond: 1}}",
+            expect: &[START[0], START[1]],
+            effective: &[],
+        });
+    }
+
+    #[test]
+    fn twenty_evicted_keys_per_second_alert_after_the_hold_and_again_after_a_restart() {
+        check(&Row {
+            name: "20 keys/s, a Redis restart in the middle",
+            spec: json!({"stampede": {"coldStart": false}, "warming": {"triggers": []}}),
+            tick: "30s",
+            duration: "40m",
+            timeline: "
+  - {at: 1m, set: {redisEvictionsPerSecond: 20}}
+  - {at: 15m, set: {redisEvictionsPerSecond: 0}}
+  - {at: 25m, event: redis-restart}
+  - {at: 25m, set: {redisEvictionsPerSecond: 20}}",
+            expect: &[
+                START[0],
+                START[1],
+                // rate(...[5m]) passes 10/s at 240 s (3600 keys over the 5m range), held for 5m.,
+                "540 phase Healthy->Degraded",
+                "540 alert evictions Evictions",
+                "540 incident RedisMemory opened L1",
+                "540 notify L1 Opened",
+                "1140 evictions alert->ok",
+                "1440 phase Degraded->Healthy",
+                "1440 incident RedisMemory resolved L1",
+                "1440 record RedisMemory",
+                "1440 notify L1 Resolved",
+                // After the restart the counter starts again from 0: a reset, not a negative rate.,
+                "1980 phase Healthy->Degraded",
+                "1980 alert evictions Evictions",
+                "1980 incident RedisMemory opened L1",
+                "1980 notify L1 Opened",
+            ],
+            effective: &[],
+        });
+    }
+
+    #[test]
+    fn memory_levels_are_strict_and_held() {
+        check(&Row {
+            name: "exactly 90%, a one-reading spike to 91%, then 95% held",
+            spec: json!({}),
+            tick: "30s",
+            duration: "20m",
+            timeline: "
+  - {at: 1m, set: {redisUsedMemoryPercent: 90}}
+  - {at: 3m, set: {redisUsedMemoryPercent: 91}}
+  - {at: 210s, set: {redisUsedMemoryPercent: 60}}
+  - {at: 5m, set: {redisUsedMemoryPercent: 95}}",
+            expect: &[
+                START[0],
+                START[1],
+                // 90% is above watch (70%) but not above critical (90%); warning needs 5m.,
+                "60 phase Healthy->Degraded",
+                "60 alert redis-memory MemoryWatch",
+                // The one reading at 91% (180 s) deletes nothing.,
+                "210 phase Degraded->Healthy",
+                "210 redis-memory watch->ok",
+                "300 phase Healthy->Degraded",
+                "300 alert redis-memory MemoryWatch",
+                // Above 90% for the 1m hold: critical, remediation.,
+                "360 alert redis-memory MemoryCritical",
+                "360 incident RedisMemory opened L1",
+                "360 remediate",
+                "360 audit",
+                "360 notify L1 Opened",
+                "960 remediate",
+                "960 audit",
+            ],
+            effective: &[],
+        });
+    }
+
+    #[test]
+    fn a_memory_warning_stays_at_level_one_and_critical_escalates_from_when_it_began() {
+        check(&Row {
+            name: "85% for an hour, then 95%",
+            spec: json!({}),
+            tick: "1m",
+            duration: "1h40m",
+            timeline: "
+  - {at: 1m, set: {redisUsedMemoryPercent: 85}}
+  - {at: 1h, set: {redisUsedMemoryPercent: 95}}",
+            expect: &[
+                START[0],
+                START[1],
+                "60 phase Healthy->Degraded",
+                "60 alert redis-memory MemoryWatch",
+                // Above 80% for 5m: warning, level 1 only for as long as it lasts.,
+                "360 alert redis-memory MemoryWarning",
+                "360 incident RedisMemory opened L1",
+                "360 notify L1 Opened",
+                // Above 90% for 1m: critical; remediation every cooldown, escalation timed from here.,
+                "3660 alert redis-memory MemoryCritical",
+                "3660 remediate",
+                "3660 audit",
+                "4260 remediate",
+                "4260 audit",
+                "4560 incident RedisMemory escalated L2",
+                "4560 notify L2 Escalated",
+                "4860 remediate",
+                "4860 audit",
+                "5460 incident RedisMemory escalated L3",
+                "5460 remediate",
+                "5460 audit",
+                "5460 notify L3 Escalated",
+            ],
+            effective: &[],
+        });
+    }
+
+    #[test]
+    fn a_breaker_with_its_fallback_working_stays_at_level_one() {
+        check(&Row {
+            name: "breaker open 39 minutes",
+            spec: json!({}),
+            tick: "1m",
+            duration: "55m",
+            timeline: "
+  - {at: 1m, set: {breakerState: open}}
+  - {at: 40m, set: {breakerState: closed}}",
+            expect: &[
+                START[0],
+                START[1],
+                "60 phase Healthy->Degraded",
+                "60 alert breaker BreakerOpened",
+                "60 incident CircuitBreakerOpen opened L1",
+                "60 notify L1 Opened",
+                // No escalation: the fallback works and maxOpenDuration (4h) is far.,
+                "2700 breaker open->closed",
+                "3000 phase Degraded->Healthy",
+                "3000 incident CircuitBreakerOpen resolved L1",
+                "3000 record CircuitBreakerOpen",
+                "3000 notify L1 Resolved",
+            ],
+            effective: &[("MEM0_READS_ENABLED", "true")],
+        });
     }
 }

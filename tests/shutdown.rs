@@ -288,7 +288,7 @@ async fn sigterm_during_a_flush_lets_the_round_finish_and_starts_nothing_new() {
         &api,
         json!({"redis": {
             "urlSecretRef": {"name": "redis", "key": "url"},
-            "memoryLevels": {"watch": 0.2, "warning": 0.5, "critical": 1, "hysteresis": 0.1},
+            "memoryLevels": {"watch": 0.2, "warning": 0.5, "critical": 1, "hysteresis": 0.1, "warningFor": "0s", "criticalFor": "0s"},
             "remediation": {"nonCriticalPatterns": ["session:*"], "maxKeysPerRun": KEYS, "maxDuration": "5m"},
         }}),
     )

@@ -279,7 +279,8 @@ fn circuit_breaker_outage() {
     let opened = first_seen("circuit-breaker-outage", |p| {
         p.breaker_state == Some(Some(tierguard::api::BreakerState::Open))
     });
-    // Alert and level 1 at once, then levels 2 and 3 at 15 and 30 minutes.
+    // Alert and level 1 at once. The fallback works, so no escalation until maxOpenDuration (4h)
+    // is 15 minutes away (level 2), then level 3 when mem0 reads are switched off.
     let alert = of_type(&lines, "alert")[0];
     assert_eq!(
         (t(alert), alert["code"].as_str()),
@@ -300,8 +301,8 @@ fn circuit_breaker_outage() {
         &notes[..3],
         &[
             (opened, 1, "opened"),
-            (opened + 900.0, 2, "escalated"),
-            (opened + 1800.0, 3, "escalated")
+            (opened + 4.0 * 3600.0 - 900.0, 2, "escalated"),
+            (opened + 4.0 * 3600.0, 3, "escalated")
         ]
     );
     assert_eq!(
@@ -388,15 +389,16 @@ fn redis_oom() {
         [
             "MemoryWatch",
             "MemoryWarning",
-            "Evictions",
-            "MemoryCritical"
+            "MemoryCritical",
+            "Evictions"
         ]
     );
+    // Above 90 % for the critical level's 1m hold.
     let critical = first_seen("redis-oom", |p| {
         p.redis_used_memory_percent
             .flatten()
-            .is_some_and(|u| u >= 90.0)
-    });
+            .is_some_and(|u| u > 90.0)
+    }) + 60.0;
     let remediations: Vec<f64> = actions(&lines, "remediate-redis")
         .iter()
         .map(|a| t(a))

@@ -44,6 +44,10 @@ pub struct Notification {
     pub incident_id: String,
     pub runbook: String,
     pub trigger: String,
+    /// For an escalation: why.
+    pub escalated_because: Option<String>,
+    /// Who is notified next and when, or why nobody else is.
+    pub escalation_plan: String,
     pub message: String,
 }
 
@@ -57,6 +61,8 @@ impl Notification {
                 incident_id,
                 runbook,
                 trigger,
+                escalated_because,
+                escalation_plan,
                 message,
             } => Some(Notification {
                 level: *level,
@@ -64,6 +70,8 @@ impl Notification {
                 incident_id: incident_id.clone(),
                 runbook: runbook.clone(),
                 trigger: trigger.clone(),
+                escalated_because: escalated_because.clone(),
+                escalation_plan: escalation_plan.clone(),
                 message: message.clone(),
             }),
             _ => None,
@@ -174,9 +182,10 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
     let now_line = match n.kind {
         NotifyKind::Opened => None,
         NotifyKind::Escalated => Some(format!(
-            "{} - Escalated to level {}: not resolved yet",
+            "{} - Escalated to level {}: {}",
             hhmm(ctx.now),
-            n.level
+            n.level,
+            n.escalated_because.as_deref().unwrap_or("not resolved yet")
         )),
         NotifyKind::Resolved => Some(format!("{} - Resolved", hhmm(ctx.now))),
     };
@@ -186,14 +195,20 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
         ctx.namespace, ctx.tier, n.incident_id
     );
     let next_steps = match n.kind {
-        NotifyKind::Opened | NotifyKind::Escalated => vec![
-            format!(
-                "Automatic remediation under way ({title} runbook): {}",
-                n.message
-            ),
-            format!("Level {} responder: follow the {title} runbook", n.level),
-            format!("Incident id: {}", n.incident_id),
-        ],
+        NotifyKind::Opened | NotifyKind::Escalated => {
+            let mut steps = vec![
+                format!(
+                    "Automatic remediation under way ({title} runbook): {}",
+                    n.message
+                ),
+                format!("Level {} responder: follow the {title} runbook", n.level),
+            ];
+            if !n.escalation_plan.is_empty() {
+                steps.push(format!("Escalation: {}", n.escalation_plan));
+            }
+            steps.push(format!("Incident id: {}", n.incident_id));
+            steps
+        }
         NotifyKind::Resolved => {
             let mut steps = vec![
                 "Root cause investigation in progress".to_owned(),
@@ -239,6 +254,84 @@ impl Communication {
     }
 }
 
+/// Where the project's documentation lives; PagerDuty events link to its runbook sections.
+pub const DOCS_URL: &str = "https://github.com/tierguard/tierguard/blob/main/docs";
+
+/// The documentation section of a runbook (docs/runbooks.md has one anchor per runbook).
+pub fn runbook_url(runbook: &str) -> String {
+    format!("{DOCS_URL}/runbooks.md#{}", runbook.to_ascii_lowercase())
+}
+
+/// Slack's escaping for message text: `&`, `<` and `>` only, so that a breaker or tier named
+/// `<!channel>` is shown, never acted on as a mention or a link.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Slack's limits on a header's and a section's text.
+const SLACK_HEADER_CHARS: usize = 150;
+const SLACK_SECTION_CHARS: usize = 3000;
+
+/// A Slack message: Block Kit blocks (a header, one section per part of the template, the status
+/// and incident id as context) and the whole template as the text fallback for notifications and
+/// clients without blocks. Every mrkdwn text is escaped; the header is plain text, which Slack
+/// never reads as a mention.
+fn slack_payload(n: &Notification, message: &Communication) -> Value {
+    let section = |title: &str, lines: &[String]| {
+        let body: String = lines
+            .iter()
+            .map(|l| format!("\u{2022} {}", slack_escape(l)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        json!({
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": record::cut(&format!("*{title}*\n{body}"), SLACK_SECTION_CHARS),
+            }
+        })
+    };
+    json!({
+        "text": record::cut(&slack_escape(&message.text()), SLACK_SECTION_CHARS),
+        "blocks": [
+            {
+                "type": "header",
+                "text": {
+                    "type": "plain_text",
+                    "text": record::cut(&message.subject, SLACK_HEADER_CHARS),
+                }
+            },
+            section("Timeline", &message.timeline),
+            section("Impact", &message.impact),
+            section("Next Steps", &message.next_steps),
+            {
+                "type": "context",
+                "elements": [{
+                    "type": "mrkdwn",
+                    "text": record::cut(
+                        &format!(
+                            "Status: *{}* \u{00b7} incident {} \u{00b7} level {}",
+                            slack_escape(&message.status),
+                            slack_escape(&n.incident_id),
+                            n.level
+                        ),
+                        SLACK_SECTION_CHARS,
+                    ),
+                }]
+            }
+        ]
+    })
+}
+
 /// PagerDuty severity by escalation level.
 pub fn pagerduty_severity(level: u8) -> &'static str {
     match level {
@@ -256,7 +349,7 @@ pub fn payload(
     message: &Communication,
 ) -> Value {
     match webhook.format {
-        WebhookFormat::Slack => json!({ "text": message.text() }),
+        WebhookFormat::Slack => slack_payload(n, message),
         WebhookFormat::PagerDuty => {
             use crate::secret::ExposeSecret;
             let routing_key = webhook
@@ -272,12 +365,28 @@ pub fn payload(
                 });
             }
             let summary = record::cut(&format!("{}: {}", message.subject, n.trigger), 1024);
+            let report = format!(
+                "kubectl tierguard report {} -n {} --incident {}",
+                ctx.tier, ctx.namespace, n.incident_id
+            );
             json!({
                 "routing_key": routing_key,
                 "event_action": "trigger",
                 "dedup_key": n.incident_id,
+                "client": "tierguard",
+                "links": [
+                    {
+                        "href": runbook_url(&n.runbook),
+                        "text": format!("Runbook: {}", runbook_title(&n.runbook)),
+                    },
+                    {
+                        "href": format!("{DOCS_URL}/runbooks.md#incident-reports"),
+                        "text": format!("Incident report: {report}"),
+                    },
+                ],
                 "payload": {
                     "summary": summary,
+                    "timestamp": ctx.now,
                     "source": format!("tierguard/{}/{}", ctx.namespace, ctx.tier),
                     "severity": pagerduty_severity(n.level),
                     "component": ctx.tier,
@@ -293,6 +402,7 @@ pub fn payload(
                         "impact": message.impact,
                         "next_steps": message.next_steps,
                         "status": message.status,
+                        "report": report,
                     }
                 }
             })
@@ -449,6 +559,9 @@ mod tests {
             incident_id: "2026-11-25-0312-canary-rollback".into(),
             runbook: "CanaryRollback".into(),
             trigger: "P50 latency 1250 ms > 1000 ms for 10m".into(),
+            escalated_because: (kind == NotifyKind::Escalated)
+                .then(|| "unresolved 15m after its automatic response started".into()),
+            escalation_plan: "level 3 (technical lead) is notified if it is still unresolved 30m after its automatic response started".into(),
             message: "canary reduced to 5%".into(),
         }
     }
@@ -462,6 +575,7 @@ mod tests {
             started_at: ts("2026-11-25T03:12:00Z"),
             resolved_at: None,
             escalation_level: 1,
+            escalation: None,
             timeline: vec![
                 TimelineEntry {
                     at: ts("2026-11-25T03:12:00Z"),
@@ -502,12 +616,14 @@ mod tests {
         let escalated = communication(&notification(NotifyKind::Escalated, 2), &ctx);
         assert_eq!(escalated.status, "ESCALATED (level 2)");
         assert!(
-            escalated
-                .timeline
-                .last()
-                .unwrap()
-                .contains("Escalated to level 2")
+            escalated.timeline.last().unwrap().ends_with(
+                "Escalated to level 2: unresolved 15m after its automatic response started"
+            ),
+            "{escalated:?}"
         );
+        // The plan says who is next.
+        assert!(escalated.next_steps.iter().any(|s| s
+            == "Escalation: level 3 (technical lead) is notified if it is still unresolved 30m after its automatic response started"));
     }
 
     #[test]
@@ -541,6 +657,19 @@ mod tests {
                     .unwrap()
                     .starts_with("[INCIDENT] Canary Rollback")
             );
+            assert_eq!(body["payload"]["timestamp"], "2026-11-25T03:40:00Z");
+            assert_eq!(body["client"], "tierguard");
+            let links = body["links"].as_array().unwrap();
+            assert_eq!(
+                links[0]["href"],
+                format!("{DOCS_URL}/runbooks.md#canaryrollback")
+            );
+            assert!(
+                links[1]["text"].as_str().unwrap().contains(
+                    "kubectl tierguard report t -n ns --incident 2026-11-25-0312-canary-rollback"
+                ),
+                "{links:?}"
+            );
         }
         let n = notification(NotifyKind::Resolved, 1);
         let body = payload(&webhook, &n, &ctx, &communication(&n, &ctx));
@@ -548,6 +677,74 @@ mod tests {
             body,
             json!({"routing_key": "R0UTING", "event_action": "resolve", "dedup_key": n.incident_id})
         );
+    }
+
+    #[test]
+    fn slack_messages_escape_what_slack_would_act_on_and_carry_blocks() {
+        let webhook = ResolvedWebhook {
+            name: "slack".into(),
+            format: WebhookFormat::Slack,
+            url: SecretString::from("http://127.0.0.1:1/hook"),
+            routing_key: None,
+            levels: vec![],
+        };
+        let ctx = Context {
+            namespace: "clinic",
+            tier: "backend",
+            now: ts("2026-11-25T03:40:00Z"),
+            incident: None,
+            observed: None,
+            mitigations: &[],
+        };
+        let mut n = notification(NotifyKind::Opened, 1);
+        n.trigger = "breaker <!channel> open & <https://evil.example|click>".into();
+        let body = payload(&webhook, &n, &ctx, &communication(&n, &ctx));
+        let text = body["text"].as_str().unwrap();
+        assert!(
+            text.contains("breaker &lt;!channel&gt; open &amp; &lt;https://evil.example|click&gt;"),
+            "{text}"
+        );
+        let blocks = body["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        for block in &blocks[1..] {
+            let all = block.to_string();
+            assert!(!all.contains("<!") && !all.contains("<http"), "{all}");
+        }
+        assert!(
+            blocks[1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*Timeline*")
+        );
+        assert!(
+            blocks[1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("&lt;!channel&gt;")
+        );
+    }
+
+    #[test]
+    fn every_runbook_link_has_its_section_in_the_docs() {
+        use crate::policy::incidents::{
+            CACHE_STAMPEDE, CANARY_ROLLBACK, CIRCUIT_BREAKER_OPEN, REDIS_MEMORY,
+        };
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbooks.md"))
+            .unwrap();
+        for runbook in [
+            CANARY_ROLLBACK,
+            CIRCUIT_BREAKER_OPEN,
+            CACHE_STAMPEDE,
+            REDIS_MEMORY,
+        ] {
+            assert!(
+                doc.contains(&format!("\n## {runbook}\n")),
+                "docs/runbooks.md lacks ## {runbook}"
+            );
+            assert!(runbook_url(runbook).ends_with(&format!("#{}", runbook.to_lowercase())));
+        }
+        assert!(doc.contains("\n## Incident reports\n"));
     }
 
     #[test]

@@ -105,9 +105,17 @@ pub fn render(incident: &IncidentSummary, ctx: &ReportContext<'_>) -> String {
     let _ = writeln!(md, "**Trigger:** {}  ", incident.trigger);
     let _ = writeln!(
         md,
-        "**Highest escalation level notified:** {}",
-        incident.escalation_level
+        "**Highest escalation level notified:** {}{}",
+        incident.escalation_level,
+        if incident.escalation.is_some() {
+            "  "
+        } else {
+            ""
+        }
     );
+    if let Some(escalation) = &incident.escalation {
+        let _ = writeln!(md, "**Escalation:** {escalation}");
+    }
 
     let _ = writeln!(md, "\n## Timeline\n");
     let start_day = incident.started_at.strftime("%Y-%m-%d").to_string();
@@ -413,6 +421,7 @@ mod tests {
             started_at: ts("2026-11-25T03:12:00Z"),
             resolved_at: resolved.then(|| ts("2026-11-25T03:40:00Z")),
             escalation_level: 2,
+            escalation: Some("escalated to level 2 because unresolved 15m after its automatic response started; level 3 (technical lead) is notified if it is still unresolved 30m after its automatic response started".into()),
             timeline: vec![
                 TimelineEntry {
                     at: ts("2026-11-25T03:12:00Z"),
@@ -449,6 +458,7 @@ mod tests {
             "**Date:** 2026-11-25 03:12 UTC",
             "**Duration:** 28 minutes",
             "**Trigger:** P50 latency 1250 ms > 1000 ms for 10m",
+            "**Escalation:** escalated to level 2 because unresolved 15m after its automatic response started; level 3",
             "## Timeline\n\n- 03:12 UTC - Anomaly detected\n- 03:12 UTC - Rollback initiated: traffic reduced to 5%\n- 2026-11-26 00:05 UTC - System stable\n- 03:40 UTC - Resolved\n",
             "## Root Cause\n\nTo be determined during post-mortem.",
             "## Impact\n\n- No signal readings available\n",

@@ -6,6 +6,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::{MemoryTierStatus, Phase};
+
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
@@ -51,6 +53,54 @@ pub mod reasons {
     pub const BREAKER_CLOSED: &str = "BreakerClosed";
     pub const NOT_ROLLED_BACK: &str = "NotRolledBack";
     pub const SIGNALS_UNKNOWN: &str = "SignalsUnknown";
+}
+
+/// Reconciling while the controller is mid-change (a rollback or a ramp), and not Stalled: what a
+/// reconcile that went through the whole pipeline says about its progress.
+pub fn set_progress(status: &mut MemoryTierStatus, generation: Option<i64>, now: Timestamp) {
+    let phase = status.phase.unwrap_or_default();
+    let working = matches!(phase, Phase::RollingBack | Phase::Recovering);
+    merge(
+        &mut status.conditions,
+        condition(
+            RECONCILING,
+            working,
+            if working {
+                reasons::MITIGATING
+            } else {
+                reasons::RECONCILED
+            },
+            if working {
+                format!("{phase}: see status.mitigations")
+            } else {
+                "the effective configuration matches the decision".to_owned()
+            },
+            generation,
+            now,
+        ),
+    );
+    merge(
+        &mut status.conditions,
+        condition(STALLED, false, reasons::RECONCILED, "", generation, now),
+    );
+}
+
+/// The tier cannot progress (an invalid spec, a missing Secret): Stalled and not Ready.
+pub fn set_stalled(
+    status: &mut MemoryTierStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    status.observed_generation = generation;
+    status.phase = Some(Phase::Stalled);
+    for (type_, value) in [(STALLED, true), (READY, false), (RECONCILING, false)] {
+        merge(
+            &mut status.conditions,
+            condition(type_, value, reason, message, generation, now),
+        );
+    }
 }
 
 /// Build a condition. `status` is "True", "False" or "Unknown".

@@ -88,6 +88,7 @@ pub struct MemoryTierSpec {
     /// The Redis instance behind the cache: connection, memory levels and safe remediation.
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("self.memoryLevels.watch < self.memoryLevels.warning && self.memoryLevels.warning < self.memoryLevels.critical").message("levels must rise: watch < warning < critical").field_path(".memoryLevels.warning"))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self.evictions.rateWindow) > duration('0s')").message("rateWindow must be greater than zero").field_path(".evictions.rateWindow"))]
     #[x_kube(validation = kube::core::Rule::new("self.memoryLevels.hysteresis < self.memoryLevels.watch").message("hysteresis must be smaller than the watch level").field_path(".memoryLevels.hysteresis"))]
     #[x_kube(validation = kube::core::Rule::new("!has(self.remediation.generationPattern) || self.remediation.generationPattern.contains('{generation}')").message("generationPattern must contain {generation} where the generation stands in the key").field_path(".remediation.generationPattern"))]
     #[x_kube(validation = kube::core::Rule::new("!has(self.remediation.generationPattern) || has(self.remediation.currentGeneration)").message("generationPattern needs currentGeneration: without it the current generation could be deleted").field_path(".remediation.currentGeneration"))]
@@ -117,6 +118,7 @@ pub struct MemoryTierSpec {
     /// Who is told, and when incidents escalate.
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("self.escalation.size() < 2 || self.escalation.all(l, self.escalation.all(m, l.level >= m.level || duration(l.after) < duration(m.after)))").message("escalation levels must start later as the level rises").field_path(".escalation"))]
+    #[x_kube(validation = kube::core::Rule::new("[self.escalate.canaryRollback, self.escalate.cacheStampede, self.escalate.redisMemoryWarning, self.escalate.redisMemoryCritical].all(e, e != 'NearAction')").message("NearAction applies only to circuitBreakerOpen, the one incident whose action waits for a threshold (breaker.maxOpenDuration)").field_path(".escalate"))]
     pub notify: NotifySpec,
 }
 
@@ -263,8 +265,12 @@ pub struct BreakerSpec {
     /// The breaker closes again after this long of successful requests (CIRCUIT_BREAKER_RESET_SECONDS).
     pub reset_after: Duration,
     /// Open longer than this and mem0 reads and shadow writes are switched off
-    /// (MEM0_READS_ENABLED=false, MEM0_SHADOW_MODE=false).
+    /// (MEM0_READS_ENABLED=false, MEM0_SHADOW_MODE=false). Only time the breaker is seen open (or
+    /// half-open) counts; a closed reading stops the clock.
     pub max_open_duration: Duration,
+    /// A breaker that reopens within this long after closing continues its open clock (the closed
+    /// gap itself does not count). With 0s, the default, every reopening starts a new clock.
+    pub bridge_closed_gaps: Duration,
 }
 
 impl Default for BreakerSpec {
@@ -275,6 +281,7 @@ impl Default for BreakerSpec {
             latency_threshold: Duration::from_secs(5),
             reset_after: Duration::from_secs(60),
             max_open_duration: Duration::from_secs(4 * 3600),
+            bridge_closed_gaps: Duration::ZERO,
         }
     }
 }
@@ -308,25 +315,34 @@ pub struct RedisSpec {
     pub max_memory: Option<String>,
     /// Memory-usage levels, in percent of maxmemory.
     pub memory_levels: MemoryLevels,
-    /// Alert when more keys are evicted than this within the window.
-    pub evictions: EvictionLimit,
+    /// Alert when Redis evicts keys faster than this.
+    pub evictions: EvictionAlert,
     /// What the controller may delete at the critical level.
     pub remediation: RemediationSpec,
 }
 
 /// Memory-usage alert levels in percent of maxmemory (the runbooks' WATCH / WARNING / CRITICAL).
+/// A level is entered when usage is above its threshold (the runbook's "> 90%") at every reading
+/// for the level's hold (the runbook's alerts: warning `for: 5m`, critical `for: 1m`).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MemoryLevels {
-    /// WATCH level.
+    /// WATCH level: usage above this percentage.
     #[schemars(range(min = 0.0, max = 100.0))]
     pub watch: f64,
-    /// WARNING level.
+    /// How long usage must stay above the watch level before the tier enters it.
+    pub watch_for: Duration,
+    /// WARNING level: usage above this percentage.
     #[schemars(range(min = 0.0, max = 100.0))]
     pub warning: f64,
-    /// CRITICAL level: remediation runs here.
+    /// How long usage must stay above the warning level before it alerts (RedisMemoryHigh).
+    pub warning_for: Duration,
+    /// CRITICAL level: usage above this percentage; remediation runs here.
     #[schemars(range(min = 0.0, max = 100.0))]
     pub critical: f64,
+    /// How long usage must stay above the critical level before it alerts (RedisMemoryCritical)
+    /// and remediation runs, so a one-reading spike deletes nothing.
+    pub critical_for: Duration,
     /// A level is left only when usage falls this many points below it, so usage hovering at a
     /// threshold does not flap.
     #[schemars(range(min = 0.0, max = 50.0))]
@@ -337,29 +353,38 @@ impl Default for MemoryLevels {
     fn default() -> Self {
         MemoryLevels {
             watch: 70.0,
+            watch_for: Duration::ZERO,
             warning: 80.0,
+            warning_for: Duration::from_secs(5 * 60),
             critical: 90.0,
+            critical_for: Duration::from_secs(60),
             hysteresis: 5.0,
         }
     }
 }
 
-/// Eviction-rate alert: more than maxEvictions keys evicted within window.
+/// The eviction alert of the runbook, `rate(redis_evicted_keys[5m]) > 10` held `for: 5m`: more
+/// than `maxPerSecond` keys evicted per second, averaged over `rateWindow`, at every reading for
+/// `for`. A counter that goes down, or a new Redis run id, is a restart and not a negative rate.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
-pub struct EvictionLimit {
-    /// Evicted keys tolerated per window.
-    #[schemars(range(min = 0))]
-    pub max_evictions: u64,
-    /// The window the evictions are counted over.
-    pub window: Duration,
+pub struct EvictionAlert {
+    /// Evicted keys per second tolerated, averaged over rateWindow.
+    #[schemars(range(min = 0.0))]
+    pub max_per_second: f64,
+    /// The range the eviction rate is averaged over (the runbook's `[5m]`).
+    pub rate_window: Duration,
+    /// How long the rate must stay above maxPerSecond before the alert fires.
+    #[serde(rename = "for")]
+    pub for_duration: Duration,
 }
 
-impl Default for EvictionLimit {
+impl Default for EvictionAlert {
     fn default() -> Self {
-        EvictionLimit {
-            max_evictions: 10,
-            window: Duration::from_secs(300),
+        EvictionAlert {
+            max_per_second: 10.0,
+            rate_window: Duration::from_secs(300),
+            for_duration: Duration::from_secs(300),
         }
     }
 }
@@ -712,6 +737,8 @@ pub struct NotifySpec {
     /// Escalation levels: who is told after how long an incident stays unresolved.
     #[schemars(length(max = 5))]
     pub escalation: Vec<EscalationLevel>,
+    /// When each kind of incident escalates past level 1.
+    pub escalate: EscalationRules,
 }
 
 impl Default for NotifySpec {
@@ -732,8 +759,57 @@ impl Default for NotifySpec {
                     after: Duration::from_secs(30 * 60),
                 },
             ],
+            escalate: EscalationRules::default(),
         }
     }
+}
+
+/// When each kind of incident escalates past the first level. An incident whose automatic
+/// response is in force and has not helped escalates as the levels' `after` say; a wait-and-see
+/// incident (the breaker with its fallback working, a memory warning) does not.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EscalationRules {
+    /// A canary rollback: the runbook's escalation path, timed from the rollback's start.
+    pub canary_rollback: Escalate,
+    /// A cache stampede: timed from the start of the response (warming, serve stale, shed load).
+    pub cache_stampede: Escalate,
+    /// Redis memory at the critical level: timed from when the level became critical.
+    pub redis_memory_critical: Escalate,
+    /// Redis memory at the warning level (or evictions): nothing to do until critical.
+    pub redis_memory_warning: Escalate,
+    /// The circuit breaker open with its fallback working ("no immediate action required unless
+    /// the outage exceeds 4 hours").
+    pub circuit_breaker_open: Escalate,
+    /// NearAction escalates one level when the action is this close (breaker.maxOpenDuration
+    /// minus the open time).
+    pub near_action_lead: Duration,
+}
+
+impl Default for EscalationRules {
+    fn default() -> Self {
+        EscalationRules {
+            canary_rollback: Escalate::Unresolved,
+            cache_stampede: Escalate::Unresolved,
+            redis_memory_critical: Escalate::Unresolved,
+            redis_memory_warning: Escalate::Never,
+            circuit_breaker_open: Escalate::NearAction,
+            near_action_lead: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// How an incident escalates past level 1.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Escalate {
+    /// Level N is notified once the incident has stayed unresolved for level N's `after`, counted
+    /// from the start of its automatic response.
+    Unresolved,
+    /// Level 1 only: nothing is expected of anyone else.
+    Never,
+    /// Level 1 at once; one level more when the runbook's action is `nearActionLead` away, and
+    /// one more when it is taken.
+    NearAction,
 }
 
 /// One escalation level.

@@ -277,6 +277,9 @@ pub struct IncidentSummary {
     /// The highest escalation level notified.
     #[serde(default)]
     pub escalation_level: u8,
+    /// Why it escalated, or why it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<String>,
     /// Timeline entries: what happened when.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineEntry>,
@@ -304,9 +307,10 @@ pub struct MemoryReport {
     /// Used memory in percent of maxmemory at the last reading.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_percent: Option<f64>,
-    /// Evictions counted over the eviction window.
+    /// Evicted keys per second over the eviction rate window (as Prometheus's `rate()` computes
+    /// it from the readings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evictions_in_window: Option<u64>,
+    pub evictions_per_second: Option<f64>,
     /// The last remediation run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_remediation: Option<RemediationOutcome>,
@@ -582,9 +586,15 @@ pub struct BreakerTrack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_timestamp_schema")]
     pub outage_since: Option<Timestamp>,
-    /// How long the outage has lasted, counting only time covered by known breaker readings.
+    /// How long the breaker has been seen open (or half-open) since it last opened: only open
+    /// readings count, and a closed reading stops the clock (a reopening starts a new one, unless
+    /// breaker.bridgeClosedGaps bridges the gap).
     #[serde(default, skip_serializing_if = "WindowState::is_idle")]
     pub open: WindowState,
+    /// Since when the breaker has been closed, while a gap may still be bridged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub closed_since: Option<Timestamp>,
     /// How long the breaker has been closed within the outage.
     #[serde(default, skip_serializing_if = "WindowState::is_idle")]
     pub closed: WindowState,
@@ -629,27 +639,31 @@ pub struct StampedeState {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisTrack {
-    /// The current memory level (with hysteresis).
+    /// The current memory level (with holds and hysteresis).
     #[serde(default)]
     pub level: MemoryLevel,
     /// The level last announced (alerts fire when the level differs from it).
     #[serde(default)]
     pub alerted_level: MemoryLevel,
+    /// How long usage has stayed above each level's threshold.
+    #[serde(default, skip_serializing_if = "LevelWindows::is_idle")]
+    pub above: LevelWindows,
     /// The last Redis run_id seen, to detect a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     /// The last Redis uptime seen, seconds; going back means a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime_seconds: Option<u64>,
-    /// The last raw evicted_keys reading.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evicted_keys: Option<u64>,
     /// Evictions counted since tracking began, corrected for counter resets.
     #[serde(default)]
     pub evictions_total: u64,
-    /// Readings of `evictionsTotal` over the eviction window (thinned to a bounded number).
+    /// Readings of the evicted_keys counter over the eviction rate window (thinned to a bounded
+    /// number).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eviction_samples: Vec<CounterSample>,
+    /// How long the eviction rate has stayed above redis.evictions.maxPerSecond.
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub evicting: WindowState,
     /// Whether the eviction-rate alert is raised.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub eviction_alert: bool,
@@ -659,13 +673,37 @@ pub struct RedisTrack {
     pub last_remediation_at: Option<Timestamp>,
 }
 
-/// A counter reading at a time.
+/// How long Redis memory usage has stayed above each level's threshold.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LevelWindows {
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub watch: WindowState,
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub warning: WindowState,
+    #[serde(default, skip_serializing_if = "WindowState::is_idle")]
+    pub critical: WindowState,
+}
+
+impl LevelWindows {
+    pub fn is_idle(&self) -> bool {
+        self.watch.is_idle() && self.warning.is_idle() && self.critical.is_idle()
+    }
+}
+
+/// A reading of the evicted_keys counter.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CounterSample {
     #[schemars(schema_with = "timestamp_schema")]
     pub at: Timestamp,
+    /// The counter as Redis reported it.
+    pub raw: u64,
+    /// The count since tracking began, corrected for resets.
     pub value: u64,
+    /// The reading's number since tracking began (readings thinned out still count).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// An incident that is still open, with its escalation and timeline.
@@ -689,6 +727,21 @@ pub struct OpenIncident {
     /// How long its trouble has been absent (it resolves after canary.rampInterval).
     #[serde(default, skip_serializing_if = "WindowState::is_idle")]
     pub clear: WindowState,
+    /// Since when its automatic response has been in force: the clock of `Unresolved` escalation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub response_since: Option<Timestamp>,
+    /// Why it last escalated past level 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_because: Option<String>,
+    /// Who is notified next and when, or why nobody else is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_plan: Option<String>,
+    /// `NearAction` escalations already made: the action drew near, the action was taken.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalated_near_action: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalated_on_action: bool,
 }
 
 fn is_empty_timeline(t: &std::sync::Arc<Vec<TimelineEntry>>) -> bool {

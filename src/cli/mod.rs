@@ -3,6 +3,7 @@
 mod check;
 mod observe;
 mod run;
+pub mod tier;
 
 pub use observe::{OutputFormat, render_text};
 mod redis;
@@ -71,10 +72,28 @@ pub enum Command {
     /// The runbooks' manual Redis commands, done safely: flush patterns, audit keys.
     #[command(subcommand)]
     Redis(redis::RedisCommand),
-    /// Print an incident report: from the tier's `<tier>-incidents` ConfigMap (kubeconfig), or
-    /// from the JSON lines of a simulate run.
-    Report(report::ReportArgs),
+    /// The per-tier verbs (also `kubectl tierguard VERB`).
+    #[command(flatten)]
+    Tier(tier::TierCommand),
+    /// Print a shell completion script: `source <(tierguard completions bash)`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
+
+/// The kubectl plugin: this binary run as `kubectl-tierguard` (linked or copied under that name
+/// onto PATH), which kubectl runs for `kubectl tierguard ...`.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl tierguard", bin_name = "kubectl tierguard", version, about = "Inspect and steer MemoryTiers: status, resume, pause, unpause, report", long_about = None)]
+pub struct PluginCli {
+    #[command(subcommand)]
+    pub command: tier::TierCommand,
+}
+
+/// The name the plugin is installed as.
+pub const PLUGIN_BINARY: &str = "kubectl-tierguard";
 
 /// Run the parsed command line; the exit code is the command's verdict.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -112,6 +131,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Redis(command) => redis::run(command).await,
-        Command::Report(args) => report::run(args).await,
+        Command::Tier(command) => tier::run(command).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "tierguard", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -16,9 +16,8 @@ use crate::act::report::{
 pub struct ReportArgs {
     /// The MemoryTier whose reports are printed (from its `<tier>-incidents` ConfigMap).
     tier: Option<String>,
-    /// Namespace of the MemoryTier [default: the kubeconfig context's namespace].
-    #[arg(long, short = 'n', requires = "tier")]
-    namespace: Option<String>,
+    #[command(flatten)]
+    kube: super::tier::KubeArgs,
     /// Print this incident instead of the newest.
     #[arg(long, value_name = "ID")]
     incident: Option<String>,
@@ -27,7 +26,7 @@ pub struct ReportArgs {
     list: bool,
     /// Read incidents from the JSON lines of `tierguard simulate --output json` instead of the
     /// cluster.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["tier", "namespace"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tier", "namespace", "kubeconfig", "context"])]
     from_simulation: Option<PathBuf>,
 }
 
@@ -39,7 +38,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
                 .tier
                 .as_deref()
                 .expect("clap requires a tier or a file");
-            from_cluster(tier, args.namespace.as_deref()).await?
+            from_cluster(tier, &args.kube).await?
         }
     };
     if reports.is_empty() {
@@ -62,15 +61,14 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn from_cluster(tier: &str, namespace: Option<&str>) -> anyhow::Result<(String, Reports)> {
-    let config = kube::Config::infer()
+async fn from_cluster(
+    tier: &str,
+    kube: &super::tier::KubeArgs,
+) -> anyhow::Result<(String, Reports)> {
+    let (client, namespace) = kube
+        .connect()
         .await
-        .context("cannot read the kubeconfig or the in-cluster config")?;
-    let client = crate::remote::kube::client(config)
         .context("cannot build a Kubernetes client from the kubeconfig or the in-cluster config")?;
-    let namespace = namespace
-        .map(str::to_owned)
-        .unwrap_or_else(|| client.default_namespace().to_owned());
     let reports = read_reports(&client, &namespace, tier).await?;
     Ok((
         format!("ConfigMap {namespace}/{}", incidents_config_map_name(tier)),

@@ -19,11 +19,35 @@ pub enum LogFormat {
     Json,
 }
 
+/// The least severe log events written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Watch MemoryTiers in this namespace only (default: all namespaces).
-    #[arg(long, env = "TIERGUARD_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch MemoryTiers in this namespace only; repeat the flag (or separate them with commas)
+    /// for several (default: all namespaces).
+    #[arg(long = "namespace", env = "TIERGUARD_NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// Reconcile only MemoryTiers matching this label selector, e.g. `shard=a` (to split a large
     /// fleet across controller deployments).
     #[arg(long, env = "TIERGUARD_SELECTOR")]
@@ -34,6 +58,10 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "TIERGUARD_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Log level. RUST_LOG, when set, takes its place and may name targets too
+    /// (`info,kube=debug`); a bare word in it must be a level.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info, env = "TIERGUARD_LOG_LEVEL")]
+    pub log_level: LogLevel,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "TIERGUARD_METRICS_ADDR")]
     pub metrics_addr: SocketAddr,
@@ -68,9 +96,37 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
-fn init_tracing(format: LogFormat) {
+/// The log filter: RUST_LOG when set, else the level. A RUST_LOG the filter cannot parse, or with
+/// a bare word that is not a level (`warning`: the filter would read it as a target and silence
+/// everything else), is refused rather than ignored.
+fn log_filter(
+    level: LogLevel,
+    rust_log: Option<&str>,
+) -> anyhow::Result<tracing_subscriber::EnvFilter> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let Some(directives) = rust_log.map(str::trim).filter(|d| !d.is_empty()) else {
+        return Ok(EnvFilter::new(level.as_str()));
+    };
+    for directive in directives.split(',').map(str::trim) {
+        let bare = !directive.contains(['=', ':', '[']);
+        if bare
+            && !directive.is_empty()
+            && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        {
+            anyhow::bail!(
+                "RUST_LOG: {directive:?} is not a log level (one of {}); to set a target's level write TARGET=LEVEL",
+                LEVELS.join(", ")
+            );
+        }
+    }
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| anyhow::anyhow!("RUST_LOG: {directives:?}: {e}"))
+}
+
+fn init_tracing(format: LogFormat, level: LogLevel) -> anyhow::Result<()> {
+    let filter = log_filter(level, std::env::var("RUST_LOG").ok().as_deref())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -78,6 +134,7 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    Ok(())
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -102,7 +159,7 @@ fn hostname() -> String {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    init_tracing(args.log_format, args.log_level)?;
     // Before anything that may wait: a SIGTERM during start-up stops it too.
     let stop = crate::shutdown::on_signals()?;
     if let Some(selector) = &args.selector {
@@ -114,7 +171,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let namespace = args
             .lease_namespace
             .clone()
-            .or_else(|| args.namespace.clone())
+            .or_else(|| match args.namespaces.as_slice() {
+                [only] => Some(only.clone()),
+                _ => None,
+            })
             .unwrap_or_else(|| client.default_namespace().to_owned());
         Some(LeaseConfig {
             name: args.lease_name.clone(),
@@ -127,7 +187,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
     tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        namespaces = if args.namespaces.is_empty() {
+            "<all>".to_owned()
+        } else {
+            args.namespaces.join(",")
+        },
         selector = args.selector.as_deref().unwrap_or(""),
         leader_election = args.leader_election,
         %identity,
@@ -136,7 +200,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     controller::run_until(
         client,
         RunConfig {
-            namespace: args.namespace,
+            namespaces: args.namespaces,
             selector: args.selector,
             metrics_addr: Some(args.metrics_addr),
             lease,
@@ -147,4 +211,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         stop,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_level_must_be_a_level() {
+        assert!(log_filter(LogLevel::Warn, None).is_ok());
+        assert!(log_filter(LogLevel::Info, Some("debug")).is_ok());
+        assert!(log_filter(LogLevel::Info, Some("info,kube=debug,tierguard::act=trace")).is_ok());
+        let e = log_filter(LogLevel::Info, Some("warning")).unwrap_err();
+        assert!(
+            e.to_string().contains("\"warning\" is not a log level"),
+            "{e}"
+        );
+        assert!(log_filter(LogLevel::Info, Some("kube=loud")).is_err());
+    }
 }

@@ -34,6 +34,10 @@ impl From<kube::Error> for Error {
 }
 
 impl Error {
+    /// Every `kind` label, so each error counter exists (at 0) from start-up.
+    pub const KINDS: [&'static str; 5] =
+        ["invalid_spec", "secrets", "kube_api", "action", "malformed"];
+
     /// The `kind` label of `tierguard_reconcile_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 mod execute;
 pub mod leader;
+mod namespaces;
 mod reconcile;
 pub mod selector;
 pub mod server;
@@ -21,7 +22,6 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
@@ -47,8 +47,8 @@ pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=tierguard";
 /// How `tierguard run` is set up.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    /// Watch one namespace only (None: all namespaces).
-    pub namespace: Option<String>,
+    /// Watch these namespaces only (empty: all namespaces).
+    pub namespaces: Vec<String>,
     /// Reconcile only MemoryTiers matching this label selector.
     pub selector: Option<String>,
     /// Where /metrics, /healthz and /readyz are served (None: not served).
@@ -110,15 +110,23 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
         Some(text) => Some(selector::parse(text)?.to_string()),
         None => None,
     };
-    let tiers: Api<MemoryTier> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // One probe per watched namespace (a namespaced install may list only those).
+    let probes: Vec<Api<MemoryTier>> = if config.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        config
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
     };
-    if unless_stopped(&stop, preflight(&tiers, selector.as_deref()))
-        .await
-        .transpose()?
-        .is_none()
-    {
+    let checks = async {
+        for tiers in &probes {
+            preflight(tiers, selector.as_deref()).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    if unless_stopped(&stop, checks).await.transpose()?.is_none() {
         tracing::info!("stopped before the controller started");
         return Ok(());
     }
@@ -171,10 +179,6 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
         stop.clone(),
     ));
 
-    let config_maps: Api<PartialObjectMeta<ConfigMap>> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let mut tier_watch = watcher::Config::default();
     if let Some(selector) = &selector {
         tier_watch = tier_watch.labels(selector);
@@ -184,17 +188,17 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
     // (e.g. the resume annotation) do, at once.
     // managedFields are never read here, and with server-side apply of a large status they are
     // large too: the cache keeps none.
-    let tier_stream = watcher(tiers, tier_watch)
-        .default_backoff()
-        .inspect_err(|e| log_watch_error("MemoryTiers", e))
-        .modify(|tier| tier.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
-            (predicates::generation as fn(&MemoryTier) -> Option<u64>)
-                .combine(predicates::annotations as fn(&MemoryTier) -> Option<u64>),
-            Default::default(),
-        );
+    let tier_stream =
+        namespaces::watch::<MemoryTier>(&client, &config.namespaces, tier_watch, reader.clone())
+            .inspect_err(|e| log_watch_error("MemoryTiers", e))
+            .modify(|tier: &mut MemoryTier| tier.managed_fields_mut().clear())
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(
+                (predicates::generation as fn(&MemoryTier) -> Option<u64>)
+                    .combine(predicates::annotations as fn(&MemoryTier) -> Option<u64>),
+                Default::default(),
+            );
 
     // Reconcile every tier when this replica becomes the leader, so a takeover resumes at once.
     let mut became_leader = leadership.changes();
@@ -236,13 +240,12 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
         // Only the owner reference of a ConfigMap matters here, so its metadata is all that is
         // fetched: the incident reports in the `-incidents` ConfigMaps are never downloaded.
         .owns_stream(
-            watcher(
-                config_maps,
+            namespaces::watch_metadata::<ConfigMap>(
+                &client,
+                &config.namespaces,
                 watcher::Config::default().labels(MANAGED_BY_SELECTOR),
             )
-            .default_backoff()
-            .inspect_err(|e| log_watch_error("ConfigMaps", e))
-            .touched_objects(),
+            .inspect_err(|e| log_watch_error("ConfigMaps", e)),
         )
         .reconcile_all_on(takeover)
         .graceful_shutdown_on(stop.clone().cancelled_owned())

@@ -156,7 +156,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
         claim
             .recent_actions
             .splice(0..0, started_records(&decision, now));
-        set_progress_conditions(&mut claim, tier.metadata.generation, now);
+        conditions::set_progress(&mut claim, tier.metadata.generation, now);
         match write_status_if(ctx, tier, &claim, decided_on.as_deref()).await {
             Ok(version) => {
                 ctx.remember_status(&uid(tier), &claim);
@@ -179,12 +179,21 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     // status
     decision.apply_to_status(&mut status, &observation, tier.metadata.generation);
     outcome.apply_to_status(&mut status);
-    set_progress_conditions(&mut status, tier.metadata.generation, now);
+    conditions::set_progress(&mut status, tier.metadata.generation, now);
     record_outcomes(ctx, tier, &status, claimed.as_deref()).await?;
     ctx.remember_status(&uid(tier), &status);
     ctx.metrics
         .set_phase(&namespace, &name, status.phase.unwrap_or_default());
     ctx.metrics.set_signals(&namespace, &name, &observation);
+    ctx.metrics.set_bounds(
+        &namespace,
+        &name,
+        &tier.spec,
+        &decision.memory,
+        &decision.mitigations,
+    );
+    ctx.metrics
+        .set_evicted_keys(&namespace, &name, observation.redis_evicted_keys);
     info!(phase = %status.phase.unwrap_or_default(), actions = decision.actions.len(), "reconciled");
 
     match outcome.error {
@@ -211,42 +220,6 @@ async fn applied_config(
     })
 }
 
-/// Reconciling while the controller is mid-change (a rollback or a ramp); never Stalled here.
-fn set_progress_conditions(status: &mut MemoryTierStatus, generation: Option<i64>, now: Timestamp) {
-    let phase = status.phase.unwrap_or_default();
-    let working = matches!(phase, Phase::RollingBack | Phase::Recovering);
-    conditions::merge(
-        &mut status.conditions,
-        conditions::condition(
-            conditions::RECONCILING,
-            working,
-            if working {
-                reasons::MITIGATING
-            } else {
-                reasons::RECONCILED
-            },
-            if working {
-                format!("{phase}: see status.mitigations")
-            } else {
-                "the effective configuration matches the decision".to_owned()
-            },
-            generation,
-            now,
-        ),
-    );
-    conditions::merge(
-        &mut status.conditions,
-        conditions::condition(
-            conditions::STALLED,
-            false,
-            reasons::RECONCILED,
-            "",
-            generation,
-            now,
-        ),
-    );
-}
-
 /// The tier cannot progress: Stalled and not Ready, with an Event saying why.
 async fn stall(
     tier: &MemoryTier,
@@ -259,18 +232,7 @@ async fn stall(
     let mut status = tier.status.clone().unwrap_or_default();
     let already = conditions::find(&status.conditions, conditions::STALLED)
         .is_some_and(|c| c.status == "True" && c.reason == reason && c.message == message);
-    status.observed_generation = generation;
-    status.phase = Some(Phase::Stalled);
-    for (type_, value) in [
-        (conditions::STALLED, true),
-        (conditions::READY, false),
-        (conditions::RECONCILING, false),
-    ] {
-        conditions::merge(
-            &mut status.conditions,
-            conditions::condition(type_, value, reason, message, generation, now),
-        );
-    }
+    conditions::set_stalled(&mut status, reason, message, generation, now);
     write_status(ctx, tier, &status).await?;
     ctx.metrics.set_phase(
         &tier.namespace().unwrap_or_default(),

@@ -1,16 +1,25 @@
 //! The controller's own metrics (prometheus-client), served on /metrics.
+//!
+//! Every counter exists from start-up at 0 (each error kind, each action and outcome), so a
+//! `rate()` sees the first error; `tierguard_build_info` says what runs; the `process_*` families
+//! come from /proc. The exposition is OpenMetrics or, for a client that asks for `text/plain`, the
+//! Prometheus text format 0.0.4.
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::{EncodeLabelSet, text::encode};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::api::{Observation, Phase};
+use crate::act::record::Outcome;
+use crate::api::{MemoryTierSpec, Mitigation, Observation, Phase, PolicyMemory};
+use crate::policy::{Action, mitigations, thresholds};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -31,10 +40,82 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub namespace: String,
+    pub tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignalLabels {
     pub namespace: String,
     pub tier: String,
     pub signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThresholdLabels {
+    pub namespace: String,
+    pub tier: String,
+    pub signal: String,
+    pub threshold: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MitigationLabels {
+    pub namespace: String,
+    pub tier: String,
+    pub mitigation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+    build_date: &'static str,
+}
+
+/// The exposition formats /metrics speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4.
+    Text,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+
+    /// The format an `Accept` header prefers: OpenMetrics when it ranks it at least as high as
+    /// `text/plain`, the text format otherwise (also without a header, as client_golang does).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let (mut open, mut text) = (None::<f32>, None::<f32>);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let slot = match media.as_str() {
+                "application/openmetrics-text" => &mut open,
+                "text/plain" | "text/*" | "*/*" => &mut text,
+                _ => continue,
+            };
+            *slot = Some(slot.map_or(q, |old| old.max(q)));
+        }
+        match (open, text) {
+            (Some(o), t) if o > 0.0 && o >= t.unwrap_or(0.0) => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
 }
 
 /// Every metric the controller exports.
@@ -47,6 +128,9 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     pub tier_phase: Family<PhaseLabels, Gauge>,
     pub tier_signal: Family<SignalLabels, Gauge<f64, AtomicU64>>,
+    pub tier_threshold: Family<ThresholdLabels, Gauge<f64, AtomicU64>>,
+    pub tier_mitigation: Family<MitigationLabels, Gauge>,
+    pub redis_evicted_keys: Family<TierLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -63,7 +147,19 @@ const ALL_PHASES: [Phase; 8] = [
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("tierguard");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("tierguard");
+        let build = crate::build_info::BUILD_INFO;
+        registry.register(
+            "build",
+            "The version, git commit and build date of this controller (always 1)",
+            Info::new(BuildLabels {
+                version: build.version,
+                commit: build.commit,
+                build_date: build.build_date,
+            }),
+        );
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
@@ -72,6 +168,11 @@ impl Default for Metrics {
             "Reconciles that failed, by kind of error",
             reconcile_errors.clone(),
         );
+        for kind in super::Error::KINDS {
+            drop(reconcile_errors.get_or_create(&ErrorLabels {
+                kind: kind.to_owned(),
+            }));
+        }
         let reconcile_duration = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ]);
@@ -86,6 +187,14 @@ impl Default for Metrics {
             "Actions taken, by action and outcome",
             actions.clone(),
         );
+        for action in Action::EXECUTED {
+            for outcome in Outcome::ALL {
+                drop(actions.get_or_create(&ActionLabels {
+                    action: action.to_owned(),
+                    outcome: outcome.as_str().to_owned(),
+                }));
+            }
+        }
         let tier_phase = Family::<PhaseLabels, Gauge>::default();
         registry.register(
             "tier_phase",
@@ -98,6 +207,24 @@ impl Default for Metrics {
             "The last known value of each signal of each MemoryTier (absent when unknown)",
             tier_signal.clone(),
         );
+        let tier_threshold = Family::<ThresholdLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "tier_threshold",
+            "Each bound a MemoryTier's signal is held against (rollback, stampede, recovered, Redis memory levels), in the signal's unit",
+            tier_threshold.clone(),
+        );
+        let tier_mitigation = Family::<MitigationLabels, Gauge>::default();
+        registry.register(
+            "tier_mitigation",
+            "1 while the mitigation is in force on the MemoryTier, 0 otherwise",
+            tier_mitigation.clone(),
+        );
+        let redis_evicted_keys = Family::<TierLabels, Counter>::default();
+        registry.register(
+            "redis_evicted_keys",
+            "Redis's evicted_keys counter of each MemoryTier's Redis (summed over masters); it resets when Redis restarts, so rate() gives the eviction rate of the runbook's alert",
+            redis_evicted_keys.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -105,23 +232,39 @@ impl Default for Metrics {
             leader.clone(),
         );
         Metrics {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
             reconciles,
             reconcile_errors,
             reconcile_duration,
             actions,
             tier_phase,
             tier_signal,
+            tier_threshold,
+            tier_mitigation,
+            redis_evicted_keys,
             leader,
         }
     }
 }
 
 impl Metrics {
-    /// The text exposition of every metric.
+    /// The OpenMetrics exposition of every metric.
     pub fn render(&self) -> String {
+        self.render_as(Format::OpenMetrics)
+    }
+
+    /// The exposition of every metric in `format`.
+    pub fn render_as(&self, format: Format) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        let written = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
+        written.expect("writing to a String cannot fail");
         out
     }
 
@@ -189,6 +332,75 @@ impl Metrics {
         }
     }
 
+    /// Record the bounds a tier's signals are held against, and which mitigations are in force.
+    pub fn set_bounds(
+        &self,
+        namespace: &str,
+        tier: &str,
+        spec: &MemoryTierSpec,
+        memory: &PolicyMemory,
+        active: &[Mitigation],
+    ) {
+        self.forget_thresholds(namespace, tier);
+        for t in thresholds::thresholds(spec, memory) {
+            self.tier_threshold
+                .get_or_create(&ThresholdLabels {
+                    namespace: namespace.to_owned(),
+                    tier: tier.to_owned(),
+                    signal: t.signal.to_owned(),
+                    threshold: t.name.to_owned(),
+                })
+                .set(t.value);
+        }
+        for name in mitigations::ALL {
+            self.tier_mitigation
+                .get_or_create(&MitigationLabels {
+                    namespace: namespace.to_owned(),
+                    tier: tier.to_owned(),
+                    mitigation: name.to_owned(),
+                })
+                .set(i64::from(active.iter().any(|m| m.name == name)));
+        }
+    }
+
+    fn forget_thresholds(&self, namespace: &str, tier: &str) {
+        // A bound that is no longer known (the error-rate baseline) must not linger.
+        let spec_all = thresholds::thresholds(
+            &default_spec(),
+            &PolicyMemory {
+                error_rate_baseline_percent: Some(0.0),
+                ..PolicyMemory::default()
+            },
+        );
+        for t in spec_all {
+            self.tier_threshold.remove(&ThresholdLabels {
+                namespace: namespace.to_owned(),
+                tier: tier.to_owned(),
+                signal: t.signal.to_owned(),
+                threshold: t.name.to_owned(),
+            });
+        }
+    }
+
+    /// Record Redis's evicted_keys counter as a counter: a reading below the last one is a reset
+    /// (Redis restarted), exported as a new series start so that `rate()` treats it as one.
+    pub fn set_evicted_keys(&self, namespace: &str, tier: &str, evicted: Option<u64>) {
+        let labels = TierLabels {
+            namespace: namespace.to_owned(),
+            tier: tier.to_owned(),
+        };
+        let Some(raw) = evicted else {
+            self.redis_evicted_keys.remove(&labels);
+            return;
+        };
+        let current = self.redis_evicted_keys.get_or_create(&labels).get();
+        if raw < current {
+            self.redis_evicted_keys.remove(&labels);
+        }
+        let counter = self.redis_evicted_keys.get_or_create(&labels);
+        counter.inc_by(raw.saturating_sub(counter.get()));
+    }
+
     /// Forget a deleted tier's series.
     pub fn forget_tier(&self, namespace: &str, tier: &str) {
         for p in ALL_PHASES {
@@ -199,6 +411,88 @@ impl Metrics {
             });
         }
         self.set_signals(namespace, tier, &Observation::default());
+        self.forget_thresholds(namespace, tier);
+        for name in mitigations::ALL {
+            self.tier_mitigation.remove(&MitigationLabels {
+                namespace: namespace.to_owned(),
+                tier: tier.to_owned(),
+                mitigation: name.to_owned(),
+            });
+        }
+        self.set_evicted_keys(namespace, tier, None);
+    }
+}
+
+/// A spec with every default, to enumerate the threshold series' names.
+fn default_spec() -> MemoryTierSpec {
+    serde_json::from_value(serde_json::json!({"target": {"configMapName": "x"}}))
+        .expect("a spec of defaults parses")
+}
+
+/// The standard `process_*` families, read from /proc/self at each scrape (Linux only; elsewhere,
+/// or when /proc cannot be read, they are left out).
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(me) = procfs::process::Process::myself() else {
+            return Ok(());
+        };
+        let Ok(stat) = me.stat() else {
+            return Ok(());
+        };
+        let ticks = procfs::ticks_per_second() as f64;
+        let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let mut gauge = |name: &str, help: &str, value: f64| -> Result<(), std::fmt::Error> {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            (stat.rss * procfs::page_size()) as f64,
+        )?;
+        gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            stat.vsize as f64,
+        )?;
+        gauge(
+            "process_threads",
+            "Number of OS threads in the process",
+            stat.num_threads as f64,
+        )?;
+        if let Ok(boot) = procfs::boot_time_secs() {
+            gauge(
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                boot as f64 + stat.starttime as f64 / ticks,
+            )?;
+        }
+        if let Ok(fds) = me.fd_count() {
+            gauge(
+                "process_open_fds",
+                "Number of open file descriptors",
+                fds as f64,
+            )?;
+        }
+        if let Ok(limits) = me.limits()
+            && let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit
+        {
+            gauge(
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                max as f64,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -231,7 +525,81 @@ mod tests {
         ), "{text}");
         metrics.set_signals("clinic", "backend", &Observation::default());
         assert!(!metrics.render().contains("p50LatencyMs"));
+        let spec = default_spec();
+        metrics.set_bounds("clinic", "backend", &spec, &PolicyMemory::default(), &[]);
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"tierguard_tier_threshold{namespace="clinic",tier="backend",signal="p50LatencyMs",threshold="rollback"} 1000.0"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"tierguard_tier_mitigation{namespace="clinic",tier="backend",mitigation="rollback-canary"} 0"#
+        ), "{text}");
         metrics.forget_tier("clinic", "backend");
         assert!(!metrics.render().contains("tier=\"backend\""));
+    }
+
+    #[test]
+    fn counters_build_info_and_process_metrics_exist_from_start_up() {
+        let text = Metrics::default().render_as(Format::Text);
+        for line in [
+            r#"tierguard_reconcile_errors_total{kind="kube_api"} 0"#,
+            r#"tierguard_actions_total{action="remediate-redis",outcome="failed"} 0"#,
+            "tierguard_reconciles_total 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(text.contains("tierguard_build_info{version=\""), "{text}");
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+        // Every family has its help text.
+        let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helped = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(families, helped, "{text}");
+    }
+
+    #[test]
+    fn accept_headers_choose_the_format() {
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("text/plain")), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        // What Prometheus 2.x sends.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0.2, text/plain")),
+            Format::Text
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; version=1.0.0")),
+            Format::OpenMetrics
+        );
+    }
+
+    #[test]
+    fn evicted_keys_is_a_counter_that_resets_with_redis() {
+        let metrics = Metrics::default();
+        let line = |m: &Metrics| {
+            m.render()
+                .lines()
+                .find(|l| l.starts_with("tierguard_redis_evicted_keys_total{"))
+                .map(str::to_owned)
+        };
+        metrics.set_evicted_keys("clinic", "backend", Some(1200));
+        assert_eq!(
+            line(&metrics).as_deref(),
+            Some(r#"tierguard_redis_evicted_keys_total{namespace="clinic",tier="backend"} 1200"#)
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("# TYPE tierguard_redis_evicted_keys counter")
+        );
+        metrics.set_evicted_keys("clinic", "backend", Some(1500));
+        assert!(line(&metrics).unwrap().ends_with(" 1500"));
+        // Redis restarted: the counter starts again below its last value.
+        metrics.set_evicted_keys("clinic", "backend", Some(40));
+        assert!(line(&metrics).unwrap().ends_with(" 40"));
+        metrics.set_evicted_keys("clinic", "backend", None);
+        assert_eq!(line(&metrics), None);
     }
 }

@@ -6,6 +6,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{IncidentSummary, MemoryLevel, WarmTrigger};
 
+/// The actions' names, as status, Events and metrics labels spell them.
+pub mod names {
+    pub const RENDER_CONFIG: &str = "render-config";
+    pub const RESTART_WORKLOAD: &str = "restart-workload";
+    pub const WARM_CACHE: &str = "warm-cache";
+    pub const REMEDIATE_REDIS: &str = "remediate-redis";
+    pub const AUDIT_REDIS: &str = "audit-redis";
+    pub const NOTIFY: &str = "notify";
+    pub const RECORD_INCIDENT: &str = "record-incident";
+}
+
 /// One action of a decision. Every action carries the reason it is taken, for status and Events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(
@@ -38,6 +49,10 @@ pub enum Action {
         incident_id: String,
         runbook: String,
         trigger: String,
+        /// For an escalation: why.
+        escalated_because: Option<String>,
+        /// Who is notified next and when, or why nobody else is.
+        escalation_plan: String,
         message: String,
     },
     /// Write (or update) the incident report: runbook phase 4.
@@ -54,16 +69,28 @@ pub enum Action {
 }
 
 impl Action {
+    /// The names of the actions the actuators carry out (every one but `event`), for the metrics
+    /// that count them from start-up.
+    pub const EXECUTED: [&'static str; 7] = [
+        names::RENDER_CONFIG,
+        names::RESTART_WORKLOAD,
+        names::WARM_CACHE,
+        names::REMEDIATE_REDIS,
+        names::AUDIT_REDIS,
+        names::NOTIFY,
+        names::RECORD_INCIDENT,
+    ];
+
     /// The action's name as used in status, Events and metrics labels.
     pub fn name(&self) -> &'static str {
         match self {
-            Action::RenderConfig { .. } => "render-config",
-            Action::RestartWorkload { .. } => "restart-workload",
-            Action::WarmCache { .. } => "warm-cache",
-            Action::RemediateRedis { .. } => "remediate-redis",
-            Action::AuditRedis { .. } => "audit-redis",
-            Action::Notify { .. } => "notify",
-            Action::RecordIncident { .. } => "record-incident",
+            Action::RenderConfig { .. } => names::RENDER_CONFIG,
+            Action::RestartWorkload { .. } => names::RESTART_WORKLOAD,
+            Action::WarmCache { .. } => names::WARM_CACHE,
+            Action::RemediateRedis { .. } => names::REMEDIATE_REDIS,
+            Action::AuditRedis { .. } => names::AUDIT_REDIS,
+            Action::Notify { .. } => names::NOTIFY,
+            Action::RecordIncident { .. } => names::RECORD_INCIDENT,
             Action::Event { .. } => "event",
         }
     }

@@ -4,39 +4,55 @@
 //!
 //! An outage starts at the first open (or half-open) reading and ends once the breaker has been
 //! closed for `canary.rampInterval`, so a breaker that flickers closed for a moment is still the
-//! same outage. The mem0 write success rate below [`MEM0_WRITE_ALERT_BELOW_PERCENT`] is part of
-//! the same incident (the runbook's first symptom).
+//! same outage (and the same incident). Its open clock, which `maxOpenDuration` and
+//! `rollback.breakerOpenFor` compare against, counts only the time the breaker is seen open: the
+//! runbook's criterion is "Circuit breaker open for >4 hours". A closed reading stops the clock,
+//! and a reopening starts a new one, unless it reopens within `breaker.bridgeClosedGaps`, when the
+//! clock goes on (the closed gap not counted). The mem0 write success rate below
+//! [`MEM0_WRITE_ALERT_BELOW_PERCENT`] is part of the same incident (the runbook's first symptom).
 
 use super::incidents::{self, CIRCUIT_BREAKER_OPEN};
 use super::signals::num;
-use super::window::{OnUnknown, Sample, feed, holds_for};
+use super::window::{OnUnknown, Sample, elapsed, feed, holds_for};
 use super::{Change, Step};
 use crate::api::{BreakerState, PolicyMemory, WindowState};
 
 /// The runbook's symptom "mem0 write success rate drops below 99%".
 pub const MEM0_WRITE_ALERT_BELOW_PERCENT: f64 = 99.0;
 
-/// Track the outage from the breaker readings.
+/// Track the outage and its open clock from the breaker readings.
 pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
     let open = step.signals.breaker.map(|s| s != BreakerState::Closed);
     let now = step.now;
+    let bridge = step.spec.breaker.bridge_closed_gaps;
     let b = &mut m.breaker;
     if b.outage_since.is_none() {
         if open == Some(true) {
             b.outage_since = Some(now);
             b.open = WindowState::default();
             b.closed = WindowState::default();
+            b.closed_since = None;
             feed(&mut b.open, now, Sample::Holds(None), OnUnknown::Hold);
         }
         return;
     }
-    // Outage time counts every known reading until the outage ends; unknown readings hold.
-    let known = if open.is_some() {
-        Sample::Holds(None)
-    } else {
-        Sample::Unknown
-    };
-    feed(&mut b.open, now, known, OnUnknown::Hold);
+    // The open clock: open readings fill it; a closed reading stops it, for good once the gap is
+    // longer than the bridge; unknown readings hold it.
+    match open {
+        Some(true) => {
+            b.closed_since = None;
+            feed(&mut b.open, now, Sample::Holds(None), OnUnknown::Hold);
+        }
+        Some(false) => {
+            let since = *b.closed_since.get_or_insert(now);
+            if bridge.is_zero() || elapsed(now, since) > bridge.as_std() {
+                b.open = WindowState::default();
+            } else {
+                feed(&mut b.open, now, Sample::Unknown, OnUnknown::Hold);
+            }
+        }
+        None => feed(&mut b.open, now, Sample::Unknown, OnUnknown::Hold),
+    }
     let closed = match open {
         Some(false) => Sample::Holds(None),
         Some(true) => Sample::Broken,
@@ -47,7 +63,18 @@ pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
         b.outage_since = None;
         b.open = WindowState::default();
         b.closed = WindowState::default();
+        b.closed_since = None;
     }
+}
+
+/// How long the breaker has been open in the current outage's clock.
+pub(crate) fn open_for(m: &PolicyMemory) -> crate::api::Duration {
+    m.breaker.open.held_for
+}
+
+/// Whether the open clock is running (the breaker was last seen open, or its gap is bridged).
+pub(crate) fn clock_running(m: &PolicyMemory) -> bool {
+    m.breaker.outage_since.is_some() && !m.breaker.open.is_idle()
 }
 
 /// Alert, mitigate, end the mitigation, and keep the incident.
@@ -84,13 +111,13 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         );
     }
 
-    if m.breaker.outage_since.is_some()
+    if clock_running(m)
         && m.breaker.mitigated_since.is_none()
         && holds_for(&m.breaker.open, max_open)
     {
         let reason = format!(
             "circuit breaker {name} open for {} (breaker.maxOpenDuration {max_open})",
-            super::signals::span(m.breaker.open.held_for)
+            super::signals::span(open_for(m))
         );
         m.breaker.mitigated_since = Some(step.now);
         m.breaker.mitigation_reason = Some(reason.clone());

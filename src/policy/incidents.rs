@@ -1,13 +1,25 @@
-//! Incidents: opened when a runbook's trouble starts, escalated by `spec.notify.escalation`,
-//! resolved once, with one `Resolved` notification and the incident record.
+//! Incidents: opened when a runbook's trouble starts, escalated by `spec.notify.escalation` as
+//! `spec.notify.escalate` says for its kind, resolved once, with one `Resolved` notification and
+//! the incident record.
+//!
+//! Escalation fits the incident: one whose automatic response is in force and has not helped
+//! (a canary rollback, a stampede, critical memory) reaches the next level after each level's
+//! delay, counted from when the response started; a wait-and-see incident (the breaker while its
+//! fallback works, a memory warning) stays at level 1, except that the breaker escalates when
+//! `maxOpenDuration` draws near and when mem0 reads are switched off. Every notification says
+//! why it escalated, or why it does not.
 
 use std::sync::Arc;
+
+use std::time::Duration as StdDuration;
 
 use jiff::Timestamp;
 
 use super::window::{OnUnknown, Sample, elapsed, feed, holds_for};
 use super::{Action, Change, IncidentChange, NotifyKind, Step};
-use crate::api::{IncidentSummary, OpenIncident, PolicyMemory, TimelineEntry};
+use crate::api::{
+    Duration, Escalate, IncidentSummary, MemoryLevel, OpenIncident, PolicyMemory, TimelineEntry,
+};
 
 /// The runbooks, as incidents name them.
 pub const CANARY_ROLLBACK: &str = "CanaryRollback";
@@ -97,12 +109,16 @@ pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str,
             what: format!("Anomaly detected: {trigger}"),
         }]),
         clear: Default::default(),
+        response_since: None,
+        escalated_because: None,
+        escalation_plan: None,
+        escalated_near_action: false,
+        escalated_on_action: false,
     };
     m.open_incidents.push(incident);
     step.touch(runbook);
     let at = step.changes.len();
-    escalate_one(step, m, runbook);
-    let level = find(m, runbook).map_or(0, |i| i.notified_level);
+    let level = escalate_one(step, m, runbook).first().copied().unwrap_or(0);
     step.changes.insert(
         at,
         Change::Incident {
@@ -129,51 +145,205 @@ pub(crate) fn escalate(step: &mut Step, m: &mut PolicyMemory) {
     }
 }
 
-fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str) {
-    let Some(incident) = find_mut(m, runbook) else {
-        return;
-    };
-    let open_for = elapsed(step.now, incident.started_at);
-    let mut due: Vec<u8> = step
+/// The escalation rule in force for an open incident of `runbook`.
+fn rule_for(step: &Step, m: &PolicyMemory, runbook: &str) -> Escalate {
+    let rules = &step.spec.notify.escalate;
+    match runbook {
+        CANARY_ROLLBACK => rules.canary_rollback,
+        CACHE_STAMPEDE => rules.cache_stampede,
+        REDIS_MEMORY if m.redis.level == MemoryLevel::Critical => rules.redis_memory_critical,
+        REDIS_MEMORY => rules.redis_memory_warning,
+        _ => rules.circuit_breaker_open,
+    }
+}
+
+/// For `NearAction`: whether the runbook's action is near (with why), and whether it was taken.
+fn action_state(step: &Step, m: &PolicyMemory, runbook: &str) -> (Option<String>, Option<String>) {
+    if runbook != CIRCUIT_BREAKER_OPEN {
+        return (None, None);
+    }
+    let max = step.spec.breaker.max_open_duration;
+    let lead = step.spec.notify.escalate.near_action_lead;
+    let open = super::breaker::open_for(m);
+    let near = (super::breaker::clock_running(m)
+        && open.as_std().saturating_add(lead.as_std()) >= max.as_std())
+    .then(|| {
+        format!(
+            "circuit breaker {} open for {}, {} or less before breaker.maxOpenDuration {max} switches mem0 reads off",
+            step.spec.breaker.name,
+            super::signals::span(open),
+            lead
+        )
+    });
+    let taken = m
+        .breaker
+        .mitigation_reason
+        .as_ref()
+        .map(|reason| format!("mem0 reads and shadow writes switched off: {reason}"));
+    (near, taken)
+}
+
+/// Why a wait-and-see incident does not escalate, in the runbook's words where it has some.
+fn why_wait(step: &Step, runbook: &str, rule: Escalate) -> String {
+    let max = step.spec.breaker.max_open_duration;
+    match (runbook, rule) {
+        (CIRCUIT_BREAKER_OPEN, _) => format!(
+            "the system continues with its fallback (the runbook: no immediate action unless the outage exceeds {max})"
+        ),
+        (REDIS_MEMORY, _) => {
+            "Redis memory below the critical level needs no action yet (remediation runs at critical)"
+                .to_owned()
+        }
+        _ => "notify.escalate says Never for this kind of incident".to_owned(),
+    }
+}
+
+/// What happens next, for people: who is told when, or why nobody else is.
+fn plan(step: &Step, incident: &OpenIncident, rule: Escalate, levels: &[(u8, Duration)]) -> String {
+    let next = levels.iter().find(|(l, _)| *l > incident.notified_level);
+    match (rule, next) {
+        (_, None) => "every escalation level has been notified".to_owned(),
+        (Escalate::Unresolved, Some((level, after))) => format!(
+            "level {level} ({}) is notified if it is still unresolved {after} after its automatic response started",
+            role(*level)
+        ),
+        (Escalate::Never, Some(_)) => format!(
+            "no escalation past level {}: {}",
+            incident.notified_level,
+            why_wait(step, &incident.runbook, rule)
+        ),
+        (Escalate::NearAction, Some(_)) if incident.escalated_on_action => format!(
+            "no further escalation: mem0 reads are switched off as the runbook says; the breaker recovers on its own (level {} already notified)",
+            incident.notified_level
+        ),
+        (Escalate::NearAction, Some((level, _))) => {
+            let max = step.spec.breaker.max_open_duration;
+            let lead = step.spec.notify.escalate.near_action_lead;
+            let when = if incident.escalated_near_action {
+                format!("when mem0 reads are switched off (open for {max})")
+            } else {
+                let at = crate::api::Duration::from_std(max.as_std().saturating_sub(lead.as_std()));
+                format!(
+                    "once the breaker has been open for {at}, and the next when mem0 reads are switched off"
+                )
+            };
+            format!(
+                "no escalation yet: {}; level {level} ({}) is notified {when}",
+                why_wait(step, &incident.runbook, rule),
+                role(*level)
+            )
+        }
+    }
+}
+
+/// Notify every level now due for the open incident of `runbook`; returns the levels notified.
+fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str) -> Vec<u8> {
+    let rule = rule_for(step, m, runbook);
+    let (near, taken) = action_state(step, m, runbook);
+    let mut levels: Vec<(u8, Duration)> = step
         .spec
         .notify
         .escalation
         .iter()
-        .filter(|l| l.after.as_std() <= open_for && l.level > incident.notified_level)
-        .map(|l| l.level)
+        .map(|l| (l.level, l.after))
         .collect();
-    if due.is_empty() {
-        return;
+    levels.sort_unstable();
+    levels.dedup_by_key(|(level, _)| *level);
+    let now = step.now;
+    let Some(incident) = find_mut(m, runbook) else {
+        return Vec::new();
+    };
+    // The clock of `Unresolved` runs from when that rule came into force (for Redis memory: when
+    // the level became critical).
+    match rule {
+        Escalate::Unresolved => {
+            incident.response_since.get_or_insert(now);
+        }
+        _ => incident.response_since = None,
     }
-    due.sort_unstable();
-    due.dedup();
-    for level in due {
+
+    // (level, why it is notified now); the first level is told as its `after` says.
+    let mut due: Vec<(u8, Option<String>)> = Vec::new();
+    let mut reached = incident.notified_level;
+    if let Some((first, after)) = levels.first()
+        && *first > reached
+        && elapsed(now, incident.started_at) >= after.as_std()
+    {
+        due.push((*first, None));
+        reached = *first;
+    }
+    let next_above = |reached: u8| levels.iter().map(|(l, _)| *l).find(|l| *l > reached);
+    match rule {
+        Escalate::Unresolved => {
+            let responding = incident
+                .response_since
+                .map_or(StdDuration::ZERO, |since| elapsed(now, since));
+            for (level, after) in levels.iter().skip(1) {
+                if *level > reached && responding >= after.as_std() {
+                    due.push((
+                        *level,
+                        Some(format!(
+                            "unresolved {after} after its automatic response started"
+                        )),
+                    ));
+                    reached = *level;
+                }
+            }
+        }
+        Escalate::Never => {}
+        Escalate::NearAction => {
+            if let Some(why) = near.filter(|_| !incident.escalated_near_action && reached > 0) {
+                incident.escalated_near_action = true;
+                if let Some(level) = next_above(reached) {
+                    due.push((level, Some(why)));
+                    reached = level;
+                }
+            }
+            if let Some(why) = taken.filter(|_| !incident.escalated_on_action && reached > 0) {
+                incident.escalated_on_action = true;
+                incident.escalated_near_action = true;
+                if let Some(level) = next_above(reached) {
+                    due.push((level, Some(why)));
+                }
+            }
+        }
+    }
+
+    let notified: Vec<u8> = due.iter().map(|(level, _)| *level).collect();
+    for (level, why) in due {
         let kind = if incident.notified_level == 0 {
             NotifyKind::Opened
         } else {
             NotifyKind::Escalated
         };
         incident.notified_level = level;
-        let what = match kind {
-            NotifyKind::Opened => format!("Level {level} ({}) notified", role(level)),
-            _ => format!(
-                "Escalated to level {level} ({}): unresolved after {}",
-                role(level),
-                crate::api::Duration::from_std(std::time::Duration::from_secs(open_for.as_secs()))
-            ),
+        let what = match (&why, kind) {
+            (Some(why), NotifyKind::Escalated) => {
+                format!("Escalated to level {level} ({}): {why}", role(level))
+            }
+            _ => format!("Level {level} ({}) notified", role(level)),
         };
         if incident.timeline.len() < MAX_TIMELINE {
             Arc::make_mut(&mut incident.timeline).push(TimelineEntry {
-                at: step.now,
+                at: now,
                 what: what.clone(),
             });
         }
+        if kind == NotifyKind::Escalated {
+            incident.escalated_because = why.clone();
+        }
+        incident.escalation_plan = Some(plan(step, incident, rule, &levels));
         step.actions.push(Action::Notify {
             level,
             kind,
             incident_id: incident.id.clone(),
             runbook: runbook.to_owned(),
             trigger: incident.trigger.clone(),
+            escalated_because: incident
+                .escalated_because
+                .clone()
+                .filter(|_| kind == NotifyKind::Escalated),
+            escalation_plan: incident.escalation_plan.clone().unwrap_or_default(),
             message: message(incident, level, "INVESTIGATING"),
         });
         if kind == NotifyKind::Escalated {
@@ -185,8 +355,32 @@ fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str) {
                 reason: what,
             });
         }
+        step.touch(runbook);
     }
-    step.touch(runbook);
+    // Keep the plan current (a memory warning turning critical changes it) without a notification.
+    if incident.notified_level > 0 {
+        let next = plan(step, incident, rule, &levels);
+        if incident.escalation_plan.as_deref() != Some(next.as_str()) {
+            incident.escalation_plan = Some(next);
+            step.touch(runbook);
+        }
+    }
+    notified
+}
+
+/// The escalation in words: why it escalated, and what happens next.
+pub fn escalation_text(incident: &OpenIncident) -> Option<String> {
+    match (&incident.escalated_because, &incident.escalation_plan) {
+        (Some(why), Some(plan)) => Some(format!(
+            "escalated to level {} because {why}; {plan}",
+            incident.notified_level
+        )),
+        (Some(why), None) => Some(format!(
+            "escalated to level {} because {why}",
+            incident.notified_level
+        )),
+        (None, plan) => plan.clone(),
+    }
 }
 
 /// Resolve the open incident of `runbook`: timeline, one Resolved notification, the record.
@@ -208,6 +402,8 @@ pub(crate) fn resolve(step: &mut Step, m: &mut PolicyMemory, runbook: &'static s
             incident_id: incident.id.clone(),
             runbook: runbook.to_owned(),
             trigger: incident.trigger.clone(),
+            escalated_because: None,
+            escalation_plan: escalation_text(&incident).unwrap_or_default(),
             message: message(&incident, incident.notified_level, "RESOLVED"),
         });
     }
@@ -267,6 +463,7 @@ pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> Incid
         started_at: incident.started_at,
         resolved_at,
         escalation_level: incident.notified_level,
+        escalation: escalation_text(incident),
         timeline: incident.timeline.to_vec(),
         report: None,
     }
@@ -287,6 +484,9 @@ fn message(incident: &OpenIncident, level: u8, status: &str) -> String {
             entry.at.strftime("%H:%M:%S UTC"),
             entry.what
         ));
+    }
+    if let Some(escalation) = escalation_text(incident) {
+        text.push_str(&format!("\nEscalation: {escalation}\n"));
     }
     text.push_str(&format!("\nStatus: {status}"));
     text

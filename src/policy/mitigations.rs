@@ -17,6 +17,17 @@ pub const STAMPEDE_SERVE_STALE: &str = "stampede-serve-stale";
 pub const STAMPEDE_TTL: &str = "stampede-ttl";
 pub const STAMPEDE_SHED_LOAD: &str = "stampede-shed-load";
 
+/// Every mitigation's name (the controller exports one 0/1 series per name and tier).
+pub const ALL: [&str; 7] = [
+    ROLLBACK_CANARY,
+    ROLLBACK_FEATURES,
+    RESUME_RAMP,
+    BREAKER_MEM0_OFF,
+    STAMPEDE_SERVE_STALE,
+    STAMPEDE_TTL,
+    STAMPEDE_SHED_LOAD,
+];
+
 fn overrides<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
     // A handful of keys: inserting one by one beats collecting (which sorts first).
     let mut map = BTreeMap::new();

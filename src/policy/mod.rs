@@ -45,6 +45,7 @@ pub mod redis;
 pub mod rollback;
 mod signals;
 pub mod stampede;
+pub mod thresholds;
 pub mod window;
 
 use jiff::Timestamp;
@@ -52,7 +53,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde::Serialize;
 
 pub use action::{Action, NotifyKind};
-pub use signals::num;
+pub use signals::{num, span};
 
 use crate::api::{
     EffectiveConfig, IncidentSummary, MAX_INCIDENTS_IN_STATUS, MemoryLevel, MemoryReport,
@@ -407,11 +408,11 @@ pub fn decide(
     m.phase = phase;
     m.last_tick = Some(now);
 
-    let evictions = redis::evictions_in_window(&step, &m);
+    let evictions = redis::evictions_per_second(&step, &m);
     let memory_report = MemoryReport {
         level: Some(m.redis.level),
         used_percent: step.signals.redis_used_memory_percent,
-        evictions_in_window: evictions,
+        evictions_per_second: evictions,
         last_remediation: None,
         last_audit: None,
     };
@@ -664,7 +665,7 @@ fn conditions_of(
     m: &PolicyMemory,
     phase: Phase,
     active: &[Mitigation],
-    evictions: Option<u64>,
+    evictions: Option<f64>,
 ) -> Vec<Condition> {
     use conditions::{condition, reasons};
     let spec = step.spec;
@@ -750,9 +751,11 @@ fn conditions_of(
             true,
             reasons::EVICTIONS,
             format!(
-                "{} keys evicted within {}",
-                evictions.unwrap_or_default(),
-                spec.redis.evictions.window
+                "Redis evicts {}/s over {} (above {}/s for {})",
+                evictions.map(num).unwrap_or_else(|| "?".into()),
+                spec.redis.evictions.rate_window,
+                num(spec.redis.evictions.max_per_second),
+                spec.redis.evictions.for_duration
             ),
             generation,
             now,
@@ -821,7 +824,14 @@ fn conditions_of(
             conditions::BREAKER_OPEN,
             true,
             reasons::BREAKER_OPENED,
-            format!("open for {}", signals::span(m.breaker.open.held_for)),
+            if breaker::clock_running(m) {
+                format!("open for {}", signals::span(breaker::open_for(m)))
+            } else {
+                format!(
+                    "closed again; the outage ends once it has stayed closed for {}",
+                    spec.canary.ramp_interval
+                )
+            },
             generation,
             now,
         ),

@@ -1,29 +1,57 @@
-//! Incident #3, Redis memory: levels watch / warning / critical (70 / 80 / 90 % of maxmemory by
-//! default) with hysteresis, the eviction-rate alert, and remediation at critical within a
-//! cooldown. Also tracks Redis restarts (run_id change, or uptime going back) for the cold-start
-//! rule.
+//! Incident #3, Redis memory: levels watch / warning / critical (above 70 / 80 / 90 % of
+//! maxmemory by default, each held for its own time, left with hysteresis), the eviction-rate
+//! alert, and remediation at critical within a cooldown. Also tracks Redis restarts (run_id
+//! change, or uptime going back) for the cold-start rule.
+//!
+//! The runbook reads "If >90% used: CRITICAL" and its alerts hold (`> 80 for: 5m`,
+//! `> 90 for: 1m`): a level is entered only when usage has been above its threshold at every
+//! reading for the level's hold, so a one-reading spike neither alerts nor deletes anything.
+//! The eviction rate is computed from the evicted_keys readings exactly as Prometheus's `rate()`
+//! computes it from samples, so the PrometheusRule and the controller fire at the same moment.
 
 use super::incidents::{self, REDIS_MEMORY};
 use super::signals::num;
-use super::window::{at_least, elapsed};
+use super::window::{OnUnknown, Sample, at_least, elapsed, feed, holds_for};
 use super::{Action, Change, Step};
-use crate::api::{CounterSample, MemoryLevel, MemoryLevels, PolicyMemory, conditions::reasons};
+use crate::api::{
+    CounterSample, Duration, MemoryLevel, MemoryLevels, PolicyMemory, WindowState,
+    conditions::reasons,
+};
 
-/// Eviction readings kept per window: one at most every window/16, so the status stays small at
-/// any tick length.
+/// Eviction readings kept per rate window: one at most every window/16, so the status stays small
+/// at any tick length.
 const EVICTION_SAMPLES_PER_WINDOW: u32 = 16;
 
-/// The level for `used` percent, given the current level: a level is entered at its threshold and
-/// left only once usage is `hysteresis` points below it.
-pub fn level_for(levels: &MemoryLevels, used: f64, current: MemoryLevel) -> MemoryLevel {
-    let ladder = [
-        (MemoryLevel::Watch, levels.watch),
-        (MemoryLevel::Warning, levels.warning),
-        (MemoryLevel::Critical, levels.critical),
-    ];
+/// The levels above ok, lowest first, with their thresholds and holds.
+fn ladder(levels: &MemoryLevels) -> [(MemoryLevel, f64, Duration); 3] {
+    [
+        (MemoryLevel::Watch, levels.watch, levels.watch_for),
+        (MemoryLevel::Warning, levels.warning, levels.warning_for),
+        (MemoryLevel::Critical, levels.critical, levels.critical_for),
+    ]
+}
+
+fn above_window(m: &mut PolicyMemory, level: MemoryLevel) -> &mut WindowState {
+    let above = &mut m.redis.above;
+    match level {
+        MemoryLevel::Critical => &mut above.critical,
+        MemoryLevel::Warning => &mut above.warning,
+        _ => &mut above.watch,
+    }
+}
+
+/// The level for `used` percent, given the current level and whether usage has stayed above each
+/// threshold for its hold: a level is entered once its hold is over, and left only once usage is
+/// `hysteresis` points below its threshold.
+pub fn level_for(
+    levels: &MemoryLevels,
+    used: f64,
+    current: MemoryLevel,
+    held: impl Fn(MemoryLevel) -> bool,
+) -> MemoryLevel {
     let mut level = MemoryLevel::Ok;
-    for (candidate, threshold) in ladder {
-        let entered = used >= threshold;
+    for (candidate, threshold, _) in ladder(levels) {
+        let entered = used > threshold && held(candidate);
         let kept = candidate <= current && used >= threshold - levels.hysteresis;
         if entered || kept {
             level = candidate;
@@ -41,7 +69,7 @@ fn threshold(levels: &MemoryLevels, level: MemoryLevel) -> f64 {
     }
 }
 
-/// Track restarts, the eviction counter and the memory level.
+/// Track restarts, the eviction counter and rate, and the memory level.
 pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
     let r = &mut m.redis;
     let s = &step.signals;
@@ -70,63 +98,117 @@ pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
         r.uptime_seconds = Some(up);
     }
 
-    // The evicted_keys counter restarts from 0 with Redis: a reading below the last one, or any
-    // reading right after a restart, counts from zero.
     if let Some(raw) = s.redis_evicted_keys {
-        let delta = match r.evicted_keys {
-            Some(prev) if raw >= prev && step.cold_start.is_none() => raw - prev,
-            Some(_) => raw,
-            None => 0,
-        };
-        r.evicted_keys = Some(raw);
-        r.evictions_total = r.evictions_total.saturating_add(delta);
-        let window = step.spec.redis.evictions.window.as_std();
-        let spacing = window / EVICTION_SAMPLES_PER_WINDOW;
-        let sample = CounterSample {
-            at: step.now,
-            value: r.evictions_total,
-        };
-        let now = step.now;
-        // Keep one reading at or before the window's start, as the base. Older ones are dropped
-        // before a push, so that the vector's room is reused.
-        let out_of_window =
-            |samples: &[CounterSample]| samples.len() >= 2 && elapsed(now, samples[1].at) >= window;
-        let samples = &mut r.eviction_samples;
-        let n = samples.len();
-        // Thin: the newest slot floats until it is `spacing` past the one before it.
-        if n >= 2 && elapsed(now, samples[n - 2].at) < spacing {
-            samples[n - 1] = sample;
-        } else {
-            while out_of_window(samples) {
-                samples.remove(0);
-            }
-            samples.push(sample);
-        }
-        while out_of_window(samples) {
-            samples.remove(0);
-        }
+        record_evictions(step, m, raw);
     }
+    let rate = evictions_per_second(step, m);
+    let limit = step.spec.redis.evictions.max_per_second;
+    let sample = match rate {
+        Some(r) if r > limit => Sample::Holds(Some(r)),
+        Some(_) => Sample::Broken,
+        None => Sample::Unknown,
+    };
+    feed(&mut m.redis.evicting, step.now, sample, OnUnknown::Hold);
 
-    if let Some(used) = s.redis_used_memory_percent {
-        r.level = level_for(&step.spec.redis.memory_levels, used, r.level);
+    if let Some(used) = step.signals.redis_used_memory_percent {
+        let now = step.now;
+        for (level, threshold, _) in ladder(&step.spec.redis.memory_levels) {
+            let sample = if used > threshold {
+                Sample::Holds(Some(used))
+            } else {
+                Sample::Broken
+            };
+            feed(above_window(m, level), now, sample, OnUnknown::Hold);
+        }
+        let levels = &step.spec.redis.memory_levels;
+        let windows = m.redis.above.clone();
+        let held = |level: MemoryLevel| {
+            let (window, hold) = match level {
+                MemoryLevel::Critical => (&windows.critical, levels.critical_for),
+                MemoryLevel::Warning => (&windows.warning, levels.warning_for),
+                _ => (&windows.watch, levels.watch_for),
+            };
+            holds_for(window, hold)
+        };
+        m.redis.level = level_for(levels, used, m.redis.level, held);
     }
 }
 
-/// Evictions over the eviction window: counted from the reading at or before the window's start
-/// (scaled down to the window when that reading is older), or from the oldest reading while the
-/// window is not yet full.
-pub(crate) fn evictions_in_window(step: &Step, m: &PolicyMemory) -> Option<u64> {
-    let samples = &m.redis.eviction_samples;
-    let (first, last) = (samples.first()?, samples.last()?);
-    let count = last.value.saturating_sub(first.value);
-    let window = step.spec.redis.evictions.window.as_std();
-    let span = elapsed(last.at, first.at);
-    if span > window && !span.is_zero() {
-        let scaled = count as f64 * window.as_secs_f64() / span.as_secs_f64();
-        Some(scaled.round() as u64)
+/// Keep the evicted_keys reading. A counter that went down, or a new run id, is a restart: as
+/// Prometheus does with a counter reset, the reading counts from zero.
+fn record_evictions(step: &Step, m: &mut PolicyMemory, raw: u64) {
+    let r = &mut m.redis;
+    let (delta, seq) = match r.eviction_samples.last() {
+        Some(last) if raw >= last.raw && step.cold_start.is_none() => {
+            (raw - last.raw, last.seq + 1)
+        }
+        Some(last) => (raw, last.seq + 1),
+        None => (0, 0),
+    };
+    r.evictions_total = r.evictions_total.saturating_add(delta);
+    let window = step.spec.redis.evictions.rate_window.as_std();
+    let spacing = window / EVICTION_SAMPLES_PER_WINDOW;
+    let sample = CounterSample {
+        at: step.now,
+        raw,
+        value: r.evictions_total,
+        seq,
+    };
+    let now = step.now;
+    let samples = &mut r.eviction_samples;
+    // Readings older than the window are of no use to the rate; the newest is always kept.
+    samples.retain(|s| elapsed(now, s.at) <= window);
+    let n = samples.len();
+    // Thin: the newest slot floats until it is `spacing` past the one before it.
+    if n >= 2 && elapsed(now, samples[n - 2].at) < spacing {
+        samples[n - 1] = sample;
     } else {
-        Some(count)
+        samples.push(sample);
     }
+}
+
+/// Evicted keys per second over the rate window, computed from the readings in the window the way
+/// Prometheus's `rate()` computes it from samples: the increase (resets corrected) extrapolated
+/// towards the window's edges, over the window's length. Unknown with fewer than two readings.
+pub(crate) fn evictions_per_second(step: &Step, m: &PolicyMemory) -> Option<f64> {
+    let window = step.spec.redis.evictions.rate_window.as_secs_f64();
+    let now = step.now;
+    let in_range: Vec<&CounterSample> = m
+        .redis
+        .eviction_samples
+        .iter()
+        .filter(|s| s.at <= now && elapsed(now, s.at).as_secs_f64() <= window)
+        .collect();
+    let (first, last) = (in_range.first()?, in_range.last()?);
+    if last.seq == first.seq || window <= 0.0 {
+        return None;
+    }
+    let increase = last.value.saturating_sub(first.value) as f64;
+    let sampled = elapsed(last.at, first.at).as_secs_f64();
+    if sampled <= 0.0 {
+        return None;
+    }
+    let mut to_start = window - elapsed(now, first.at).as_secs_f64();
+    let to_end = elapsed(now, last.at).as_secs_f64();
+    let average = sampled / (last.seq - first.seq) as f64;
+    // A counter is not extrapolated below zero.
+    if increase > 0.0 {
+        let to_zero = sampled * (first.raw as f64 / increase);
+        to_start = to_start.min(to_zero);
+    }
+    let threshold = average * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        average / 2.0
+    };
+    interval += if to_end < threshold {
+        to_end
+    } else {
+        average / 2.0
+    };
+    Some(increase * (interval / sampled) / window)
 }
 
 fn short(id: &str) -> &str {
@@ -153,10 +235,14 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
                 code: level_reason(level),
                 warning: true,
                 message: format!(
-                    "Redis memory {} of maxmemory: level {} (≥ {}%)",
+                    "Redis memory {} of maxmemory: level {} (above {}%{})",
                     used_text(),
                     level.as_str(),
-                    num(threshold(levels, level))
+                    num(threshold(levels, level)),
+                    match hold(levels, level) {
+                        h if h.is_zero() => String::new(),
+                        h => format!(" for {h}"),
+                    }
                 ),
             });
         } else {
@@ -187,33 +273,37 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         }
     }
 
-    let evictions = evictions_in_window(step, m);
-    let limit = spec.evictions.max_evictions;
-    let window = spec.evictions.window;
-    match evictions {
-        Some(n) if n > limit && !m.redis.eviction_alert => {
-            m.redis.eviction_alert = true;
-            step.changes.push(Change::Alert {
-                subject: "evictions",
-                code: reasons::EVICTIONS,
-                warning: true,
-                message: format!("Redis evicted {n} keys within {window} (more than {limit})"),
-            });
-        }
-        // Cleared with hysteresis: only at half the limit or below.
-        Some(n) if n <= limit / 2 && m.redis.eviction_alert => {
-            m.redis.eviction_alert = false;
-            step.changes.push(Change::Transition {
-                subject: "evictions",
-                from: "alert".into(),
-                to: "ok".into(),
-                reason: format!(
-                    "Redis evicted {n} keys within {window} (at most {})",
-                    limit / 2
-                ),
-            });
-        }
-        _ => {}
+    let rate = evictions_per_second(step, m);
+    let limit = spec.evictions.max_per_second;
+    let rate_text = || format!("{}/s", rate.map(num).unwrap_or_else(|| "?".into()));
+    let window = spec.evictions.rate_window;
+    let held = spec.evictions.for_duration;
+    if !m.redis.eviction_alert && holds_for(&m.redis.evicting, held) {
+        m.redis.eviction_alert = true;
+        step.changes.push(Change::Alert {
+            subject: "evictions",
+            code: reasons::EVICTIONS,
+            warning: true,
+            message: format!(
+                "Redis evicts {} keys over {window}, above {}/s for {held}",
+                rate_text(),
+                num(limit)
+            ),
+        });
+    }
+    // Cleared with hysteresis: only at half the limit or below.
+    if m.redis.eviction_alert && rate.is_some_and(|r| r <= limit / 2.0) {
+        m.redis.eviction_alert = false;
+        step.changes.push(Change::Transition {
+            subject: "evictions",
+            from: "alert".into(),
+            to: "ok".into(),
+            reason: format!(
+                "Redis evicts {} keys over {window} (at most {}/s)",
+                rate_text(),
+                num(limit / 2.0)
+            ),
+        });
     }
 
     if level == MemoryLevel::Critical && spec.remediation.enabled {
@@ -224,9 +314,10 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         if cooled {
             m.redis.last_remediation_at = Some(step.now);
             let reason = format!(
-                "Redis memory {} ≥ critical {}%: unlink non-critical keys and old cache generations (cooldown {})",
+                "Redis memory {} above critical {}% for {}: unlink non-critical keys and old cache generations (cooldown {})",
                 used_text(),
                 num(levels.critical),
+                levels.critical_for,
                 spec.remediation.cooldown
             );
             step.actions.push(Action::RemediateRedis {
@@ -235,7 +326,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
             });
             step.actions.push(Action::AuditRedis {
                 reason: format!(
-                    "Redis memory {} ≥ critical: find keys without TTL and the largest keys",
+                    "Redis memory {} above critical: find keys without TTL and the largest keys",
                     used_text()
                 ),
             });
@@ -250,15 +341,22 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         if level >= MemoryLevel::Warning {
             format!("Redis memory {}: level {}", used_text(), level.as_str())
         } else if alert {
-            format!(
-                "Redis evicted {} keys within {window}",
-                evictions.unwrap_or_default()
-            )
+            format!("Redis evicts {} keys over {window}", rate_text())
         } else {
             "Redis memory".to_owned()
         }
     };
     incidents::track(step, m, REDIS_MEMORY, trouble, trigger, true);
+}
+
+/// How long usage must stay above a level's threshold to enter it.
+fn hold(levels: &MemoryLevels, level: MemoryLevel) -> Duration {
+    match level {
+        MemoryLevel::Ok => Duration::ZERO,
+        MemoryLevel::Watch => levels.watch_for,
+        MemoryLevel::Warning => levels.warning_for,
+        MemoryLevel::Critical => levels.critical_for,
+    }
 }
 
 /// The condition reason for a memory level.
@@ -276,23 +374,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn levels_rise_at_once_and_fall_with_hysteresis() {
+    fn levels_are_entered_above_their_threshold_and_left_with_hysteresis() {
         let l = MemoryLevels::default();
         use MemoryLevel::*;
+        let held = |_: MemoryLevel| true;
         let mut level = Ok;
         let mut seen = Vec::new();
         for used in [
-            60.0, 70.0, 69.0, 66.0, 64.9, 85.0, 91.0, 86.0, 84.9, 79.0, 74.9, 50.0,
+            60.0, 70.0, 70.1, 66.0, 64.9, 85.0, 90.0, 91.0, 86.0, 84.9, 79.0, 74.9, 50.0,
         ] {
-            level = level_for(&l, used, level);
+            level = level_for(&l, used, level, held);
             seen.push(level);
         }
         assert_eq!(
             seen,
             [
-                Ok, Watch, Watch, Watch, Ok, Warning, Critical, Critical, Warning, Warning, Watch,
-                Ok
+                Ok, Ok, Watch, Watch, Ok, Warning, Warning, Critical, Critical, Warning, Warning,
+                Watch, Ok
             ]
+        );
+    }
+
+    #[test]
+    fn a_level_whose_hold_is_not_over_is_not_entered() {
+        let l = MemoryLevels::default();
+        let only_watch = |level: MemoryLevel| level == MemoryLevel::Watch;
+        assert_eq!(
+            level_for(&l, 95.0, MemoryLevel::Ok, only_watch),
+            MemoryLevel::Watch
+        );
+        // Kept with hysteresis whatever the holds say.
+        assert_eq!(
+            level_for(&l, 86.0, MemoryLevel::Critical, |_| false),
+            MemoryLevel::Critical
         );
     }
 }

@@ -169,14 +169,14 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
             ),
         });
     }
-    if holds_for(&m.breaker.open, r.breaker_open_for) && m.breaker.outage_since.is_some() {
+    if super::breaker::clock_running(m) && holds_for(&m.breaker.open, r.breaker_open_for) {
         return Some(Breach {
             criterion: BREAKER_OPEN,
             value: None,
             reason: format!(
                 "circuit breaker {} open for {} (rollback.breakerOpenFor {})",
                 step.spec.breaker.name,
-                super::signals::span(m.breaker.open.held_for),
+                super::signals::span(super::breaker::open_for(m)),
                 r.breaker_open_for
             ),
         });

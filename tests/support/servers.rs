@@ -267,6 +267,40 @@ impl PrometheusServer {
         });
     }
 
+    /// Start Prometheus with this configuration; `files` (name, content) are written next to it
+    /// first, so the configuration can name them (e.g. `rule_files`) by their bare names.
+    pub fn start_with_config(config: &str, files: &[(&str, String)]) -> Self {
+        let binary = require_binary("prometheus");
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).expect("write a Prometheus file");
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("write prometheus.yml");
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).expect("log file"))
+            .spawn()
+            .expect("spawn prometheus");
+        let server = PrometheusServer {
+            port,
+            dir,
+            child: Some(child),
+        };
+        wait_until("prometheus", Duration::from_secs(30), || {
+            http_get_ok(port, "/-/ready")
+        });
+        server
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -7,12 +7,14 @@
 //!
 //! - keys matching the pattern with `{generation}` replaced by `*` are candidates
 //!   (`cache:*:generation:*`, the MATCH sent to Redis);
-//! - a candidate is **kept** when it matches the pattern with `{generation}` replaced by `G`
-//!   literally (`cache:*:generation:G`), and deleted otherwise.
+//! - a candidate is **kept** when its generation segment is `G`: it matches the pattern with
+//!   `{generation}` replaced by `G` literally, either exactly (`cache:*:generation:G`) or followed
+//!   by `:` and anything (`cache:*:generation:G:*`), and deleted otherwise.
 //!
-//! So with `G = 17`, `cache:clinic:5:generation:17` is kept and `cache:clinic:5:generation:16`
-//! and `cache:clinic:5:generation:170` are deleted. A key of the current generation is never
-//! deleted, even when a plain pattern matches it too.
+//! So with `G = 17`, `cache:clinic:5:generation:17` and `cache:clinic:5:generation:17:item:3` are
+//! kept, and `cache:clinic:5:generation:16` and `cache:clinic:5:generation:170:item:3` are
+//! deleted. A key of the current generation is never deleted, even when a plain pattern matches
+//! it too (the runbook's `grep -v "generation:$(date +%s)"` keeps them the same way).
 //!
 //! ## Budgets
 //!
@@ -82,12 +84,33 @@ impl GenerationRule {
     }
 
     /// The keys of the current generation.
-    pub fn current(&self) -> Glob {
-        Glob::new(
-            &self
-                .pattern
-                .replace(GENERATION_PLACEHOLDER, &glob::escape(&self.keep)),
-        )
+    pub fn current(&self) -> CurrentGeneration {
+        let exact = self
+            .pattern
+            .replace(GENERATION_PLACEHOLDER, &glob::escape(&self.keep));
+        CurrentGeneration {
+            nested: Glob::new(&format!("{exact}{GENERATION_SEGMENT_END}*")),
+            exact: Glob::new(&exact),
+        }
+    }
+}
+
+/// What ends the generation's segment of a key: the keys of generation `G` are
+/// `...:generation:G` and `...:generation:G:<anything>`, never `...:generation:G0`.
+const GENERATION_SEGMENT_END: char = ':';
+
+/// The keys of the current generation: the pattern with its generation, whatever follows the
+/// generation's segment (`cache:clinic:1:generation:3` and `cache:clinic:1:generation:3:item:17`
+/// both belong to generation 3; `cache:clinic:1:generation:30` does not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentGeneration {
+    exact: Glob,
+    nested: Glob,
+}
+
+impl CurrentGeneration {
+    pub fn is_match(&self, key: &[u8]) -> bool {
+        self.exact.is_match(key) || self.nested.is_match(key)
     }
 }
 
@@ -414,7 +437,11 @@ impl Run<'_> {
         }
     }
 
-    async fn pass(&mut self, pass: &mut PassReport, protect: Option<&Glob>) -> Result<(), Stop> {
+    async fn pass(
+        &mut self,
+        pass: &mut PassReport,
+        protect: Option<&CurrentGeneration>,
+    ) -> Result<(), Stop> {
         let plan = self.plan;
         let mut cursor: u64 = 0;
         let mut scan_done = false;
@@ -546,6 +573,11 @@ mod tests {
         assert!(current.is_match(b"cache:clinic:5:generation:17"));
         assert!(!current.is_match(b"cache:clinic:5:generation:170"));
         assert!(!current.is_match(b"cache:clinic:5:generation:1"));
+        // Whatever follows the generation's segment, the key belongs to it.
+        assert!(current.is_match(b"cache:clinic:5:generation:17:item:3"));
+        assert!(current.is_match(b"cache:clinic:5:generation:17:"));
+        assert!(!current.is_match(b"cache:clinic:5:generation:170:item:3"));
+        assert!(!current.is_match(b"cache:clinic:5:generation:1:item:17"));
         let odd = GenerationRule::new(DEFAULT_GENERATION_PATTERN, "v*").unwrap();
         assert!(odd.current().is_match(b"cache:x:generation:v*"));
         assert!(!odd.current().is_match(b"cache:x:generation:v2"));

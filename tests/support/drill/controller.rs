@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! The real controller as a process: `tierguard run` (the binary cargo built for this test)
 //! against the test's API server through a kubeconfig file, with its log kept in a file.
 

@@ -105,6 +105,7 @@ pub fn base_spec(demo_url: &str, prometheus_url: &str) -> Value {
         "breaker": {"resetAfter": "2s", "maxOpenDuration": "8s"},
         "redis": {
             "urlSecretRef": {"name": "clinic-redis", "key": "url"},
+            "memoryLevels": {"warningFor": "3s", "criticalFor": "1s"},
             "remediation": {
                 "nonCriticalPatterns": ["session:*"],
                 "generationPattern": "cache:*:generation:{generation}",
@@ -130,9 +131,12 @@ pub fn base_spec(demo_url: &str, prometheus_url: &str) -> Value {
             "timeout": "5s",
             "retries": 2,
         },
-        "notify": {"escalation": [
-            {"level": 1, "after": "0s"}, {"level": 2, "after": "30s"}, {"level": 3, "after": "60s"},
-        ]},
+        "notify": {
+            "escalation": [
+                {"level": 1, "after": "0s"}, {"level": 2, "after": "30s"}, {"level": 3, "after": "60s"},
+            ],
+            "escalate": {"nearActionLead": "2s"},
+        },
     })
 }
 
