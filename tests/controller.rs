@@ -957,7 +957,8 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
 /// A decision is written down (claimed) before it acts. Without that, a status write that failed
 /// after the actions made the next reconcile take the same decision again from the old status:
 /// the soak saw a cold start warmed three times and an incident opened twice. Here the one write
-/// that carries the rollback fails with a 500: the rollback still happens, once.
+/// that carries the rollback is refused with a 409 Conflict (as when another writer got there
+/// first): the rollback still happens, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_whose_status_write_fails_is_not_taken_twice() {
     use support::apiserver::{Fault, FaultAction, Gvr};
@@ -979,7 +980,7 @@ async fn a_decision_whose_status_write_fails_is_not_taken_twice() {
             "/apis/tierguard.dev/v1alpha1/namespaces/{NS}/memorytiers/backend/status"
         ),
         body_contains: Some("\"phase\":\"RollingBack\"".into()),
-        ..Fault::new(FaultAction::Fail(500), 1)
+        ..Fault::new(FaultAction::Fail(409), 1)
     });
     app.update(|p| p.latency_ms = 1500.0);
     wait_for("status RollingBack", Duration::from_secs(30), || async {
@@ -1003,6 +1004,7 @@ async fn a_decision_whose_status_write_fails_is_not_taken_twice() {
         })
         .collect();
     let total: u64 = opened.iter().map(|(_, n)| n).sum();
+
     assert_eq!(
         total, 1,
         "the incident was opened {total} times: {opened:#?}"
@@ -1012,7 +1014,7 @@ async fn a_decision_whose_status_write_fails_is_not_taken_twice() {
     let renders = status
         .recent_actions
         .iter()
-        .filter(|r| r.action == "render-config" && r.reason.contains("rollback"))
+        .filter(|r| r.action == "render-config" && r.reason.starts_with("applied rollback-canary"))
         .count();
     assert_eq!(renders, 1, "{:#?}", status.recent_actions);
 }

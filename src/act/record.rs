@@ -52,14 +52,20 @@ pub fn action(
         action: action.to_owned(),
         reason: reason.to_owned(),
         outcome: outcome.as_str().to_owned(),
-        detail: detail.map(|d| cut(&d, MAX_DETAIL_CHARS)),
+        // Details quote remote answers: escaped as well as cut.
+        detail: detail.map(|d| crate::remote::text::shown(&d, MAX_DETAIL_CHARS)),
     }
 }
 
-/// Cut a text to at most `max` characters, marking the cut, with control characters escaped
-/// (details quote remote answers; see [`crate::remote::text::shown`]).
+/// Cut a text to at most `max` characters, marking the cut.
 pub fn cut(text: &str, max: usize) -> String {
-    crate::remote::text::shown(text, max)
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
 }
 
 #[cfg(test)]
