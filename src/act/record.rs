@@ -17,6 +17,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcomes an action ends with (`Started` is only ever a claim's).
     pub const ALL: [Outcome; 4] = [
         Outcome::Ok,
         Outcome::Failed,

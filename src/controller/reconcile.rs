@@ -58,7 +58,9 @@ pub fn error_policy(tier: Arc<MemoryTier>, error: &Error, ctx: Arc<Context>) -> 
         })
         .inc();
     let wait = ctx.failed(&uid(&tier));
-    warn!(tier = %tier.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
+    // An error may quote an answer (the API server's, a Secret lookup's): one bounded line.
+    let error = crate::remote::text::shown(&error.to_string(), 1000);
+    warn!(tier = %tier.name_any(), %error, retry_in = ?wait, "reconcile failed");
     Requeue::requeue(wait)
 }
 
@@ -230,6 +232,9 @@ async fn stall(
 ) -> Result<(), Error> {
     let generation = tier.metadata.generation;
     let mut status = tier.status.clone().unwrap_or_default();
+    // The message may quote remote text (a Secret lookup's error): escaped and cut for status.
+    let message = crate::remote::text::shown(message, 1000);
+    let message = message.as_str();
     let already = conditions::find(&status.conditions, conditions::STALLED)
         .is_some_and(|c| c.status == "True" && c.reason == reason && c.message == message);
     conditions::set_stalled(&mut status, reason, message, generation, now);
