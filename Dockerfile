@@ -9,6 +9,8 @@ ENV TIERGUARD_GIT_COMMIT=${TIERGUARD_GIT_COMMIT}
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
+# The workspace's test-only member must be present for cargo to read the workspace.
+COPY crates ./crates
 RUN cargo build --release --locked --bin tierguard && strip target/release/tierguard
 
 FROM gcr.io/distroless/cc-debian12:nonroot

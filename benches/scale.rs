@@ -10,10 +10,7 @@
 //! intervals to measure, default 3), SCALE_LOG (a file for the controller's log), TIERGUARD_BIN (the controller binary, default
 //! target/release/tierguard).
 
-#[path = "../tests/support/apiserver/mod.rs"]
-#[allow(dead_code)]
-mod apiserver;
-#[path = "../tests/support/exporter.rs"]
+#[path = "../tests/it/support/exporter.rs"]
 mod exporter;
 
 use std::collections::HashMap;
@@ -21,8 +18,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use apiserver::{ApiServer, Gvr};
 use exporter::{AppMetrics, Exporter};
+use kube_testserver::{ApiServer, Gvr, Kind};
 use serde_json::json;
 use tierguard::api::MemoryTier;
 
@@ -99,7 +96,11 @@ fn main() {
     );
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime.block_on(ApiServer::start());
+    let server = runtime.block_on(
+        ApiServer::builder()
+            .kind(Kind::custom::<MemoryTier>())
+            .start(),
+    );
     let app = Exporter::start(&AppMetrics {
         requests: [("200".to_owned(), 1000)].into(),
         duration_buckets: vec![(0.05, 900), (0.1, 1000)],

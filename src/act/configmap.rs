@@ -13,7 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 
-use super::record::{self, Outcome};
+use super::record;
+use crate::api::{ActionKind, ActionOutcome};
 use crate::api::{ActionRecord, FIELD_MANAGER, MemoryTier, Mitigation};
 
 /// Hash of the rendered content (the same as `status.effective.hash`).
@@ -171,7 +172,13 @@ impl ConfigApplied {
                 self.namespace, self.name, self.hash
             ),
         };
-        record::action(at, "render-config", reason, Outcome::Ok, Some(detail))
+        record::action(
+            at,
+            ActionKind::RenderConfig,
+            reason,
+            ActionOutcome::Ok,
+            Some(detail),
+        )
     }
 }
 
@@ -263,7 +270,7 @@ pub(crate) mod tests {
         let config = effective::baseline(&tier.spec);
         let hash = effective::hash(&config);
         let mitigation = Mitigation {
-            name: "rollback-canary".into(),
+            name: crate::api::MitigationName::RollbackCanary,
             reason: "P50 1250 ms > 1000 ms for 10m".into(),
             since: Timestamp::UNIX_EPOCH,
             until: "verified".into(),

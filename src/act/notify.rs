@@ -12,9 +12,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::http::{Backoff, Delivery, post_json};
-use super::record::{self, Outcome};
-use crate::api::{ActionRecord, IncidentSummary, Mitigation, Observation, WebhookFormat};
-use crate::policy::{Action, NotifyKind};
+use super::record;
+use crate::api::{
+    ActionKind, ActionOutcome, ActionRecord, IncidentSummary, Mitigation, Observation, Runbook,
+    Signal, SignalValue, WebhookFormat,
+};
+use crate::policy::{Notification, NotifyKind};
 use crate::secret::SecretString;
 
 /// A webhook with its secrets resolved.
@@ -33,49 +36,6 @@ pub struct ResolvedWebhook {
 impl ResolvedWebhook {
     pub fn wants(&self, level: u8) -> bool {
         self.levels.is_empty() || self.levels.contains(&level)
-    }
-}
-
-/// What the policy asks to tell (the fields of [`Action::Notify`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Notification {
-    pub level: u8,
-    pub kind: NotifyKind,
-    pub incident_id: String,
-    pub runbook: String,
-    pub trigger: String,
-    /// For an escalation: why.
-    pub escalated_because: Option<String>,
-    /// Who is notified next and when, or why nobody else is.
-    pub escalation_plan: String,
-    pub message: String,
-}
-
-impl Notification {
-    /// The notification an action asks for, if it is a `Notify`.
-    pub fn from_action(action: &Action) -> Option<Self> {
-        match action {
-            Action::Notify {
-                level,
-                kind,
-                incident_id,
-                runbook,
-                trigger,
-                escalated_because,
-                escalation_plan,
-                message,
-            } => Some(Notification {
-                level: *level,
-                kind: *kind,
-                incident_id: incident_id.clone(),
-                runbook: runbook.clone(),
-                trigger: trigger.clone(),
-                escalated_because: escalated_because.clone(),
-                escalation_plan: escalation_plan.clone(),
-                message: message.clone(),
-            }),
-            _ => None,
-        }
     }
 }
 
@@ -104,18 +64,6 @@ pub struct Communication {
     pub status: String,
 }
 
-/// "CanaryRollback" → "Canary Rollback".
-pub fn runbook_title(runbook: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in runbook.chars().enumerate() {
-        if i > 0 && c.is_uppercase() {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn hhmm(at: Timestamp) -> String {
     at.strftime("%H:%M UTC").to_string()
 }
@@ -124,24 +72,16 @@ fn hhmm(at: Timestamp) -> String {
 pub fn impact_lines(observed: Option<&Observation>, mitigations: &[Mitigation]) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(o) = observed {
-        let mut signals = Vec::new();
-        let mut add = |name: &str, value: Option<f64>, unit: &str| {
-            if let Some(v) = value {
-                signals.push(format!("{name} {v:.1}{unit}"));
-            }
-        };
-        add("P50 latency", o.p50_latency_ms, " ms");
-        add("error rate", o.error_rate_percent, "%");
-        add("cache hit rate", o.cache_hit_rate_percent, "%");
-        add("mem0 write success", o.mem0_write_success_percent, "%");
-        add(
-            "Redis memory",
-            o.redis_used_memory_percent,
-            "% of maxmemory",
-        );
-        if let Some(b) = o.breaker_state {
-            signals.push(format!("circuit breaker {}", b.as_str()));
-        }
+        let signals: Vec<String> = Signal::ALL
+            .iter()
+            .filter(|s| s.in_reports())
+            .filter_map(|s| {
+                Some(match o.get(*s)? {
+                    SignalValue::Number(v) => format!("{} {v:.1}{}", s.title(), s.unit().suffix()),
+                    other => format!("{} {other}", s.title()),
+                })
+            })
+            .collect();
         if !signals.is_empty() {
             lines.push(format!("Signals at last reading: {}", signals.join(", ")));
         }
@@ -164,7 +104,7 @@ pub fn impact_lines(observed: Option<&Observation>, mitigations: &[Mitigation]) 
 
 /// Fill in the template.
 pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
-    let title = runbook_title(&n.runbook);
+    let title = n.runbook.title();
     let subject = format!("[INCIDENT] {title} - {}/{}", ctx.namespace, ctx.tier);
     let mut timeline: Vec<String> = match ctx.incident {
         Some(incident) if !incident.timeline.is_empty() => incident
@@ -214,7 +154,7 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
                 "Root cause investigation in progress".to_owned(),
                 format!("Incident report: {report}"),
             ];
-            if n.runbook == "CanaryRollback" {
+            if n.runbook == Runbook::CanaryRollback {
                 steps.push("Re-deployment timeline: TBD (resuming needs approval)".to_owned());
             }
             steps
@@ -258,8 +198,11 @@ impl Communication {
 pub const DOCS_URL: &str = "https://github.com/tierguard/tierguard/blob/main/docs";
 
 /// The documentation section of a runbook (docs/runbooks.md has one anchor per runbook).
-pub fn runbook_url(runbook: &str) -> String {
-    format!("{DOCS_URL}/runbooks.md#{}", runbook.to_ascii_lowercase())
+pub fn runbook_url(runbook: Runbook) -> String {
+    format!(
+        "{DOCS_URL}/runbooks.md#{}",
+        runbook.as_str().to_ascii_lowercase()
+    )
 }
 
 /// Slack's escaping for message text: `&`, `<` and `>` only, so that a breaker or tier named
@@ -376,8 +319,8 @@ pub fn payload(
                 "client": "tierguard",
                 "links": [
                     {
-                        "href": runbook_url(&n.runbook),
-                        "text": format!("Runbook: {}", runbook_title(&n.runbook)),
+                        "href": runbook_url(n.runbook),
+                        "text": format!("Runbook: {}", n.runbook.title()),
                     },
                     {
                         "href": format!("{DOCS_URL}/runbooks.md#incident-reports"),
@@ -451,14 +394,14 @@ pub struct NotifyOutcome {
 impl NotifyOutcome {
     /// ok when every webhook that wanted it got it; failed when one did not; skipped when no
     /// webhook wanted it.
-    pub fn outcome(&self) -> Outcome {
+    pub fn outcome(&self) -> ActionOutcome {
         let sent: Vec<_> = self.webhooks.iter().filter(|w| w.sent).collect();
         if sent.is_empty() {
-            Outcome::Skipped
+            ActionOutcome::Skipped
         } else if sent.iter().all(|w| w.delivery.ok) {
-            Outcome::Ok
+            ActionOutcome::Ok
         } else {
-            Outcome::Failed
+            ActionOutcome::Failed
         }
     }
 
@@ -481,7 +424,13 @@ impl NotifyOutcome {
 
     /// The action record for status.
     pub fn record(&self, at: Timestamp, reason: &str) -> ActionRecord {
-        record::action(at, "notify", reason, self.outcome(), Some(self.summary()))
+        record::action(
+            at,
+            ActionKind::Notify,
+            reason,
+            self.outcome(),
+            Some(self.summary()),
+        )
     }
 }
 
@@ -557,7 +506,7 @@ mod tests {
             level,
             kind,
             incident_id: "2026-11-25-0312-canary-rollback".into(),
-            runbook: "CanaryRollback".into(),
+            runbook: Runbook::CanaryRollback,
             trigger: "P50 latency 1250 ms > 1000 ms for 10m".into(),
             escalated_because: (kind == NotifyKind::Escalated)
                 .then(|| "unresolved 15m after its automatic response started".into()),
@@ -570,7 +519,7 @@ mod tests {
     fn the_template_is_filled_from_the_incident() {
         let incident = IncidentSummary {
             id: "2026-11-25-0312-canary-rollback".into(),
-            runbook: "CanaryRollback".into(),
+            runbook: Runbook::CanaryRollback,
             trigger: "P50 latency".into(),
             started_at: ts("2026-11-25T03:12:00Z"),
             resolved_at: None,
@@ -727,29 +676,23 @@ mod tests {
 
     #[test]
     fn every_runbook_link_has_its_section_in_the_docs() {
-        use crate::policy::incidents::{
-            CACHE_STAMPEDE, CANARY_ROLLBACK, CIRCUIT_BREAKER_OPEN, REDIS_MEMORY,
-        };
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbooks.md"))
             .unwrap();
-        for runbook in [
-            CANARY_ROLLBACK,
-            CIRCUIT_BREAKER_OPEN,
-            CACHE_STAMPEDE,
-            REDIS_MEMORY,
-        ] {
+        for &runbook in Runbook::ALL {
             assert!(
                 doc.contains(&format!("\n## {runbook}\n")),
                 "docs/runbooks.md lacks ## {runbook}"
             );
-            assert!(runbook_url(runbook).ends_with(&format!("#{}", runbook.to_lowercase())));
+            assert!(
+                runbook_url(runbook).ends_with(&format!("#{}", runbook.as_str().to_lowercase()))
+            );
         }
         assert!(doc.contains("\n## Incident reports\n"));
     }
 
     #[test]
     fn titles_and_level_filters() {
-        assert_eq!(runbook_title("CircuitBreakerOpen"), "Circuit Breaker Open");
+        assert_eq!(Runbook::CircuitBreakerOpen.title(), "Circuit Breaker Open");
         let w = ResolvedWebhook {
             name: "x".into(),
             format: WebhookFormat::Slack,

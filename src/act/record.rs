@@ -2,39 +2,7 @@
 
 use jiff::Timestamp;
 
-use crate::api::ActionRecord;
-
-/// How an action went, as `ActionRecord.outcome` spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    Failed,
-    Skipped,
-    DryRun,
-    /// Claimed and begun; replaced by how it went once that is recorded (see the controller's
-    /// claim before acting).
-    Started,
-}
-
-impl Outcome {
-    /// The outcomes an action ends with (`Started` is only ever a claim's).
-    pub const ALL: [Outcome; 4] = [
-        Outcome::Ok,
-        Outcome::Failed,
-        Outcome::Skipped,
-        Outcome::DryRun,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-            Outcome::DryRun => "dry-run",
-            Outcome::Started => "started",
-        }
-    }
-}
+use crate::api::{ActionKind, ActionOutcome, ActionRecord};
 
 /// Longest detail kept in status; status objects must stay small.
 pub const MAX_DETAIL_CHARS: usize = 1024;
@@ -43,16 +11,16 @@ pub const MAX_DETAIL_CHARS: usize = 1024;
 /// already free of secrets.
 pub fn action(
     at: Timestamp,
-    action: &str,
+    action: ActionKind,
     reason: &str,
-    outcome: Outcome,
+    outcome: ActionOutcome,
     detail: Option<String>,
 ) -> ActionRecord {
     ActionRecord {
         at,
-        action: action.to_owned(),
+        action,
         reason: reason.to_owned(),
-        outcome: outcome.as_str().to_owned(),
+        outcome,
         // Details quote remote answers: escaped as well as cut.
         detail: detail.map(|d| crate::remote::text::shown(&d, MAX_DETAIL_CHARS)),
     }
@@ -77,12 +45,12 @@ mod tests {
     fn details_are_bounded() {
         let r = action(
             Timestamp::UNIX_EPOCH,
-            "warm-cache",
+            ActionKind::WarmCache,
             "stampede",
-            Outcome::Failed,
+            ActionOutcome::Failed,
             Some("x".repeat(5000)),
         );
-        assert_eq!(r.outcome, "failed");
+        assert_eq!(r.outcome, ActionOutcome::Failed);
         assert_eq!(r.detail.unwrap().chars().count(), MAX_DETAIL_CHARS);
     }
 }

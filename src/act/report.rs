@@ -17,10 +17,11 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use super::configmap::{KubeActError, labels, owner_reference, tier_namespace};
-use super::notify::{impact_lines, runbook_title};
-use super::record::{self, Outcome};
+use super::notify::impact_lines;
+use super::record;
 use crate::api::{
-    ActionRecord, FIELD_MANAGER, IncidentSummary, MemoryTier, Mitigation, Observation,
+    ActionKind, ActionOutcome, ActionRecord, FIELD_MANAGER, IncidentSummary, MemoryTier,
+    Mitigation, Observation, Runbook,
 };
 
 /// The incidents ConfigMap's name suffix.
@@ -90,7 +91,7 @@ fn plural(n: i64, what: &str) -> String {
 
 /// The report, as Markdown.
 pub fn render(incident: &IncidentSummary, ctx: &ReportContext<'_>) -> String {
-    let title = runbook_title(&incident.runbook);
+    let title = incident.runbook.title();
     let mut md = String::new();
     let _ = writeln!(md, "# Incident: {title}");
     let _ = writeln!(md);
@@ -157,7 +158,7 @@ pub fn render(incident: &IncidentSummary, ctx: &ReportContext<'_>) -> String {
         "Fix implemented",
         "Testing completed",
     ];
-    if incident.runbook == "CanaryRollback" {
+    if incident.runbook == Runbook::CanaryRollback {
         items.push("Re-deployment plan approved");
     } else {
         items.push("Prevention steps of the runbook reviewed");
@@ -319,7 +320,13 @@ impl IncidentRecorded {
         if !self.dropped.is_empty() {
             let _ = write!(detail, "; dropped the oldest: {}", self.dropped.join(", "));
         }
-        record::action(at, "record-incident", reason, Outcome::Ok, Some(detail))
+        record::action(
+            at,
+            ActionKind::RecordIncident,
+            reason,
+            ActionOutcome::Ok,
+            Some(detail),
+        )
     }
 }
 
@@ -416,7 +423,7 @@ mod tests {
     fn incident(id: &str, resolved: bool) -> IncidentSummary {
         IncidentSummary {
             id: id.into(),
-            runbook: "CanaryRollback".into(),
+            runbook: Runbook::CanaryRollback,
             trigger: "P50 latency 1250 ms > 1000 ms for 10m".into(),
             started_at: ts("2026-11-25T03:12:00Z"),
             resolved_at: resolved.then(|| ts("2026-11-25T03:40:00Z")),

@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::configmap::KubeActError;
-use super::record::{self, Outcome};
+use super::record;
+use crate::api::{ActionKind, ActionOutcome};
 use crate::api::{ActionRecord, FIELD_MANAGER, WorkloadKind, WorkloadRef};
 
 /// The annotation `kubectl rollout restart` sets; a new value rolls the pods.
@@ -42,17 +43,17 @@ impl RestartOutcome {
         if self.restarted {
             record::action(
                 at,
-                "restart-workload",
+                ActionKind::RestartWorkload,
                 reason,
-                Outcome::Ok,
+                ActionOutcome::Ok,
                 Some(format!("{what} restarted for config hash {}", self.hash)),
             )
         } else {
             record::action(
                 at,
-                "restart-workload",
+                ActionKind::RestartWorkload,
                 reason,
-                Outcome::Skipped,
+                ActionOutcome::Skipped,
                 Some(format!(
                     "{what} already restarted for config hash {}",
                     self.hash
@@ -177,12 +178,15 @@ mod tests {
             restarted: true,
         };
         let r = o.record(Timestamp::UNIX_EPOCH, "config changed");
-        assert_eq!(r.outcome, "ok");
+        assert_eq!(r.outcome, ActionOutcome::Ok);
         assert_eq!(
             r.detail.as_deref(),
             Some("Deployment clinic/backend restarted for config hash h1")
         );
         o.restarted = false;
-        assert_eq!(o.record(Timestamp::UNIX_EPOCH, "x").outcome, "skipped");
+        assert_eq!(
+            o.record(Timestamp::UNIX_EPOCH, "x").outcome,
+            ActionOutcome::Skipped
+        );
     }
 }

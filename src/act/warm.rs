@@ -12,7 +12,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::http::{Backoff, Delivery, post_json};
-use super::record::{self, Outcome};
+use super::record;
+use crate::api::{ActionKind, ActionOutcome};
 use crate::api::{ActionRecord, WarmTrigger, WarmingSpec};
 use crate::secret::{SecretString, redact_url};
 
@@ -120,9 +121,9 @@ pub async fn warm_cache(
     let skipped = |why: WarmSkipped| WarmRun {
         record: record::action(
             now,
-            "warm-cache",
+            ActionKind::WarmCache,
             reason,
-            Outcome::Skipped,
+            ActionOutcome::Skipped,
             Some(why.to_string()),
         ),
         outcome: Err(why),
@@ -175,12 +176,18 @@ pub async fn warm_cache(
         batches: batches.into_iter().map(|(_, b)| b).collect(),
     };
     let verdict = if outcome.ok() {
-        Outcome::Ok
+        ActionOutcome::Ok
     } else {
-        Outcome::Failed
+        ActionOutcome::Failed
     };
     WarmRun {
-        record: record::action(now, "warm-cache", reason, verdict, Some(outcome.summary())),
+        record: record::action(
+            now,
+            ActionKind::WarmCache,
+            reason,
+            verdict,
+            Some(outcome.summary()),
+        ),
         outcome: Ok(outcome),
     }
 }

@@ -1,129 +1,77 @@
-//! Condition types and reasons, and merging that moves `lastTransitionTime` only on a real flip.
+//! Conditions: the tier's conditions as the policy and the controller decide them, and merging
+//! into Kubernetes conditions so that `lastTransitionTime` moves only on a real flip.
 //!
 //! Ready, Reconciling and Stalled follow kstatus, so Argo CD, Flux and `kubectl wait` understand
-//! a MemoryTier's health; the others are the runbooks' domain conditions.
+//! a MemoryTier's health; the others are the runbooks' domain conditions. A condition whose truth
+//! is not known (its signals are unknown) is `Unknown`, as Kubernetes conventions ask.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::{MemoryTierStatus, Phase};
+use super::{ConditionType, Reason};
 
-pub const READY: &str = "Ready";
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
-pub const ROLLED_BACK: &str = "RolledBack";
-pub const MEMORY_PRESSURE: &str = "MemoryPressure";
-pub const CACHE_STAMPEDE: &str = "CacheStampede";
-pub const BREAKER_OPEN: &str = "BreakerOpen";
-
-/// Every condition type the controller sets, in the order they are listed in status.
-pub const ALL: [&str; 7] = [
-    READY,
-    RECONCILING,
-    STALLED,
-    ROLLED_BACK,
-    MEMORY_PRESSURE,
-    CACHE_STAMPEDE,
-    BREAKER_OPEN,
-];
-
-pub mod reasons {
-    pub const RECONCILED: &str = "Reconciled";
-    pub const HEALTHY: &str = "Healthy";
-    pub const MITIGATING: &str = "Mitigating";
-    pub const ROLLING_BACK: &str = "RollingBack";
-    pub const ROLLBACK_VERIFIED: &str = "RollbackVerified";
-    pub const AWAITING_RESUME: &str = "AwaitingResume";
-    pub const RECOVERING: &str = "Recovering";
-    pub const PAUSED: &str = "Paused";
-    pub const DRY_RUN: &str = "DryRun";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const SECRET_MISSING: &str = "SecretMissing";
-    pub const OBSERVE_FAILED: &str = "ObserveFailed";
-    pub const ACTION_FAILED: &str = "ActionFailed";
-    pub const MEMORY_OK: &str = "MemoryOk";
-    pub const MEMORY_WATCH: &str = "MemoryWatch";
-    pub const MEMORY_WARNING: &str = "MemoryWarning";
-    pub const MEMORY_CRITICAL: &str = "MemoryCritical";
-    pub const EVICTIONS: &str = "Evictions";
-    pub const STAMPEDE_DETECTED: &str = "StampedeDetected";
-    pub const COLD_START: &str = "ColdStart";
-    pub const NO_STAMPEDE: &str = "NoStampede";
-    pub const BREAKER_OPENED: &str = "BreakerOpened";
-    pub const BREAKER_CLOSED: &str = "BreakerClosed";
-    pub const NOT_ROLLED_BACK: &str = "NotRolledBack";
-    pub const SIGNALS_UNKNOWN: &str = "SignalsUnknown";
+/// Whether a condition holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    Unknown,
 }
 
-/// Reconciling while the controller is mid-change (a rollback or a ramp), and not Stalled: what a
-/// reconcile that went through the whole pipeline says about its progress.
-pub fn set_progress(status: &mut MemoryTierStatus, generation: Option<i64>, now: Timestamp) {
-    let phase = status.phase.unwrap_or_default();
-    let working = matches!(phase, Phase::RollingBack | Phase::Recovering);
-    merge(
-        &mut status.conditions,
-        condition(
-            RECONCILING,
-            working,
-            if working {
-                reasons::MITIGATING
-            } else {
-                reasons::RECONCILED
-            },
-            if working {
-                format!("{phase}: see status.mitigations")
-            } else {
-                "the effective configuration matches the decision".to_owned()
-            },
-            generation,
-            now,
-        ),
-    );
-    merge(
-        &mut status.conditions,
-        condition(STALLED, false, reasons::RECONCILED, "", generation, now),
-    );
-}
+impl Truth {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Truth::True => "True",
+            Truth::False => "False",
+            Truth::Unknown => "Unknown",
+        }
+    }
 
-/// The tier cannot progress (an invalid spec, a missing Secret): Stalled and not Ready.
-pub fn set_stalled(
-    status: &mut MemoryTierStatus,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    status.observed_generation = generation;
-    status.phase = Some(Phase::Stalled);
-    for (type_, value) in [(STALLED, true), (READY, false), (RECONCILING, false)] {
-        merge(
-            &mut status.conditions,
-            condition(type_, value, reason, message, generation, now),
-        );
+    pub const fn from_bool(value: bool) -> Self {
+        if value { Truth::True } else { Truth::False }
     }
 }
 
-/// Build a condition. `status` is "True", "False" or "Unknown".
-pub fn condition(
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: impl Into<String>,
-    observed_generation: Option<i64>,
-    now: Timestamp,
-) -> Condition {
-    Condition {
-        type_: type_.to_owned(),
-        status: if status { "True" } else { "False" }.to_owned(),
-        reason: reason.to_owned(),
-        message: message.into(),
-        observed_generation,
-        last_transition_time: Time(now),
+/// One condition of a tier, before it is stamped with a generation and a transition time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierCondition {
+    pub type_: ConditionType,
+    pub status: Truth,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl TierCondition {
+    pub fn new(
+        type_: ConditionType,
+        status: Truth,
+        reason: Reason,
+        message: impl Into<String>,
+    ) -> Self {
+        TierCondition {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// Put `new` into `conditions`, keeping the old `lastTransitionTime` unless the status flipped.
-pub fn merge(conditions: &mut Vec<Condition>, mut new: Condition) {
+pub fn merge(
+    conditions: &mut Vec<Condition>,
+    new: &TierCondition,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) {
+    let mut new = Condition {
+        type_: new.type_.as_str().to_owned(),
+        status: new.status.as_str().to_owned(),
+        reason: new.reason.as_str().to_owned(),
+        message: new.message.clone(),
+        observed_generation,
+        last_transition_time: Time(now),
+    };
     match conditions.iter_mut().find(|c| c.type_ == new.type_) {
         Some(old) => {
             if old.status == new.status {
@@ -133,17 +81,22 @@ pub fn merge(conditions: &mut Vec<Condition>, mut new: Condition) {
         }
         None => conditions.push(new),
     }
-    conditions.sort_by_key(|c| ALL.iter().position(|t| *t == c.type_).unwrap_or(ALL.len()));
+    let rank = |c: &Condition| {
+        ConditionType::parse(&c.type_).map_or(ConditionType::ALL.len(), |t| {
+            ConditionType::ALL.iter().position(|x| *x == t).unwrap_or(0)
+        })
+    };
+    conditions.sort_by_key(rank);
 }
 
 /// Find a condition by type.
-pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
+pub fn find(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 
 /// Whether the condition of this type is present and True.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    find(conditions, type_).is_some_and(|c| c.status == "True")
+pub fn is_true(conditions: &[Condition], type_: ConditionType) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == Truth::True.as_str())
 }
 
 #[cfg(test)]
@@ -154,41 +107,56 @@ mod tests {
         Timestamp::from_second(secs).unwrap()
     }
 
+    fn ready(status: Truth, reason: Reason) -> TierCondition {
+        TierCondition::new(ConditionType::Ready, status, reason, "")
+    }
+
     #[test]
     fn transition_time_moves_only_on_a_flip() {
         let mut conds = Vec::new();
         merge(
             &mut conds,
-            condition(READY, true, "A", "first", Some(1), at(100)),
+            &ready(Truth::True, Reason::Healthy),
+            Some(1),
+            at(100),
         );
         merge(
             &mut conds,
-            condition(READY, true, "B", "second", Some(2), at(200)),
+            &ready(Truth::True, Reason::DryRun),
+            Some(2),
+            at(200),
         );
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0].last_transition_time.0, at(100));
-        assert_eq!(conds[0].reason, "B");
+        assert_eq!(conds[0].reason, "DryRun");
         assert_eq!(conds[0].observed_generation, Some(2));
         merge(
             &mut conds,
-            condition(READY, false, "C", "third", Some(2), at(300)),
+            &ready(Truth::Unknown, Reason::SignalsUnknown),
+            Some(2),
+            at(300),
         );
         assert_eq!(conds[0].last_transition_time.0, at(300));
-        assert_eq!(conds[0].status, "False");
+        assert_eq!(conds[0].status, "Unknown");
     }
 
     #[test]
     fn conditions_keep_a_stable_order() {
         let mut conds = Vec::new();
-        merge(
-            &mut conds,
-            condition(BREAKER_OPEN, false, "x", "", None, at(1)),
-        );
-        merge(&mut conds, condition(READY, true, "x", "", None, at(1)));
-        merge(&mut conds, condition(STALLED, false, "x", "", None, at(1)));
+        for type_ in [
+            ConditionType::BreakerOpen,
+            ConditionType::Ready,
+            ConditionType::Stalled,
+        ] {
+            merge(
+                &mut conds,
+                &TierCondition::new(type_, Truth::False, Reason::Reconciled, ""),
+                None,
+                at(1),
+            );
+        }
         let types: Vec<_> = conds.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, [READY, STALLED, BREAKER_OPEN]);
-        assert!(is_true(&conds, READY));
-        assert!(!is_true(&conds, STALLED));
+        assert_eq!(types, ["Ready", "Stalled", "BreakerOpen"]);
+        assert!(!is_true(&conds, ConditionType::Ready));
     }
 }

@@ -6,13 +6,20 @@
 
 pub mod conditions;
 mod duration;
+pub mod signals;
 mod spec;
 mod status;
 pub mod validate;
+pub mod vocabulary;
 
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
+pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals};
 pub use spec::*;
 pub use status::*;
+pub use vocabulary::{
+    ActionKind, ActionOutcome, ConditionType, MitigationName, Reason, RollbackCriterion,
+    RollbackPhase, Runbook, Subject,
+};
 
 use kube::CustomResourceExt;
 

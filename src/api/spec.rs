@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, MemoryTierStatus};
+use super::{Duration, MemoryTierStatus, SignalQueries};
 
 /// Desired state of a memory tier: the baseline configuration that humans and GitOps own, and the
 /// rules by which the controller may temporarily mitigate it during an incident.
@@ -514,33 +514,6 @@ pub struct ScrapeSource {
     /// URL of the endpoint, e.g. http://clinic-backend.clinic:8000/metrics.
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
     pub url: String,
-}
-
-/// PromQL overrides, one per signal.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
-pub struct SignalQueries {
-    /// Median request latency in milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p50_latency_ms: Option<String>,
-    /// 95th percentile request latency in milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p95_latency_ms: Option<String>,
-    /// 99th percentile request latency in milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p99_latency_ms: Option<String>,
-    /// Failed requests in percent of all requests.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_rate_percent: Option<String>,
-    /// Cache hits in percent of cache lookups.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_hit_rate_percent: Option<String>,
-    /// Successful mem0 writes in percent of all mem0 writes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mem0_write_success_percent: Option<String>,
-    /// Breaker state: 0 closed, 1 open, 2 half-open.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub breaker_state: Option<String>,
 }
 
 /// What an unknown signal means to a rollback window.

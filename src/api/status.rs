@@ -11,7 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, WarmTrigger};
+use super::{
+    ActionKind, ActionOutcome, Duration, MitigationName, Observation, RollbackCriterion,
+    RollbackPhase, Runbook, WarmTrigger,
+};
 
 /// How many incidents `status.incidents` keeps (newest first).
 pub const MAX_INCIDENTS_IN_STATUS: usize = 10;
@@ -50,9 +53,11 @@ pub struct MemoryTierStatus {
     /// Recent actions, newest first (at most twenty); in DryRun, what would have been done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_actions: Vec<ActionRecord>,
-    /// The policy's memory: timers, phases and cooldowns the controller resumes from after a restart.
+    /// The policy's memory: timers, phases and cooldowns the controller resumes from after a
+    /// restart. A versioned document of the controller's own, not described field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyMemory>,
+    #[schemars(schema_with = "policy_memory_schema")]
+    pub policy: Option<serde_json::Value>,
 }
 
 /// The tier's lifecycle phase.
@@ -134,6 +139,15 @@ impl BreakerState {
         }
     }
 
+    /// The gauge value: 0 closed, 1 open, 2 half-open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
@@ -141,68 +155,6 @@ impl BreakerState {
             BreakerState::HalfOpen => "half-open",
         }
     }
-}
-
-/// One reading of every signal. A signal that could not be read is absent (unknown), never zero,
-/// and `unknown` says why.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Observation {
-    /// When the observation was taken.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "timestamp_schema")]
-    pub at: Option<Timestamp>,
-    /// Median request latency, milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p50_latency_ms: Option<f64>,
-    /// 95th percentile request latency, milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p95_latency_ms: Option<f64>,
-    /// 99th percentile request latency, milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p99_latency_ms: Option<f64>,
-    /// Failed requests, percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_rate_percent: Option<f64>,
-    /// Cache hits, percent of lookups.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_hit_rate_percent: Option<f64>,
-    /// Successful mem0 writes, percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mem0_write_success_percent: Option<f64>,
-    /// Circuit-breaker state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker_state: Option<BreakerState>,
-    /// Redis used memory in percent of maxmemory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_used_memory_percent: Option<f64>,
-    /// Redis used memory, bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_used_memory_bytes: Option<u64>,
-    /// Redis maxmemory (or spec.redis.maxMemory when Redis reports 0), bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_max_memory_bytes: Option<u64>,
-    /// Redis evicted_keys counter (summed over masters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_evicted_keys: Option<u64>,
-    /// Redis keyspace_hits counter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_keyspace_hits: Option<u64>,
-    /// Redis keyspace_misses counter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_keyspace_misses: Option<u64>,
-    /// Redis run_id (a change means Redis restarted; several masters are joined with commas).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_run_id: Option<String>,
-    /// Redis uptime in seconds (the smallest over masters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_uptime_seconds: Option<u64>,
-    /// Why each unknown signal is unknown, by signal name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub unknown: BTreeMap<String, String>,
-    /// Health of each source that was read.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sources: Vec<SourceHealth>,
 }
 
 /// How one source answered.
@@ -236,7 +188,7 @@ pub struct EffectiveConfig {
     pub hash: Option<String>,
     /// Keys whose effective value differs from the spec, with the mitigation that changed them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub overridden_by: BTreeMap<String, String>,
+    pub overridden_by: BTreeMap<String, MitigationName>,
 }
 
 /// A temporary overlay on the baseline.
@@ -244,7 +196,7 @@ pub struct EffectiveConfig {
 #[serde(rename_all = "camelCase")]
 pub struct Mitigation {
     /// Stable name, e.g. rollback-canary, breaker-mem0-off, stampede-serve-stale.
-    pub name: String,
+    pub name: MitigationName,
     /// Why it was applied, with the signal values that triggered it.
     pub reason: String,
     /// When it was applied.
@@ -264,7 +216,7 @@ pub struct IncidentSummary {
     /// Stable identifier, e.g. 2026-11-25-0312-canary-rollback.
     pub id: String,
     /// Which runbook: CanaryRollback, CircuitBreakerOpen, CacheStampede, RedisMemory.
-    pub runbook: String,
+    pub runbook: Runbook,
     /// What triggered it.
     pub trigger: String,
     /// When it started.
@@ -408,12 +360,12 @@ pub struct ActionRecord {
     #[schemars(schema_with = "timestamp_schema")]
     pub at: Timestamp,
     /// render-config, restart-workload, warm-cache, remediate-redis, audit-redis, notify, record-incident.
-    pub action: String,
+    pub action: ActionKind,
     /// Why.
     pub reason: String,
     /// ok, failed, skipped or dry-run; started while a claimed action runs (it stays when the
     /// controller stopped before recording how it went).
-    pub outcome: String,
+    pub outcome: ActionOutcome,
     /// Details of the outcome (never a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -532,7 +484,7 @@ impl WindowState {
 #[serde(rename_all = "camelCase")]
 pub struct RollbackState {
     /// 1 reduce traffic, 2 disable features, 3 verify, 4 documented (rolled back).
-    pub phase: u8,
+    pub phase: RollbackPhase,
     /// When the current phase started.
     #[schemars(schema_with = "timestamp_schema")]
     pub phase_since: Timestamp,
@@ -540,7 +492,7 @@ pub struct RollbackState {
     #[schemars(schema_with = "timestamp_schema")]
     pub started_at: Timestamp,
     /// The criterion that triggered it: p50-latency, error-rate, breaker-open or mem0-write-success.
-    pub trigger: String,
+    pub trigger: RollbackCriterion,
     /// Why it started, with the signal values.
     pub reason: String,
     /// The trigger signal's value when the rollback started (to tell whether it worsens).
@@ -712,7 +664,7 @@ pub struct CounterSample {
 pub struct OpenIncident {
     pub id: String,
     /// CanaryRollback, CircuitBreakerOpen, CacheStampede or RedisMemory.
-    pub runbook: String,
+    pub runbook: Runbook,
     /// What triggered it.
     pub trigger: String,
     #[schemars(schema_with = "timestamp_schema")]
@@ -752,7 +704,15 @@ fn is_zero(d: &Duration) -> bool {
     d.is_zero()
 }
 
-fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+fn policy_memory_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "The policy's memory: timers, phases and cooldowns the controller resumes from after a restart. A versioned document of the controller's own (field version), not described field by field."
+    })
+}
+
+pub(super) fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "format": "date-time"})
 }
 

@@ -14,9 +14,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use crate::api::signals::{Signal, SignalValue, Unit};
 use crate::api::{KIND, MemoryTier, MemoryTierSpec, Observation, SecretKeyRef, validate};
 use crate::observe::secrets::{KubeSecrets, LocalSecrets, LocalThenCluster};
-use crate::observe::signals::{AppSignal, redis_names};
 use crate::observe::{ObserveConfig, Observer};
 
 /// How a command prints its result (each command's help says what the two forms hold).
@@ -128,69 +128,23 @@ pub fn render_text(tier: &str, obs: &Observation) -> String {
         .map(|t| t.to_string())
         .unwrap_or_else(|| "-".to_owned());
     let mut out = format!("MemoryTier {tier}, observed at {at}\n\n");
-    let num = |v: Option<f64>, unit: &str| v.map(|v| format!("{v:.2}{unit}"));
-    let int = |v: Option<u64>| v.map(|v| v.to_string());
-    let bytes = |v: Option<u64>| v.map(|v| format!("{v} ({:.1} MiB)", v as f64 / 1048576.0));
-    let rows: Vec<(&str, Option<String>)> = vec![
-        (
-            AppSignal::P50LatencyMs.name(),
-            num(obs.p50_latency_ms, " ms"),
-        ),
-        (
-            AppSignal::P95LatencyMs.name(),
-            num(obs.p95_latency_ms, " ms"),
-        ),
-        (
-            AppSignal::P99LatencyMs.name(),
-            num(obs.p99_latency_ms, " ms"),
-        ),
-        (
-            AppSignal::ErrorRatePercent.name(),
-            num(obs.error_rate_percent, " %"),
-        ),
-        (
-            AppSignal::CacheHitRatePercent.name(),
-            num(obs.cache_hit_rate_percent, " %"),
-        ),
-        (
-            AppSignal::Mem0WriteSuccessPercent.name(),
-            num(obs.mem0_write_success_percent, " %"),
-        ),
-        (
-            AppSignal::BreakerState.name(),
-            obs.breaker_state.map(|b| b.as_str().to_owned()),
-        ),
-        (
-            redis_names::USED_MEMORY_PERCENT,
-            num(obs.redis_used_memory_percent, " %"),
-        ),
-        (
-            redis_names::USED_MEMORY_BYTES,
-            bytes(obs.redis_used_memory_bytes),
-        ),
-        (
-            redis_names::MAX_MEMORY_BYTES,
-            bytes(obs.redis_max_memory_bytes),
-        ),
-        (redis_names::EVICTED_KEYS, int(obs.redis_evicted_keys)),
-        (redis_names::KEYSPACE_HITS, int(obs.redis_keyspace_hits)),
-        (redis_names::KEYSPACE_MISSES, int(obs.redis_keyspace_misses)),
-        (redis_names::RUN_ID, obs.redis_run_id.clone()),
-        (redis_names::UPTIME_SECONDS, int(obs.redis_uptime_seconds)),
-    ];
-    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-    for (name, value) in rows {
-        let shown = match value {
-            Some(v) => v,
+    let width = Signal::ALL
+        .iter()
+        .map(|s| s.name().len())
+        .max()
+        .unwrap_or(0);
+    for signal in Signal::ALL {
+        let shown = match obs.get(*signal) {
+            Some(value) => show(signal.unit(), &value),
             None => format!(
                 "unknown: {}",
                 obs.unknown
-                    .get(name)
+                    .get(signal.name())
                     .map(String::as_str)
                     .unwrap_or("no reason given")
             ),
         };
-        out.push_str(&format!("  {name:<width$}  {shown}\n"));
+        out.push_str(&format!("  {:<width$}  {shown}\n", signal.name()));
     }
     if !obs.sources.is_empty() {
         out.push_str("\nsources\n");
@@ -213,6 +167,18 @@ pub fn render_text(tier: &str, obs: &Observation) -> String {
         }
     }
     out
+}
+
+/// A value as the observe table prints it.
+fn show(unit: Unit, value: &SignalValue) -> String {
+    match (unit, value) {
+        (Unit::Milliseconds, SignalValue::Number(v)) => format!("{v:.2} ms"),
+        (Unit::Percent | Unit::PercentOfMaxMemory, SignalValue::Number(v)) => format!("{v:.2} %"),
+        (Unit::Bytes, SignalValue::Count(v)) => {
+            format!("{v} ({:.1} MiB)", *v as f64 / 1048576.0)
+        }
+        (_, value) => value.to_string(),
+    }
 }
 
 #[cfg(test)]

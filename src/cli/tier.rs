@@ -17,7 +17,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::report::{self, ReportArgs};
-use crate::api::{MemoryTier, Mode, Observation, RESUME_ANNOTATION};
+use crate::api::signals::Unit;
+use crate::api::{MemoryTier, Mode, Observation, RESUME_ANNOTATION, Signal, SignalValue};
 use crate::policy::thresholds::{Threshold, thresholds};
 
 /// The annotation `pause` leaves so that `unpause` restores the mode the tier had.
@@ -187,54 +188,33 @@ async fn status(tier: &str, watch: bool, kube: &KubeArgs) -> anyhow::Result<Exit
     }
 }
 
-fn unit_of(signal: &str) -> &'static str {
-    if signal.ends_with("Ms") {
-        " ms"
-    } else if signal.ends_with("Percent") {
-        " %"
-    } else {
-        ""
+fn unit_of(signal: Signal) -> &'static str {
+    match signal.unit() {
+        Unit::Milliseconds => " ms",
+        Unit::Percent | Unit::PercentOfMaxMemory => " %",
+        _ => "",
     }
 }
 
-fn signal_values(o: &Observation) -> Vec<(&'static str, Option<String>, Option<f64>)> {
-    let f = |v: Option<f64>| v.filter(|v| v.is_finite());
-    let text = |v: Option<f64>| f(v).map(crate::policy::num);
-    vec![
-        ("p50LatencyMs", text(o.p50_latency_ms), f(o.p50_latency_ms)),
-        ("p95LatencyMs", text(o.p95_latency_ms), None),
-        ("p99LatencyMs", text(o.p99_latency_ms), None),
-        (
-            "errorRatePercent",
-            text(o.error_rate_percent),
-            f(o.error_rate_percent),
-        ),
-        (
-            "cacheHitRatePercent",
-            text(o.cache_hit_rate_percent),
-            f(o.cache_hit_rate_percent),
-        ),
-        (
-            "mem0WriteSuccessPercent",
-            text(o.mem0_write_success_percent),
-            f(o.mem0_write_success_percent),
-        ),
-        (
-            "breakerState",
-            o.breaker_state.map(|b| b.as_str().to_owned()),
-            None,
-        ),
-        (
-            "redisUsedMemoryPercent",
-            text(o.redis_used_memory_percent),
-            f(o.redis_used_memory_percent),
-        ),
-        (
-            "redisEvictedKeys",
-            o.redis_evicted_keys.map(|v| v.to_string()),
-            None,
-        ),
-    ]
+/// The signals the status shows (those on /metrics), with their value as text and as a number
+/// to hold against the bounds.
+fn signal_values(o: &Observation) -> Vec<(Signal, Option<String>, Option<f64>)> {
+    Signal::ALL
+        .iter()
+        .filter(|s| s.on_telemetry())
+        .map(|signal| {
+            let value = o.get(*signal);
+            let number = match &value {
+                Some(SignalValue::Number(n)) if n.is_finite() => Some(*n),
+                _ => None,
+            };
+            let text = value.map(|v| match v {
+                SignalValue::Number(n) if n.is_finite() => crate::policy::num(n),
+                other => other.to_string(),
+            });
+            (*signal, text, number)
+        })
+        .collect()
 }
 
 fn against(value: Option<f64>, bounds: &[&Threshold]) -> String {
@@ -297,7 +277,11 @@ pub fn render_status(tier: &MemoryTier, now: Timestamp) -> String {
     }
 
     let observed = status.observed.clone().unwrap_or_default();
-    let memory = status.policy.clone().unwrap_or_default();
+    let memory = status
+        .policy
+        .as_ref()
+        .and_then(|doc| crate::controller::memory::decode(doc).ok())
+        .unwrap_or_default();
     let bounds = thresholds(&tier.spec, &memory);
     let at = observed
         .at
@@ -310,12 +294,12 @@ pub fn render_status(tier: &MemoryTier, now: Timestamp) -> String {
             None => "unknown".to_owned(),
         };
         let mine: Vec<&Threshold> = bounds.iter().filter(|t| t.signal == signal).collect();
-        let mut line = format!("  {signal:<25} {shown:<12}");
+        let mut line = format!("  {:<25} {shown:<12}", signal.name());
         if !mine.is_empty() {
             line.push_str(&against(value, &mine));
         }
         if text.is_none()
-            && let Some(reason) = observed.unknown.get(signal)
+            && let Some(reason) = observed.unknown.get(signal.name())
         {
             let reason: String = reason.chars().take(160).collect();
             line.push_str(&format!("({reason})"));

@@ -169,9 +169,7 @@ impl Drop for Running<'_> {
     }
 }
 
-fn last_tick(status: &MemoryTierStatus) -> Option<Timestamp> {
-    status.policy.as_ref().and_then(|p| p.last_tick)
-}
+use super::memory::last_tick;
 
 /// Whether the status we wrote at `ours` decided after `watched`.
 fn lags(ours: Option<Timestamp>, watched: Option<&MemoryTierStatus>) -> bool {
@@ -184,11 +182,12 @@ mod tests {
     use crate::api::PolicyMemory;
 
     fn at(second: i64) -> MemoryTierStatus {
+        let memory = PolicyMemory {
+            last_tick: Some(Timestamp::from_second(second).unwrap()),
+            ..PolicyMemory::default()
+        };
         MemoryTierStatus {
-            policy: Some(PolicyMemory {
-                last_tick: Some(Timestamp::from_second(second).unwrap()),
-                ..PolicyMemory::default()
-            }),
+            policy: Some(super::super::memory::store(&memory, None)),
             ..MemoryTierStatus::default()
         }
     }

@@ -18,15 +18,21 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::Mutex;
 
+use crate::api::Reason;
+
 /// How long a published Event may still be continued as a series.
 const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+
+/// Longest Event note in bytes: the API server refuses notes over 1 kB.
+const MAX_NOTE_BYTES: usize = 1024;
+/// Longest Event action in bytes.
+const MAX_ACTION_BYTES: usize = 128;
 
 /// What to say about an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     pub warning: bool,
-    /// CamelCase, at most 128 characters.
-    pub reason: String,
+    pub reason: Reason,
     /// What was done or failed, at most 128 characters.
     pub action: String,
     /// For people, at most 1 kB.
@@ -36,7 +42,7 @@ pub struct Note {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     warning: bool,
-    reason: String,
+    reason: Reason,
     action: String,
     note: String,
     namespace: Option<String>,
@@ -80,7 +86,7 @@ impl EventPublisher {
         let now = Timestamp::now();
         let key = Key {
             warning: note.warning,
-            reason: note.reason.clone(),
+            reason: note.reason,
             action: note.action.clone(),
             note: note.note.clone(),
             namespace: regarding.namespace.clone(),
@@ -128,6 +134,27 @@ impl EventPublisher {
         Ok(())
     }
 
+    /// Publish an Event about `regarding`, with the note and action cut to what the API server
+    /// takes. A failed Event is logged, never fatal: it must not stop a remediation.
+    pub async fn announce(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: Reason,
+        action: &str,
+        note: &str,
+    ) {
+        let event = Note {
+            warning,
+            reason,
+            note: truncate(note, MAX_NOTE_BYTES),
+            action: truncate(action, MAX_ACTION_BYTES),
+        };
+        if let Err(e) = self.publish(&event, regarding).await {
+            tracing::warn!(error = %e, %reason, "could not publish an Event");
+        }
+    }
+
     fn new_event(&self, note: &Note, regarding: &ObjectReference, now: Timestamp) -> Event {
         let object = regarding.name.as_deref().unwrap_or(&self.controller);
         Event {
@@ -138,7 +165,7 @@ impl EventPublisher {
             },
             event_time: Some(MicroTime(now)),
             type_: Some(if note.warning { "Warning" } else { "Normal" }.to_owned()),
-            reason: Some(note.reason.clone()),
+            reason: Some(note.reason.as_str().to_owned()),
             action: Some(note.action.clone()),
             note: Some(note.note.clone()),
             regarding: Some(regarding.clone()),
@@ -147,4 +174,16 @@ impl EventPublisher {
             ..Event::default()
         }
     }
+}
+
+/// Cut `text` to at most `max` bytes on a character boundary, marking the cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }

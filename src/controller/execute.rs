@@ -8,18 +8,19 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::ResourceExt;
 
+use kube::Resource;
+
 use super::Context;
-use super::error::Error;
-use super::reconcile::publish;
+use crate::act::configmap::KubeActError;
 use crate::act::http::Backoff;
-use crate::act::notify::{self, Notification, ResolvedWebhook};
-use crate::act::record::{self, Outcome};
+use crate::act::notify::{self, ResolvedWebhook};
+use crate::act::record;
 use crate::act::redis::remediate::{audit_redis, remediate_redis};
 use crate::act::report::{self, ReportContext};
 use crate::act::{configmap, restart, warm};
 use crate::api::{
-    ActionRecord, AuditOutcome, MemoryTier, MemoryTierStatus, Observation, RemediationOutcome,
-    SecretKeyRef,
+    ActionKind, ActionOutcome, ActionRecord, AuditOutcome, MemoryTier, Observation, Reason,
+    RemediationOutcome, SecretKeyRef,
 };
 use crate::observe::prometheus::{InstantValue, PrometheusClient};
 use crate::observe::secrets::SecretResolver;
@@ -99,31 +100,10 @@ pub struct Executed {
     /// Where each incident's report was written, by incident id.
     pub reports: BTreeMap<String, String>,
     /// The first failed Kubernetes write: the reconcile backs off after writing status.
-    pub error: Option<Error>,
+    pub error: Option<KubeActError>,
 }
 
 impl Executed {
-    pub fn apply_to_status(&self, status: &mut MemoryTierStatus) {
-        let mut recent = self.records.clone();
-        recent.append(&mut status.recent_actions);
-        status.recent_actions = recent;
-        status
-            .recent_actions
-            .truncate(crate::api::MAX_ACTIONS_IN_STATUS);
-        let report = status.memory_report.get_or_insert_with(Default::default);
-        if let Some(r) = &self.remediation {
-            report.last_remediation = Some(r.clone());
-        }
-        if let Some(a) = &self.audit {
-            report.last_audit = Some(a.clone());
-        }
-        for incident in &mut status.incidents {
-            if let Some(location) = self.reports.get(&incident.id) {
-                incident.report = Some(location.clone());
-            }
-        }
-    }
-
     fn push(&mut self, record: ActionRecord) {
         self.records.insert(0, record);
     }
@@ -141,6 +121,7 @@ pub async fn execute(
     let mut done = Executed::default();
     let namespace = tier.namespace().unwrap_or_default();
     let name = tier.name_any();
+    let regarding = tier.object_ref(&());
     // The decision's Events first: why each action runs reads before how it went.
     for action in &decision.actions {
         if let Action::Event {
@@ -149,7 +130,9 @@ pub async fn execute(
             message,
         } = action
         {
-            publish(ctx, tier, *warning, reason, "Decide", message).await;
+            ctx.events
+                .announce(&regarding, *warning, *reason, "Decide", message)
+                .await;
         }
     }
     for action in &decision.actions {
@@ -160,12 +143,12 @@ pub async fn execute(
             // DryRun: say what would have been done, do none of it.
             done.push(record::action(
                 now,
-                action.name(),
+                action.kind(),
                 action.reason(),
-                Outcome::DryRun,
+                ActionOutcome::DryRun,
                 None,
             ));
-            count(ctx, action.name(), Outcome::DryRun);
+            count(ctx, action.kind(), ActionOutcome::DryRun);
             continue;
         }
         let record = match action {
@@ -183,7 +166,7 @@ pub async fn execute(
             .await
             {
                 Ok(applied) => applied.record(now, reason),
-                Err(e) => failed(&mut done, now, action, e.to_string(), Some(e.into())),
+                Err(e) => failed(&mut done, now, action, e),
             },
             Action::RestartWorkload { hash, reason } => match &tier.spec.target.workload_ref {
                 Some(workload) => {
@@ -191,14 +174,14 @@ pub async fn execute(
                         .await
                     {
                         Ok(outcome) => outcome.record(now, reason),
-                        Err(e) => failed(&mut done, now, action, e.to_string(), Some(e.into())),
+                        Err(e) => failed(&mut done, now, action, e),
                     }
                 }
                 None => record::action(
                     now,
-                    action.name(),
+                    action.kind(),
                     reason,
-                    Outcome::Skipped,
+                    ActionOutcome::Skipped,
                     Some("spec.target.workloadRef is not set".into()),
                 ),
             },
@@ -244,10 +227,7 @@ pub async fn execute(
                 }
                 None => no_redis(now, action),
             },
-            Action::Notify { .. } => {
-                let Some(n) = Notification::from_action(action) else {
-                    continue;
-                };
+            Action::Notify(n) => {
                 let incident = decision
                     .incidents
                     .iter()
@@ -268,7 +248,7 @@ pub async fn execute(
                 let outcome = notify::notify(
                     &ctx.http,
                     &secrets.webhooks,
-                    &n,
+                    n,
                     &notify_ctx,
                     NOTIFY_TIMEOUT,
                     NOTIFY_RETRIES,
@@ -291,29 +271,23 @@ pub async fn execute(
                             .insert(incident.id.clone(), recorded.location.clone());
                         recorded.record(now, reason)
                     }
-                    Err(e) => failed(&mut done, now, action, e.to_string(), Some(e.into())),
+                    Err(e) => failed(&mut done, now, action, e),
                 }
             }
             Action::Event { .. } => unreachable!("Events are published above"),
         };
-        let outcome = match record.outcome.as_str() {
-            "ok" => Outcome::Ok,
-            "skipped" => Outcome::Skipped,
-            "dry-run" => Outcome::DryRun,
-            _ => Outcome::Failed,
-        };
-        count(ctx, action.name(), outcome);
-        announce(ctx, tier, &record).await;
+        count(ctx, record.action, record.outcome);
+        announce(ctx, &regarding, &record).await;
         done.push(record);
     }
     done
 }
 
-fn count(ctx: &Context, action: &str, outcome: Outcome) {
+fn count(ctx: &Context, action: ActionKind, outcome: ActionOutcome) {
     ctx.metrics
         .actions
         .get_or_create(&super::telemetry::ActionLabels {
-            action: action.to_owned(),
+            action: action.as_str().to_owned(),
             outcome: outcome.as_str().to_owned(),
         })
         .inc();
@@ -323,26 +297,19 @@ fn count(ctx: &Context, action: &str, outcome: Outcome) {
 /// already published why each action runs; a plain success adds nothing to that for a render, a
 /// restart or an audit (whose findings are in status), so only outcomes that say something new are
 /// published: failures, skips, and what a warming, a remediation, a notification or a report did.
-async fn announce(ctx: &Context, tier: &MemoryTier, record: &ActionRecord) {
-    if record.outcome == "ok"
+async fn announce(
+    ctx: &Context,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    record: &ActionRecord,
+) {
+    if record.outcome == ActionOutcome::Ok
         && matches!(
-            record.action.as_str(),
-            "render-config" | "restart-workload" | "audit-redis"
+            record.action,
+            ActionKind::RenderConfig | ActionKind::RestartWorkload | ActionKind::AuditRedis
         )
     {
         return;
     }
-    let reason = match (record.action.as_str(), record.outcome.as_str()) {
-        (_, "failed") => "ActionFailed",
-        ("render-config", _) => "ConfigRendered",
-        ("restart-workload", _) => "WorkloadRestarted",
-        ("warm-cache", _) => "CacheWarmed",
-        ("remediate-redis", _) => "RedisRemediated",
-        ("audit-redis", _) => "RedisAudited",
-        ("notify", _) => "Notified",
-        ("record-incident", _) => "IncidentRecorded",
-        _ => "ActionTaken",
-    };
     let note = match &record.detail {
         Some(detail) => format!(
             "{} ({}): {}: {detail}",
@@ -350,32 +317,33 @@ async fn announce(ctx: &Context, tier: &MemoryTier, record: &ActionRecord) {
         ),
         None => format!("{} ({}): {}", record.action, record.outcome, record.reason),
     };
-    publish(
-        ctx,
-        tier,
-        record.outcome == "failed",
-        reason,
-        &record.action,
-        &note,
-    )
-    .await;
+    let reason: Reason = record.action.outcome_reason(record.outcome);
+    ctx.events
+        .announce(
+            regarding,
+            record.outcome == ActionOutcome::Failed,
+            reason,
+            record.action.as_str(),
+            &note,
+        )
+        .await;
 }
 
 fn failed(
     done: &mut Executed,
     now: Timestamp,
     action: &Action,
-    detail: String,
-    error: Option<Error>,
+    error: KubeActError,
 ) -> ActionRecord {
+    let detail = error.to_string();
     if done.error.is_none() {
-        done.error = error;
+        done.error = Some(error);
     }
     record::action(
         now,
-        action.name(),
+        action.kind(),
         action.reason(),
-        Outcome::Failed,
+        ActionOutcome::Failed,
         Some(detail),
     )
 }
@@ -383,9 +351,9 @@ fn failed(
 fn no_redis(now: Timestamp, action: &Action) -> ActionRecord {
     record::action(
         now,
-        action.name(),
+        action.kind(),
         action.reason(),
-        Outcome::Skipped,
+        ActionOutcome::Skipped,
         Some("spec.redis.urlSecretRef is not set".into()),
     )
 }

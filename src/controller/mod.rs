@@ -9,10 +9,12 @@ pub mod error;
 pub mod events;
 mod execute;
 pub mod leader;
+pub mod memory;
 mod namespaces;
 mod reconcile;
 pub mod selector;
 pub mod server;
+pub mod status;
 pub mod telemetry;
 
 use std::collections::HashSet;
@@ -30,8 +32,9 @@ use kube::{Api, Client, ResourceExt};
 pub use context::Context;
 pub use error::Error;
 pub use events::EventPublisher;
+pub use execute::Executed;
 pub use leader::{Leadership, LeaseConfig};
-pub use reconcile::{error_policy, reconcile};
+pub use reconcile::{Watched, error_policy, reconcile};
 
 use crate::api::MemoryTier;
 use crate::shutdown::{Stop, unless_stopped};
@@ -188,15 +191,17 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
     // (e.g. the resume annotation) do, at once.
     // managedFields are never read here, and with server-side apply of a large status they are
     // large too: the cache keeps none.
+    // Every tier is watched through a guard: one stored object that does not deserialize is
+    // reported on its own and cannot stop the watch of the others.
     let tier_stream =
-        namespaces::watch::<MemoryTier>(&client, &config.namespaces, tier_watch, reader.clone())
+        namespaces::watch::<Watched>(&client, &config.namespaces, tier_watch, reader.clone())
             .inspect_err(|e| log_watch_error("MemoryTiers", e))
-            .modify(|tier: &mut MemoryTier| tier.managed_fields_mut().clear())
+            .modify(|tier: &mut Watched| tier.managed_fields_mut().clear())
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
-                (predicates::generation as fn(&MemoryTier) -> Option<u64>)
-                    .combine(predicates::annotations as fn(&MemoryTier) -> Option<u64>),
+                (predicates::generation as fn(&Watched) -> Option<u64>)
+                    .combine(predicates::annotations as fn(&Watched) -> Option<u64>),
                 Default::default(),
             );
 

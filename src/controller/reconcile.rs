@@ -1,8 +1,10 @@
-//! One reconcile of one MemoryTier, as a pipeline of small named steps:
-//! read → validate → resolve Secrets → observe → decide → act → status.
+//! One reconcile of one MemoryTier, as a pipeline of small named steps, each with its own error:
+//! read → validate → resolve Secrets → observe → decide → claim → act → status.
 //!
 //! Only the leader goes past validation: a standby replica keeps its watch cache warm and does
-//! nothing else, so it never writes and never loads Redis or Prometheus twice.
+//! nothing else, so it never writes and never loads Redis or Prometheus twice. A configuration
+//! error (a missing Secret, a bad URL in one) stalls the tier with a condition and an Event; an
+//! object that does not even deserialize is reported the same way, and never stops the others.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,28 +12,34 @@ use std::time::Instant;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::Context;
-use super::error::Error;
-use super::events::Note;
+use super::error::{DecideError, Error, ReadError, StatusError, ValidateError};
 use super::execute::{self, ActSecrets};
+use super::memory::{self, Recalled};
+use super::status::{self, Reconciled};
 use crate::act::configmap::CONFIG_HASH_ANNOTATION;
-use crate::api::conditions::{self, reasons};
+use crate::act::record;
 use crate::api::{
-    API_VERSION, FIELD_MANAGER, KIND, MAX_ACTIONS_IN_STATUS, MemoryTier, MemoryTierStatus, Phase,
-    RESUME_ANNOTATION, validate,
+    API_VERSION, ActionKind, ActionOutcome, FIELD_MANAGER, KIND, MemoryTier, MemoryTierStatus,
+    Observation, Phase, RESUME_ANNOTATION, Reason, validate,
 };
 use crate::observe::secrets::KubeSecrets;
 use crate::observe::{ConfigError, ObserveConfig};
-use crate::policy::{self, AppliedConfig, DecideContext};
+use crate::policy::{self, AppliedConfig, DecideContext, Decision};
+
+/// What kube-runtime hands over: a MemoryTier, or an object that failed to deserialize as one.
+pub type Watched = DeserializeGuard<MemoryTier>;
 
 /// Reconcile one tier; kube-runtime calls this for every change and at every requeue.
-#[instrument(skip_all, fields(namespace = tier.namespace().unwrap_or_default(), tier = %tier.name_any()))]
-pub async fn reconcile(tier: Arc<MemoryTier>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+#[instrument(skip_all, fields(namespace = watched.namespace().unwrap_or_default(), tier = %watched.name_any()))]
+pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     if ctx.stop.is_cancelled() {
         // Shutting down: nothing new starts.
         return Ok(Requeue::await_change());
@@ -39,93 +47,212 @@ pub async fn reconcile(tier: Arc<MemoryTier>, ctx: Arc<Context>) -> Result<Reque
     let _running = ctx.running();
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    let result = run_pipeline(&tier, &ctx).await;
+    let result = match &watched.0 {
+        Ok(tier) => run_pipeline(tier, &ctx).await,
+        Err(invalid) => report_invalid(&watched, invalid, &ctx).await,
+    };
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.succeeded(&uid(&tier));
+        ctx.succeeded(&uid(watched.meta()));
     }
     result
 }
 
 /// Requeue a failed reconcile with a per-tier exponential backoff.
-pub fn error_policy(tier: Arc<MemoryTier>, error: &Error, ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(watched: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&super::telemetry::ErrorLabels {
             kind: error.metric_label().to_owned(),
         })
         .inc();
-    let wait = ctx.failed(&uid(&tier));
+    let wait = ctx.failed(&uid(watched.meta()));
     // An error may quote an answer (the API server's, a Secret lookup's): one bounded line.
     let error = crate::remote::text::shown(&error.to_string(), 1000);
-    warn!(tier = %tier.name_any(), %error, retry_in = ?wait, "reconcile failed");
+    warn!(tier = %watched.name_any(), %error, retry_in = ?wait, "reconcile failed");
     Requeue::requeue(wait)
 }
 
-fn uid(tier: &MemoryTier) -> String {
-    tier.metadata.uid.clone().unwrap_or_else(|| {
+fn uid(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.uid.clone().unwrap_or_else(|| {
         format!(
             "{}/{}",
-            tier.namespace().unwrap_or_default(),
-            tier.name_any()
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
         )
     })
 }
 
-async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
-    // read
-    let namespace = tier
-        .namespace()
-        .ok_or(Error::Malformed("metadata.namespace"))?;
-    let name = tier.name_any();
-    let now = Timestamp::now();
-    let interval = tier.spec.metrics.interval.as_std();
-    let requeue = Requeue::requeue(interval.max(std::time::Duration::from_millis(100)));
+/// What every step knows of the tier.
+struct Tier<'a> {
+    tier: &'a MemoryTier,
+    namespace: String,
+    name: String,
+    uid: String,
+    now: Timestamp,
+    requeue: Requeue,
+}
 
+async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
+    let t = read(tier)?;
     if !ctx.leadership.is_leader() {
         // A standby re-checks on the same cadence; a change of leader also reconciles every tier.
-        return Ok(requeue);
+        return Ok(t.requeue);
     }
-
-    // validate
-    if let Err(problems) = validate::validate_tier(tier) {
-        let message = problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        stall(tier, ctx, reasons::INVALID_SPEC, &message, now).await?;
+    if let Err(problems) = validate_spec(tier) {
+        stall(ctx, &t, Reason::InvalidSpec, &problems.to_string()).await?;
         // Nothing is done until the spec changes.
         return Ok(Requeue::await_change());
     }
-
-    // resolve Secrets
-    let secrets = KubeSecrets::new(ctx.client.clone(), &namespace);
-    let resolved = async {
-        let observe = ObserveConfig::resolve(&tier.spec, &secrets).await?;
-        let act = ActSecrets::resolve(&tier.spec, &observe, &secrets).await?;
-        Ok::<_, ConfigError>((observe, act))
-    }
-    .await;
-    let (observe_config, act_secrets) = match resolved {
-        Ok(r) => r,
+    let (observe_config, act_secrets) = match resolve_secrets(ctx, &t).await {
+        Ok(resolved) => resolved,
         Err(e) => {
-            stall(tier, ctx, reasons::SECRET_MISSING, &e.to_string(), now).await?;
-            return Err(e.into());
+            stall(ctx, &t, config_reason(&e), &e.to_string()).await?;
+            return Err(Error::Secrets(e));
         }
     };
+    let observation = match observe(ctx, &t, observe_config).await {
+        Ok(observation) => observation,
+        Err(e) => {
+            stall(ctx, &t, config_reason(&e), &e.to_string()).await?;
+            return Err(Error::Observe(e));
+        }
+    };
+    let decided = decide(ctx, &t, &observation).await?;
+    if ctx.stop.is_cancelled() {
+        // Nothing was done yet: the next leader decides again from the same status.
+        info!("shutting down: not acting on this decision");
+        return Ok(Requeue::await_change());
+    }
+    let claimed = match claim(ctx, &t, &decided, &observation).await? {
+        Claim::Written(version) => version,
+        Claim::Outdated => return Ok(Requeue::requeue(CONFLICT_RETRY)),
+    };
+    let executed = execute::execute(
+        t.tier,
+        ctx,
+        &decided.decision,
+        &observation,
+        &act_secrets,
+        t.now,
+    )
+    .await;
+    let next = status::next_status(
+        &decided.previous,
+        &Reconciled {
+            decision: &decided.decision,
+            observation: &observation,
+            executed: &executed,
+            recalled: &decided.recalled,
+            generation: tier.metadata.generation,
+            now: t.now,
+        },
+    );
+    record_outcomes(ctx, tier, &next, claimed.as_deref()).await?;
+    ctx.remember_status(&t.uid, &next);
+    if decided.recalled.reset_now
+        && let Some(note) = &decided.recalled.reset
+    {
+        announce(ctx, tier, true, Reason::MemoryReset, "Decide", &note.why).await;
+    }
+    ctx.metrics
+        .set_phase(&t.namespace, &t.name, next.phase.unwrap_or_default());
+    ctx.metrics.set_signals(&t.namespace, &t.name, &observation);
+    ctx.metrics.set_bounds(
+        &t.namespace,
+        &t.name,
+        &tier.spec,
+        &decided.decision.memory,
+        &decided.decision.mitigations,
+    );
+    ctx.metrics
+        .set_evicted_keys(&t.namespace, &t.name, observation.redis_evicted_keys);
+    info!(phase = %next.phase.unwrap_or_default(), actions = decided.decision.actions.len(), "reconciled");
 
-    // observe
-    let observer = ctx.observer(&uid(tier), observe_config)?;
+    match executed.error {
+        // The status already says what failed; back off before trying again.
+        Some(e) => Err(e.into()),
+        None => Ok(t.requeue),
+    }
+}
+
+/// read: what every MemoryTier has.
+fn read(tier: &MemoryTier) -> Result<Tier<'_>, ReadError> {
+    let namespace = tier
+        .namespace()
+        .ok_or(ReadError::Malformed("metadata.namespace"))?;
+    let interval = tier.spec.metrics.interval.as_std();
+    Ok(Tier {
+        tier,
+        namespace,
+        name: tier.name_any(),
+        uid: uid(&tier.metadata),
+        now: Timestamp::now(),
+        requeue: Requeue::requeue(interval.max(std::time::Duration::from_millis(100))),
+    })
+}
+
+/// validate: the CRD's rules, checked again (an older CRD may not have had them).
+fn validate_spec(tier: &MemoryTier) -> Result<(), ValidateError> {
+    validate::validate_tier(tier).map_err(ValidateError)
+}
+
+/// resolve Secrets: what the observers and the actuators need from the tier's namespace.
+async fn resolve_secrets(
+    ctx: &Context,
+    t: &Tier<'_>,
+) -> Result<(ObserveConfig, ActSecrets), ConfigError> {
+    let secrets = KubeSecrets::new(ctx.client.clone(), &t.namespace);
+    let observe = ObserveConfig::resolve(&t.tier.spec, &secrets).await?;
+    let act = ActSecrets::resolve(&t.tier.spec, &observe, &secrets).await?;
+    Ok((observe, act))
+}
+
+/// A configuration error's condition reason: a Secret that is missing, or one whose value is
+/// unusable (a bad URL, a malformed token).
+fn config_reason(e: &ConfigError) -> Reason {
+    match e {
+        ConfigError::Secret { .. } => Reason::SecretMissing,
+        _ => Reason::ConfigInvalid,
+    }
+}
+
+/// observe: every signal, within the spec's deadline (unknown with a reason when not read).
+async fn observe(
+    ctx: &Context,
+    t: &Tier<'_>,
+    config: ObserveConfig,
+) -> Result<Observation, ConfigError> {
+    let observer = ctx.observer(&t.uid, config)?;
     let observation = observer.lock().await.observe().await;
+    Ok(observation)
+}
 
-    // decide
-    let (mut status, decided_on) = if ctx.watch_lags(&uid(tier), tier.status.as_ref()) {
+/// What decide gives the later steps.
+struct Decided {
+    previous: MemoryTierStatus,
+    /// The resourceVersion of the tier `previous` was read from.
+    version: Option<String>,
+    recalled: Recalled,
+    decision: Decision,
+}
+
+/// decide: the policy, on the memory in status and what the target ConfigMap holds.
+async fn decide(
+    ctx: &Context,
+    t: &Tier<'_>,
+    observation: &Observation,
+) -> Result<Decided, DecideError> {
+    let tier = t.tier;
+    let (previous, version) = if ctx.watch_lags(&t.uid, tier.status.as_ref()) {
         // The cache has not caught up with our last write: read the tier itself.
-        let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &namespace);
-        let fresh = api.get(&name).await?;
+        let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &t.namespace);
+        let fresh = api
+            .get(&t.name)
+            .await
+            .map_err(|e| DecideError::ReadTier(Box::new(e)))?;
         (
             fresh.status.unwrap_or_default(),
             fresh.metadata.resource_version,
@@ -136,159 +263,25 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
             tier.metadata.resource_version.clone(),
         )
     };
-    let memory = status.policy.clone().unwrap_or_default();
+    let recalled = memory::recall(&previous, tier.metadata.generation, t.now);
     let decide_ctx = DecideContext {
         generation: tier.metadata.generation,
         resume_token: tier.annotations().get(RESUME_ANNOTATION).cloned(),
-        applied: applied_config(ctx, &namespace, &tier.spec.target.config_map_name).await?,
+        applied: applied_config(ctx, &t.namespace, &tier.spec.target.config_map_name).await?,
     };
-    let decision = policy::decide(&tier.spec, &memory, &observation, now, &decide_ctx);
-    if ctx.stop.is_cancelled() {
-        // Nothing was done yet: the next leader decides again from the same status.
-        info!("shutting down: not acting on this decision");
-        return Ok(Requeue::await_change());
-    }
-
-    // claim: a decision that acts is written down before it acts (see `claim`)
-    let claimed = if decision.actions.is_empty() {
-        decided_on
-    } else {
-        let mut claim = status.clone();
-        decision.apply_to_status(&mut claim, &observation, tier.metadata.generation);
-        claim
-            .recent_actions
-            .splice(0..0, started_records(&decision, now));
-        conditions::set_progress(&mut claim, tier.metadata.generation, now);
-        match write_status_if(ctx, tier, &claim, decided_on.as_deref()).await {
-            Ok(version) => {
-                ctx.remember_status(&uid(tier), &claim);
-                version
-            }
-            Err(e) if is_conflict(&e) => {
-                // Another write reached the tier since it was read (another replica's decision,
-                // a spec change): decide again on what is there now, soon.
-                info!("the tier changed since it was read; deciding again");
-                return Ok(Requeue::requeue(CONFLICT_RETRY));
-            }
-            // Nothing was done: the next reconcile decides again.
-            Err(e) => return Err(e),
-        }
-    };
-
-    // act
-    let outcome = execute::execute(tier, ctx, &decision, &observation, &act_secrets, now).await;
-
-    // status
-    decision.apply_to_status(&mut status, &observation, tier.metadata.generation);
-    outcome.apply_to_status(&mut status);
-    conditions::set_progress(&mut status, tier.metadata.generation, now);
-    record_outcomes(ctx, tier, &status, claimed.as_deref()).await?;
-    ctx.remember_status(&uid(tier), &status);
-    ctx.metrics
-        .set_phase(&namespace, &name, status.phase.unwrap_or_default());
-    ctx.metrics.set_signals(&namespace, &name, &observation);
-    ctx.metrics.set_bounds(
-        &namespace,
-        &name,
+    let decision = policy::decide(
         &tier.spec,
-        &decision.memory,
-        &decision.mitigations,
+        &recalled.memory,
+        observation,
+        t.now,
+        &decide_ctx,
     );
-    ctx.metrics
-        .set_evicted_keys(&namespace, &name, observation.redis_evicted_keys);
-    info!(phase = %status.phase.unwrap_or_default(), actions = decision.actions.len(), "reconciled");
-
-    match outcome.error {
-        // The status already says what failed; back off before trying again.
-        Some(e) => Err(e),
-        None => Ok(requeue),
-    }
-}
-
-/// The hash the target ConfigMap carries now, so a hand-edited or deleted ConfigMap is repaired.
-async fn applied_config(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<AppliedConfig, Error> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(match api.get_opt(name).await? {
-        None => AppliedConfig::Absent,
-        Some(cm) => match cm.annotations().get(CONFIG_HASH_ANNOTATION) {
-            // A ConfigMap without our hash was not rendered by us (or was edited): re-render it.
-            None => AppliedConfig::Hash(String::new()),
-            Some(hash) => AppliedConfig::Hash(hash.clone()),
-        },
+    Ok(Decided {
+        previous,
+        version,
+        recalled,
+        decision,
     })
-}
-
-/// The tier cannot progress: Stalled and not Ready, with an Event saying why.
-async fn stall(
-    tier: &MemoryTier,
-    ctx: &Context,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> Result<(), Error> {
-    let generation = tier.metadata.generation;
-    let mut status = tier.status.clone().unwrap_or_default();
-    // The message may quote remote text (a Secret lookup's error): escaped and cut for status.
-    let message = crate::remote::text::shown(message, 1000);
-    let message = message.as_str();
-    let already = conditions::find(&status.conditions, conditions::STALLED)
-        .is_some_and(|c| c.status == "True" && c.reason == reason && c.message == message);
-    conditions::set_stalled(&mut status, reason, message, generation, now);
-    write_status(ctx, tier, &status).await?;
-    ctx.metrics.set_phase(
-        &tier.namespace().unwrap_or_default(),
-        &tier.name_any(),
-        Phase::Stalled,
-    );
-    if !already {
-        publish(ctx, tier, true, reason, "Stall", message).await;
-    }
-    Ok(())
-}
-
-/// One server-side apply of the whole status, as the field manager `tierguard`.
-async fn write_status(
-    ctx: &Context,
-    tier: &MemoryTier,
-    status: &MemoryTierStatus,
-) -> Result<(), Error> {
-    write_status_if(ctx, tier, status, None).await.map(|_| ())
-}
-
-/// [`write_status`], only if the tier is still at `version` (a 409 Conflict otherwise).
-/// Returns the resourceVersion written.
-async fn write_status_if(
-    ctx: &Context,
-    tier: &MemoryTier,
-    status: &MemoryTierStatus,
-    version: Option<&str>,
-) -> Result<Option<String>, Error> {
-    let namespace = tier
-        .namespace()
-        .ok_or(Error::Malformed("metadata.namespace"))?;
-    let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut status = status.clone();
-    status.recent_actions.truncate(MAX_ACTIONS_IN_STATUS);
-    let mut patch = json!({
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "status": status,
-    });
-    if let Some(version) = version {
-        patch["metadata"] = json!({"resourceVersion": version});
-    }
-    let written = api
-        .patch_status(
-            &tier.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(written.metadata.resource_version)
 }
 
 /// How soon a decision taken on a tier that changed meanwhile is taken again.
@@ -297,41 +290,75 @@ const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_millis(500
 const RECORD_ATTEMPTS: u32 = 3;
 const RECORD_RETRY: std::time::Duration = std::time::Duration::from_millis(300);
 
-fn is_conflict(e: &Error) -> bool {
-    matches!(e, Error::Kube(k) if matches!(k.as_ref(), kube::Error::Api(s) if s.code == 409))
+/// How a claim went.
+enum Claim {
+    /// Written (or nothing to claim): the tier's resourceVersion now.
+    Written(Option<String>),
+    /// The tier changed since it was read: decide again.
+    Outdated,
 }
 
-/// A decision that acts is claimed first: the status it leads to (the policy's memory with its
-/// cooldowns and open incidents, the actions marked `started`) is written, on condition that the
-/// tier is still what the decision was taken on. Only then are its actions carried out. So a
-/// replica killed mid-action, a status write that fails afterwards, or two replicas deciding on
-/// the same status, never make a decision run twice: the next decision starts from the claim,
-/// and of two deciders on one version only one claim is written.
-fn started_records(decision: &policy::Decision, now: Timestamp) -> Vec<crate::api::ActionRecord> {
-    decision
-        .actions
-        .iter()
-        .filter(|a| !matches!(a, policy::Action::Event { .. }))
-        .map(|a| {
-            crate::act::record::action(
-                now,
-                a.name(),
-                a.reason(),
-                crate::act::record::Outcome::Started,
-                None,
-            )
-        })
-        .collect()
+/// claim: a decision that acts is written down before it acts. The status it leads to (the
+/// policy's memory with its cooldowns and open incidents, the actions marked `started`) is
+/// written on condition that the tier is still the version the decision was taken on; only then
+/// are the actions carried out. So a replica killed mid-action, a status write that fails
+/// afterwards, or two replicas deciding on one status never make a decision run twice: the next
+/// decision starts from the claim, and of two deciders on one version only one claim is written.
+async fn claim(
+    ctx: &Context,
+    t: &Tier<'_>,
+    decided: &Decided,
+    observation: &Observation,
+) -> Result<Claim, StatusError> {
+    let decision = &decided.decision;
+    if decision.actions.is_empty() {
+        return Ok(Claim::Written(decided.version.clone()));
+    }
+    let started = execute::Executed {
+        records: decision
+            .actions
+            .iter()
+            .filter(|a| a.kind() != ActionKind::Event)
+            .map(|a| record::action(t.now, a.kind(), a.reason(), ActionOutcome::Started, None))
+            .collect(),
+        ..execute::Executed::default()
+    };
+    let claimed = status::next_status(
+        &decided.previous,
+        &Reconciled {
+            decision,
+            observation,
+            executed: &started,
+            recalled: &decided.recalled,
+            generation: t.tier.metadata.generation,
+            now: t.now,
+        },
+    );
+    match write_status_if(ctx, t.tier, &claimed, decided.version.as_deref()).await {
+        Ok(version) => {
+            ctx.remember_status(&t.uid, &claimed);
+            Ok(Claim::Written(version))
+        }
+        Err(e) if is_conflict(&e) => {
+            // Another write reached the tier since it was read (another replica's decision, a
+            // spec change): nothing was done; decide again on what is there now, soon.
+            info!("the tier changed since it was read; deciding again");
+            Ok(Claim::Outdated)
+        }
+        // Nothing was done: the next reconcile decides again.
+        Err(e) => Err(e),
+    }
 }
 
-/// Write what the decision did over its claim. A failed write is tried again a few times; if
-/// it still fails the claim stays, with its actions `started` and no outcome: nothing runs again.
+/// status: write what the decision did over its claim. A failed write is tried again a few
+/// times; if it still fails, the claim stays, with its actions `started` and no outcome, and
+/// nothing runs again.
 async fn record_outcomes(
     ctx: &Context,
     tier: &MemoryTier,
     status: &MemoryTierStatus,
     claimed: Option<&str>,
-) -> Result<(), Error> {
+) -> Result<(), StatusError> {
     let mut attempt = 1;
     loop {
         match write_status_if(ctx, tier, status, claimed).await {
@@ -351,34 +378,161 @@ async fn record_outcomes(
     }
 }
 
-/// Publish an Event on the tier. A failed Event is logged, never fatal: it must not stop
-/// remediation.
-pub(super) async fn publish(
+fn is_conflict(e: &StatusError) -> bool {
+    matches!(e.0.as_ref(), kube::Error::Api(s) if s.code == 409)
+}
+
+/// The hash the target ConfigMap carries now, so a hand-edited or deleted ConfigMap is repaired.
+async fn applied_config(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<AppliedConfig, DecideError> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let found = api
+        .get_opt(name)
+        .await
+        .map_err(|e| DecideError::ReadConfigMap(Box::new(e)))?;
+    Ok(match found {
+        None => AppliedConfig::Absent,
+        Some(cm) => match cm.annotations().get(CONFIG_HASH_ANNOTATION) {
+            // A ConfigMap without our hash was not rendered by us (or was edited): re-render it.
+            None => AppliedConfig::Hash(String::new()),
+            Some(hash) => AppliedConfig::Hash(hash.clone()),
+        },
+    })
+}
+
+/// The tier cannot progress: Stalled and not Ready, with an Event saying why (once per reason
+/// and message).
+async fn stall(ctx: &Context, t: &Tier<'_>, reason: Reason, message: &str) -> Result<(), Error> {
+    // The message may quote remote text (a Secret lookup's error): escaped and cut for status.
+    let message = crate::remote::text::shown(message, 1000);
+    let message = message.as_str();
+    let previous = t.tier.status.clone().unwrap_or_default();
+    let already = status::already_stalled(&previous, reason, message);
+    let next = status::stalled(
+        &previous,
+        reason,
+        message,
+        t.tier.metadata.generation,
+        t.now,
+    );
+    write_status(ctx, t.tier, &next).await?;
+    ctx.metrics.set_phase(&t.namespace, &t.name, Phase::Stalled);
+    if !already {
+        announce(ctx, t.tier, true, reason, "Stall", message).await;
+    }
+    Ok(())
+}
+
+/// An object that does not deserialize as a MemoryTier: said in a log line, a metric, an Event
+/// and (where the API server takes it) a Stalled condition; nothing else is done with it until
+/// it changes, and every other tier goes on.
+async fn report_invalid(
+    watched: &Watched,
+    invalid: &InvalidObject,
+    ctx: &Context,
+) -> Result<Requeue, Error> {
+    let meta = watched.meta();
+    let mut error = invalid.error.clone();
+    error.truncate(512);
+    let message = format!("the stored object is not a valid MemoryTier: {error}");
+    warn!(tier = %watched.name_any(), error = %error, "a MemoryTier does not deserialize");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&super::telemetry::ErrorLabels {
+            kind: Error::Read(ReadError::Invalid(String::new()))
+                .metric_label()
+                .to_owned(),
+        })
+        .inc();
+    if !ctx.leadership.is_leader() {
+        return Ok(Requeue::await_change());
+    }
+    let now = Timestamp::now();
+    let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        return Err(ReadError::Malformed("metadata.name or metadata.namespace").into());
+    };
+    // Only the conditions are written, as a merge of this one condition list: the rest of the
+    // stored status may be what does not deserialize.
+    let previous = MemoryTierStatus::default();
+    let next = status::stalled(
+        &previous,
+        Reason::InvalidObject,
+        &message,
+        meta.generation,
+        now,
+    );
+    let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({"status": {"phase": Phase::Stalled, "conditions": next.conditions, "observedGeneration": meta.generation}});
+    if let Err(e) = api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        warn!(tier = %name, error = %e, "could not write the Stalled condition of an invalid MemoryTier");
+    }
+    ctx.metrics.set_phase(namespace, name, Phase::Stalled);
+    ctx.events
+        .announce(
+            &watched.object_ref(&()),
+            true,
+            Reason::InvalidObject,
+            "Read",
+            &message,
+        )
+        .await;
+    Ok(Requeue::await_change())
+}
+
+/// status: one server-side apply of the whole status, as the field manager `tierguard`.
+async fn write_status(
+    ctx: &Context,
+    tier: &MemoryTier,
+    status: &MemoryTierStatus,
+) -> Result<(), StatusError> {
+    write_status_if(ctx, tier, status, None).await.map(|_| ())
+}
+
+/// [`write_status`], only if the tier is still at `version` (a 409 Conflict otherwise).
+/// Returns the resourceVersion written.
+async fn write_status_if(
+    ctx: &Context,
+    tier: &MemoryTier,
+    status: &MemoryTierStatus,
+    version: Option<&str>,
+) -> Result<Option<String>, StatusError> {
+    let api: Api<MemoryTier> =
+        Api::namespaced(ctx.client.clone(), &tier.namespace().unwrap_or_default());
+    let mut patch = json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "status": status,
+    });
+    if let Some(version) = version {
+        patch["metadata"] = json!({"resourceVersion": version});
+    }
+    let written = api
+        .patch_status(
+            &tier.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| StatusError(Box::new(e)))?;
+    Ok(written.metadata.resource_version)
+}
+
+/// An Event on the tier.
+async fn announce(
     ctx: &Context,
     tier: &MemoryTier,
     warning: bool,
-    reason: &str,
+    reason: Reason,
     action: &str,
     note: &str,
 ) {
-    let event = Note {
-        warning,
-        reason: truncate(reason, 128),
-        note: truncate(note, 1024),
-        action: truncate(action, 128),
-    };
-    if let Err(e) = ctx.events.publish(&event, &tier.object_ref(&())).await {
-        warn!(error = %e, reason, "could not publish an Event");
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
+    ctx.events
+        .announce(&tier.object_ref(&()), warning, reason, action, note)
+        .await;
 }

@@ -17,9 +17,11 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::act::record::Outcome;
-use crate::api::{MemoryTierSpec, Mitigation, Observation, Phase, PolicyMemory};
-use crate::policy::{Action, mitigations, thresholds};
+use crate::api::{
+    ActionKind, ActionOutcome, MemoryTierSpec, Mitigation, MitigationName, Observation, Phase,
+    PolicyMemory, Signal,
+};
+use crate::policy::thresholds;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -168,9 +170,9 @@ impl Default for Metrics {
             "Reconciles that failed, by kind of error",
             reconcile_errors.clone(),
         );
-        for kind in super::Error::KINDS {
+        for step in super::error::Step::ALL {
             drop(reconcile_errors.get_or_create(&ErrorLabels {
-                kind: kind.to_owned(),
+                kind: step.as_str().to_owned(),
             }));
         }
         let reconcile_duration = Histogram::new([
@@ -187,10 +189,15 @@ impl Default for Metrics {
             "Actions taken, by action and outcome",
             actions.clone(),
         );
-        for action in Action::EXECUTED {
-            for outcome in Outcome::ALL {
+        // Every action the actuators carry out (Events are not counted), with every outcome an
+        // action ends with (`started` is only a claim's).
+        for action in ActionKind::ALL.iter().filter(|k| **k != ActionKind::Event) {
+            for outcome in ActionOutcome::ALL
+                .iter()
+                .filter(|o| **o != ActionOutcome::Started)
+            {
                 drop(actions.get_or_create(&ActionLabels {
-                    action: action.to_owned(),
+                    action: action.as_str().to_owned(),
                     outcome: outcome.as_str().to_owned(),
                 }));
             }
@@ -284,44 +291,13 @@ impl Metrics {
 
     /// Record a tier's signals; unknown signals are removed rather than reported as zero.
     pub fn set_signals(&self, namespace: &str, tier: &str, observation: &Observation) {
-        let values: [(&str, Option<f64>); 10] = [
-            ("p50LatencyMs", observation.p50_latency_ms),
-            ("p95LatencyMs", observation.p95_latency_ms),
-            ("p99LatencyMs", observation.p99_latency_ms),
-            ("errorRatePercent", observation.error_rate_percent),
-            ("cacheHitRatePercent", observation.cache_hit_rate_percent),
-            (
-                "mem0WriteSuccessPercent",
-                observation.mem0_write_success_percent,
-            ),
-            (
-                "breakerState",
-                observation.breaker_state.map(|s| match s {
-                    crate::api::BreakerState::Closed => 0.0,
-                    crate::api::BreakerState::Open => 1.0,
-                    crate::api::BreakerState::HalfOpen => 2.0,
-                }),
-            ),
-            (
-                "redisUsedMemoryPercent",
-                observation.redis_used_memory_percent,
-            ),
-            (
-                "redisEvictedKeys",
-                observation.redis_evicted_keys.map(|v| v as f64),
-            ),
-            (
-                "redisUptimeSeconds",
-                observation.redis_uptime_seconds.map(|v| v as f64),
-            ),
-        ];
-        for (signal, value) in values {
+        for signal in Signal::ALL.iter().filter(|s| s.on_telemetry()) {
             let labels = SignalLabels {
                 namespace: namespace.to_owned(),
                 tier: tier.to_owned(),
-                signal: signal.to_owned(),
+                signal: signal.name().to_owned(),
             };
-            match value.filter(|v| v.is_finite()) {
+            match observation.get(*signal).and_then(|v| v.as_gauge()) {
                 Some(v) => {
                     self.tier_signal.get_or_create(&labels).set(v);
                 }
@@ -347,19 +323,19 @@ impl Metrics {
                 .get_or_create(&ThresholdLabels {
                     namespace: namespace.to_owned(),
                     tier: tier.to_owned(),
-                    signal: t.signal.to_owned(),
+                    signal: t.signal.name().to_owned(),
                     threshold: t.name.to_owned(),
                 })
                 .set(t.value);
         }
-        for name in mitigations::ALL {
+        for name in MitigationName::ALL {
             self.tier_mitigation
                 .get_or_create(&MitigationLabels {
                     namespace: namespace.to_owned(),
                     tier: tier.to_owned(),
-                    mitigation: name.to_owned(),
+                    mitigation: name.as_str().to_owned(),
                 })
-                .set(i64::from(active.iter().any(|m| m.name == name)));
+                .set(i64::from(active.iter().any(|m| m.name == *name)));
         }
     }
 
@@ -376,7 +352,7 @@ impl Metrics {
             self.tier_threshold.remove(&ThresholdLabels {
                 namespace: namespace.to_owned(),
                 tier: tier.to_owned(),
-                signal: t.signal.to_owned(),
+                signal: t.signal.name().to_owned(),
                 threshold: t.name.to_owned(),
             });
         }
@@ -412,11 +388,11 @@ impl Metrics {
         }
         self.set_signals(namespace, tier, &Observation::default());
         self.forget_thresholds(namespace, tier);
-        for name in mitigations::ALL {
+        for name in MitigationName::ALL {
             self.tier_mitigation.remove(&MitigationLabels {
                 namespace: namespace.to_owned(),
                 tier: tier.to_owned(),
-                mitigation: name.to_owned(),
+                mitigation: name.as_str().to_owned(),
             });
         }
         self.set_evicted_keys(namespace, tier, None);
@@ -542,7 +518,7 @@ mod tests {
     fn counters_build_info_and_process_metrics_exist_from_start_up() {
         let text = Metrics::default().render_as(Format::Text);
         for line in [
-            r#"tierguard_reconcile_errors_total{kind="kube_api"} 0"#,
+            r#"tierguard_reconcile_errors_total{kind="status"} 0"#,
             r#"tierguard_actions_total{action="remediate-redis",outcome="failed"} 0"#,
             "tierguard_reconciles_total 0",
         ] {

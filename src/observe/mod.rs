@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use crate::api::Signal;
 use crate::api::{MemoryTierSpec, Observation, SecretKeyRef, SourceHealth};
 use crate::secret::{ExposeSecret, SecretString};
 use prometheus::{PrometheusAuth, PrometheusClient};
@@ -30,7 +31,7 @@ use queries::QuerySet;
 use redis::RedisObserver;
 use scrape::Scraper;
 use secrets::{SecretError, SecretResolver};
-use signals::{AppSignal, Reading};
+use signals::Reading;
 
 /// Source names in `Observation::sources`.
 pub const SOURCE_PROMETHEUS: &str = "prometheus";
@@ -326,7 +327,7 @@ impl Observer {
 
         let late =
             |source: &str| format!("{source}: no answer within {timeout:?} (spec.metrics.timeout)");
-        let mut app: Option<std::collections::BTreeMap<AppSignal, Reading>> = None;
+        let mut app: Option<std::collections::BTreeMap<Signal, Reading>> = None;
         if let Some((answer, ms)) = from_prometheus {
             let (readings, health) = match answer {
                 Some((readings, failure)) => (Some(readings), failure),
@@ -387,11 +388,8 @@ fn bound_reasons(obs: &mut Observation) {
     }
 }
 
-fn all_app(reason: &str) -> std::collections::BTreeMap<AppSignal, Reading> {
-    AppSignal::ALL
-        .into_iter()
-        .map(|s| (s, Err(reason.to_owned())))
-        .collect()
+fn all_app(reason: &str) -> std::collections::BTreeMap<Signal, Reading> {
+    Signal::app().map(|s| (s, Err(reason.to_owned()))).collect()
 }
 
 fn health_of(name: &str, failure: Option<String>, latency_ms: u64) -> SourceHealth {

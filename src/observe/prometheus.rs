@@ -10,7 +10,8 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use super::queries::QuerySet;
-use super::signals::{AppSignal, Reading};
+use super::signals::Reading;
+use crate::api::Signal;
 use crate::remote::body::{BodyError, read_limited};
 use crate::remote::text;
 use crate::secret::{ExposeSecret, SecretString, error_chain};
@@ -334,7 +335,7 @@ impl PrometheusClient {
     pub async fn read_signals(
         &self,
         queries: &QuerySet,
-    ) -> (BTreeMap<AppSignal, Reading>, Option<String>) {
+    ) -> (BTreeMap<Signal, Reading>, Option<String>) {
         let answers = join_all(
             queries
                 .iter()
@@ -342,7 +343,7 @@ impl PrometheusClient {
         )
         .await;
         let mut readings = BTreeMap::new();
-        let mut failures: Vec<(AppSignal, PrometheusError)> = Vec::new();
+        let mut failures: Vec<(Signal, PrometheusError)> = Vec::new();
         for (signal, answer) in answers {
             let reading = match answer {
                 Ok(reading) => reading,

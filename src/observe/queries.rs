@@ -16,8 +16,8 @@
 
 use std::collections::BTreeMap;
 
-use super::signals::AppSignal;
 use crate::api::MemoryTierSpec;
+use crate::api::Signal;
 
 /// Request-duration histogram (seconds), base name without `_bucket`.
 pub const REQUEST_DURATION: &str = "http_request_duration_seconds";
@@ -41,7 +41,7 @@ pub const BREAKER_LABEL: &str = "breaker";
 /// The query of every application signal, resolved from the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuerySet {
-    queries: BTreeMap<AppSignal, Query>,
+    queries: BTreeMap<Signal, Query>,
 }
 
 /// One signal's query and where it came from.
@@ -58,41 +58,37 @@ impl QuerySet {
         let metrics = &spec.metrics;
         let overrides = &metrics.queries;
         let mut queries = BTreeMap::new();
-        for signal in AppSignal::ALL {
-            let custom = match signal {
-                AppSignal::P50LatencyMs => &overrides.p50_latency_ms,
-                AppSignal::P95LatencyMs => &overrides.p95_latency_ms,
-                AppSignal::P99LatencyMs => &overrides.p99_latency_ms,
-                AppSignal::ErrorRatePercent => &overrides.error_rate_percent,
-                AppSignal::CacheHitRatePercent => &overrides.cache_hit_rate_percent,
-                AppSignal::Mem0WriteSuccessPercent => &overrides.mem0_write_success_percent,
-                AppSignal::BreakerState => &overrides.breaker_state,
-            };
-            let query = match custom.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        for signal in Signal::app() {
+            let query = match overrides.get(signal) {
                 Some(q) => Query {
                     promql: q.to_owned(),
                     overridden: true,
                 },
-                None => Query {
-                    promql: default_query(
+                None => {
+                    let Some(promql) = default_query(
                         signal,
                         &metrics.selector,
                         &spec.breaker.name,
                         &metrics.rate_window.to_string(),
-                    ),
-                    overridden: false,
-                },
+                    ) else {
+                        continue;
+                    };
+                    Query {
+                        promql,
+                        overridden: false,
+                    }
+                }
             };
             queries.insert(signal, query);
         }
         QuerySet { queries }
     }
 
-    pub fn get(&self, signal: AppSignal) -> &Query {
+    pub fn get(&self, signal: Signal) -> &Query {
         &self.queries[&signal]
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (AppSignal, &Query)> {
+    pub fn iter(&self) -> impl Iterator<Item = (Signal, &Query)> {
         self.queries.iter().map(|(s, q)| (*s, q))
     }
 }
@@ -128,19 +124,35 @@ fn quote(value: &str) -> String {
     out
 }
 
-/// The built-in PromQL of a signal, its rates over `window` (a PromQL duration such as `5m`).
-pub fn default_query(signal: AppSignal, selector: &str, breaker: &str, window: &str) -> String {
+/// The quantile behind a latency signal.
+pub fn quantile(signal: Signal) -> Option<f64> {
+    match signal {
+        Signal::P50LatencyMs => Some(0.5),
+        Signal::P95LatencyMs => Some(0.95),
+        Signal::P99LatencyMs => Some(0.99),
+        _ => None,
+    }
+}
+
+/// The built-in PromQL of an application signal, its rates over `window` (a PromQL duration such
+/// as `5m`); none for the signals read from Redis.
+pub fn default_query(
+    signal: Signal,
+    selector: &str,
+    breaker: &str,
+    window: &str,
+) -> Option<String> {
     let w = window;
     let all = matchers(selector, &[]);
     let rate_sum = |metric: &str, m: &str| format!("sum(rate({metric}{m}[{w}]))");
-    match signal {
-        AppSignal::P50LatencyMs | AppSignal::P95LatencyMs | AppSignal::P99LatencyMs => {
-            let q = signal.quantile().unwrap_or(0.5);
+    Some(match signal {
+        Signal::P50LatencyMs | Signal::P95LatencyMs | Signal::P99LatencyMs => {
+            let q = quantile(signal).unwrap_or(0.5);
             format!(
                 "1000 * histogram_quantile({q}, sum by (le) (rate({REQUEST_DURATION}_bucket{all}[{w}])))"
             )
         }
-        AppSignal::ErrorRatePercent => {
+        Signal::ErrorRatePercent => {
             let errors = matchers(selector, &[&format!("{STATUS_LABEL}=~\"5..\"")]);
             // `or vector(0)`: no 5xx series at all means no errors, not an unknown error rate.
             format!(
@@ -149,12 +161,12 @@ pub fn default_query(signal: AppSignal, selector: &str, breaker: &str, window: &
                 rate_sum(REQUESTS_TOTAL, &all)
             )
         }
-        AppSignal::CacheHitRatePercent => {
+        Signal::CacheHitRatePercent => {
             let hits = format!("({} or vector(0))", rate_sum(CACHE_HITS_TOTAL, &all));
             let misses = format!("({} or vector(0))", rate_sum(CACHE_MISSES_TOTAL, &all));
             format!("100 * {hits} / ({hits} + {misses})")
         }
-        AppSignal::Mem0WriteSuccessPercent => {
+        Signal::Mem0WriteSuccessPercent => {
             let ok = matchers(selector, &[&format!("{OUTCOME_LABEL}=\"success\"")]);
             format!(
                 "100 * ({} or vector(0)) / {}",
@@ -162,17 +174,27 @@ pub fn default_query(signal: AppSignal, selector: &str, breaker: &str, window: &
                 rate_sum(MEM0_WRITES_TOTAL, &all)
             )
         }
-        AppSignal::BreakerState => {
+        Signal::BreakerState => {
             let m = matchers(selector, &[&format!("{BREAKER_LABEL}={}", quote(breaker))]);
             // Any replica open wins; otherwise half-open (2) over closed (0).
             format!("max({BREAKER_STATE}{m} == 1) or max({BREAKER_STATE}{m})")
         }
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_signals_have_no_query() {
+        assert_eq!(default_query(Signal::RedisRunId, "", "mem0", "5m"), None);
+        let spec: MemoryTierSpec =
+            serde_json::from_value(serde_json::json!({"target": {"configMapName": "f"}})).unwrap();
+        let set = QuerySet::from_spec(&spec);
+        assert_eq!(set.iter().count(), Signal::app().count());
+    }
 
     #[test]
     fn matchers_join_the_selector_and_extras() {
@@ -189,23 +211,25 @@ mod tests {
     fn default_queries_use_the_documented_metrics() {
         let sel = "app=\"clinic-backend\"";
         assert_eq!(
-            default_query(AppSignal::P95LatencyMs, sel, "mem0", "5m"),
+            default_query(Signal::P95LatencyMs, sel, "mem0", "5m").unwrap(),
             "1000 * histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{app=\"clinic-backend\"}[5m])))"
         );
         assert_eq!(
-            default_query(AppSignal::ErrorRatePercent, sel, "mem0", "5m"),
+            default_query(Signal::ErrorRatePercent, sel, "mem0", "5m").unwrap(),
             "100 * (sum(rate(http_requests_total{app=\"clinic-backend\",status=~\"5..\"}[5m])) or vector(0)) / sum(rate(http_requests_total{app=\"clinic-backend\"}[5m]))"
         );
         assert_eq!(
-            default_query(AppSignal::BreakerState, "", "me\"m0", "5m"),
+            default_query(Signal::BreakerState, "", "me\"m0", "5m").unwrap(),
             "max(circuit_breaker_state{breaker=\"me\\\"m0\"} == 1) or max(circuit_breaker_state{breaker=\"me\\\"m0\"})"
         );
         assert!(
-            default_query(AppSignal::CacheHitRatePercent, sel, "mem0", "5m")
+            default_query(Signal::CacheHitRatePercent, sel, "mem0", "5m")
+                .unwrap()
                 .contains("cache_misses_total{app=\"clinic-backend\"}[5m]")
         );
         assert!(
-            default_query(AppSignal::Mem0WriteSuccessPercent, sel, "mem0", "5m")
+            default_query(Signal::Mem0WriteSuccessPercent, sel, "mem0", "5m")
+                .unwrap()
                 .contains("mem0_writes_total{app=\"clinic-backend\",outcome=\"success\"}[5m]")
         );
     }
@@ -218,13 +242,13 @@ mod tests {
         }))
         .unwrap();
         let queries = QuerySet::from_spec(&spec);
-        let p50 = &queries.get(AppSignal::P50LatencyMs).promql;
+        let p50 = &queries.get(Signal::P50LatencyMs).promql;
         assert!(p50.contains("{job=\"a\"}[1m30s]"), "{p50}");
         let default: MemoryTierSpec =
             serde_json::from_value(serde_json::json!({"target": {"configMapName": "flags"}}))
                 .unwrap();
         let default_queries = QuerySet::from_spec(&default);
-        let errors = &default_queries.get(AppSignal::ErrorRatePercent).promql;
+        let errors = &default_queries.get(Signal::ErrorRatePercent).promql;
         assert!(
             errors.contains("[5m]") && !errors.contains("[1m30s]"),
             "{errors}"
@@ -240,12 +264,12 @@ mod tests {
         .unwrap();
         spec.breaker.name = "db".into();
         let set = QuerySet::from_spec(&spec);
-        assert_eq!(set.get(AppSignal::P50LatencyMs).promql, "vector(42)");
-        assert!(set.get(AppSignal::P50LatencyMs).overridden);
+        assert_eq!(set.get(Signal::P50LatencyMs).promql, "vector(42)");
+        assert!(set.get(Signal::P50LatencyMs).overridden);
         // A blank override is no override.
-        assert!(!set.get(AppSignal::ErrorRatePercent).overridden);
+        assert!(!set.get(Signal::ErrorRatePercent).overridden);
         assert!(
-            set.get(AppSignal::BreakerState)
+            set.get(Signal::BreakerState)
                 .promql
                 .contains("breaker=\"db\"")
         );

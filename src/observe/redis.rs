@@ -15,8 +15,8 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, InfoDict};
 
-use super::signals::redis_names as names;
 use crate::api::Observation;
+use crate::api::Signal;
 use crate::remote::redis::{Limits, MAX_INFO_REPLY_BYTES};
 use crate::secret::redact_url;
 
@@ -76,14 +76,16 @@ impl RedisReading {
             Ok(max) => obs.redis_max_memory_bytes = Some(*max),
             Err(why) => {
                 obs.unknown
-                    .insert(names::MAX_MEMORY_BYTES.to_owned(), why.clone());
+                    .insert(Signal::RedisMaxMemoryBytes.name().to_owned(), why.clone());
             }
         }
         match &self.used_memory_percent {
             Ok(p) => obs.redis_used_memory_percent = Some(*p),
             Err(why) => {
-                obs.unknown
-                    .insert(names::USED_MEMORY_PERCENT.to_owned(), why.clone());
+                obs.unknown.insert(
+                    Signal::RedisUsedMemoryPercent.name().to_owned(),
+                    why.clone(),
+                );
             }
         }
         obs.redis_evicted_keys = Some(self.evicted_keys);
@@ -96,8 +98,12 @@ impl RedisReading {
 
 /// Mark every Redis signal unknown with the same reason.
 pub fn set_all_unknown(obs: &mut Observation, reason: &str) {
-    for name in names::ALL {
-        obs.unknown.insert(name.to_owned(), reason.to_owned());
+    for signal in Signal::ALL
+        .iter()
+        .filter(|s| s.source() == crate::api::signals::Source::Redis)
+    {
+        obs.unknown
+            .insert(signal.name().to_owned(), reason.to_owned());
     }
 }
 

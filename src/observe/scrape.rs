@@ -32,7 +32,8 @@ use super::queries::{
     BREAKER_LABEL, BREAKER_STATE, CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, MEM0_WRITES_TOTAL,
     OUTCOME_LABEL, REQUEST_DURATION, REQUESTS_TOTAL, STATUS_LABEL,
 };
-use super::signals::{AppSignal, Reading};
+use super::signals::Reading;
+use crate::api::Signal;
 use crate::remote::text;
 use crate::secret::error_chain;
 
@@ -356,11 +357,11 @@ pub fn derive_signals(
     prev: Option<&ScrapeSnapshot>,
     cur: &ScrapeSnapshot,
     breaker: &str,
-) -> BTreeMap<AppSignal, Reading> {
+) -> BTreeMap<Signal, Reading> {
     let mut out = BTreeMap::new();
-    out.insert(AppSignal::BreakerState, breaker_state(cur, breaker));
+    out.insert(Signal::BreakerState, breaker_state(cur, breaker));
     let Some(prev) = prev else {
-        for signal in AppSignal::ALL {
+        for signal in Signal::app() {
             out.entry(signal).or_insert_with(|| {
                 Err(
                     "need two scrapes: rates come from the difference between consecutive scrapes"
@@ -395,11 +396,11 @@ pub fn derive_signals(
         Err(missing(&format!("{REQUEST_DURATION} (histogram)")))
     };
     for signal in [
-        AppSignal::P50LatencyMs,
-        AppSignal::P95LatencyMs,
-        AppSignal::P99LatencyMs,
+        Signal::P50LatencyMs,
+        Signal::P95LatencyMs,
+        Signal::P99LatencyMs,
     ] {
-        let q = signal.quantile().unwrap_or(0.5);
+        let q = super::queries::quantile(signal).unwrap_or(0.5);
         let reading = latency
             .clone()
             .and_then(|b| histogram::quantile(q, &b))
@@ -408,7 +409,7 @@ pub fn derive_signals(
     }
 
     out.insert(
-        AppSignal::ErrorRatePercent,
+        Signal::ErrorRatePercent,
         if cur.has(REQUESTS_TOTAL) {
             let all = increase(prev, cur, REQUESTS_TOTAL, |_| true);
             let errors = increase(prev, cur, REQUESTS_TOTAL, |l| {
@@ -421,7 +422,7 @@ pub fn derive_signals(
     );
 
     out.insert(
-        AppSignal::CacheHitRatePercent,
+        Signal::CacheHitRatePercent,
         if cur.has(CACHE_HITS_TOTAL) || cur.has(CACHE_MISSES_TOTAL) {
             let hits = increase(prev, cur, CACHE_HITS_TOTAL, |_| true);
             let misses = increase(prev, cur, CACHE_MISSES_TOTAL, |_| true);
@@ -434,7 +435,7 @@ pub fn derive_signals(
     );
 
     out.insert(
-        AppSignal::Mem0WriteSuccessPercent,
+        Signal::Mem0WriteSuccessPercent,
         if cur.has(MEM0_WRITES_TOTAL) {
             let all = increase(prev, cur, MEM0_WRITES_TOTAL, |_| true);
             let ok = increase(prev, cur, MEM0_WRITES_TOTAL, |l| {
@@ -538,7 +539,7 @@ impl Scraper {
     pub async fn read_signals(
         &mut self,
         breaker: &str,
-    ) -> Result<BTreeMap<AppSignal, Reading>, String> {
+    ) -> Result<BTreeMap<Signal, Reading>, String> {
         let current = self.fetch().await?;
         let signals = derive_signals(self.previous.as_ref(), &current, breaker);
         self.previous = Some(current);
@@ -613,15 +614,12 @@ circuit_breaker_state{breaker="db"} 1
     fn first_scrape_gives_only_the_breaker() {
         let cur = ScrapeSnapshot::parse(FIRST).unwrap();
         let s = derive_signals(None, &cur, "mem0");
-        assert_eq!(s[&AppSignal::BreakerState], Ok(0.0));
+        assert_eq!(s[&Signal::BreakerState], Ok(0.0));
         assert_eq!(
-            derive_signals(None, &cur, "db")[&AppSignal::BreakerState],
+            derive_signals(None, &cur, "db")[&Signal::BreakerState],
             Ok(1.0)
         );
-        for signal in AppSignal::ALL
-            .into_iter()
-            .filter(|s| *s != AppSignal::BreakerState)
-        {
+        for signal in Signal::app().filter(|s| *s != Signal::BreakerState) {
             assert!(
                 s[&signal]
                     .as_ref()
@@ -637,15 +635,15 @@ circuit_breaker_state{breaker="db"} 1
         let cur = ScrapeSnapshot::parse(&second()).unwrap();
         let s = derive_signals(Some(&prev), &cur, "mem0");
         // 10 errors of 100 requests.
-        assert_eq!(s[&AppSignal::ErrorRatePercent], Ok(10.0));
+        assert_eq!(s[&Signal::ErrorRatePercent], Ok(10.0));
         // 90 hits, 10 misses.
-        assert_eq!(s[&AppSignal::CacheHitRatePercent], Ok(90.0));
+        assert_eq!(s[&Signal::CacheHitRatePercent], Ok(90.0));
         // 18 of 20 writes succeeded.
-        assert_eq!(s[&AppSignal::Mem0WriteSuccessPercent], Ok(90.0));
+        assert_eq!(s[&Signal::Mem0WriteSuccessPercent], Ok(90.0));
         // Increases: 50 ≤ 0.1 s, 40 in (0.1, 0.5], 10 in (0.5, 1]. P50 = 0.1 s, P95 = 0.75 s.
-        assert!((s[&AppSignal::P50LatencyMs].clone().unwrap() - 100.0).abs() < 1e-9);
-        assert!((s[&AppSignal::P95LatencyMs].clone().unwrap() - 750.0).abs() < 1e-9);
-        assert!((s[&AppSignal::P99LatencyMs].clone().unwrap() - 950.0).abs() < 1e-9);
+        assert!((s[&Signal::P50LatencyMs].clone().unwrap() - 100.0).abs() < 1e-9);
+        assert!((s[&Signal::P95LatencyMs].clone().unwrap() - 750.0).abs() < 1e-9);
+        assert!((s[&Signal::P99LatencyMs].clone().unwrap() - 950.0).abs() < 1e-9);
     }
 
     #[test]
@@ -663,7 +661,7 @@ circuit_breaker_state{breaker="db"} 1
             );
         let cur = ScrapeSnapshot::parse(&restarted).unwrap();
         let s = derive_signals(Some(&prev), &cur, "mem0");
-        assert_eq!(s[&AppSignal::ErrorRatePercent], Ok(25.0));
+        assert_eq!(s[&Signal::ErrorRatePercent], Ok(25.0));
     }
 
     #[test]
@@ -672,13 +670,13 @@ circuit_breaker_state{breaker="db"} 1
         let cur = ScrapeSnapshot::parse(FIRST).unwrap();
         let s = derive_signals(Some(&prev), &cur, "mem0");
         assert!(
-            s[&AppSignal::ErrorRatePercent]
+            s[&Signal::ErrorRatePercent]
                 .as_ref()
                 .unwrap_err()
                 .contains("no requests")
         );
         assert!(
-            s[&AppSignal::P50LatencyMs]
+            s[&Signal::P50LatencyMs]
                 .as_ref()
                 .unwrap_err()
                 .contains("no observations")
@@ -686,13 +684,13 @@ circuit_breaker_state{breaker="db"} 1
         let bare = ScrapeSnapshot::parse("up 1\n").unwrap();
         let s = derive_signals(Some(&bare), &bare, "mem0");
         assert!(
-            s[&AppSignal::ErrorRatePercent]
+            s[&Signal::ErrorRatePercent]
                 .as_ref()
                 .unwrap_err()
                 .contains("http_requests_total not found")
         );
         assert!(
-            s[&AppSignal::BreakerState]
+            s[&Signal::BreakerState]
                 .as_ref()
                 .unwrap_err()
                 .contains("circuit_breaker_state{breaker=\"mem0\"} not found")
@@ -721,6 +719,6 @@ circuit_breaker_state{breaker="db"} 1
         let cur = ScrapeSnapshot::parse(untyped).unwrap();
         let s = derive_signals(Some(&prev), &cur, "mem0");
         // Rank 1 of 2 is reached at the top of the first bucket.
-        assert!((s[&AppSignal::P50LatencyMs].clone().unwrap() - 100.0).abs() < 1e-9);
+        assert!((s[&Signal::P50LatencyMs].clone().unwrap() - 100.0).abs() < 1e-9);
     }
 }

@@ -4,18 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{IncidentSummary, MemoryLevel, WarmTrigger};
-
-/// The actions' names, as status, Events and metrics labels spell them.
-pub mod names {
-    pub const RENDER_CONFIG: &str = "render-config";
-    pub const RESTART_WORKLOAD: &str = "restart-workload";
-    pub const WARM_CACHE: &str = "warm-cache";
-    pub const REMEDIATE_REDIS: &str = "remediate-redis";
-    pub const AUDIT_REDIS: &str = "audit-redis";
-    pub const NOTIFY: &str = "notify";
-    pub const RECORD_INCIDENT: &str = "record-incident";
-}
+use crate::api::{ActionKind, IncidentSummary, MemoryLevel, Reason, Runbook, WarmTrigger};
 
 /// One action of a decision. Every action carries the reason it is taken, for status and Events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,18 +32,7 @@ pub enum Action {
     /// Audit keys without TTL and the largest keys, into status.
     AuditRedis { reason: String },
     /// Notify an escalation level.
-    Notify {
-        level: u8,
-        kind: NotifyKind,
-        incident_id: String,
-        runbook: String,
-        trigger: String,
-        /// For an escalation: why.
-        escalated_because: Option<String>,
-        /// Who is notified next and when, or why nobody else is.
-        escalation_plan: String,
-        message: String,
-    },
+    Notify(Notification),
     /// Write (or update) the incident report: runbook phase 4.
     RecordIncident {
         incident: IncidentSummary,
@@ -63,35 +41,41 @@ pub enum Action {
     /// A Kubernetes Event on the MemoryTier.
     Event {
         warning: bool,
-        reason: String,
+        reason: Reason,
         message: String,
     },
 }
 
-impl Action {
-    /// The names of the actions the actuators carry out (every one but `event`), for the metrics
-    /// that count them from start-up.
-    pub const EXECUTED: [&'static str; 7] = [
-        names::RENDER_CONFIG,
-        names::RESTART_WORKLOAD,
-        names::WARM_CACHE,
-        names::REMEDIATE_REDIS,
-        names::AUDIT_REDIS,
-        names::NOTIFY,
-        names::RECORD_INCIDENT,
-    ];
+/// What an escalation level is told about an incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub level: u8,
+    pub kind: NotifyKind,
+    pub incident_id: String,
+    pub runbook: Runbook,
+    pub trigger: String,
+    /// For an escalation: why.
+    #[serde(default)]
+    pub escalated_because: Option<String>,
+    /// Who is notified next and when, or why nobody else is.
+    pub escalation_plan: String,
+    /// The runbooks' communication template, filled in from the incident.
+    pub message: String,
+}
 
-    /// The action's name as used in status, Events and metrics labels.
-    pub fn name(&self) -> &'static str {
+impl Action {
+    /// The action's kind, as status, Events and metrics labels name it.
+    pub fn kind(&self) -> ActionKind {
         match self {
-            Action::RenderConfig { .. } => names::RENDER_CONFIG,
-            Action::RestartWorkload { .. } => names::RESTART_WORKLOAD,
-            Action::WarmCache { .. } => names::WARM_CACHE,
-            Action::RemediateRedis { .. } => names::REMEDIATE_REDIS,
-            Action::AuditRedis { .. } => names::AUDIT_REDIS,
-            Action::Notify { .. } => names::NOTIFY,
-            Action::RecordIncident { .. } => names::RECORD_INCIDENT,
-            Action::Event { .. } => "event",
+            Action::RenderConfig { .. } => ActionKind::RenderConfig,
+            Action::RestartWorkload { .. } => ActionKind::RestartWorkload,
+            Action::WarmCache { .. } => ActionKind::WarmCache,
+            Action::RemediateRedis { .. } => ActionKind::RemediateRedis,
+            Action::AuditRedis { .. } => ActionKind::AuditRedis,
+            Action::Notify(_) => ActionKind::Notify,
+            Action::RecordIncident { .. } => ActionKind::RecordIncident,
+            Action::Event { .. } => ActionKind::Event,
         }
     }
 
@@ -104,7 +88,7 @@ impl Action {
             | Action::RemediateRedis { reason, .. }
             | Action::AuditRedis { reason }
             | Action::RecordIncident { reason, .. } => reason,
-            Action::Notify { message, .. } | Action::Event { message, .. } => message,
+            Action::Notify(Notification { message, .. }) | Action::Event { message, .. } => message,
         }
     }
 }

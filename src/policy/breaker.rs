@@ -11,18 +11,22 @@
 //! clock goes on (the closed gap not counted). The mem0 write success rate below
 //! [`MEM0_WRITE_ALERT_BELOW_PERCENT`] is part of the same incident (the runbook's first symptom).
 
-use super::incidents::{self, CIRCUIT_BREAKER_OPEN};
+use super::incidents;
 use super::signals::num;
 use super::window::{OnUnknown, Sample, elapsed, feed, holds_for};
 use super::{Change, Step};
-use crate::api::{BreakerState, PolicyMemory, WindowState};
+use crate::api::Runbook;
+use crate::api::{BreakerState, PolicyMemory, Reason, Subject, WindowState};
 
 /// The runbook's symptom "mem0 write success rate drops below 99%".
 pub const MEM0_WRITE_ALERT_BELOW_PERCENT: f64 = 99.0;
 
 /// Track the outage and its open clock from the breaker readings.
 pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
-    let open = step.signals.breaker.map(|s| s != BreakerState::Closed);
+    let open = step
+        .signals
+        .breaker_state
+        .map(|s| s != BreakerState::Closed);
     let now = step.now;
     let bridge = step.spec.breaker.bridge_closed_gaps;
     let b = &mut m.breaker;
@@ -85,10 +89,13 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     let interval = step.spec.canary.ramp_interval;
     if m.breaker.outage_since.is_some() && !m.breaker.alerted {
         m.breaker.alerted = true;
-        let state = step.signals.breaker.map_or("open", BreakerState::as_str);
+        let state = step
+            .signals
+            .breaker_state
+            .map_or("open", BreakerState::as_str);
         step.changes.push(Change::Alert {
-            subject: "breaker",
-            code: crate::api::conditions::reasons::BREAKER_OPENED,
+            subject: Subject::Breaker,
+            code: Reason::BreakerOpened,
             warning: true,
             message: format!(
                 "circuit breaker {name} is {state}: mem0 calls fall back (degraded memory persistence); it recovers on its own"
@@ -98,7 +105,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     if m.breaker.outage_since.is_none() && m.breaker.alerted {
         m.breaker.alerted = false;
         step.changes.push(Change::Transition {
-            subject: "breaker",
+            subject: Subject::Breaker,
             from: "open".into(),
             to: "closed".into(),
             reason: format!("circuit breaker {name} closed for {interval}"),
@@ -106,7 +113,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         incidents::note(
             step,
             m,
-            CIRCUIT_BREAKER_OPEN,
+            Runbook::CircuitBreakerOpen,
             format!("Breaker closed for {interval}"),
         );
     }
@@ -122,7 +129,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         m.breaker.mitigated_since = Some(step.now);
         m.breaker.mitigation_reason = Some(reason.clone());
         step.changes.push(Change::Transition {
-            subject: "breaker",
+            subject: Subject::Breaker,
             from: "open".into(),
             to: "mem0-off".into(),
             reason: format!("{reason}: MEM0_READS_ENABLED=false, MEM0_SHADOW_MODE=false"),
@@ -130,7 +137,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         incidents::note(
             step,
             m,
-            CIRCUIT_BREAKER_OPEN,
+            Runbook::CircuitBreakerOpen,
             format!("mem0 reads and shadow writes switched off: {reason}"),
         );
     }
@@ -139,7 +146,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         m.breaker.mitigated_since = None;
         m.breaker.mitigation_reason = None;
         step.changes.push(Change::Transition {
-            subject: "breaker",
+            subject: Subject::Breaker,
             from: "mem0-off".into(),
             to: "closed".into(),
             reason: format!("circuit breaker {name} closed for {interval}: mem0 reads and shadow writes back to the spec"),
@@ -147,7 +154,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         incidents::note(
             step,
             m,
-            CIRCUIT_BREAKER_OPEN,
+            Runbook::CircuitBreakerOpen,
             "mem0 reads and shadow writes back to the spec",
         );
         step.relaxed(m);
@@ -162,7 +169,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         (true, _) | (_, Some(true)) => Some(true),
         (false, Some(false)) => Some(false),
         // No outage is on record; an unknown write rate alone is no reason to keep the incident.
-        (false, None) if step.signals.breaker.is_some() => Some(false),
+        (false, None) if step.signals.breaker_state.is_some() => Some(false),
         (false, None) => None,
     };
     let success = step.signals.mem0_write_success_percent;
@@ -178,5 +185,12 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         }
     };
     let mitigated = m.breaker.mitigated_since.is_some();
-    incidents::track(step, m, CIRCUIT_BREAKER_OPEN, trouble, trigger, !mitigated);
+    incidents::track(
+        step,
+        m,
+        Runbook::CircuitBreakerOpen,
+        trouble,
+        trigger,
+        !mitigated,
+    );
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{MemoryTierSpec, Mitigation};
+use crate::api::{MemoryTierSpec, Mitigation, MitigationName};
 
 /// Canary share of traffic, 0 to 1.
 pub const CANARY_SAMPLE_RATE: &str = "CANARY_SAMPLE_RATE";
@@ -163,12 +163,12 @@ fn conservative(key: &str, current: &str, proposed: &str) -> String {
 pub fn render(
     spec: &MemoryTierSpec,
     mitigations: &[Mitigation],
-) -> (ConfigMap, BTreeMap<String, String>) {
+) -> (ConfigMap, BTreeMap<String, MitigationName>) {
     let mut effective = baseline(spec);
     let mut overridden_by = BTreeMap::new();
     // First merge the overrides per key (key, value, the mitigation that set it), then apply
     // them: the baseline value is still at hand to tell whether the key differs from it.
-    let mut merged: Vec<(&String, String, &String)> = Vec::new();
+    let mut merged: Vec<(&String, String, MitigationName)> = Vec::new();
     for mitigation in mitigations {
         for (key, value) in &mitigation.overrides {
             let slot = merged.iter().position(|(k, _, _)| *k == key);
@@ -184,8 +184,8 @@ pub fn render(
                 continue;
             }
             match slot {
-                Some(i) => merged[i] = (key, next, &mitigation.name),
-                None => merged.push((key, next, &mitigation.name)),
+                Some(i) => merged[i] = (key, next, mitigation.name),
+                None => merged.push((key, next, mitigation.name)),
             }
         }
     }
@@ -197,7 +197,7 @@ pub fn render(
                 effective.insert(key.clone(), value);
             }
         }
-        overridden_by.insert(key.clone(), name.clone());
+        overridden_by.insert(key.clone(), name);
     }
     (effective, overridden_by)
 }
@@ -230,9 +230,9 @@ mod tests {
         serde_json::from_value(serde_json::json!({"target": {"configMapName": "flags"}})).unwrap()
     }
 
-    fn mitigation(name: &str, overrides: &[(&str, &str)]) -> Mitigation {
+    fn mitigation(name: MitigationName, overrides: &[(&str, &str)]) -> Mitigation {
         Mitigation {
-            name: name.into(),
+            name,
             reason: "test".into(),
             since: Timestamp::UNIX_EPOCH,
             until: "never".into(),
@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn the_most_conservative_override_wins_in_any_order() {
         let a = mitigation(
-            "stampede",
+            MitigationName::StampedeShedLoad,
             &[
                 (CANARY_SAMPLE_RATE, "0.05"),
                 (CACHE_TTL, "7200"),
@@ -270,7 +270,7 @@ mod tests {
             ],
         );
         let b = mitigation(
-            "rollback",
+            MitigationName::RollbackFeatures,
             &[(CANARY_SAMPLE_RATE, "0.0"), (MEM0_READS_ENABLED, "false")],
         );
         let (ab, by_ab) = render(&spec(), &[a.clone(), b.clone()]);
@@ -280,13 +280,13 @@ mod tests {
         assert_eq!(ab[CACHE_TTL], "7200");
         assert_eq!(ab[CACHE_SERVE_STALE], "true");
         assert_eq!(ab[MEM0_READS_ENABLED], "false");
-        assert_eq!(by_ab[CANARY_SAMPLE_RATE], "rollback");
-        assert_eq!(by_ab[CACHE_TTL], "stampede");
+        assert_eq!(by_ab[CANARY_SAMPLE_RATE], MitigationName::RollbackFeatures);
+        assert_eq!(by_ab[CACHE_TTL], MitigationName::StampedeShedLoad);
     }
 
     #[test]
     fn a_mitigation_never_raises_the_canary_above_baseline() {
-        let m = mitigation("ramp", &[(CANARY_SAMPLE_RATE, "0.5")]);
+        let m = mitigation(MitigationName::ResumeRamp, &[(CANARY_SAMPLE_RATE, "0.5")]);
         let (eff, by) = render(&spec(), &[m]);
         assert_eq!(eff[CANARY_SAMPLE_RATE], "0.1");
         assert!(by.is_empty());

@@ -16,39 +16,14 @@ use std::time::Duration as StdDuration;
 use jiff::Timestamp;
 
 use super::window::{OnUnknown, Sample, elapsed, feed, holds_for};
-use super::{Action, Change, IncidentChange, NotifyKind, Step};
+use super::{Action, Change, IncidentChange, Notification, NotifyKind, Step};
 use crate::api::{
-    Duration, Escalate, IncidentSummary, MemoryLevel, OpenIncident, PolicyMemory, TimelineEntry,
+    Duration, Escalate, IncidentSummary, MemoryLevel, OpenIncident, PolicyMemory, Runbook,
+    TimelineEntry,
 };
-
-/// The runbooks, as incidents name them.
-pub const CANARY_ROLLBACK: &str = "CanaryRollback";
-pub const CIRCUIT_BREAKER_OPEN: &str = "CircuitBreakerOpen";
-pub const CACHE_STAMPEDE: &str = "CacheStampede";
-pub const REDIS_MEMORY: &str = "RedisMemory";
 
 /// Timeline entries kept per incident; the first ones (how it started) are the ones kept.
 const MAX_TIMELINE: usize = 50;
-
-fn title(runbook: &str) -> &'static str {
-    match runbook {
-        CANARY_ROLLBACK => "Canary Rollback",
-        CIRCUIT_BREAKER_OPEN => "Circuit Breaker Open",
-        CACHE_STAMPEDE => "Cache Stampede",
-        REDIS_MEMORY => "Redis Memory",
-        _ => "Incident",
-    }
-}
-
-fn slug(runbook: &str) -> &'static str {
-    match runbook {
-        CANARY_ROLLBACK => "canary-rollback",
-        CIRCUIT_BREAKER_OPEN => "circuit-breaker-open",
-        CACHE_STAMPEDE => "cache-stampede",
-        REDIS_MEMORY => "redis-memory",
-        _ => "incident",
-    }
-}
 
 /// Who each escalation level reaches, in the runbooks' words.
 fn role(level: u8) -> &'static str {
@@ -61,15 +36,15 @@ fn role(level: u8) -> &'static str {
 }
 
 /// The open incident of `runbook`.
-pub fn find<'m>(m: &'m PolicyMemory, runbook: &str) -> Option<&'m OpenIncident> {
+pub fn find(m: &PolicyMemory, runbook: Runbook) -> Option<&OpenIncident> {
     m.open_incidents.iter().find(|i| i.runbook == runbook)
 }
 
-fn find_mut<'m>(m: &'m mut PolicyMemory, runbook: &str) -> Option<&'m mut OpenIncident> {
+fn find_mut(m: &mut PolicyMemory, runbook: Runbook) -> Option<&mut OpenIncident> {
     m.open_incidents.iter_mut().find(|i| i.runbook == runbook)
 }
 
-fn take(m: &mut PolicyMemory, runbook: &str) -> Option<OpenIncident> {
+fn take(m: &mut PolicyMemory, runbook: Runbook) -> Option<OpenIncident> {
     let at = m.open_incidents.iter().position(|i| i.runbook == runbook)?;
     Some(m.open_incidents.remove(at))
 }
@@ -78,7 +53,7 @@ fn take(m: &mut PolicyMemory, runbook: &str) -> Option<OpenIncident> {
 pub(crate) fn note(
     step: &mut Step,
     m: &mut PolicyMemory,
-    runbook: &'static str,
+    runbook: Runbook,
     what: impl Into<String>,
 ) {
     if let Some(incident) = find_mut(m, runbook) {
@@ -93,14 +68,18 @@ pub(crate) fn note(
 }
 
 /// Open an incident for `runbook` unless one is open already; notify the first escalation level.
-pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str, trigger: &str) {
+pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, trigger: &str) {
     if find(m, runbook).is_some() {
         return;
     }
-    let id = format!("{}-{}", step.now.strftime("%Y-%m-%d-%H%M%S"), slug(runbook));
+    let id = format!(
+        "{}-{}",
+        step.now.strftime("%Y-%m-%d-%H%M%S"),
+        runbook.slug()
+    );
     let incident = OpenIncident {
         id: id.clone(),
-        runbook: runbook.to_owned(),
+        runbook,
         trigger: trigger.to_owned(),
         started_at: step.now,
         notified_level: 0,
@@ -133,12 +112,7 @@ pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str,
 
 /// Notify every escalation level now due for every open incident.
 pub(crate) fn escalate(step: &mut Step, m: &mut PolicyMemory) {
-    for runbook in [
-        CANARY_ROLLBACK,
-        CIRCUIT_BREAKER_OPEN,
-        CACHE_STAMPEDE,
-        REDIS_MEMORY,
-    ] {
+    for &runbook in Runbook::ALL {
         if find(m, runbook).is_some() {
             escalate_one(step, m, runbook);
         }
@@ -146,20 +120,26 @@ pub(crate) fn escalate(step: &mut Step, m: &mut PolicyMemory) {
 }
 
 /// The escalation rule in force for an open incident of `runbook`.
-fn rule_for(step: &Step, m: &PolicyMemory, runbook: &str) -> Escalate {
+fn rule_for(step: &Step, m: &PolicyMemory, runbook: Runbook) -> Escalate {
     let rules = &step.spec.notify.escalate;
     match runbook {
-        CANARY_ROLLBACK => rules.canary_rollback,
-        CACHE_STAMPEDE => rules.cache_stampede,
-        REDIS_MEMORY if m.redis.level == MemoryLevel::Critical => rules.redis_memory_critical,
-        REDIS_MEMORY => rules.redis_memory_warning,
-        _ => rules.circuit_breaker_open,
+        Runbook::CanaryRollback => rules.canary_rollback,
+        Runbook::CacheStampede => rules.cache_stampede,
+        Runbook::RedisMemory if m.redis.level == MemoryLevel::Critical => {
+            rules.redis_memory_critical
+        }
+        Runbook::RedisMemory => rules.redis_memory_warning,
+        Runbook::CircuitBreakerOpen => rules.circuit_breaker_open,
     }
 }
 
 /// For `NearAction`: whether the runbook's action is near (with why), and whether it was taken.
-fn action_state(step: &Step, m: &PolicyMemory, runbook: &str) -> (Option<String>, Option<String>) {
-    if runbook != CIRCUIT_BREAKER_OPEN {
+fn action_state(
+    step: &Step,
+    m: &PolicyMemory,
+    runbook: Runbook,
+) -> (Option<String>, Option<String>) {
+    if runbook != Runbook::CircuitBreakerOpen {
         return (None, None);
     }
     let max = step.spec.breaker.max_open_duration;
@@ -184,13 +164,13 @@ fn action_state(step: &Step, m: &PolicyMemory, runbook: &str) -> (Option<String>
 }
 
 /// Why a wait-and-see incident does not escalate, in the runbook's words where it has some.
-fn why_wait(step: &Step, runbook: &str, rule: Escalate) -> String {
+fn why_wait(step: &Step, runbook: Runbook, rule: Escalate) -> String {
     let max = step.spec.breaker.max_open_duration;
     match (runbook, rule) {
-        (CIRCUIT_BREAKER_OPEN, _) => format!(
+        (Runbook::CircuitBreakerOpen, _) => format!(
             "the system continues with its fallback (the runbook: no immediate action unless the outage exceeds {max})"
         ),
-        (REDIS_MEMORY, _) => {
+        (Runbook::RedisMemory, _) => {
             "Redis memory below the critical level needs no action yet (remediation runs at critical)"
                 .to_owned()
         }
@@ -210,7 +190,7 @@ fn plan(step: &Step, incident: &OpenIncident, rule: Escalate, levels: &[(u8, Dur
         (Escalate::Never, Some(_)) => format!(
             "no escalation past level {}: {}",
             incident.notified_level,
-            why_wait(step, &incident.runbook, rule)
+            why_wait(step, incident.runbook, rule)
         ),
         (Escalate::NearAction, Some(_)) if incident.escalated_on_action => format!(
             "no further escalation: mem0 reads are switched off as the runbook says; the breaker recovers on its own (level {} already notified)",
@@ -229,7 +209,7 @@ fn plan(step: &Step, incident: &OpenIncident, rule: Escalate, levels: &[(u8, Dur
             };
             format!(
                 "no escalation yet: {}; level {level} ({}) is notified {when}",
-                why_wait(step, &incident.runbook, rule),
+                why_wait(step, incident.runbook, rule),
                 role(*level)
             )
         }
@@ -237,7 +217,7 @@ fn plan(step: &Step, incident: &OpenIncident, rule: Escalate, levels: &[(u8, Dur
 }
 
 /// Notify every level now due for the open incident of `runbook`; returns the levels notified.
-fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str) -> Vec<u8> {
+fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook) -> Vec<u8> {
     let rule = rule_for(step, m, runbook);
     let (near, taken) = action_state(step, m, runbook);
     let mut levels: Vec<(u8, Duration)> = step
@@ -333,11 +313,11 @@ fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str) ->
             incident.escalated_because = why.clone();
         }
         incident.escalation_plan = Some(plan(step, incident, rule, &levels));
-        step.actions.push(Action::Notify {
+        step.actions.push(Action::Notify(Notification {
             level,
             kind,
             incident_id: incident.id.clone(),
-            runbook: runbook.to_owned(),
+            runbook,
             trigger: incident.trigger.clone(),
             escalated_because: incident
                 .escalated_because
@@ -345,7 +325,7 @@ fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str) ->
                 .filter(|_| kind == NotifyKind::Escalated),
             escalation_plan: incident.escalation_plan.clone().unwrap_or_default(),
             message: message(incident, level, "INVESTIGATING"),
-        });
+        }));
         if kind == NotifyKind::Escalated {
             step.changes.push(Change::Incident {
                 id: incident.id.clone(),
@@ -384,7 +364,7 @@ pub fn escalation_text(incident: &OpenIncident) -> Option<String> {
 }
 
 /// Resolve the open incident of `runbook`: timeline, one Resolved notification, the record.
-pub(crate) fn resolve(step: &mut Step, m: &mut PolicyMemory, runbook: &'static str, reason: &str) {
+pub(crate) fn resolve(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, reason: &str) {
     let Some(mut incident) = take(m, runbook) else {
         return;
     };
@@ -396,20 +376,20 @@ pub(crate) fn resolve(step: &mut Step, m: &mut PolicyMemory, runbook: &'static s
     }
     let summary = summary(&incident, Some(step.now));
     if incident.notified_level > 0 {
-        step.actions.push(Action::Notify {
+        step.actions.push(Action::Notify(Notification {
             level: incident.notified_level,
             kind: NotifyKind::Resolved,
             incident_id: incident.id.clone(),
-            runbook: runbook.to_owned(),
+            runbook,
             trigger: incident.trigger.clone(),
             escalated_because: None,
             escalation_plan: escalation_text(&incident).unwrap_or_default(),
             message: message(&incident, incident.notified_level, "RESOLVED"),
-        });
+        }));
     }
     step.actions.push(Action::RecordIncident {
         incident: summary.clone(),
-        reason: format!("{} incident resolved: {reason}", title(runbook)),
+        reason: format!("{} incident resolved: {reason}", runbook.title()),
     });
     step.changes.push(Change::Incident {
         id: incident.id.clone(),
@@ -427,7 +407,7 @@ pub(crate) fn resolve(step: &mut Step, m: &mut PolicyMemory, runbook: &'static s
 pub(crate) fn track(
     step: &mut Step,
     m: &mut PolicyMemory,
-    runbook: &'static str,
+    runbook: Runbook,
     trouble: Option<bool>,
     trigger: impl FnOnce() -> String,
     may_resolve: bool,
@@ -458,7 +438,7 @@ pub(crate) fn track(
 pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> IncidentSummary {
     IncidentSummary {
         id: incident.id.clone(),
-        runbook: incident.runbook.clone(),
+        runbook: incident.runbook,
         trigger: incident.trigger.clone(),
         started_at: incident.started_at,
         resolved_at,
@@ -473,7 +453,7 @@ pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> Incid
 fn message(incident: &OpenIncident, level: u8, status: &str) -> String {
     let mut text = format!(
         "[INCIDENT] {} - mem0-redis memory tier\nIncident: {} (level {level}: {})\nTrigger: {}\n\nTimeline:\n",
-        title(&incident.runbook),
+        incident.runbook.title(),
         incident.id,
         role(level),
         incident.trigger,

@@ -7,26 +7,7 @@ use super::effective::{
     CACHE_SERVE_STALE, CACHE_STALE_TTL, CACHE_TTL, CANARY_SAMPLE_RATE, FAST_PATH_ENABLED,
     MEM0_READS_ENABLED, MEM0_SHADOW_MODE, format_rate,
 };
-use crate::api::{MemoryTierSpec, Mitigation, PolicyMemory, RESUME_ANNOTATION};
-
-pub const ROLLBACK_CANARY: &str = "rollback-canary";
-pub const ROLLBACK_FEATURES: &str = "rollback-features";
-pub const RESUME_RAMP: &str = "resume-ramp";
-pub const BREAKER_MEM0_OFF: &str = "breaker-mem0-off";
-pub const STAMPEDE_SERVE_STALE: &str = "stampede-serve-stale";
-pub const STAMPEDE_TTL: &str = "stampede-ttl";
-pub const STAMPEDE_SHED_LOAD: &str = "stampede-shed-load";
-
-/// Every mitigation's name (the controller exports one 0/1 series per name and tier).
-pub const ALL: [&str; 7] = [
-    ROLLBACK_CANARY,
-    ROLLBACK_FEATURES,
-    RESUME_RAMP,
-    BREAKER_MEM0_OFF,
-    STAMPEDE_SERVE_STALE,
-    STAMPEDE_TTL,
-    STAMPEDE_SHED_LOAD,
-];
+use crate::api::{MemoryTierSpec, Mitigation, MitigationName, PolicyMemory, RESUME_ANNOTATION};
 
 fn overrides<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
     // A handful of keys: inserting one by one beats collecting (which sorts first).
@@ -53,7 +34,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
         };
         match rb.features_off_at {
             None => out.push(Mitigation {
-                name: ROLLBACK_CANARY.into(),
+                name: MitigationName::RollbackCanary,
                 reason: format!("canary rollback phase 1: {}", rb.reason),
                 since: rb.started_at,
                 until: format!(
@@ -63,7 +44,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
                 overrides: overrides([(CANARY_SAMPLE_RATE, format_rate(spec.canary.reduced_rate))]),
             }),
             Some(off) => out.push(Mitigation {
-                name: ROLLBACK_FEATURES.into(),
+                name: MitigationName::RollbackFeatures,
                 reason: format!("canary rollback phase 2: {}", rb.reason),
                 since: off,
                 until: resume,
@@ -78,7 +59,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
     }
     if let Some(ramp) = &m.ramp {
         out.push(Mitigation {
-            name: RESUME_RAMP.into(),
+            name: MitigationName::ResumeRamp,
             reason: ramp.reason.clone(),
             since: ramp.since,
             until: format!(
@@ -91,7 +72,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
     }
     if let (Some(since), Some(reason)) = (m.breaker.mitigated_since, &m.breaker.mitigation_reason) {
         out.push(Mitigation {
-            name: BREAKER_MEM0_OFF.into(),
+            name: MitigationName::BreakerMem0Off,
             reason: reason.clone(),
             since,
             until: format!("the circuit breaker has been closed for {interval}"),
@@ -108,7 +89,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
             super::signals::num(spec.stampede.p50_latency_above_ms)
         );
         out.push(Mitigation {
-            name: STAMPEDE_SERVE_STALE.into(),
+            name: MitigationName::StampedeServeStale,
             reason: s.reason.clone(),
             since: s.started_at,
             until: over.clone(),
@@ -121,7 +102,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
             ]),
         });
         out.push(Mitigation {
-            name: STAMPEDE_TTL.into(),
+            name: MitigationName::StampedeTtl,
             reason: s.reason.clone(),
             since: s.started_at,
             until: over,
@@ -132,7 +113,7 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
         });
         if s.canary_rate < spec.canary.sample_rate {
             out.push(Mitigation {
-                name: STAMPEDE_SHED_LOAD.into(),
+                name: MitigationName::StampedeShedLoad,
                 reason: s.reason.clone(),
                 since: s.started_at,
                 until: format!(

@@ -49,18 +49,18 @@ pub mod thresholds;
 pub mod window;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde::Serialize;
 
-pub use action::{Action, NotifyKind};
+pub use action::{Action, Notification, NotifyKind};
 pub use signals::{num, span};
 
+use crate::api::Signals;
+use crate::api::conditions::{TierCondition, Truth};
 use crate::api::{
-    EffectiveConfig, IncidentSummary, MAX_INCIDENTS_IN_STATUS, MemoryLevel, MemoryReport,
-    MemoryTierSpec, MemoryTierStatus, Mitigation, Mode, Observation, Phase, PolicyMemory,
-    WarmTrigger, conditions,
+    ConditionType, EffectiveConfig, IncidentSummary, MemoryLevel, MemoryReport, MemoryTierSpec,
+    Mitigation, Mode, Observation, Phase, PolicyMemory, Reason, RollbackPhase, Runbook, Subject,
+    WarmTrigger,
 };
-use signals::Signals;
 use window::{Sample, at_least};
 
 /// What the caller knows besides the spec, the memory and the observation.
@@ -96,23 +96,23 @@ pub enum Change {
     /// A state changed: the tier's phase, a rollback phase, a ramp step, a mitigation starting or
     /// ending.
     Transition {
-        subject: &'static str,
+        subject: Subject,
         from: String,
         to: String,
         reason: String,
     },
     /// Something needs attention now.
     Alert {
-        subject: &'static str,
-        /// The Event reason (a `conditions::reasons` constant).
-        code: &'static str,
+        subject: Subject,
+        /// The Event reason.
+        code: Reason,
         warning: bool,
         message: String,
     },
     /// An incident opened, escalated or resolved.
     Incident {
         id: String,
-        runbook: &'static str,
+        runbook: Runbook,
         what: IncidentChange,
         /// The escalation level notified (0 when none was).
         level: u8,
@@ -181,33 +181,20 @@ impl Change {
     /// The Kubernetes Event that reports it.
     pub fn event(&self) -> Action {
         let (warning, reason) = match self {
-            Change::Transition { subject, .. } => (
-                false,
-                match *subject {
-                    "phase" => "PhaseChanged",
-                    "rollback" => "CanaryRollback",
-                    "ramp" | "stampede-ramp" => "CanaryRamp",
-                    "breaker" => "CircuitBreaker",
-                    "stampede" => "CacheStampede",
-                    "redis-memory" => "RedisMemory",
-                    "evictions" => "Evictions",
-                    "deploy" => "Deploy",
-                    _ => "PolicyTransition",
-                },
-            ),
+            Change::Transition { subject, .. } => (false, subject.event_reason()),
             Change::Alert { code, warning, .. } => (*warning, *code),
             Change::Incident { what, .. } => (
                 *what != IncidentChange::Resolved,
                 match what {
-                    IncidentChange::Opened => "IncidentOpened",
-                    IncidentChange::Escalated => "IncidentEscalated",
-                    IncidentChange::Resolved => "IncidentResolved",
+                    IncidentChange::Opened => Reason::IncidentOpened,
+                    IncidentChange::Escalated => Reason::IncidentEscalated,
+                    IncidentChange::Resolved => Reason::IncidentResolved,
                 },
             ),
         };
         Action::Event {
             warning,
-            reason: reason.to_owned(),
+            reason,
             message: self.describe(),
         }
     }
@@ -227,9 +214,8 @@ pub struct Decision {
     pub memory: PolicyMemory,
     /// The tier's phase.
     pub phase: Phase,
-    /// Ready and the domain conditions (RolledBack, MemoryPressure, CacheStampede, BreakerOpen),
-    /// to be merged with [`conditions::merge`].
-    pub conditions: Vec<Condition>,
+    /// Ready and the domain conditions (RolledBack, MemoryPressure, CacheStampede, BreakerOpen).
+    pub conditions: Vec<TierCondition>,
     /// The mitigations in force.
     pub mitigations: Vec<Mitigation>,
     /// baseline ⊕ mitigations, as [`effective::render`] gives it.
@@ -242,44 +228,6 @@ pub struct Decision {
     pub changes: Vec<Change>,
 }
 
-impl Decision {
-    /// Write the decision into a status: phase, conditions (merged), observation, effective
-    /// config, mitigations, incidents (upserted, newest first, at most ten), memory report (keeping
-    /// the actuators' last remediation and audit) and the policy memory.
-    pub fn apply_to_status(
-        &self,
-        status: &mut MemoryTierStatus,
-        observation: &Observation,
-        generation: Option<i64>,
-    ) {
-        status.observed_generation = generation;
-        status.phase = Some(self.phase);
-        for condition in &self.conditions {
-            conditions::merge(&mut status.conditions, condition.clone());
-        }
-        status.observed = Some(observation.clone());
-        status.effective = Some(self.effective.clone());
-        status.mitigations = self.mitigations.clone();
-        for incident in &self.incidents {
-            status.incidents.retain(|i| i.id != incident.id);
-            status.incidents.push(incident.clone());
-        }
-        status.incidents.sort_by(|a, b| {
-            b.started_at
-                .cmp(&a.started_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        status.incidents.truncate(MAX_INCIDENTS_IN_STATUS);
-        let previous = status.memory_report.take().unwrap_or_default();
-        status.memory_report = Some(MemoryReport {
-            last_remediation: previous.last_remediation,
-            last_audit: previous.last_audit,
-            ..self.memory_report.clone()
-        });
-        status.policy = Some(self.memory.clone());
-    }
-}
-
 /// The working state of one step.
 pub(crate) struct Step<'a> {
     pub spec: &'a MemoryTierSpec,
@@ -289,7 +237,7 @@ pub(crate) struct Step<'a> {
     pub actions: Vec<Action>,
     pub changes: Vec<Change>,
     /// Runbooks whose open incident changed in this step.
-    pub touched: Vec<&'static str>,
+    pub touched: Vec<Runbook>,
     /// Incidents resolved in this step.
     pub resolved: Vec<IncidentSummary>,
     /// A Redis restart seen in this observation, with its description.
@@ -301,7 +249,7 @@ pub(crate) struct Step<'a> {
 }
 
 impl Step<'_> {
-    pub fn touch(&mut self, runbook: &'static str) {
+    pub fn touch(&mut self, runbook: Runbook) {
         if !self.touched.contains(&runbook) {
             self.touched.push(runbook);
         }
@@ -364,7 +312,7 @@ pub fn decide(
             let reason = format!("the spec changed (generation {before} → {after}): a deploy");
             stampede::warm(&mut step, WarmTrigger::Deploy, &reason);
             step.changes.push(Change::Transition {
-                subject: "deploy",
+                subject: Subject::Deploy,
                 from: before.to_string(),
                 to: after.to_string(),
                 reason,
@@ -398,7 +346,7 @@ pub fn decide(
         step.changes.insert(
             0,
             Change::Transition {
-                subject: "phase",
+                subject: Subject::Phase,
                 from: m.phase.as_str().to_owned(),
                 to: phase.as_str().to_owned(),
                 reason,
@@ -420,7 +368,7 @@ pub fn decide(
 
     let mut incidents_out = std::mem::take(&mut step.resolved);
     for runbook in &step.touched {
-        if let Some(open) = incidents::find(&m, runbook) {
+        if let Some(open) = incidents::find(&m, *runbook) {
             incidents_out.push(incidents::summary(open, None));
         }
     }
@@ -462,41 +410,31 @@ fn rank(action: &Action) -> u8 {
         Action::RemediateRedis { .. } => 3,
         Action::AuditRedis { .. } => 4,
         Action::RecordIncident { .. } => 5,
-        Action::Notify { .. } => 6,
+        Action::Notify(_) => 6,
         Action::Event { .. } => 7,
     }
 }
 
-/// The Event that reports an action (Notify and RecordIncident are reported by their incident's
-/// change).
+/// The Event that says why an action is taken (Notify and RecordIncident are reported by their
+/// incident's change).
 fn action_event(action: &Action, dry_run: bool) -> Option<Action> {
+    let reason = action.kind().decision_reason()?;
     let verb = if dry_run { "would " } else { "" };
-    let (reason, message) = match action {
-        Action::RenderConfig { hash, reason, .. } => (
-            "ConfigRendered",
-            format!("{verb}render the effective config (hash {hash}): {reason}"),
-        ),
-        Action::RestartWorkload { reason, .. } => (
-            "WorkloadRestart",
-            format!("{verb}restart the workload: {reason}"),
-        ),
-        Action::WarmCache { reason, .. } => {
-            ("CacheWarming", format!("{verb}warm the cache: {reason}"))
+    let message = match action {
+        Action::RenderConfig { hash, reason, .. } => {
+            format!("{verb}render the effective config (hash {hash}): {reason}")
         }
-        Action::RemediateRedis { reason, .. } => (
-            "RedisRemediation",
-            format!("{verb}remediate Redis: {reason}"),
-        ),
-        Action::AuditRedis { reason } => {
-            ("RedisAudit", format!("{verb}audit Redis keys: {reason}"))
-        }
-        Action::Notify { .. } | Action::RecordIncident { .. } | Action::Event { .. } => {
+        Action::RestartWorkload { reason, .. } => format!("{verb}restart the workload: {reason}"),
+        Action::WarmCache { reason, .. } => format!("{verb}warm the cache: {reason}"),
+        Action::RemediateRedis { reason, .. } => format!("{verb}remediate Redis: {reason}"),
+        Action::AuditRedis { reason } => format!("{verb}audit Redis keys: {reason}"),
+        Action::Notify(_) | Action::RecordIncident { .. } | Action::Event { .. } => {
             return None;
         }
     };
     Some(Action::Event {
         warning: false,
-        reason: reason.to_owned(),
+        reason,
         message,
     })
 }
@@ -587,7 +525,7 @@ fn phase_of(spec: &MemoryTierSpec, m: &PolicyMemory, active: &[Mitigation]) -> P
         return Phase::Paused;
     }
     if let Some(rb) = &m.rollback {
-        return if rb.phase >= 4 {
+        return if rb.phase == RollbackPhase::Documented {
             Phase::RolledBack
         } else {
             Phase::RollingBack
@@ -666,90 +604,78 @@ fn conditions_of(
     phase: Phase,
     active: &[Mitigation],
     evictions: Option<f64>,
-) -> Vec<Condition> {
-    use conditions::{condition, reasons};
+) -> Vec<TierCondition> {
     let spec = step.spec;
-    let now = step.now;
-    let generation = step.ctx.generation;
     let mut out = Vec::with_capacity(5);
 
     let (ready, reason, message) = match phase {
         Phase::Paused => (
             true,
-            reasons::PAUSED,
+            Reason::Paused,
             "spec.mode is Paused: observing and reporting only".to_owned(),
         ),
         Phase::RollingBack => (
             false,
-            reasons::ROLLING_BACK,
+            Reason::RollingBack,
             "a canary rollback is in progress".to_owned(),
         ),
         Phase::RolledBack => (
             false,
-            reasons::AWAITING_RESUME,
+            Reason::AwaitingResume,
             "rolled back; waiting to be resumed".to_owned(),
         ),
         Phase::Recovering => (
             false,
-            reasons::RECOVERING,
+            Reason::Recovering,
             "the canary ramps back to its baseline".to_owned(),
         ),
         _ if !active.is_empty() => (
             false,
-            reasons::MITIGATING,
+            Reason::Mitigating,
             format!("{} mitigation(s) in force", active.len()),
         ),
         _ if spec.mode == Mode::DryRun => (
             true,
-            reasons::DRY_RUN,
+            Reason::DryRun,
             "DryRun: decisions are recorded, not carried out".to_owned(),
         ),
-        _ => (true, reasons::HEALTHY, "running on the baseline".to_owned()),
+        _ => (true, Reason::Healthy, "running on the baseline".to_owned()),
     };
-    out.push(condition(
-        conditions::READY,
-        ready,
+    out.push(TierCondition::new(
+        ConditionType::Ready,
+        Truth::from_bool(ready),
         reason,
         message,
-        generation,
-        now,
     ));
 
-    let rolled = match &m.rollback {
-        Some(rb) if rb.phase >= 4 => condition(
-            conditions::ROLLED_BACK,
-            true,
-            reasons::AWAITING_RESUME,
+    out.push(match &m.rollback {
+        Some(rb) if rb.phase == RollbackPhase::Documented => TierCondition::new(
+            ConditionType::RolledBack,
+            Truth::True,
+            Reason::AwaitingResume,
             format!("rolled back and verified: {}", rb.reason),
-            generation,
-            now,
         ),
-        Some(rb) => condition(
-            conditions::ROLLED_BACK,
-            true,
-            reasons::ROLLING_BACK,
+        Some(rb) => TierCondition::new(
+            ConditionType::RolledBack,
+            Truth::True,
+            Reason::RollingBack,
             format!("phase {}: {}", rb.phase, rb.reason),
-            generation,
-            now,
         ),
-        None => condition(
-            conditions::ROLLED_BACK,
-            false,
-            reasons::NOT_ROLLED_BACK,
+        None => TierCondition::new(
+            ConditionType::RolledBack,
+            Truth::False,
+            Reason::NotRolledBack,
             "",
-            generation,
-            now,
         ),
-    };
-    out.push(rolled);
+    });
 
     let used = step.signals.redis_used_memory_percent;
     let level = m.redis.level;
-    let pressure = if m.redis.eviction_alert && level < MemoryLevel::Watch {
-        condition(
-            conditions::MEMORY_PRESSURE,
-            true,
-            reasons::EVICTIONS,
+    out.push(if m.redis.eviction_alert && level < MemoryLevel::Watch {
+        TierCondition::new(
+            ConditionType::MemoryPressure,
+            Truth::True,
+            Reason::Evictions,
             format!(
                 "Redis evicts {}/s over {} (above {}/s for {})",
                 evictions.map(num).unwrap_or_else(|| "?".into()),
@@ -757,13 +683,11 @@ fn conditions_of(
                 num(spec.redis.evictions.max_per_second),
                 spec.redis.evictions.for_duration
             ),
-            generation,
-            now,
         )
     } else if level >= MemoryLevel::Watch {
-        condition(
-            conditions::MEMORY_PRESSURE,
-            true,
+        TierCondition::new(
+            ConditionType::MemoryPressure,
+            Truth::True,
             redis::level_reason(level),
             format!(
                 "level {} at {} used",
@@ -771,59 +695,55 @@ fn conditions_of(
                 used.map(|u| format!("{}%", num(u)))
                     .unwrap_or_else(|| "unknown".into())
             ),
-            generation,
-            now,
         )
     } else if used.is_none() {
-        condition(
-            conditions::MEMORY_PRESSURE,
-            false,
-            reasons::SIGNALS_UNKNOWN,
+        TierCondition::new(
+            ConditionType::MemoryPressure,
+            Truth::Unknown,
+            Reason::SignalsUnknown,
             "Redis used memory is unknown",
-            generation,
-            now,
         )
     } else {
-        condition(
-            conditions::MEMORY_PRESSURE,
-            false,
-            reasons::MEMORY_OK,
+        TierCondition::new(
+            ConditionType::MemoryPressure,
+            Truth::False,
+            Reason::MemoryOk,
             "",
-            generation,
-            now,
         )
-    };
-    out.push(pressure);
+    });
 
-    let stampede = match &m.stampede {
-        Some(s) => condition(
-            conditions::CACHE_STAMPEDE,
-            true,
+    let stampede_known =
+        step.signals.cache_hit_rate_percent.is_some() && step.signals.p50_latency_ms.is_some();
+    out.push(match &m.stampede {
+        Some(s) => TierCondition::new(
+            ConditionType::CacheStampede,
+            Truth::True,
             if s.trigger == WarmTrigger::ColdStart {
-                reasons::COLD_START
+                Reason::ColdStart
             } else {
-                reasons::STAMPEDE_DETECTED
+                Reason::StampedeDetected
             },
             s.reason.clone(),
-            generation,
-            now,
         ),
-        None => condition(
-            conditions::CACHE_STAMPEDE,
-            false,
-            reasons::NO_STAMPEDE,
+        None if !stampede_known => TierCondition::new(
+            ConditionType::CacheStampede,
+            Truth::Unknown,
+            Reason::SignalsUnknown,
+            "the cache hit rate or P50 latency is unknown",
+        ),
+        None => TierCondition::new(
+            ConditionType::CacheStampede,
+            Truth::False,
+            Reason::NoStampede,
             "",
-            generation,
-            now,
         ),
-    };
-    out.push(stampede);
+    });
 
-    let breaker = match (m.breaker.outage_since, step.signals.breaker) {
-        (Some(_), _) => condition(
-            conditions::BREAKER_OPEN,
-            true,
-            reasons::BREAKER_OPENED,
+    out.push(match (m.breaker.outage_since, step.signals.breaker_state) {
+        (Some(_), _) => TierCondition::new(
+            ConditionType::BreakerOpen,
+            Truth::True,
+            Reason::BreakerOpened,
             if breaker::clock_running(m) {
                 format!("open for {}", signals::span(breaker::open_for(m)))
             } else {
@@ -832,26 +752,19 @@ fn conditions_of(
                     spec.canary.ramp_interval
                 )
             },
-            generation,
-            now,
         ),
-        (None, None) => condition(
-            conditions::BREAKER_OPEN,
-            false,
-            reasons::SIGNALS_UNKNOWN,
+        (None, None) => TierCondition::new(
+            ConditionType::BreakerOpen,
+            Truth::Unknown,
+            Reason::SignalsUnknown,
             "breaker state unknown",
-            generation,
-            now,
         ),
-        (None, Some(_)) => condition(
-            conditions::BREAKER_OPEN,
-            false,
-            reasons::BREAKER_CLOSED,
+        (None, Some(_)) => TierCondition::new(
+            ConditionType::BreakerOpen,
+            Truth::False,
+            Reason::BreakerClosed,
             "",
-            generation,
-            now,
         ),
-    };
-    out.push(breaker);
+    });
     out
 }

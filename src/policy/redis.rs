@@ -9,13 +9,13 @@
 //! The eviction rate is computed from the evicted_keys readings exactly as Prometheus's `rate()`
 //! computes it from samples, so the PrometheusRule and the controller fire at the same moment.
 
-use super::incidents::{self, REDIS_MEMORY};
+use super::incidents;
 use super::signals::num;
 use super::window::{OnUnknown, Sample, at_least, elapsed, feed, holds_for};
 use super::{Action, Change, Step};
+use crate::api::Runbook;
 use crate::api::{
-    CounterSample, Duration, MemoryLevel, MemoryLevels, PolicyMemory, WindowState,
-    conditions::reasons,
+    CounterSample, Duration, MemoryLevel, MemoryLevels, PolicyMemory, Reason, Subject, WindowState,
 };
 
 /// Eviction readings kept per rate window: one at most every window/16, so the status stays small
@@ -231,7 +231,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         m.redis.alerted_level = level;
         if level > from {
             step.changes.push(Change::Alert {
-                subject: "redis-memory",
+                subject: Subject::RedisMemory,
                 code: level_reason(level),
                 warning: true,
                 message: format!(
@@ -247,7 +247,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
             });
         } else {
             step.changes.push(Change::Transition {
-                subject: "redis-memory",
+                subject: Subject::RedisMemory,
                 from: from.as_str().into(),
                 to: level.as_str().into(),
                 reason: format!(
@@ -262,7 +262,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
             incidents::note(
                 step,
                 m,
-                REDIS_MEMORY,
+                Runbook::RedisMemory,
                 format!(
                     "Memory level {} → {} ({})",
                     from.as_str(),
@@ -281,8 +281,8 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     if !m.redis.eviction_alert && holds_for(&m.redis.evicting, held) {
         m.redis.eviction_alert = true;
         step.changes.push(Change::Alert {
-            subject: "evictions",
-            code: reasons::EVICTIONS,
+            subject: Subject::Evictions,
+            code: Reason::Evictions,
             warning: true,
             message: format!(
                 "Redis evicts {} keys over {window}, above {}/s for {held}",
@@ -295,7 +295,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     if m.redis.eviction_alert && rate.is_some_and(|r| r <= limit / 2.0) {
         m.redis.eviction_alert = false;
         step.changes.push(Change::Transition {
-            subject: "evictions",
+            subject: Subject::Evictions,
             from: "alert".into(),
             to: "ok".into(),
             reason: format!(
@@ -330,8 +330,13 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
                     used_text()
                 ),
             });
-            incidents::open(step, m, REDIS_MEMORY, &reason);
-            incidents::note(step, m, REDIS_MEMORY, "Remediation and key audit requested");
+            incidents::open(step, m, Runbook::RedisMemory, &reason);
+            incidents::note(
+                step,
+                m,
+                Runbook::RedisMemory,
+                "Remediation and key audit requested",
+            );
         }
     }
 
@@ -346,7 +351,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
             "Redis memory".to_owned()
         }
     };
-    incidents::track(step, m, REDIS_MEMORY, trouble, trigger, true);
+    incidents::track(step, m, Runbook::RedisMemory, trouble, trigger, true);
 }
 
 /// How long usage must stay above a level's threshold to enter it.
@@ -360,12 +365,12 @@ fn hold(levels: &MemoryLevels, level: MemoryLevel) -> Duration {
 }
 
 /// The condition reason for a memory level.
-pub fn level_reason(level: MemoryLevel) -> &'static str {
+pub fn level_reason(level: MemoryLevel) -> Reason {
     match level {
-        MemoryLevel::Ok => reasons::MEMORY_OK,
-        MemoryLevel::Watch => reasons::MEMORY_WATCH,
-        MemoryLevel::Warning => reasons::MEMORY_WARNING,
-        MemoryLevel::Critical => reasons::MEMORY_CRITICAL,
+        MemoryLevel::Ok => Reason::MemoryOk,
+        MemoryLevel::Watch => Reason::MemoryWatch,
+        MemoryLevel::Warning => Reason::MemoryWarning,
+        MemoryLevel::Critical => Reason::MemoryCritical,
     }
 }
 

@@ -14,22 +14,20 @@
 //! ramps the canary from `reducedRate` back to its baseline, one `rampStep` per `rampInterval`
 //! while the signals stay within bounds.
 
-use super::incidents::{self, CANARY_ROLLBACK};
+use super::incidents;
 use super::signals::num;
 use super::window::{OnUnknown, Sample, at_least, feed, holds_for, restart};
 use super::{Change, Step};
-use crate::api::{OnMissingData, PolicyMemory, RampState, RollbackState, WindowState};
+use crate::api::Runbook;
+use crate::api::{
+    OnMissingData, PolicyMemory, RampState, RollbackCriterion, RollbackPhase, RollbackState,
+    Subject, WindowState,
+};
 
 /// How much further past its value at the start of the rollback the trigger signal must move, in
 /// phase 1, to count as worsening: a quarter of the P50 threshold, one more error-rate increase,
 /// or one more mem0 shortfall.
 pub const P50_WORSENING_SHARE: f64 = 0.25;
-
-/// Rollback criteria, in the order they are checked.
-pub const P50_LATENCY: &str = "p50-latency";
-pub const ERROR_RATE: &str = "error-rate";
-pub const BREAKER_OPEN: &str = "breaker-open";
-pub const MEM0_WRITE_SUCCESS: &str = "mem0-write-success";
 
 fn on_unknown_breach(step: &Step) -> OnUnknown {
     match step.spec.metrics.on_missing_data {
@@ -124,7 +122,7 @@ fn learn_error_baseline(step: &Step, m: &mut PolicyMemory, breach: Option<bool>)
 
 /// A criterion whose window holds, with the words that explain it.
 struct Breach {
-    criterion: &'static str,
+    criterion: RollbackCriterion,
     value: Option<f64>,
     reason: String,
 }
@@ -143,7 +141,7 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
     if holds_for(&m.windows.p50_latency, r.p50_latency_for) {
         let value = step.signals.p50_latency_ms;
         return Some(Breach {
-            criterion: P50_LATENCY,
+            criterion: RollbackCriterion::P50Latency,
             value,
             reason: format!(
                 "P50 latency {} above {} ms for {}{missing}",
@@ -159,7 +157,7 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
             .map(num)
             .unwrap_or_else(|| "unknown".into());
         return Some(Breach {
-            criterion: ERROR_RATE,
+            criterion: RollbackCriterion::ErrorRate,
             value,
             reason: format!(
                 "error rate {} more than {} points above the {baseline}% baseline for {}{missing}",
@@ -171,7 +169,7 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
     }
     if super::breaker::clock_running(m) && holds_for(&m.breaker.open, r.breaker_open_for) {
         return Some(Breach {
-            criterion: BREAKER_OPEN,
+            criterion: RollbackCriterion::BreakerOpen,
             value: None,
             reason: format!(
                 "circuit breaker {} open for {} (rollback.breakerOpenFor {})",
@@ -184,7 +182,7 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
     if holds_for(&m.windows.mem0_write_success, r.mem0_write_success_for) {
         let value = step.signals.mem0_write_success_percent;
         return Some(Breach {
-            criterion: MEM0_WRITE_SUCCESS,
+            criterion: RollbackCriterion::Mem0WriteSuccess,
             value,
             reason: format!(
                 "mem0 write success {} below {}% for {}{missing}",
@@ -206,7 +204,7 @@ fn within_bounds(step: &Step, m: &PolicyMemory) -> Sample {
         mem0_breach(step),
         // The breaker counts as known and fine only once its outage is over.
         step.signals
-            .breaker
+            .breaker_state
             .map(|_| m.breaker.outage_since.is_some())
             .or(m.breaker.outage_since.map(|_| true)),
     ];
@@ -223,8 +221,8 @@ fn within_bounds(step: &Step, m: &PolicyMemory) -> Sample {
 fn worsened(step: &Step, rb: &RollbackState) -> Option<String> {
     let start = rb.trigger_value?;
     let r = &step.spec.rollback;
-    match rb.trigger.as_str() {
-        P50_LATENCY => {
+    match rb.trigger {
+        RollbackCriterion::P50Latency => {
             let now = step.signals.p50_latency_ms?;
             (now >= start + r.p50_latency_ms * P50_WORSENING_SHARE).then(|| {
                 format!(
@@ -234,12 +232,12 @@ fn worsened(step: &Step, rb: &RollbackState) -> Option<String> {
                 )
             })
         }
-        ERROR_RATE => {
+        RollbackCriterion::ErrorRate => {
             let now = step.signals.error_rate_percent?;
             (now >= start + r.error_rate_increase_points.max(0.1))
                 .then(|| format!("error rate worsened to {}% from {}%", num(now), num(start)))
         }
-        MEM0_WRITE_SUCCESS => {
+        RollbackCriterion::Mem0WriteSuccess => {
             let now = step.signals.mem0_write_success_percent?;
             let margin = (100.0 - r.mem0_write_success_below_percent).max(1.0);
             (now <= start - margin).then(|| {
@@ -250,13 +248,14 @@ fn worsened(step: &Step, rb: &RollbackState) -> Option<String> {
                 )
             })
         }
-        _ => None,
+        RollbackCriterion::BreakerOpen => None,
     }
 }
 
 fn transition(step: &mut Step, from: &str, to: &str, reason: String) {
+    // The rollback's phases by number ("none → 1", "3 → 4"), as status has always shown them.
     step.changes.push(Change::Transition {
-        subject: "rollback",
+        subject: Subject::Rollback,
         from: from.to_owned(),
         to: to.to_owned(),
         reason,
@@ -278,7 +277,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         return;
     };
     match rb.phase {
-        1 => {
+        RollbackPhase::ReduceTraffic => {
             let hold = step.spec.rollback.phase_hold;
             if let Some(why) = worsened(step, rb) {
                 let reason = format!("{why}: skipping the rest of the {hold} hold");
@@ -288,8 +287,8 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
                 disable_features(step, m, reason);
             }
         }
-        3 => verify(step, m),
-        _ => {}
+        RollbackPhase::Verify => verify(step, m),
+        RollbackPhase::DisableFeatures | RollbackPhase::Documented => {}
     }
 }
 
@@ -302,10 +301,10 @@ fn start(step: &mut Step, m: &mut PolicyMemory, breach: Breach) {
         format!("{}: phase 1, canary → {reduced}", breach.reason),
     );
     m.rollback = Some(RollbackState {
-        phase: 1,
+        phase: RollbackPhase::ReduceTraffic,
         phase_since: step.now,
         started_at: step.now,
-        trigger: breach.criterion.to_owned(),
+        trigger: breach.criterion,
         reason: breach.reason.clone(),
         trigger_value: breach.value,
         features_off_at: None,
@@ -315,11 +314,11 @@ fn start(step: &mut Step, m: &mut PolicyMemory, breach: Breach) {
     });
     // A rollback supersedes a ramp in progress.
     m.ramp = None;
-    incidents::open(step, m, CANARY_ROLLBACK, &breach.reason);
+    incidents::open(step, m, Runbook::CanaryRollback, &breach.reason);
     incidents::note(
         step,
         m,
-        CANARY_ROLLBACK,
+        Runbook::CanaryRollback,
         format!("Rollback initiated: traffic reduced to {reduced}"),
     );
 }
@@ -345,7 +344,7 @@ fn disable_features(step: &mut Step, m: &mut PolicyMemory, reason: String) {
         ),
     );
     if let Some(rb) = m.rollback.as_mut() {
-        rb.phase = 3;
+        rb.phase = RollbackPhase::Verify;
         rb.phase_since = now;
         rb.features_off_at = Some(now);
         rb.verified = WindowState::default();
@@ -353,13 +352,13 @@ fn disable_features(step: &mut Step, m: &mut PolicyMemory, reason: String) {
     incidents::note(
         step,
         m,
-        CANARY_ROLLBACK,
+        Runbook::CanaryRollback,
         format!("Traffic reduced to 0.0 ({reason})"),
     );
     incidents::note(
         step,
         m,
-        CANARY_ROLLBACK,
+        Runbook::CanaryRollback,
         "Features disabled: FAST_PATH_ENABLED, MEM0_READS_ENABLED, MEM0_SHADOW_MODE = false",
     );
     verify(step, m);
@@ -376,7 +375,7 @@ fn verify(step: &mut Step, m: &mut PolicyMemory) {
     if !holds_for(&rb.verified, hold) {
         return;
     }
-    rb.phase = 4;
+    rb.phase = RollbackPhase::Documented;
     rb.phase_since = step.now;
     let reason = format!("every rollback signal within its bound for {hold}: system stable");
     transition(
@@ -385,8 +384,13 @@ fn verify(step: &mut Step, m: &mut PolicyMemory) {
         "4",
         format!("{reason}; writing the incident record"),
     );
-    incidents::note(step, m, CANARY_ROLLBACK, format!("System stable: {reason}"));
-    incidents::resolve(step, m, CANARY_ROLLBACK, "rollback verified");
+    incidents::note(
+        step,
+        m,
+        Runbook::CanaryRollback,
+        format!("System stable: {reason}"),
+    );
+    incidents::resolve(step, m, Runbook::CanaryRollback, "rollback verified");
     if step.spec.rollback.auto_resume {
         resume(
             step,
@@ -424,14 +428,14 @@ fn resume(step: &mut Step, m: &mut PolicyMemory, why: &str) {
         "resumed",
         format!("{why}: features back to the spec, canary ramps back to the baseline"),
     );
-    if incidents::find(m, CANARY_ROLLBACK).is_some() {
+    if incidents::find(m, Runbook::CanaryRollback).is_some() {
         incidents::note(
             step,
             m,
-            CANARY_ROLLBACK,
+            Runbook::CanaryRollback,
             format!("Resumed before verification: {why}"),
         );
-        incidents::resolve(step, m, CANARY_ROLLBACK, &format!("resumed: {why}"));
+        incidents::resolve(step, m, Runbook::CanaryRollback, &format!("resumed: {why}"));
     }
     // A fresh start: a new rollback needs its criterion breached for a whole window again.
     m.windows.p50_latency = WindowState::default();
@@ -482,7 +486,7 @@ pub(crate) fn ramp(step: &mut Step, m: &mut PolicyMemory) {
         m.ramp = None;
     }
     step.changes.push(Change::Transition {
-        subject: "ramp",
+        subject: Subject::Ramp,
         from: from_text,
         to: to_text,
         reason: format!(

@@ -1,44 +1,5 @@
-//! The observation as the policy reads it: every number finite, or unknown.
-//!
-//! An observer that hands over NaN or infinity has not measured anything; treating such a value as
-//! unknown (rather than as a huge or tiny reading) is what keeps odd input from starting or ending
-//! a mitigation.
-
-use crate::api::{BreakerState, Observation};
-
-/// The signals of one observation, sanitized.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Signals<'a> {
-    pub p50_latency_ms: Option<f64>,
-    pub error_rate_percent: Option<f64>,
-    pub cache_hit_rate_percent: Option<f64>,
-    pub mem0_write_success_percent: Option<f64>,
-    pub breaker: Option<BreakerState>,
-    pub redis_used_memory_percent: Option<f64>,
-    pub redis_evicted_keys: Option<u64>,
-    pub redis_run_id: Option<&'a str>,
-    pub redis_uptime_seconds: Option<u64>,
-}
-
-fn finite(v: Option<f64>) -> Option<f64> {
-    v.filter(|v| v.is_finite())
-}
-
-impl<'a> Signals<'a> {
-    pub fn from_observation(o: &'a Observation) -> Self {
-        Signals {
-            p50_latency_ms: finite(o.p50_latency_ms),
-            error_rate_percent: finite(o.error_rate_percent),
-            cache_hit_rate_percent: finite(o.cache_hit_rate_percent),
-            mem0_write_success_percent: finite(o.mem0_write_success_percent),
-            breaker: o.breaker_state,
-            redis_used_memory_percent: finite(o.redis_used_memory_percent),
-            redis_evicted_keys: o.redis_evicted_keys,
-            redis_run_id: o.redis_run_id.as_deref().filter(|id| !id.is_empty()),
-            redis_uptime_seconds: o.redis_uptime_seconds,
-        }
-    }
-}
+//! How the policy writes numbers and spans in its messages. (The sanitized view of an
+//! observation the policy reads, [`crate::api::Signals`], comes from the signal table.)
 
 /// A number for a message: whole numbers without decimals, others with at most two.
 pub fn num(v: f64) -> String {
@@ -107,22 +68,6 @@ mod tests {
         );
         assert_eq!(span(Duration::from_secs(600)), "10m0s");
         assert_eq!(span(Duration::ZERO), "0ms");
-    }
-
-    #[test]
-    fn non_finite_numbers_are_unknown() {
-        let o = Observation {
-            p50_latency_ms: Some(f64::NAN),
-            error_rate_percent: Some(f64::INFINITY),
-            cache_hit_rate_percent: Some(-3.0),
-            redis_run_id: Some(String::new()),
-            ..Observation::default()
-        };
-        let s = Signals::from_observation(&o);
-        assert_eq!(s.p50_latency_ms, None);
-        assert_eq!(s.error_rate_percent, None);
-        assert_eq!(s.cache_hit_rate_percent, Some(-3.0));
-        assert_eq!(s.redis_run_id, None);
     }
 
     #[test]

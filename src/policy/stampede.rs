@@ -13,11 +13,12 @@
 //! stampede lasts, a hit rate that dips again only pauses the ramp; a new cold start warms again
 //! and puts the canary back to the reduced rate.
 
-use super::incidents::{self, CACHE_STAMPEDE};
+use super::incidents;
 use super::signals::num;
 use super::window::{OnUnknown, Sample, feed, holds_for, restart};
 use super::{Action, Change, Step};
-use crate::api::{PolicyMemory, StampedeState, WarmTrigger, WindowState};
+use crate::api::Runbook;
+use crate::api::{PolicyMemory, StampedeState, Subject, WarmTrigger, WindowState};
 
 /// Feed the detection window.
 pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
@@ -101,12 +102,12 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         let reason =
             format!("Redis cold start during the stampede: {why}; canary back to the reduced rate");
         step.changes.push(Change::Transition {
-            subject: "stampede",
+            subject: Subject::Stampede,
             from,
             to: super::effective::format_rate(reduced),
             reason: reason.clone(),
         });
-        incidents::note(step, m, CACHE_STAMPEDE, reason);
+        incidents::note(step, m, Runbook::CacheStampede, reason);
         return;
     }
 
@@ -141,7 +142,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         );
         notes.push(format!("Canary ramped {from} → {to}"));
         step.changes.push(Change::Transition {
-            subject: "stampede-ramp",
+            subject: Subject::StampedeRamp,
             from,
             to,
             reason,
@@ -150,18 +151,18 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     }
     let done = state.canary_rate >= baseline && holds_for(&state.clear, interval) && may_relax;
     for note in notes {
-        incidents::note(step, m, CACHE_STAMPEDE, note);
+        incidents::note(step, m, Runbook::CacheStampede, note);
     }
     if done {
         m.stampede = None;
         let reason = format!("no stampede for {interval} and the canary is back at its baseline");
         step.changes.push(Change::Transition {
-            subject: "stampede",
+            subject: Subject::Stampede,
             from: "active".into(),
             to: "over".into(),
             reason: format!("{reason}: serve-stale and incident TTL dropped"),
         });
-        incidents::resolve(step, m, CACHE_STAMPEDE, &reason);
+        incidents::resolve(step, m, Runbook::CacheStampede, &reason);
         relaxed = true;
     }
     if relaxed {
@@ -208,7 +209,7 @@ fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason:
     m.stampede = Some(state);
     m.windows.stampede = WindowState::default();
     step.changes.push(Change::Transition {
-        subject: "stampede",
+        subject: Subject::Stampede,
         from: "none".into(),
         to: "active".into(),
         reason: format!(
@@ -218,7 +219,7 @@ fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason:
             super::effective::format_rate(rate)
         ),
     });
-    incidents::open(step, m, CACHE_STAMPEDE, &reason);
+    incidents::open(step, m, Runbook::CacheStampede, &reason);
     let warmed = if spec.warming.triggers.contains(&trigger) {
         "cache warming requested; "
     } else {
@@ -227,7 +228,7 @@ fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason:
     incidents::note(
         step,
         m,
-        CACHE_STAMPEDE,
+        Runbook::CacheStampede,
         format!("{warmed}serving stale, TTL lengthened, canary reduced"),
     );
 }

@@ -2,8 +2,8 @@
 //! list, read by the controller's threshold series (the dashboard draws them next to the signals)
 //! and by `kubectl tierguard status`.
 
+use crate::api::Signal;
 use crate::api::{MemoryTierSpec, PolicyMemory};
-use crate::observe::signals::{AppSignal, redis_names};
 
 /// Which side of the bound is trouble.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,8 +31,8 @@ impl Breach {
 /// One bound of one signal.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Threshold {
-    /// The signal's name in `status.observed`.
-    pub signal: &'static str,
+    /// The signal it bounds.
+    pub signal: Signal,
     /// What crossing it starts: `rollback`, `stampede`, `recovered`, or a Redis memory level.
     pub name: &'static str,
     pub value: f64,
@@ -48,13 +48,13 @@ pub fn thresholds(spec: &MemoryTierSpec, memory: &PolicyMemory) -> Vec<Threshold
     let levels = &spec.redis.memory_levels;
     let mut out = vec![
         Threshold {
-            signal: AppSignal::P50LatencyMs.name(),
+            signal: Signal::P50LatencyMs,
             name: "rollback",
             value: r.p50_latency_ms,
             breach: Breach::Above,
         },
         Threshold {
-            signal: AppSignal::P50LatencyMs.name(),
+            signal: Signal::P50LatencyMs,
             name: "stampede",
             value: s.p50_latency_above_ms,
             breach: Breach::Above,
@@ -65,7 +65,7 @@ pub fn thresholds(spec: &MemoryTierSpec, memory: &PolicyMemory) -> Vec<Threshold
         .or(memory.error_rate_baseline_percent)
     {
         out.push(Threshold {
-            signal: AppSignal::ErrorRatePercent.name(),
+            signal: Signal::ErrorRatePercent,
             name: "rollback",
             value: baseline + r.error_rate_increase_points,
             breach: Breach::Above,
@@ -73,19 +73,19 @@ pub fn thresholds(spec: &MemoryTierSpec, memory: &PolicyMemory) -> Vec<Threshold
     }
     out.extend([
         Threshold {
-            signal: AppSignal::CacheHitRatePercent.name(),
+            signal: Signal::CacheHitRatePercent,
             name: "stampede",
             value: s.hit_rate_below_percent,
             breach: Breach::Below,
         },
         Threshold {
-            signal: AppSignal::CacheHitRatePercent.name(),
+            signal: Signal::CacheHitRatePercent,
             name: "recovered",
             value: s.recover_above_percent,
             breach: Breach::Below,
         },
         Threshold {
-            signal: AppSignal::Mem0WriteSuccessPercent.name(),
+            signal: Signal::Mem0WriteSuccessPercent,
             name: "rollback",
             value: r.mem0_write_success_below_percent,
             breach: Breach::Below,
@@ -97,7 +97,7 @@ pub fn thresholds(spec: &MemoryTierSpec, memory: &PolicyMemory) -> Vec<Threshold
         ("critical", levels.critical),
     ] {
         out.push(Threshold {
-            signal: redis_names::USED_MEMORY_PERCENT,
+            signal: Signal::RedisUsedMemoryPercent,
             name,
             value,
             breach: Breach::Above,
@@ -117,13 +117,13 @@ mod tests {
         let mut memory = PolicyMemory::default();
         let names = |t: &[Threshold]| {
             t.iter()
-                .map(|t| (t.signal, t.name, t.value))
+                .map(|t| (t.signal.name(), t.name, t.value))
                 .collect::<Vec<_>>()
         };
         let without = thresholds(&spec, &memory);
         assert!(names(&without).contains(&("p50LatencyMs", "rollback", 1000.0)));
         assert!(names(&without).contains(&("redisUsedMemoryPercent", "critical", 90.0)));
-        assert!(!without.iter().any(|t| t.signal == "errorRatePercent"));
+        assert!(!without.iter().any(|t| t.signal == Signal::ErrorRatePercent));
         memory.error_rate_baseline_percent = Some(1.5);
         let with = thresholds(&spec, &memory);
         assert!(names(&with).contains(&("errorRatePercent", "rollback", 3.5)));

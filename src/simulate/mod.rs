@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-use crate::api::{KIND, MemoryTier, Observation, Phase, PolicyMemory, RESUME_ANNOTATION, validate};
+use crate::api::{
+    KIND, MemoryTier, Observation, Phase, PolicyMemory, RESUME_ANNOTATION, Signal, validate,
+};
 use crate::policy::{Action, AppliedConfig, Change, DecideContext, Decision, decide, effective};
 pub use scenario::{Scenario, ScenarioEvent, SignalPatch, TimelineStep};
 
@@ -161,49 +163,28 @@ struct World {
 }
 
 impl World {
-    fn apply(&mut self, patch: &SignalPatch, now: Timestamp) {
-        let o = &mut self.obs;
-        if let Some(v) = patch.p50_latency_ms {
-            o.p50_latency_ms = v;
-        }
-        if let Some(v) = patch.p95_latency_ms {
-            o.p95_latency_ms = v;
-        }
-        if let Some(v) = patch.p99_latency_ms {
-            o.p99_latency_ms = v;
-        }
-        if let Some(v) = patch.error_rate_percent {
-            o.error_rate_percent = v;
-        }
-        if let Some(v) = patch.cache_hit_rate_percent {
-            o.cache_hit_rate_percent = v;
-        }
-        if let Some(v) = patch.mem0_write_success_percent {
-            o.mem0_write_success_percent = v;
-        }
-        if let Some(v) = patch.breaker_state {
-            o.breaker_state = v;
-        }
-        if let Some(v) = patch.redis_used_memory_percent {
-            o.redis_used_memory_percent = v;
-        }
-        if let Some(v) = patch.redis_evicted_keys {
-            o.redis_evicted_keys = v;
-            self.evicted = v.unwrap_or(0) as f64;
-        }
-        if let Some(v) = patch.redis_evictions_per_second {
-            self.evictions_per_second = v.unwrap_or(0.0);
-            if o.redis_evicted_keys.is_none() && self.evictions_per_second > 0.0 {
-                o.redis_evicted_keys = Some(self.evicted as u64);
+    fn apply(&mut self, patch: &SignalPatch, now: Timestamp) -> Result<(), String> {
+        for (signal, value) in &patch.values {
+            self.obs.set(*signal, value.clone())?;
+            match signal {
+                // The counter grows from what was set.
+                Signal::RedisEvictedKeys => {
+                    self.evicted = self.obs.redis_evicted_keys.unwrap_or(0) as f64;
+                }
+                // Uptime advances with the virtual clock from what was set.
+                Signal::RedisUptimeSeconds => {
+                    self.uptime_set = self.obs.redis_uptime_seconds.map(|up| (up, now));
+                }
+                _ => {}
             }
         }
-        if let Some(v) = &patch.redis_run_id {
-            o.redis_run_id = v.clone();
+        if let Some(v) = patch.evictions_per_second {
+            self.evictions_per_second = v.unwrap_or(0.0);
+            if self.obs.redis_evicted_keys.is_none() && self.evictions_per_second > 0.0 {
+                self.obs.redis_evicted_keys = Some(self.evicted as u64);
+            }
         }
-        if let Some(v) = patch.redis_uptime_seconds {
-            self.uptime_set = v.map(|up| (up, now));
-            o.redis_uptime_seconds = v;
-        }
+        Ok(())
     }
 
     fn event(&mut self, event: ScenarioEvent, now: Timestamp) -> Result<(), String> {
@@ -292,7 +273,9 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
         restarts: 0,
         resumes: 0,
     };
-    world.apply(&scenario.signals, start);
+    world
+        .apply(&scenario.signals, start)
+        .map_err(|e| ("signals".to_owned(), e))?;
 
     let tick = scenario.tick.as_std();
     let duration = scenario.duration.as_std();
@@ -325,7 +308,9 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
             && step.at.as_std() <= offset
         {
             if let Some(patch) = &step.set {
-                world.apply(patch, now);
+                world
+                    .apply(patch, now)
+                    .map_err(|e| (format!("timeline[{next_step}].set"), e))?;
                 inputs.push(format!("set {}", scenario::describe(patch)));
             }
             if let Some(event) = step.event {

@@ -140,13 +140,11 @@ fn action_text(action: &Action, changed: &[(String, Option<String>, Option<Strin
         Action::WarmCache { trigger, reason } => format!("warm-cache ({trigger:?}): {reason}"),
         Action::RemediateRedis { reason, .. } => format!("remediate-redis: {reason}"),
         Action::AuditRedis { reason } => format!("audit-redis: {reason}"),
-        Action::Notify {
-            level,
-            kind,
-            incident_id,
-            ..
-        } => {
-            format!("notify level {level} ({kind:?}) about {incident_id}")
+        Action::Notify(n) => {
+            format!(
+                "notify level {} ({:?}) about {}",
+                n.level, n.kind, n.incident_id
+            )
         }
         Action::RecordIncident { incident, reason } => format!(
             "record-incident {} ({} timeline entries): {reason}",

@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer};
 
-use crate::api::{BreakerState, Duration};
+use crate::api::{Duration, Signal, SignalValue};
 
 /// A scripted incident.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -101,44 +101,97 @@ impl ScenarioEvent {
     }
 }
 
-/// Signal values to set; a field left out keeps its value, `null` makes the signal unknown.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// The scenario-only input that makes the evicted_keys counter grow at a rate.
+pub const EVICTIONS_PER_SECOND: &str = "redisEvictionsPerSecond";
+
+/// Signal values to set, by the signal table's names; a signal left out keeps its value, `null`
+/// makes it unknown.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SignalPatch {
-    #[serde(default, deserialize_with = "present")]
-    pub p50_latency_ms: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    pub p95_latency_ms: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    pub p99_latency_ms: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    pub error_rate_percent: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    pub cache_hit_rate_percent: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    pub mem0_write_success_percent: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    pub breaker_state: Option<Option<BreakerState>>,
-    #[serde(default, deserialize_with = "present")]
-    pub redis_used_memory_percent: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    pub redis_evicted_keys: Option<Option<u64>>,
+    /// The signals set: a value, or `None` for unknown.
+    pub values: BTreeMap<Signal, Option<SignalValue>>,
     /// Scenario only: the evicted_keys counter grows at this many keys per second.
-    #[serde(default, deserialize_with = "present")]
-    pub redis_evictions_per_second: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    pub redis_run_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    pub redis_uptime_seconds: Option<Option<u64>>,
+    pub evictions_per_second: Option<Option<f64>>,
 }
 
-/// A field that is present is `Some`, whether its value is null (`Some(None)`) or not.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
+impl SignalPatch {
+    /// What the patch does to `signal`: nothing (`None`), unknown (`Some(None)`) or a value.
+    pub fn get(&self, signal: Signal) -> Option<Option<&SignalValue>> {
+        self.values.get(&signal).map(Option::as_ref)
+    }
+
+    /// The same for a number.
+    pub fn number(&self, signal: Signal) -> Option<Option<f64>> {
+        self.get(signal).map(|v| v.and_then(SignalValue::as_gauge))
+    }
+}
+
+/// Every name a patch accepts.
+static PATCH_NAMES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    Signal::ALL
+        .iter()
+        .map(|s| s.name())
+        .chain([EVICTIONS_PER_SECOND])
+        .collect()
+});
+
+impl<'de> Deserialize<'de> for SignalPatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(PatchVisitor)
+    }
+}
+
+struct PatchVisitor;
+
+/// One entry of a patch, read as its signal's type (so an error names the entry's path).
+enum Entry {
+    Signal(Signal, Option<SignalValue>),
+    EvictionsPerSecond(Option<f64>),
+}
+
+struct EntrySeed<'k>(&'k str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed<'_> {
+    type Value = Entry;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Entry, D::Error> {
+        use serde::de::Error;
+        if self.0 == EVICTIONS_PER_SECOND {
+            return Option::<f64>::deserialize(d).map(Entry::EvictionsPerSecond);
+        }
+        let Some(signal) = Signal::parse(self.0) else {
+            return Err(D::Error::unknown_field(self.0, &PATCH_NAMES));
+        };
+        let json = serde_json::Value::deserialize(d)?;
+        if json.is_null() {
+            return Ok(Entry::Signal(signal, None));
+        }
+        signal
+            .value_from_json(json)
+            .map(|v| Entry::Signal(signal, Some(v)))
+            .map_err(D::Error::custom)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PatchVisitor {
+    type Value = SignalPatch;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a mapping of signal names to values")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SignalPatch, A::Error> {
+        let mut patch = SignalPatch::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match map.next_value_seed(EntrySeed(&key))? {
+                Entry::Signal(signal, value) => {
+                    patch.values.insert(signal, value);
+                }
+                Entry::EvictionsPerSecond(rate) => patch.evictions_per_second = Some(rate),
+            }
+        }
+        Ok(patch)
+    }
 }
 
 /// What is wrong with a scenario, at a field path.
@@ -230,11 +283,11 @@ fn check(s: &Scenario) -> Result<(), ScenarioProblem> {
 }
 
 fn check_patch(p: &SignalPatch, path: &str) -> Result<(), ScenarioProblem> {
-    if let Some(Some(rate)) = p.redis_evictions_per_second
+    if let Some(Some(rate)) = p.evictions_per_second
         && !(rate.is_finite() && rate >= 0.0)
     {
         return Err(ScenarioProblem {
-            path: format!("{path}.redisEvictionsPerSecond"),
+            path: format!("{path}.{EVICTIONS_PER_SECOND}"),
             message: format!("must be a finite number ≥ 0, found {rate}"),
         });
     }
@@ -243,48 +296,15 @@ fn check_patch(p: &SignalPatch, path: &str) -> Result<(), ScenarioProblem> {
 
 /// Names of the signals a patch sets, for the text output's "what changed".
 pub fn describe(p: &SignalPatch) -> String {
-    fn show<T: std::fmt::Display>(v: &Option<T>) -> String {
-        v.as_ref()
-            .map_or_else(|| "unknown".to_owned(), ToString::to_string)
+    let show = |v: Option<String>| v.unwrap_or_else(|| "unknown".to_owned());
+    let mut parts: BTreeMap<&str, String> = p
+        .values
+        .iter()
+        .map(|(signal, value)| (signal.name(), show(value.as_ref().map(ToString::to_string))))
+        .collect();
+    if let Some(rate) = p.evictions_per_second {
+        parts.insert(EVICTIONS_PER_SECOND, show(rate.map(|r| r.to_string())));
     }
-    let mut parts: BTreeMap<&str, String> = BTreeMap::new();
-    let mut put = |name, value: Option<String>| {
-        if let Some(v) = value {
-            parts.insert(name, v);
-        }
-    };
-    put("p50LatencyMs", p.p50_latency_ms.as_ref().map(show));
-    put("p95LatencyMs", p.p95_latency_ms.as_ref().map(show));
-    put("p99LatencyMs", p.p99_latency_ms.as_ref().map(show));
-    put("errorRatePercent", p.error_rate_percent.as_ref().map(show));
-    put(
-        "cacheHitRatePercent",
-        p.cache_hit_rate_percent.as_ref().map(show),
-    );
-    put(
-        "mem0WriteSuccessPercent",
-        p.mem0_write_success_percent.as_ref().map(show),
-    );
-    put(
-        "breakerState",
-        p.breaker_state
-            .as_ref()
-            .map(|b| b.map_or_else(|| "unknown".to_owned(), |b| b.as_str().to_owned())),
-    );
-    put(
-        "redisUsedMemoryPercent",
-        p.redis_used_memory_percent.as_ref().map(show),
-    );
-    put("redisEvictedKeys", p.redis_evicted_keys.as_ref().map(show));
-    put(
-        "redisEvictionsPerSecond",
-        p.redis_evictions_per_second.as_ref().map(show),
-    );
-    put("redisRunId", p.redis_run_id.as_ref().map(show));
-    put(
-        "redisUptimeSeconds",
-        p.redis_uptime_seconds.as_ref().map(show),
-    );
     parts
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))

@@ -9,7 +9,8 @@ use redis::aio::MultiplexedConnection;
 use super::audit::{AuditPlan, AuditReport, audit_until};
 use super::connect;
 use super::flush::{FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush_until};
-use crate::act::record::{self, Outcome};
+use crate::act::record;
+use crate::api::{ActionKind, ActionOutcome};
 use crate::api::{
     ActionRecord, AuditOutcome, GenerationSource, MemoryLevel, RedisSpec, RemediationOutcome,
     RemediationSpec,
@@ -132,9 +133,9 @@ pub async fn remediate_redis(
         },
         record: record::action(
             now,
-            "remediate-redis",
+            ActionKind::RemediateRedis,
             &why,
-            Outcome::Skipped,
+            ActionOutcome::Skipped,
             Some(detail.into()),
         ),
         report: None,
@@ -188,11 +189,11 @@ pub async fn remediate_redis(
         outcome.error = Some(text::reason(&notes.join("; ")));
     }
     let verdict = if report.error.is_some() {
-        Outcome::Failed
+        ActionOutcome::Failed
     } else if dry_run {
-        Outcome::DryRun
+        ActionOutcome::DryRun
     } else {
-        Outcome::Ok
+        ActionOutcome::Ok
     };
     let mut detail = report.summary();
     for note in &notes {
@@ -201,7 +202,7 @@ pub async fn remediate_redis(
     }
     RemediationRun {
         outcome,
-        record: record::action(now, "remediate-redis", &why, verdict, Some(detail)),
+        record: record::action(now, ActionKind::RemediateRedis, &why, verdict, Some(detail)),
         report: Some(report),
     }
 }
@@ -214,7 +215,13 @@ fn failed_run(now: Timestamp, why: &str, dry_run: bool, error: String) -> Remedi
             error: Some(text::reason(&error)),
             ..RemediationOutcome::default()
         },
-        record: record::action(now, "remediate-redis", why, Outcome::Failed, Some(error)),
+        record: record::action(
+            now,
+            ActionKind::RemediateRedis,
+            why,
+            ActionOutcome::Failed,
+            Some(error),
+        ),
         report: None,
     }
 }
@@ -237,7 +244,13 @@ pub async fn audit_redis(
 ) -> AuditRun {
     let failed = |error: String| AuditRun {
         outcome: None,
-        record: record::action(now, "audit-redis", reason, Outcome::Failed, Some(error)),
+        record: record::action(
+            now,
+            ActionKind::AuditRedis,
+            reason,
+            ActionOutcome::Failed,
+            Some(error),
+        ),
         report: None,
     };
     if spec.cluster {
@@ -245,9 +258,9 @@ pub async fn audit_redis(
             outcome: None,
             record: record::action(
                 now,
-                "audit-redis",
+                ActionKind::AuditRedis,
                 reason,
-                Outcome::Skipped,
+                ActionOutcome::Skipped,
                 Some("auditing a Redis Cluster is not supported".into()),
             ),
             report: None,
@@ -264,13 +277,19 @@ pub async fn audit_redis(
     let mut report = audit_until(&con, &plan, stop).await;
     report.error = report.error.map(|e| scrub(&e, &[url]));
     let verdict = if report.ok() {
-        Outcome::Ok
+        ActionOutcome::Ok
     } else {
-        Outcome::Failed
+        ActionOutcome::Failed
     };
     AuditRun {
         outcome: Some(report.to_status()),
-        record: record::action(now, "audit-redis", reason, verdict, Some(report.summary())),
+        record: record::action(
+            now,
+            ActionKind::AuditRedis,
+            reason,
+            verdict,
+            Some(report.summary()),
+        ),
         report: Some(report),
     }
 }

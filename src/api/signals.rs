@@ -1,0 +1,530 @@
+//! The signal table: every signal tierguard reads, declared once.
+//!
+//! Each row gives a signal's name (as `status.observed`, scenarios, metrics labels and
+//! `tierguard observe` spell it), its value type, unit, where it is read, its title for people, and
+//! whether it is exported on /metrics and shown in notifications. From the table come the
+//! [`Observation`] (the CRD's `status.observed`), the policy's sanitized view ([`Signals`]), the
+//! scenario format's signal values, the telemetry gauges, the notification and report lines,
+//! `tierguard observe`'s table and the per-signal query overrides of `spec.metrics.queries`.
+//! Adding a signal is a row here, its query or reader, and its use in the policy.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{BreakerState, SourceHealth};
+
+/// Where a signal is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The application's metrics: Prometheus, or its /metrics scraped directly.
+    App,
+    /// Redis `INFO`.
+    Redis,
+}
+
+/// The unit of a signal's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Milliseconds,
+    Percent,
+    /// Percent of Redis's maxmemory.
+    PercentOfMaxMemory,
+    Bytes,
+    /// A count since the source started (a counter).
+    Count,
+    Seconds,
+    /// One of a few named states.
+    State,
+    /// An identifier.
+    Id,
+}
+
+impl Unit {
+    /// Whether values above 100 are impossible.
+    pub const fn is_percent(self) -> bool {
+        matches!(self, Unit::Percent | Unit::PercentOfMaxMemory)
+    }
+
+    /// What follows a number of this unit in messages ("1250.0 ms", "91.5% of maxmemory").
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Unit::Milliseconds => " ms",
+            Unit::Percent => "%",
+            Unit::PercentOfMaxMemory => "% of maxmemory",
+            Unit::Bytes => " bytes",
+            Unit::Seconds => " s",
+            Unit::Count | Unit::State | Unit::Id => "",
+        }
+    }
+}
+
+/// A signal's value, whatever its type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SignalValue {
+    Number(f64),
+    Count(u64),
+    Breaker(BreakerState),
+    Text(String),
+}
+
+impl SignalValue {
+    /// The value as a gauge reads it (the breaker as 0 closed, 1 open, 2 half-open; text has none).
+    pub fn as_gauge(&self) -> Option<f64> {
+        match self {
+            SignalValue::Number(v) => Some(*v).filter(|v| v.is_finite()),
+            SignalValue::Count(v) => Some(*v as f64),
+            SignalValue::Breaker(b) => Some(b.gauge()),
+            SignalValue::Text(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for SignalValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignalValue::Number(v) => write!(f, "{v}"),
+            SignalValue::Count(v) => write!(f, "{v}"),
+            SignalValue::Breaker(b) => f.write_str(b.as_str()),
+            SignalValue::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// The value types a signal may have, and how the policy sees each: a number only when it is
+/// finite, an identifier only when it is not empty. An observer that hands over NaN has measured
+/// nothing; treating it as unknown (rather than as a huge or tiny reading) keeps odd input from
+/// starting or ending a mitigation.
+pub trait SignalType: Sized + Clone {
+    /// What the policy reads.
+    type View<'a>
+    where
+        Self: 'a;
+    fn to_value(&self) -> SignalValue;
+    fn from_value(value: SignalValue) -> Option<Self>;
+    fn view(&self) -> Option<Self::View<'_>>;
+}
+
+impl SignalType for f64 {
+    type View<'a> = f64;
+    fn to_value(&self) -> SignalValue {
+        SignalValue::Number(*self)
+    }
+    fn from_value(value: SignalValue) -> Option<Self> {
+        match value {
+            SignalValue::Number(v) => Some(v),
+            SignalValue::Count(v) => Some(v as f64),
+            _ => None,
+        }
+    }
+    fn view(&self) -> Option<f64> {
+        Some(*self).filter(|v| v.is_finite())
+    }
+}
+
+impl SignalType for u64 {
+    type View<'a> = u64;
+    fn to_value(&self) -> SignalValue {
+        SignalValue::Count(*self)
+    }
+    fn from_value(value: SignalValue) -> Option<Self> {
+        match value {
+            SignalValue::Count(v) => Some(v),
+            SignalValue::Number(v) if v >= 0.0 && v.fract() == 0.0 && v <= u64::MAX as f64 => {
+                Some(v as u64)
+            }
+            _ => None,
+        }
+    }
+    fn view(&self) -> Option<u64> {
+        Some(*self)
+    }
+}
+
+impl SignalType for String {
+    type View<'a> = &'a str;
+    fn to_value(&self) -> SignalValue {
+        SignalValue::Text(self.clone())
+    }
+    fn from_value(value: SignalValue) -> Option<Self> {
+        match value {
+            SignalValue::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+    fn view(&self) -> Option<&str> {
+        Some(self.as_str()).filter(|s| !s.is_empty())
+    }
+}
+
+impl SignalType for BreakerState {
+    type View<'a> = BreakerState;
+    fn to_value(&self) -> SignalValue {
+        SignalValue::Breaker(*self)
+    }
+    fn from_value(value: SignalValue) -> Option<Self> {
+        match value {
+            SignalValue::Breaker(b) => Some(b),
+            _ => None,
+        }
+    }
+    fn view(&self) -> Option<BreakerState> {
+        Some(*self)
+    }
+}
+
+/// The table itself: one row per signal.
+macro_rules! signal_table {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident, $field:ident: $ty:ty = $name:literal {
+            title: $title:literal,
+            unit: $unit:ident,
+            source: $source:ident,
+            telemetry: $telemetry:literal,
+            report: $report:literal $(,)?
+        }
+    )+) => {
+        /// A signal.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Signal {
+            $($variant,)+
+        }
+
+        impl Signal {
+            /// Every signal, in the table's order.
+            pub const ALL: &'static [Signal] = &[$(Signal::$variant,)+];
+
+            /// The name `status.observed`, scenarios, metrics labels and `tierguard observe` use.
+            pub const fn name(self) -> &'static str {
+                match self { $(Signal::$variant => $name,)+ }
+            }
+
+            /// The signal for people ("P50 latency").
+            pub const fn title(self) -> &'static str {
+                match self { $(Signal::$variant => $title,)+ }
+            }
+
+            pub const fn unit(self) -> Unit {
+                match self { $(Signal::$variant => Unit::$unit,)+ }
+            }
+
+            pub const fn source(self) -> Source {
+                match self { $(Signal::$variant => Source::$source,)+ }
+            }
+
+            /// Whether `tierguard_tier_signal` exports it.
+            pub const fn on_telemetry(self) -> bool {
+                match self { $(Signal::$variant => $telemetry,)+ }
+            }
+
+            /// Whether notifications and incident reports show it.
+            pub const fn in_reports(self) -> bool {
+                match self { $(Signal::$variant => $report,)+ }
+            }
+
+            /// What the signal is (its schema description).
+            pub const fn description(self) -> &'static str {
+                match self { $(Signal::$variant => concat!($($doc),+).trim_ascii(),)+ }
+            }
+
+            pub fn parse(name: &str) -> Option<Signal> {
+                match name {
+                    $($name => Some(Signal::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Parse a value of this signal from JSON (a scenario's `set`).
+            pub fn value_from_json(self, json: serde_json::Value) -> Result<SignalValue, String> {
+                match self {
+                    $(Signal::$variant => serde_json::from_value::<$ty>(json)
+                        .map(|v| SignalType::to_value(&v))
+                        .map_err(|e| e.to_string()),)+
+                }
+            }
+        }
+
+        /// One reading of every signal. A signal that could not be read is absent (unknown),
+        /// never zero, and `unknown` says why.
+        #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct Observation {
+            /// When the observation was taken.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(schema_with = "super::status::timestamp_schema")]
+            pub at: Option<Timestamp>,
+            $(
+                $(#[doc = $doc])*
+                #[serde(rename = $name, default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )+
+            /// Why each unknown signal is unknown, by signal name.
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            pub unknown: BTreeMap<String, String>,
+            /// Health of each source that was read.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub sources: Vec<SourceHealth>,
+        }
+
+        impl Observation {
+            /// The value of `signal`, if known.
+            pub fn get(&self, signal: Signal) -> Option<SignalValue> {
+                match signal {
+                    $(Signal::$variant => self.$field.as_ref().map(SignalType::to_value),)+
+                }
+            }
+
+            /// Set (or, with `None`, forget) the value of `signal`. A value of another type is
+            /// refused and leaves the signal as it was.
+            pub fn set(&mut self, signal: Signal, value: Option<SignalValue>) -> Result<(), String> {
+                match signal {
+                    $(Signal::$variant => {
+                        self.$field = match value {
+                            None => None,
+                            Some(v) => Some(<$ty as SignalType>::from_value(v.clone()).ok_or_else(
+                                || format!("{} cannot be {v:?}", signal.name()),
+                            )?),
+                        };
+                    })+
+                }
+                Ok(())
+            }
+        }
+
+        /// The observation as the policy reads it: every number finite, every id non-empty, or
+        /// unknown.
+        #[derive(Clone, Debug, Default, PartialEq)]
+        pub struct Signals<'a> {
+            $(pub $field: Option<<$ty as SignalType>::View<'a>>,)+
+        }
+
+        impl<'a> Signals<'a> {
+            pub fn from_observation(o: &'a Observation) -> Self {
+                Signals {
+                    $($field: o.$field.as_ref().and_then(SignalType::view),)+
+                }
+            }
+        }
+    };
+}
+
+signal_table! {
+    /// Median request latency, milliseconds.
+    P50LatencyMs, p50_latency_ms: f64 = "p50LatencyMs" {
+        title: "P50 latency", unit: Milliseconds, source: App, telemetry: true, report: true,
+    }
+    /// 95th percentile request latency, milliseconds.
+    P95LatencyMs, p95_latency_ms: f64 = "p95LatencyMs" {
+        title: "P95 latency", unit: Milliseconds, source: App, telemetry: true, report: false,
+    }
+    /// 99th percentile request latency, milliseconds.
+    P99LatencyMs, p99_latency_ms: f64 = "p99LatencyMs" {
+        title: "P99 latency", unit: Milliseconds, source: App, telemetry: true, report: false,
+    }
+    /// Failed requests, percent.
+    ErrorRatePercent, error_rate_percent: f64 = "errorRatePercent" {
+        title: "error rate", unit: Percent, source: App, telemetry: true, report: true,
+    }
+    /// Cache hits, percent of lookups.
+    CacheHitRatePercent, cache_hit_rate_percent: f64 = "cacheHitRatePercent" {
+        title: "cache hit rate", unit: Percent, source: App, telemetry: true, report: true,
+    }
+    /// Successful mem0 writes, percent.
+    Mem0WriteSuccessPercent, mem0_write_success_percent: f64 = "mem0WriteSuccessPercent" {
+        title: "mem0 write success", unit: Percent, source: App, telemetry: true, report: true,
+    }
+    /// Circuit-breaker state.
+    BreakerState, breaker_state: BreakerState = "breakerState" {
+        title: "circuit breaker", unit: State, source: App, telemetry: true, report: true,
+    }
+    /// Redis used memory in percent of maxmemory.
+    RedisUsedMemoryPercent, redis_used_memory_percent: f64 = "redisUsedMemoryPercent" {
+        title: "Redis memory", unit: PercentOfMaxMemory, source: Redis, telemetry: true, report: true,
+    }
+    /// Redis used memory, bytes.
+    RedisUsedMemoryBytes, redis_used_memory_bytes: u64 = "redisUsedMemoryBytes" {
+        title: "Redis used memory", unit: Bytes, source: Redis, telemetry: false, report: false,
+    }
+    /// Redis maxmemory (or spec.redis.maxMemory when Redis reports 0), bytes.
+    RedisMaxMemoryBytes, redis_max_memory_bytes: u64 = "redisMaxMemoryBytes" {
+        title: "Redis maxmemory", unit: Bytes, source: Redis, telemetry: false, report: false,
+    }
+    /// Redis evicted_keys counter (summed over masters).
+    RedisEvictedKeys, redis_evicted_keys: u64 = "redisEvictedKeys" {
+        title: "Redis evicted keys", unit: Count, source: Redis, telemetry: true, report: false,
+    }
+    /// Redis keyspace_hits counter.
+    RedisKeyspaceHits, redis_keyspace_hits: u64 = "redisKeyspaceHits" {
+        title: "Redis keyspace hits", unit: Count, source: Redis, telemetry: false, report: false,
+    }
+    /// Redis keyspace_misses counter.
+    RedisKeyspaceMisses, redis_keyspace_misses: u64 = "redisKeyspaceMisses" {
+        title: "Redis keyspace misses", unit: Count, source: Redis, telemetry: false, report: false,
+    }
+    /// Redis run_id (a change means Redis restarted; several masters are joined with commas).
+    RedisRunId, redis_run_id: String = "redisRunId" {
+        title: "Redis run id", unit: Id, source: Redis, telemetry: false, report: false,
+    }
+    /// Redis uptime in seconds (the smallest over masters).
+    RedisUptimeSeconds, redis_uptime_seconds: u64 = "redisUptimeSeconds" {
+        title: "Redis uptime", unit: Seconds, source: Redis, telemetry: true, report: false,
+    }
+}
+
+impl Signal {
+    /// The application's signals (read from Prometheus or a scrape).
+    pub fn app() -> impl Iterator<Item = Signal> {
+        Signal::ALL
+            .iter()
+            .copied()
+            .filter(|s| s.source() == Source::App)
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Signal {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Signal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        Signal::parse(&name).ok_or_else(|| {
+            let names: Vec<&str> = Signal::ALL.iter().map(|s| s.name()).collect();
+            serde::de::Error::custom(format!(
+                "unknown signal {name:?}: expected one of {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+/// PromQL overrides, one per application signal (`spec.metrics.queries`); a signal without an
+/// override uses the built-in query.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SignalQueries(pub BTreeMap<Signal, String>);
+
+impl SignalQueries {
+    /// The override of `signal`, if the spec gives a non-empty one.
+    pub fn get(&self, signal: Signal) -> Option<&str> {
+        self.0
+            .get(&signal)
+            .map(|q| q.trim())
+            .filter(|q| !q.is_empty())
+    }
+}
+
+impl Serialize for SignalQueries {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SignalQueries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<Signal, String>::deserialize(d)?;
+        if let Some(signal) = map.keys().find(|s| s.source() != Source::App) {
+            return Err(serde::de::Error::custom(format!(
+                "{signal} is read from Redis, not with PromQL"
+            )));
+        }
+        Ok(SignalQueries(map))
+    }
+}
+
+impl JsonSchema for SignalQueries {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SignalQueries".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let mut properties = serde_json::Map::new();
+        for signal in Signal::app() {
+            properties.insert(
+                signal.name().to_owned(),
+                serde_json::json!({
+                    "type": "string",
+                    "maxLength": 4096,
+                    "description": format!("PromQL for: {}", signal.description()),
+                }),
+            );
+        }
+        json_schema!({
+            "type": "object",
+            "description": "PromQL overrides per signal; a signal without an override uses the built-in query.",
+            "properties": properties,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signal_is_a_field_of_the_observation_under_its_name() {
+        let mut o = Observation::default();
+        for (i, signal) in Signal::ALL.iter().enumerate() {
+            let value = match signal.unit() {
+                Unit::State => SignalValue::Breaker(BreakerState::Open),
+                Unit::Id => SignalValue::Text(format!("id{i}")),
+                Unit::Bytes | Unit::Count | Unit::Seconds => SignalValue::Count(i as u64),
+                _ => SignalValue::Number(i as f64 + 0.5),
+            };
+            o.set(*signal, Some(value.clone())).unwrap();
+            assert_eq!(o.get(*signal), Some(value));
+        }
+        let json = serde_json::to_value(&o).unwrap();
+        for signal in Signal::ALL {
+            assert!(
+                json.get(signal.name()).is_some(),
+                "{signal} missing in {json}"
+            );
+            assert_eq!(Signal::parse(signal.name()), Some(*signal));
+            assert!(!signal.description().is_empty());
+        }
+        assert!(
+            o.set(Signal::RedisRunId, Some(SignalValue::Number(1.0)))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_policy_sees_only_finite_numbers_and_non_empty_ids() {
+        let o = Observation {
+            p50_latency_ms: Some(f64::NAN),
+            error_rate_percent: Some(f64::INFINITY),
+            cache_hit_rate_percent: Some(-3.0),
+            redis_run_id: Some(String::new()),
+            ..Observation::default()
+        };
+        let s = Signals::from_observation(&o);
+        assert_eq!(s.p50_latency_ms, None);
+        assert_eq!(s.error_rate_percent, None);
+        assert_eq!(s.cache_hit_rate_percent, Some(-3.0));
+        assert_eq!(s.redis_run_id, None);
+    }
+
+    #[test]
+    fn queries_are_keyed_by_application_signals() {
+        let q: SignalQueries =
+            serde_json::from_value(serde_json::json!({"p50LatencyMs": " up "})).unwrap();
+        assert_eq!(q.get(Signal::P50LatencyMs), Some("up"));
+        assert!(serde_json::from_value::<SignalQueries>(serde_json::json!({"p51": "x"})).is_err());
+        assert!(
+            serde_json::from_value::<SignalQueries>(serde_json::json!({"redisRunId": "x"}))
+                .is_err()
+        );
+    }
+}

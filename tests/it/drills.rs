@@ -1,0 +1,1054 @@
+//! Incident drills: each runbook's incident caused for real and handled by the real controller,
+//! with nobody in the loop.
+//!
+//! Every drill runs a real `redis-server`, a real `prometheus` scraping the demo clinic backend,
+//! the demo itself (`clinic-backend serve`) under its own load generator, the controller
+//! (`tierguard run`) against the in-process API server, and a small kubelet that mounts the
+//! rendered ConfigMap where the demo reads its flags. Durations are scaled from minutes to
+//! seconds (see `support/drill` for the tier every drill starts from).
+//!
+//! Each drill asserts the detection, the phases and mitigations in order, the ConfigMap history,
+//! the warm calls, the Redis keys removed, the incident report and the recovery of the signals,
+//! and prints a timeline with the detection-to-action time and the time to recovery.
+//! `scripts/drill NAME` runs one for people; they run one at a time.
+
+use crate::support::drill;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+use tierguard::api::{BreakerState, MemoryLevel, MemoryTierStatus, MitigationName, Phase, Runbook};
+use tierguard::policy::effective::{
+    CACHE_SERVE_STALE, CACHE_STALE_TTL, CACHE_TTL, CANARY_SAMPLE_RATE, FAST_PATH_ENABLED,
+    MEM0_READS_ENABLED, MEM0_SHADOW_MODE,
+};
+
+use drill::load::LoadShape;
+use drill::{Drill, HOT_CLINICS, Setup};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Seconds from `from` to `to` (negative when `to` is earlier).
+fn between(from: Timestamp, to: Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64()
+}
+
+fn plus(at: Timestamp, d: Duration) -> Timestamp {
+    at + SignedDuration::try_from(d).expect("a small duration")
+}
+
+/// Every distinct phase the tier went through, in order.
+fn phases(d: &Drill) -> Vec<Phase> {
+    let mut out: Vec<Phase> = Vec::new();
+    for s in d.statuses() {
+        if let Some(p) = s.status.phase
+            && out.last() != Some(&p)
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Every mitigation name that was ever in force.
+fn mitigations_seen(d: &Drill) -> BTreeSet<MitigationName> {
+    d.statuses()
+        .iter()
+        .flat_map(|s| s.status.mitigations.iter().map(|m| m.name))
+        .collect()
+}
+
+/// The Event reasons among `wanted`, in the order they first occurred. (An Event that repeats
+/// its reason is counted in a series on the first one, as Kubernetes event recorders do.)
+fn event_order(d: &Drill, wanted: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in d.events() {
+        if wanted.contains(&e.reason.as_str()) && !out.contains(&e.reason) {
+            out.push(e.reason);
+        }
+    }
+    out
+}
+
+/// A transition, a render or an incident announced more than once (an Event series) means a
+/// decision was taken twice: a reconcile decided on memory older than the last status written.
+fn assert_each_decision_taken_once(d: &Drill) {
+    let once = [
+        "PhaseChanged",
+        "ConfigRendered",
+        "IncidentOpened",
+        "IncidentResolved",
+    ];
+    let repeated: Vec<String> = d
+        .events()
+        .into_iter()
+        .filter(|e| once.contains(&e.reason.as_str()) && e.count > 1)
+        .map(|e| format!("{} (×{}): {}", e.reason, e.count, e.note))
+        .collect();
+    assert!(repeated.is_empty(), "decisions taken twice: {repeated:#?}");
+}
+
+/// The policy's memory in a status.
+fn policy(status: &MemoryTierStatus) -> Option<tierguard::api::PolicyMemory> {
+    tierguard::controller::memory::decode(status.policy.as_ref()?).ok()
+}
+
+/// The timeline entries of the status' incident of `runbook`.
+fn incident_timeline(status: &MemoryTierStatus, runbook: Runbook) -> Vec<(Timestamp, String)> {
+    status
+        .incidents
+        .iter()
+        .find(|i| i.runbook == runbook)
+        .map(|i| i.timeline.iter().map(|e| (e.at, e.what.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn entry_at(timeline: &[(Timestamp, String)], starts_with: &str) -> Timestamp {
+    timeline
+        .iter()
+        .find(|(_, what)| what.starts_with(starts_with))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("no timeline entry {starts_with:?} in {timeline:#?}"))
+}
+
+/// The controller neither warmed the cache nor touched Redis.
+fn assert_no_warming_and_no_remediation(d: &Drill) {
+    assert!(
+        d.warm_calls().is_empty(),
+        "unexpected warm calls: {:?}",
+        d.warm_calls()
+    );
+    let status = d.status().expect("a status");
+    let report = status.memory_report.unwrap_or_default();
+    assert!(
+        report.last_remediation.is_none(),
+        "unexpected Redis remediation: {:?}",
+        report.last_remediation
+    );
+}
+
+/// The incident report of `title` in `<tier>-incidents`, once written.
+async fn incident_report(d: &Drill, title: &str) -> String {
+    d.wait(
+        &format!(
+            "the incident report \"{title}\" in {}",
+            drill::INCIDENTS_CONFIG_MAP
+        ),
+        secs(40),
+        |d| {
+            let reports = d.incident_reports();
+            reports
+                .values()
+                .find(|md| md.contains(&format!("# Incident: {title}")))
+                .cloned()
+                .ok_or_else(|| format!("reports: {:?}", reports.keys().collect::<Vec<_>>()))
+        },
+    )
+    .await
+}
+
+// ---- Incident #1: circuit breaker open ------------------------------------------------------
+
+#[test]
+fn circuit_breaker_outage() {
+    let _one_at_a_time = drill::serial();
+    drill::runtime().block_on(circuit_breaker_outage_drill());
+}
+
+/// mem0 goes down: the breaker opens and the controller alerts at once; the breaker stays open
+/// past `breaker.maxOpenDuration` (8s here, 4h in production), so mem0 reads and shadow writes are
+/// switched off in the ConfigMap and the demo stops calling mem0; mem0 comes back, the breaker
+/// closes, and after `canary.rampInterval` (3s) of a closed breaker the flags go back.
+async fn circuit_breaker_outage_drill() {
+    let mut d = Drill::start(Setup {
+        name: "circuit-breaker-outage",
+        redis_args: vec![],
+        tier: json!({}),
+        serve_args: vec![],
+        replicas: 1,
+    })
+    .await;
+    d.start_load(LoadShape::default());
+    d.wait_steady(0.0).await;
+    let baseline = d.config_history()[0].data.clone();
+    assert_eq!(baseline[MEM0_READS_ENABLED], "true");
+    assert_eq!(baseline[MEM0_SHADOW_MODE], "true");
+
+    let (outage, _) = d
+        .fault("mem0 outage on", json!({"mem0_outage": true}))
+        .await;
+    d.wait_demo_breaker("open", secs(20)).await;
+
+    // Detection: an alert at once, long before any mitigation.
+    let alert = d.wait_event("BreakerOpened", secs(20)).await;
+    assert_eq!(alert.type_, "Warning");
+    let outage_since = d
+        .wait_status("the controller's record of the outage", secs(10), |s| {
+            policy(s)?.breaker.outage_since
+        })
+        .await;
+    assert_eq!(d.config_history().len(), 1, "nothing changed at the alert");
+
+    // Open for longer than maxOpenDuration: mem0 off.
+    let mem0_off = d
+        .wait_config(
+            "MEM0_READS_ENABLED=false and MEM0_SHADOW_MODE=false in the ConfigMap",
+            secs(40),
+            |c| c[MEM0_READS_ENABLED] == "false" && c[MEM0_SHADOW_MODE] == "false",
+        )
+        .await;
+    let window_closed = plus(outage_since, secs(8));
+    assert!(
+        mem0_off.applied_at >= window_closed,
+        "mem0 switched off at {} before the breaker had been open for 8s (since {outage_since})",
+        mem0_off.applied_at
+    );
+    let mut expected = baseline.clone();
+    expected.insert(MEM0_READS_ENABLED.into(), "false".into());
+    expected.insert(MEM0_SHADOW_MODE.into(), "false".into());
+    assert_eq!(mem0_off.data, expected, "only the two mem0 flags change");
+    let applied = d
+        .wait_demo_flags("the demo running with mem0 off", secs(10), |f| {
+            f[MEM0_READS_ENABLED] == "false" && f[MEM0_SHADOW_MODE] == "false"
+        })
+        .await;
+    d.wait("the demo's log line of the new flags", secs(5), |d| {
+        let log = d.demo.log();
+        log.contains("Feature flags loaded: fast_path=True, mem0_reads=False, mem0_shadow=False")
+            .then_some(())
+            .ok_or("not logged yet".to_owned())
+    })
+    .await;
+    d.measure(
+        "detection-to-action",
+        between(window_closed, mem0_off.applied_at),
+        format!(
+            "breaker open (controller) at {:+.2}s + maxOpenDuration 8s = {:+.2}s; ConfigMap mounted at {:+.2}s, demo applied at {:+.2}s",
+            d.since_fault(outage_since),
+            d.since_fault(window_closed),
+            d.since_fault(mem0_off.applied_at),
+            d.since_fault(applied.loaded_at),
+        ),
+    );
+    let status = d.status().unwrap();
+    let mitigation = status
+        .mitigations
+        .iter()
+        .find(|m| m.name == MitigationName::BreakerMem0Off)
+        .expect("the mitigation is listed in status");
+    assert!(
+        mitigation.reason.contains("maxOpenDuration"),
+        "{mitigation:?}"
+    );
+
+    // mem0 is back: the breaker closes by itself (a health probe is its trial call), and the
+    // mitigation ends once it has stayed closed for the ramp interval.
+    let (restored, _) = d
+        .fault("mem0 outage off", json!({"mem0_outage": false}))
+        .await;
+    d.wait_demo_breaker("closed", secs(30)).await;
+    let closed = *d
+        .demo_logged("Circuit breaker CLOSED")
+        .last()
+        .expect("the demo logs its breaker closing");
+    let back = d
+        .wait_config("the ConfigMap back on the baseline", secs(40), |c| {
+            *c == baseline
+        })
+        .await;
+    assert!(
+        between(closed, back.applied_at) >= 3.0,
+        "the mitigation ended {:.2}s after the breaker closed, before the 3s ramp interval",
+        between(closed, back.applied_at)
+    );
+    d.wait_demo_flags("the demo running on the baseline again", secs(10), |f| {
+        *f == baseline
+    })
+    .await;
+    let report = incident_report(&d, "Circuit Breaker Open").await;
+    assert!(
+        report.contains("mem0 reads and shadow writes switched off"),
+        "{report}"
+    );
+    assert!(
+        report.contains("mem0 reads and shadow writes back to the spec"),
+        "{report}"
+    );
+    let healthy = d
+        .wait_status("Healthy, the breaker closed", secs(30), |s| {
+            let closed = s.observed.as_ref()?.breaker_state == Some(BreakerState::Closed);
+            (s.phase == Some(Phase::Healthy) && closed).then(|| s.clone())
+        })
+        .await;
+    assert!(healthy.mitigations.is_empty());
+
+    // The whole story, in order.
+    let history: Vec<_> = d.config_history().into_iter().map(|v| v.data).collect();
+    assert_eq!(
+        history,
+        vec![baseline.clone(), expected, baseline],
+        "ConfigMap history"
+    );
+    assert_eq!(
+        phases(&d),
+        vec![Phase::Healthy, Phase::Degraded, Phase::Healthy],
+        "phases"
+    );
+    // The report is written (IncidentRecorded) in the step that resolves the incident: the
+    // decision's Event comes first, then the outcome of writing the report.
+    let order = [
+        "BreakerOpened",
+        "IncidentOpened",
+        "CircuitBreaker",
+        "IncidentResolved",
+        "IncidentRecorded",
+    ];
+    assert_each_decision_taken_once(&d);
+    let seen = event_order(&d, &order);
+    // The breaker alert and the incident come first, in either order: the incident opens on
+    // whichever shows the outage first, the breaker-state gauge or the falling mem0 write
+    // success, and the two are scraped independently.
+    assert_eq!(
+        BTreeSet::from_iter(seen.iter().take(2).map(String::as_str)),
+        BTreeSet::from(["BreakerOpened", "IncidentOpened"]),
+        "alert and incident first: {seen:?}"
+    );
+    assert_eq!(
+        seen[2..],
+        order[2..],
+        "then mem0 off, resolved, recorded: {seen:?}"
+    );
+    assert_eq!(
+        mitigations_seen(&d),
+        BTreeSet::from([MitigationName::BreakerMem0Off])
+    );
+    assert_no_warming_and_no_remediation(&d);
+    d.measure(
+        "time to recovery",
+        between(restored, back.applied_at),
+        format!(
+            "mem0 back at {:+.2}s; breaker closed at {:+.2}s; flags back on the baseline at {:+.2}s",
+            d.since_fault(restored),
+            d.since_fault(closed),
+            d.since_fault(back.applied_at)
+        ),
+    );
+    d.measure("outage", between(outage, restored), "mem0 down");
+    d.finish().await;
+}
+
+// ---- Incident #2: cache stampede ------------------------------------------------------------
+
+#[test]
+fn cache_stampede() {
+    let _one_at_a_time = drill::serial();
+    drill::runtime().block_on(cache_stampede_drill());
+}
+
+/// Redis restarts under load on the hot clinics: a cold start. The controller warms the hot
+/// clinics through the demo's warm endpoint, serves stale, lengthens the TTL to the incident TTL
+/// and sheds canary load to the reduced rate; once the hit rate holds above 90% the canary ramps
+/// back one step per ramp interval, and the serve-stale and TTL overlays end last.
+async fn cache_stampede_drill() {
+    let mut d = Drill::start(Setup {
+        name: "cache-stampede",
+        redis_args: vec![],
+        tier: json!({}),
+        serve_args: vec![],
+        replicas: 1,
+    })
+    .await;
+    d.start_load(LoadShape::default());
+    d.wait_steady(95.0).await;
+    let baseline = d.config_history()[0].data.clone();
+    assert_eq!(baseline[CACHE_SERVE_STALE], "false");
+    assert_eq!(baseline[CANARY_SAMPLE_RATE], "0.2");
+    assert!(
+        d.warm_calls().is_empty(),
+        "nothing is warmed before the incident"
+    );
+    let old_run_id = d
+        .status()
+        .and_then(|s| s.observed?.redis_run_id)
+        .expect("the controller knows Redis' run_id");
+
+    // The cold start: same port, empty cache, new run_id, load still running.
+    let restart = d.origin("Redis restarted under load (cold start: empty cache, new run_id)");
+    d.redis.restart();
+
+    // Detection as the policy records it: the step that saw the new run_id.
+    let detected = d
+        .wait_status("the controller to see the new run_id", secs(20), |s| {
+            let o = s.observed.as_ref()?;
+            let new = o.redis_run_id.as_deref().is_some_and(|id| id != old_run_id);
+            let memory = policy(s)?;
+            let stampede = memory.stampede.as_ref()?;
+            new.then_some(stampede.started_at)
+        })
+        .await;
+    let mitigated = d
+        .wait_config(
+            "serve stale, the incident TTL and the canary at the reduced rate",
+            secs(20),
+            |c| {
+                c[CACHE_SERVE_STALE] == "true"
+                    && c[CACHE_STALE_TTL] == "300"
+                    && c[CACHE_TTL] == "7200"
+                    && c[CANARY_SAMPLE_RATE] == "0.05"
+            },
+        )
+        .await;
+    d.measure(
+        "detection-to-action",
+        between(detected, mitigated.applied_at),
+        format!(
+            "cold start seen at {:+.2}s (no window: a restart acts at once); ConfigMap mounted at {:+.2}s",
+            d.since_fault(detected),
+            d.since_fault(mitigated.applied_at)
+        ),
+    );
+
+    // The warm calls the demo served: the hot clinics, warmed once, before the config changed
+    // (warming comes first in a step).
+    let warms = d
+        .wait(
+            "the controller's warm call served by the demo",
+            secs(20),
+            |d| {
+                let calls = d.warm_calls();
+                (!calls.is_empty())
+                    .then_some(calls)
+                    .ok_or("no POST /admin/cache/warm yet".to_owned())
+            },
+        )
+        .await;
+    let hot = format!("{HOT_CLINICS:?}");
+    assert_eq!(warms.len(), 1, "one warm call per cold start: {warms:?}");
+    assert_eq!(warms[0].1, hot, "the hot clinics are warmed: {warms:?}");
+    assert!(
+        warms[0].0 >= restart && warms[0].0 <= mitigated.applied_at,
+        "{warms:?}"
+    );
+    let warmed_keys = d.scan("cache:clinic:*:generation:1");
+    for id in HOT_CLINICS {
+        assert!(
+            warmed_keys.contains(&format!("cache:clinic:{id}:generation:1")),
+            "clinic {id} is cached again: {warmed_keys:?}"
+        );
+    }
+    let record = d
+        .status()
+        .unwrap()
+        .recent_actions
+        .into_iter()
+        .find(|a| a.action == tierguard::api::ActionKind::WarmCache)
+        .expect("the warm-up is in status.recentActions");
+    assert_eq!(
+        record.outcome,
+        tierguard::api::ActionOutcome::Ok,
+        "{record:?}"
+    );
+
+    // The hit rate recovers; the canary ramps back in steps; the overlays end last.
+    let recovered = d
+        .wait_status("the hit rate back above 90%", secs(60), |s| {
+            let o = s.observed.as_ref()?;
+            (o.at? > detected && o.cache_hit_rate_percent? > 90.0).then_some(o.at?)
+        })
+        .await;
+    let back = d
+        .wait_config("the ConfigMap back on the baseline", secs(90), |c| {
+            *c == baseline
+        })
+        .await;
+    let report = incident_report(&d, "Cache Stampede").await;
+    assert!(report.contains("Redis cold start"), "{report}");
+
+    // The ConfigMap history: baseline, the mitigation, the ramp steps with serve-stale and the
+    // incident TTL still on, then the baseline (the last step may end the overlays too).
+    let history: Vec<_> = d.config_history().into_iter().map(|v| v.data).collect();
+    assert_eq!(history.first(), Some(&baseline));
+    assert_eq!(history.last(), Some(&baseline));
+    assert_eq!(history[1], mitigated.data, "the mitigation comes first");
+    let ramp: Vec<&str> = history[1..history.len() - 1]
+        .iter()
+        .map(|c| {
+            assert_eq!(
+                c[CACHE_SERVE_STALE], "true",
+                "overlays stay while ramping: {c:?}"
+            );
+            assert_eq!(c[CACHE_TTL], "7200", "overlays stay while ramping: {c:?}");
+            c[CANARY_SAMPLE_RATE].as_str()
+        })
+        .collect();
+    assert!(
+        ramp == ["0.05", "0.1", "0.15", "0.2"] || ramp == ["0.05", "0.1", "0.15"],
+        "the canary ramps back one step at a time: {ramp:?}"
+    );
+    // Each step waited for a ramp interval of recovered hit rate.
+    let timeline = incident_timeline(&d.status().unwrap(), Runbook::CacheStampede);
+    let steps: Vec<Timestamp> = timeline
+        .iter()
+        .filter(|(_, what)| what.starts_with("Canary ramped"))
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(steps.len() >= 2, "{timeline:#?}");
+    for pair in steps.windows(2) {
+        assert!(
+            between(pair[0], pair[1]) >= 3.0,
+            "ramp steps {:.2}s apart, less than the 3s ramp interval: {timeline:#?}",
+            between(pair[0], pair[1])
+        );
+    }
+
+    let healthy = d
+        .wait_status("Healthy on the baseline", secs(30), |s| {
+            (s.phase == Some(Phase::Healthy)).then(|| s.clone())
+        })
+        .await;
+    assert!(healthy.mitigations.is_empty());
+    assert!(
+        !phases(&d).contains(&Phase::RollingBack),
+        "no rollback: {:?}",
+        phases(&d)
+    );
+    assert_eq!(
+        mitigations_seen(&d),
+        BTreeSet::from([
+            MitigationName::StampedeServeStale,
+            MitigationName::StampedeShedLoad,
+            MitigationName::StampedeTtl
+        ])
+    );
+    let order = ["CacheWarming", "CacheWarmed", "CacheStampede", "CanaryRamp"];
+    assert_each_decision_taken_once(&d);
+    assert_eq!(
+        event_order(&d, &order).len(),
+        order.len(),
+        "{:?}",
+        event_order(&d, &order)
+    );
+    assert_eq!(d.warm_calls().len(), 1, "warmed once: {:?}", d.warm_calls());
+    let remediation = healthy.memory_report.unwrap_or_default().last_remediation;
+    assert!(
+        remediation.is_none(),
+        "no Redis remediation: {remediation:?}"
+    );
+    d.measure(
+        "time to recovery",
+        between(restart, recovered),
+        format!(
+            "hit rate above 90% at {:+.2}s; canary back at 0.2 and overlays dropped at {:+.2}s",
+            d.since_fault(recovered),
+            d.since_fault(back.applied_at)
+        ),
+    );
+    d.measure(
+        "mitigations ended",
+        between(restart, back.applied_at),
+        "ConfigMap back on the baseline",
+    );
+    d.finish().await;
+}
+
+// ---- Incident #3: Redis out of memory -------------------------------------------------------
+
+#[test]
+fn redis_oom() {
+    let _one_at_a_time = drill::serial();
+    drill::runtime().block_on(redis_oom_drill());
+}
+
+/// The bytes one leaked key of [`LEAK_VALUE_BYTES`] costs Redis, before it is measured.
+const LEAK_VALUE_BYTES: u64 = 4000;
+
+/// Redis' used memory in percent of maxmemory.
+fn used_percent(d: &Drill) -> f64 {
+    let (used, max) = d.redis_memory();
+    100.0 * used as f64 / max as f64
+}
+
+/// Leak `session:` keys without TTL (the demo's leak fault) until used memory reaches `percent`;
+/// returns the keys written. `per_key` is what one key costs, learned as the fill goes.
+async fn fill_to(d: &mut Drill, percent: f64, per_key: &mut f64) -> u64 {
+    let mut written = 0;
+    for _ in 0..10 {
+        let (used, max) = d.redis_memory();
+        let now = 100.0 * used as f64 / max as f64;
+        if now >= percent {
+            return written;
+        }
+        let keys = ((percent + 1.0 - now) / 100.0 * max as f64 / *per_key).ceil() as u64;
+        let (_, answer) = d
+            .fault(
+                &format!("leak: {keys} session keys of {LEAK_VALUE_BYTES} bytes without TTL"),
+                json!({"leak": {"keys": keys, "value_bytes": LEAK_VALUE_BYTES}}),
+            )
+            .await;
+        let leak = &answer["leak"];
+        assert!(leak["error"].is_null(), "the leak failed: {leak}");
+        written += leak["written"].as_u64().unwrap_or(0);
+        let grown = d.redis_memory().0.saturating_sub(used) as f64;
+        if grown > 0.0 {
+            *per_key = grown / keys as f64;
+        }
+    }
+    panic!("used memory did not reach {percent}% after 10 leaks");
+}
+
+/// A key the remediation may delete: a session, or a cache key of a generation other than the
+/// current one (2).
+fn deletable(key: &str) -> bool {
+    let old_generation = key.starts_with("cache:")
+        && key.contains(":generation:")
+        && !key.ends_with(":generation:2");
+    key.starts_with("session:") || old_generation
+}
+
+/// Redis fills up with large cache values, two cache generations, sessions and leaked keys
+/// without TTL under a low maxmemory (8 MB, noeviction). The controller alerts at the watch,
+/// warning and critical levels; at critical it unlinks the session keys and the old generation
+/// (and nothing else), audits the keys without TTL, and memory falls.
+async fn redis_oom_drill() {
+    let mut d = Drill::start(Setup {
+        name: "redis-oom",
+        redis_args: vec!["--maxmemory", "8mb", "--maxmemory-policy", "noeviction"],
+        // Large values are cached only below MAX_CACHE_VALUE_SIZE.
+        tier: json!({"cache": {"maxValueBytes": 500000}}),
+        serve_args: vec![],
+        replicas: 1,
+    })
+    .await;
+    // Three clinics' rows grow large before traffic starts, so both generations hold them.
+    d.fault(
+        "large values: clinics 11, 12, 13 grow by 150 kB",
+        json!({"large_values": {"clinic_ids": [11, 12, 13], "bytes": 150000}}),
+    )
+    .await;
+    d.start_load(LoadShape::default());
+    d.wait_steady(0.0).await;
+    let baseline = d.config_history()[0].data.clone();
+    let large = |generation: u32| -> BTreeSet<String> {
+        [11, 12, 13]
+            .iter()
+            .map(|id| format!("cache:clinic:{id}:generation:{generation}"))
+            .collect()
+    };
+    d.wait("the large values cached in generation 1", secs(30), |d| {
+        let cached = d.scan("cache:clinic:*:generation:1");
+        large(1)
+            .is_subset(&cached)
+            .then_some(())
+            .ok_or(format!("{} generation-1 keys", cached.len()))
+    })
+    .await;
+
+    // A new cache generation: the old one stays in Redis until it expires (an hour).
+    d.mark("POST /admin/cache/invalidate: generation 2 (generation 1 stays until it expires)");
+    d.admin_post("/admin/cache/invalidate", json!({})).await;
+    d.fault(
+        "sessions written without TTL",
+        json!({"sessions_without_ttl": true}),
+    )
+    .await;
+    d.wait(
+        "the large values in generation 2 and sessions without TTL",
+        secs(30),
+        |d| {
+            let cached = d.scan("cache:clinic:*:generation:2");
+            let leaked = d.without_ttl("session:*").len();
+            (large(2).is_subset(&cached) && leaked >= 10)
+                .then_some(())
+                .ok_or(format!(
+                    "{} generation-2 keys, {leaked} sessions without TTL",
+                    cached.len()
+                ))
+        },
+    )
+    .await;
+    // Traffic drains: from here only the faults write, so every key can be accounted for.
+    d.stop_load();
+    d.fault(
+        "leak: 40 tmp:* keys without TTL (not a pattern remediation may delete)",
+        json!({"leak": {"keys": 40, "value_bytes": 200, "prefix": "tmp:"}}),
+    )
+    .await;
+    assert_eq!(
+        d.status().unwrap().memory_report.unwrap().level,
+        Some(MemoryLevel::Ok)
+    );
+
+    // Watch, then warning: alerts only.
+    let mut per_key = 4200.0;
+    for (percent, level, event) in [
+        (72.0, MemoryLevel::Watch, "MemoryWatch"),
+        (82.0, MemoryLevel::Warning, "MemoryWarning"),
+    ] {
+        fill_to(&mut d, percent, &mut per_key).await;
+        d.wait_status(&format!("the level {level:?}"), secs(15), |s| {
+            (s.memory_report.as_ref()?.level? == level).then_some(())
+        })
+        .await;
+        d.wait_event(event, secs(15)).await;
+    }
+    assert!(
+        d.scan("session:*").len() > 500,
+        "the sessions are still there"
+    );
+    assert!(
+        d.status()
+            .unwrap()
+            .memory_report
+            .unwrap()
+            .last_remediation
+            .is_none(),
+        "nothing is deleted below the critical level"
+    );
+
+    // Critical: one more leak past 90 %, then the remediation.
+    let before = d.scan("*");
+    let keys =
+        ((93.0 - used_percent(&d)) / 100.0 * d.redis_memory().1 as f64 / per_key).ceil() as u64;
+    let (pushed, answer) = d
+        .fault(
+            &format!("leak: {keys} session keys of {LEAK_VALUE_BYTES} bytes without TTL"),
+            json!({"leak": {"keys": keys, "value_bytes": LEAK_VALUE_BYTES}}),
+        )
+        .await;
+    assert!(answer["leak"]["error"].is_null(), "{answer}");
+    let leaked_last = answer["leak"]["written"].as_u64().unwrap();
+    let remediated = d
+        .wait_status("the remediation at the critical level", secs(20), |s| {
+            s.memory_report.as_ref()?.last_remediation.clone()
+        })
+        .await;
+    // The step that saw the critical level decided the remediation at `remediated.at`; the
+    // remediation's Event is published when it has finished.
+    let critical_at = remediated.at;
+    let unlinked_at = d.wait_event("RedisRemediated", secs(10)).await.at;
+    assert!(remediated.error.is_none(), "{remediated:?}");
+    assert!(
+        !remediated.budget_exhausted && !remediated.dry_run,
+        "{remediated:?}"
+    );
+
+    // Exactly the deletable keys went, and nothing else.
+    let after = d.scan("*");
+    let kept: BTreeSet<String> = before.iter().filter(|k| !deletable(k)).cloned().collect();
+    assert_eq!(
+        after, kept,
+        "after the remediation: exactly the keys that may not be deleted"
+    );
+    let sessions_before = before.iter().filter(|k| k.starts_with("session:")).count() as u64;
+    let old_generation = before
+        .iter()
+        .filter(|k| deletable(k) && !k.starts_with("session:"))
+        .count() as u64;
+    assert!(old_generation > large(1).len() as u64, "{old_generation}");
+    assert!(large(1).iter().all(|k| !after.contains(k)));
+    assert!(large(2).is_subset(&after), "the current generation stays");
+    assert!(after.contains("cache:current_generation"));
+    assert_eq!(after.iter().filter(|k| k.starts_with("tmp:")).count(), 40);
+    assert_eq!(
+        remediated.deleted_by_pattern,
+        BTreeMap::from([
+            ("session:*".to_owned(), sessions_before + leaked_last),
+            ("cache:*:generation:{generation}".to_owned(), old_generation),
+        ]),
+        "deleted, by pattern"
+    );
+
+    // The audit reports what has no TTL and survived: the tmp:* leak and the generation key.
+    let audit = d
+        .wait_status("the key audit", secs(10), |s| {
+            s.memory_report.as_ref()?.last_audit.clone()
+        })
+        .await;
+    assert_eq!(
+        audit.without_ttl_by_prefix.get("tmp"),
+        Some(&40),
+        "{audit:?}"
+    );
+    assert_eq!(
+        audit.without_ttl_by_prefix.get("session"),
+        None,
+        "{audit:?}"
+    );
+    let largest: Vec<&str> = audit.largest_keys.iter().map(|k| k.key.as_str()).collect();
+    for key in large(2) {
+        assert!(
+            largest.contains(&key.as_str()),
+            "{key} among the largest: {largest:?}"
+        );
+    }
+
+    // Memory falls; the levels come down; the incident is recorded.
+    let recovered = d
+        .wait_status("memory back below the watch level", secs(30), |s| {
+            let level = s.memory_report.as_ref()?.level?;
+            let o = s.observed.as_ref()?;
+            (level == MemoryLevel::Ok && o.redis_used_memory_percent? < 65.0).then_some(o.at?)
+        })
+        .await;
+    let report = incident_report(&d, "Redis Memory").await;
+    assert!(
+        report.contains("Remediation and key audit requested"),
+        "{report}"
+    );
+    d.wait_status("Healthy", secs(30), |s| {
+        (s.phase == Some(Phase::Healthy)).then_some(())
+    })
+    .await;
+
+    // The critical alert and the decision to remediate and audit come first, then what the
+    // remediation did.
+    let order = [
+        "MemoryWatch",
+        "MemoryWarning",
+        "MemoryCritical",
+        "RedisRemediation",
+        "RedisRemediated",
+    ];
+    assert_each_decision_taken_once(&d);
+    assert_eq!(
+        event_order(&d, &order),
+        order,
+        "levels, then remediation and audit"
+    );
+    let critical = d.event("MemoryCritical").expect("the critical alert");
+    let remediated_event = d.event("RedisRemediated").unwrap();
+    assert!(
+        between(remediated_event.at, critical.at).abs() < 1.0,
+        "alert and remediation in one step: {critical:?} {remediated_event:?}"
+    );
+    assert_eq!(critical.type_, "Warning");
+    let runs = d
+        .status()
+        .unwrap()
+        .recent_actions
+        .iter()
+        .filter(|a| a.action == tierguard::api::ActionKind::RemediateRedis)
+        .count();
+    assert_eq!(runs, 1, "one remediation (cooldown 60s)");
+    assert_eq!(
+        d.config_history().len(),
+        1,
+        "memory incidents change no flags: {:?}",
+        d.config_history()
+    );
+    assert_eq!(d.config_history()[0].data, baseline);
+    assert!(d.warm_calls().is_empty(), "{:?}", d.warm_calls());
+    d.measure(
+        "detection-to-action",
+        between(critical_at, unlinked_at),
+        format!(
+            "pushed past 90% at {:+.2}s; critical level seen at {:+.2}s (no window); keys unlinked by {:+.2}s: {} session keys and {} old-generation keys, {} kept",
+            d.since_fault(pushed),
+            d.since_fault(critical_at),
+            d.since_fault(unlinked_at),
+            sessions_before + leaked_last,
+            old_generation,
+            after.len()
+        ),
+    );
+    d.measure(
+        "time to recovery",
+        between(pushed, recovered),
+        format!(
+            "pushed past 90% at {:+.2}s; memory below 65% and level ok at {:+.2}s",
+            d.since_fault(pushed),
+            d.since_fault(recovered)
+        ),
+    );
+    d.finish().await;
+}
+
+// ---- Canary rollback ------------------------------------------------------------------------
+
+#[test]
+fn canary_regression() {
+    let _one_at_a_time = drill::serial();
+    drill::runtime().block_on(canary_regression_drill());
+}
+
+/// A regression ships with the canary: 1.2 s added to canary requests, with 80% of traffic on
+/// the canary, so P50 crosses 1000 ms. After `rollback.p50LatencyFor` (6s) phase 1 puts the canary
+/// at the reduced rate, holds `rollback.phaseHold` (4s), then goes to 0 and phase 2 switches the
+/// features off; phase 3 verifies the signals for the hold, and phase 4 writes the incident
+/// report. The tier stays rolled back until a human resumes it.
+async fn canary_regression_drill() {
+    let mut d = Drill::start(Setup {
+        name: "canary-regression",
+        redis_args: vec![],
+        tier: json!({"canary": {"sampleRate": 0.8}}),
+        serve_args: vec![],
+        replicas: 1,
+    })
+    .await;
+    d.start_load(LoadShape {
+        rps: 30,
+        ..LoadShape::default()
+    });
+    // A warm cache first: a slow P50 with a cold cache would be a stampede, not a regression.
+    d.wait_steady(97.0).await;
+    let baseline = d.config_history()[0].data.clone();
+    assert_eq!(baseline[CANARY_SAMPLE_RATE], "0.8");
+
+    let (fault, _) = d
+        .fault(
+            "1200 ms added to canary requests",
+            json!({"request_latency_ms": 1200, "request_latency_scope": "canary"}),
+        )
+        .await;
+    // The breach as the policy counts it: the start of the P50 window that led to the rollback.
+    let breach_start = d
+        .wait_status(
+            "P50 above 1000 ms in the controller's window",
+            secs(30),
+            |s| {
+                let memory = policy(s)?;
+                let w = &memory.windows.p50_latency;
+                let last = w.last_sample_at?;
+                Some(last - SignedDuration::try_from(w.held_for.as_std()).ok()?)
+            },
+        )
+        .await;
+
+    // Phase 1: the reduced rate, and nothing else.
+    let phase1 = d
+        .wait_config("phase 1: the canary at 0.05", secs(30), |c| {
+            c[CANARY_SAMPLE_RATE] == "0.05"
+        })
+        .await;
+    let window_closed = plus(breach_start, secs(6));
+    assert!(
+        phase1.applied_at >= window_closed,
+        "phase 1 at {} before P50 had been above 1000 ms for 6s (from {breach_start})",
+        phase1.applied_at
+    );
+    let mut expected1 = baseline.clone();
+    expected1.insert(CANARY_SAMPLE_RATE.into(), "0.05".into());
+    assert_eq!(
+        phase1.data, expected1,
+        "phase 1 changes only the canary rate"
+    );
+    d.measure(
+        "detection-to-action",
+        between(window_closed, phase1.applied_at),
+        format!(
+            "P50 above 1000 ms from {:+.2}s, window of 6s closed at {:+.2}s; phase 1 mounted at {:+.2}s",
+            d.since_fault(breach_start),
+            d.since_fault(window_closed),
+            d.since_fault(phase1.applied_at)
+        ),
+    );
+
+    // Phase 1 holds, then the canary goes to 0 and phase 2 switches the features off.
+    let phase2 = d
+        .wait_config("phase 2: canary 0.0 and the features off", secs(30), |c| {
+            c[CANARY_SAMPLE_RATE] == "0.0"
+                && c[FAST_PATH_ENABLED] == "false"
+                && c[MEM0_READS_ENABLED] == "false"
+                && c[MEM0_SHADOW_MODE] == "false"
+        })
+        .await;
+    d.wait("the runbook's phase 3 check in the demo's log", secs(10), |d| {
+        let line = "Feature flags loaded: fast_path=False, mem0_reads=False, mem0_shadow=False, canary_sample_rate=0";
+        d.demo.log().contains(line).then_some(()).ok_or(format!("no {line:?} yet"))
+    })
+    .await;
+
+    // Phase 3 verifies, phase 4 documents; the tier stays rolled back.
+    let rolled_back = d
+        .wait_status("phase 4: RolledBack", secs(40), |s| {
+            (s.phase == Some(Phase::RolledBack)).then(|| s.clone())
+        })
+        .await;
+    let report = incident_report(&d, "Canary Rollback").await;
+    d.attach(
+        &format!("incident report ({})", drill::INCIDENTS_CONFIG_MAP),
+        &report,
+    );
+    for line in [
+        "Anomaly detected: P50 latency",
+        "Rollback initiated: traffic reduced to 0.05",
+        "Traffic reduced to 0.0",
+        "Features disabled: FAST_PATH_ENABLED, MEM0_READS_ENABLED, MEM0_SHADOW_MODE = false",
+        "System stable",
+        "Re-deployment plan approved",
+    ] {
+        assert!(
+            report.contains(line),
+            "the report lacks {line:?}:\n{report}"
+        );
+    }
+    let timeline = incident_timeline(&rolled_back, Runbook::CanaryRollback);
+    let initiated = entry_at(&timeline, "Rollback initiated");
+    let reduced_to_zero = entry_at(&timeline, "Traffic reduced to 0.0");
+    let stable = entry_at(&timeline, "System stable");
+    assert!(
+        between(initiated, reduced_to_zero) >= 4.0,
+        "phase 1 held {:.2}s, less than phaseHold 4s",
+        between(initiated, reduced_to_zero)
+    );
+    assert!(
+        between(reduced_to_zero, stable) >= 4.0,
+        "phase 3 verified after {:.2}s, less than phaseHold 4s",
+        between(reduced_to_zero, stable)
+    );
+
+    // The signals are back within bounds, on the rolled-back config.
+    let recovered = d
+        .statuses()
+        .into_iter()
+        .find_map(|s| {
+            let o = s.status.observed?;
+            (o.at? > phase1.applied_at && o.p50_latency_ms? < 1000.0).then_some(o.at?)
+        })
+        .expect("P50 back under 1000 ms after phase 1");
+    let p50 = rolled_back.observed.as_ref().and_then(|o| o.p50_latency_ms);
+    assert!(p50.is_some_and(|p| p < 1000.0), "P50 {p50:?}");
+
+    let history: Vec<_> = d.config_history().into_iter().map(|v| v.data).collect();
+    assert_eq!(
+        history,
+        vec![baseline, expected1, phase2.data.clone()],
+        "ConfigMap history: baseline, phase 1, phase 2"
+    );
+    assert_eq!(
+        phases(&d),
+        vec![Phase::Healthy, Phase::RollingBack, Phase::RolledBack],
+        "phases"
+    );
+    assert_eq!(
+        mitigations_seen(&d),
+        BTreeSet::from([
+            MitigationName::RollbackCanary,
+            MitigationName::RollbackFeatures
+        ])
+    );
+    let order = [
+        "CanaryRollback",
+        "IncidentOpened",
+        "IncidentResolved",
+        "IncidentRecorded",
+    ];
+    assert_each_decision_taken_once(&d);
+    assert_eq!(event_order(&d, &order), order);
+    assert_no_warming_and_no_remediation(&d);
+    d.measure(
+        "time to recovery",
+        between(fault, recovered),
+        format!(
+            "regression at +0.00s; P50 back under 1000 ms at {:+.2}s; features off at {:+.2}s; verified and documented at {:+.2}s",
+            d.since_fault(recovered),
+            d.since_fault(phase2.applied_at),
+            d.since_fault(stable)
+        ),
+    );
+    d.finish().await;
+}
