@@ -108,6 +108,9 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     }
     let (observe_config, act_secrets) = match resolve_secrets(ctx, &t).await {
         Ok(resolved) => resolved,
+        // The API server did not answer: retried with the error backoff. Stalling here would
+        // report a Secret missing that is not, and overwrite the phase of a tier mid-incident.
+        Err(e) if e.is_transient() => return Err(Error::Secrets(e)),
         Err(e) => {
             stall(ctx, &t, config_reason(&e), &e.to_string()).await?;
             return Err(Error::Secrets(e));

@@ -68,6 +68,15 @@ pub enum ConfigError {
     Http(String),
 }
 
+impl ConfigError {
+    /// Whether the API server failed to answer (a 5xx, a timeout, no connection) rather than
+    /// said something about the tier's configuration: the next attempt may well succeed, so this
+    /// is retried, not a Stalled tier.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConfigError::Secret { source, .. } if source.is_transient())
+    }
+}
+
 /// Where to read Prometheus.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrometheusConfig {

@@ -1229,3 +1229,66 @@ async fn a_decision_whose_status_write_fails_is_not_taken_twice() {
         .count();
     assert_eq!(renders, 1, "{:#?}", status.recent_actions);
 }
+
+/// A 500 from the API server while reading the tier's Secret is the API server's trouble, not a
+/// missing Secret: the reconcile is retried, and the tier is neither Stalled nor announced as
+/// `SecretMissing`. (The long soak saw a tier mid-rollback flip to Stalled and back on such a 500.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_reading_a_secret_does_not_stall_the_tier() {
+    use kube_testserver::Gvr;
+    tierguard::install_crypto_provider();
+    let server = support::api_server().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create_secret(&client, "redis", "url", "redis://127.0.0.1:1/").await;
+    let spec = json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}}});
+    create(&client, &tier("backend", &app.url(), spec)).await;
+    let _run = controller(client.clone(), None);
+    wait_for("the baseline", Duration::from_secs(20), || async {
+        let t = tier_now(&client, "backend").await;
+        (t.status?.phase? == Phase::Healthy).then_some(())
+    })
+    .await;
+
+    server.fail_next(
+        Some("GET"),
+        &format!("/api/v1/namespaces/{NS}/secrets/redis"),
+        2,
+        500,
+    );
+    wait_for("the failures used", Duration::from_secs(20), || async {
+        server.pending_faults().is_empty().then_some(())
+    })
+    .await;
+    // The next reconcile after the backoff reads the Secret again.
+    wait_for(
+        "a reconcile after the failures",
+        Duration::from_secs(30),
+        || async {
+            let requests = server.requests();
+            let last_failure = requests.iter().rposition(|r| r.injected)?;
+            requests[last_failure + 1..]
+                .iter()
+                .any(|r| r.path.ends_with("/secrets/redis") && r.status == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    let stalled: Vec<String> = server
+        .list_json(&Gvr::of::<k8s_openapi::api::events::v1::Event>())
+        .iter()
+        .filter(|e| {
+            matches!(
+                e["reason"].as_str(),
+                Some("SecretMissing" | "ConfigInvalid")
+            )
+        })
+        .map(|e| e["note"].to_string())
+        .collect();
+    assert!(
+        stalled.is_empty(),
+        "a transient 500 stalled the tier: {stalled:?}"
+    );
+    let t = tier_now(&client, "backend").await;
+    assert_eq!(t.status.unwrap().phase, Some(Phase::Healthy));
+}
