@@ -101,15 +101,17 @@ pub fn check_text(name: &str, text: &str) -> FileReport {
     let mut objects: Vec<(String, &Value)> = Vec::new();
     let several = docs.len() > 1;
     for (index, doc) in docs.iter().enumerate() {
-        let label = format!("document {}", index + 1);
-        match list_items(doc) {
-            Some(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    objects.push((format!("{label}, item {}", i + 1), item));
-                }
-            }
-            None => objects.push((label, doc)),
-        }
+        flatten(
+            format!("document {}", index + 1),
+            doc,
+            0,
+            &mut objects,
+            &mut |label, problem| {
+                report
+                    .problems
+                    .push(shown(&format!("{name}: items: {problem} ({label})")));
+            },
+        );
     }
     let labelled = several || objects.len() > 1;
     for (label, doc) in objects {
@@ -144,13 +146,41 @@ pub fn check_text(name: &str, text: &str) -> FileReport {
     report
 }
 
-/// The items of a `kind: List` (or any `…List`) document.
-fn list_items(doc: &Value) -> Option<&Vec<Value>> {
-    let kind = doc.get("kind").and_then(Value::as_str)?;
-    if !kind.ends_with("List") {
-        return None;
+/// How deep Lists inside Lists are followed.
+const MAX_LIST_DEPTH: usize = 8;
+
+/// Push `doc` to `objects`, or, when it is a list (a `kind: List` or any `…List`, or an object
+/// with an array of `items`, as kubectl reads it), each of its items, following Lists inside
+/// Lists as kubectl does. A `…List` without an array of items is a problem, not a skip: kubectl
+/// would refuse it.
+fn flatten<'a>(
+    label: String,
+    doc: &'a Value,
+    depth: usize,
+    objects: &mut Vec<(String, &'a Value)>,
+    problem: &mut impl FnMut(&str, &str),
+) {
+    let is_list_kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind.ends_with("List"));
+    match doc.get("items") {
+        Some(Value::Array(items)) if depth < MAX_LIST_DEPTH => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(
+                    format!("{label}, item {}", i + 1),
+                    item,
+                    depth + 1,
+                    objects,
+                    problem,
+                );
+            }
+        }
+        Some(Value::Array(_)) => problem(&label, "Lists nested too deep"),
+        Some(_) if is_list_kind => problem(&label, "must be a sequence of objects"),
+        None if is_list_kind => problem(&label, "required: a List holds its objects in items"),
+        _ => objects.push((label, doc)),
     }
-    doc.get("items").and_then(Value::as_array)
 }
 
 /// The kind of a document that is plainly something else (a ConfigMap, a Deployment), which is

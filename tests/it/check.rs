@@ -184,6 +184,34 @@ fn the_items_of_a_list_are_checked_as_kubectl_would_apply_them() {
 }
 
 #[test]
+fn lists_inside_lists_are_followed_and_a_list_without_items_is_an_error() {
+    let nested = "apiVersion: v1\nkind: List\nitems:\n\
+        - apiVersion: v1\n  kind: List\n  items:\n\
+        \x20 - apiVersion: tierguard.dev/v1alpha1\n    kind: MemoryTier\n    metadata: {name: inner}\n    spec: {target: {configMapName: flags}, mode: Yolo}\n";
+    let text = format!("{TIER}---\n{nested}");
+    let (code, stdout, _) = check_written(&text);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(": spec.mode: ")
+            && stdout.contains("(document 2, item 1, item 1 \"inner\")"),
+        "{stdout}"
+    );
+    for broken in [
+        "apiVersion: v1\nkind: List\nitems: {}\n",
+        "apiVersion: v1\nkind: List\n",
+        "apiVersion: tierguard.dev/v1alpha1\nkind: MemoryTierList\nitems: oops\n",
+    ] {
+        let text = format!("{TIER}---\n{broken}");
+        let (code, stdout, _) = check_written(&text);
+        assert_eq!(code, Some(1), "{text}\n{stdout}");
+        assert!(
+            stdout.contains(": items: ") && stdout.contains("(document 2)"),
+            "{text}\n{stdout}"
+        );
+    }
+}
+
+#[test]
 fn a_wrong_kind_or_api_version_is_an_error_not_a_skip() {
     let (code, stdout, _) = check_written(&TIER.replace("kind: MemoryTier", "kind: Memorytier"));
     assert_eq!(code, Some(1), "{stdout}");
