@@ -13,10 +13,15 @@
 //! - a replica is SIGKILLed (the leader, often) and restarted, or the leader is sent SIGTERM and
 //!   hands over the Lease.
 //!
+//! Each kind of fault comes once, in a seeded order, before the weighted draw, so every run has
+//! them all. The tier restarts its Deployment on every change of its configuration
+//! (`restartOnChange`).
+//!
 //! At the end every fault is lifted and the tier must come back to its baseline. Then the
 //! invariants: every incident that opened is recorded exactly once; no destructive action (a
-//! flush, a warm-up) runs twice for one decision; no rollback without a sustained breach; the tier
-//! back on its baseline; memory bounded; no panic in any log. The figures are printed.
+//! flush, a warm-up, a rollout restart) runs twice for one decision; no rollback without a
+//! sustained breach; the tier back on its baseline; memory bounded; no panic in any log; every
+//! kind of fault injected. The figures are printed. (tierguard never changes Redis' maxmemory.)
 //!
 //! `TIERGUARD_SOAK_SECS` sets the length of the faulty part (default 150 s: about 4 minutes in
 //! all), `TIERGUARD_SOAK_SEED` the schedule; `TIERGUARD_SOAK_REPORT=1` prints the drill's
@@ -38,7 +43,9 @@ use tierguard::api::{
 use crate::support::drill::{
     self, CONTROLLER_USER, Drill, NAMESPACE, Setup, TIER, load::LoadShape,
 };
-use kube_testserver::{Fault, FaultAction};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube_testserver::{Fault, FaultAction, Gvr};
+use tierguard::act::restart::{RESTARTED_AT_ANNOTATION, RESTARTED_FOR_HASH_ANNOTATION};
 
 /// The pod's grace period the SIGTERMed leader must exit within.
 const GRACE: Duration = Duration::from_secs(10);
@@ -46,6 +53,8 @@ const GRACE: Duration = Duration::from_secs(10);
 const MEMORY_LIMIT_KIB: u64 = 128 * 1024;
 /// The drills' P50 window (`rollback.p50LatencyFor`).
 const P50_FOR: Duration = Duration::from_secs(6);
+/// The Deployment that reads the tier's ConfigMap, restarted on every change of it.
+const WORKLOAD: &str = "clinic-backend";
 /// The drills' remediation cooldown.
 const COOLDOWN: Duration = Duration::from_secs(60);
 
@@ -100,22 +109,24 @@ enum EnvFault {
 }
 
 impl EnvFault {
-    /// Pick one, weighted: kills and API faults often, the rest now and then.
+    /// Every fault with its weight: kills and API faults often, the rest now and then.
+    const WEIGHTS: [(EnvFault, u32); 9] = [
+        (EnvFault::Api500, 3),
+        (EnvFault::Api409, 2),
+        (EnvFault::ApiHang, 2),
+        (EnvFault::DroppedWatches, 2),
+        (EnvFault::Gone410, 2),
+        (EnvFault::PrometheusKilled, 2),
+        (EnvFault::RedisKilled, 1),
+        (EnvFault::ControllerKilled, 4),
+        (EnvFault::LeaderTerminated, 2),
+    ];
+
+    /// Pick one, weighted.
     fn pick(rng: &mut StdRng) -> EnvFault {
-        let table = [
-            (EnvFault::Api500, 3),
-            (EnvFault::Api409, 2),
-            (EnvFault::ApiHang, 2),
-            (EnvFault::DroppedWatches, 2),
-            (EnvFault::Gone410, 2),
-            (EnvFault::PrometheusKilled, 2),
-            (EnvFault::RedisKilled, 1),
-            (EnvFault::ControllerKilled, 4),
-            (EnvFault::LeaderTerminated, 2),
-        ];
-        let total: u32 = table.iter().map(|(_, w)| w).sum();
+        let total: u32 = Self::WEIGHTS.iter().map(|(_, w)| w).sum();
         let mut roll = rng.random_range(0..total);
-        for (fault, weight) in table {
+        for (fault, weight) in Self::WEIGHTS {
             if roll < weight {
                 return fault;
             }
@@ -154,6 +165,11 @@ struct Soak {
     resumes: u32,
     /// Every incident report key seen in `<tier>-incidents` (which keeps only the newest 20).
     reports_seen: BTreeSet<String>,
+    /// Faults not injected yet: each kind comes once, in a shuffled order, before the weighted
+    /// draw, so that even the shortest soak has every kind.
+    first_round: Vec<EnvFault>,
+    /// Every (restartedAt, config hash) the workload's pod template was seen with, in order.
+    restarts_seen: Vec<(String, String)>,
 }
 
 async fn soak(length: Duration, seed: u64) {
@@ -164,15 +180,37 @@ async fn soak(length: Duration, seed: u64) {
         tier: json!({
             // Back from a stampede's 0.05 in three steps rather than fifteen: more incidents fit.
             "canary": {"sampleRate": 0.8, "rampStep": 0.25},
+            // Every change of the configuration restarts the workload: a destructive action that
+            // must not run twice for one decision either.
+            "target": {"workloadRef": {"kind": "Deployment", "name": WORKLOAD}, "restartOnChange": true},
             "redis": {"remediation": {"cooldown": "60s", "maxDuration": "5s"}},
         }),
         serve_args: vec![],
         replicas: 2,
     })
     .await;
+    d.api
+        .put_json(
+            &Gvr::of::<Deployment>(),
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": WORKLOAD, "namespace": NAMESPACE},
+                "spec": {
+                    "selector": {"matchLabels": {"app": WORKLOAD}},
+                    "template": {
+                        "metadata": {"labels": {"app": WORKLOAD}},
+                        "spec": {"containers": [{"name": "app", "image": "clinic-backend"}]},
+                    },
+                },
+            }),
+        )
+        .expect("create the workload");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut first_round: Vec<EnvFault> = EnvFault::WEIGHTS.iter().map(|(f, _)| *f).collect();
+    shuffle(&mut first_round, &mut rng);
     let mut s = Soak {
         d,
-        rng: StdRng::seed_from_u64(seed),
+        rng,
         faults: BTreeMap::new(),
         restores: Vec::new(),
         episodes: Vec::new(),
@@ -181,6 +219,8 @@ async fn soak(length: Duration, seed: u64) {
         handovers: Vec::new(),
         resumes: 0,
         reports_seen: BTreeSet::new(),
+        first_round,
+        restarts_seen: Vec::new(),
     };
     s.d.start_load(LoadShape::default());
     s.d.wait_steady(90.0).await;
@@ -199,10 +239,17 @@ async fn soak(length: Duration, seed: u64) {
     while Instant::now() < faults_end {
         s.d.sample_rss();
         s.note_reports();
+        s.note_restarts();
         s.restore_due(false).await;
         if Instant::now() >= next_fault {
-            let fault = EnvFault::pick(&mut s.rng);
-            s.inject(fault).await;
+            let fault = match s.first_round.pop() {
+                Some(fault) => fault,
+                None => EnvFault::pick(&mut s.rng),
+            };
+            if !s.inject(fault).await && s.faults.get(&fault).is_none_or(|n| *n == 0) {
+                // Not possible now (no leader, say): it comes again later.
+                s.first_round.insert(0, fault);
+            }
             next_fault = Instant::now() + Duration::from_millis(s.rng.random_range(2500..6000));
         }
         match incident {
@@ -265,6 +312,26 @@ impl Soak {
         }
     }
 
+    fn note_restarts(&mut self) {
+        let Some(deployment) = self
+            .d
+            .api
+            .get_json(&Gvr::of::<Deployment>(), NAMESPACE, WORKLOAD)
+        else {
+            return;
+        };
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        if let (Some(at), Some(hash)) = (
+            annotations[RESTARTED_AT_ANNOTATION].as_str(),
+            annotations[RESTARTED_FOR_HASH_ANNOTATION].as_str(),
+        ) {
+            let seen = (at.to_owned(), hash.to_owned());
+            if self.restarts_seen.last() != Some(&seen) {
+                self.restarts_seen.push(seen);
+            }
+        }
+    }
+
     fn note_reports(&mut self) {
         self.reports_seen
             .extend(self.d.incident_reports().into_keys());
@@ -286,7 +353,8 @@ impl Soak {
         self.restores.push((Instant::now() + wait, restore));
     }
 
-    async fn inject(&mut self, fault: EnvFault) {
+    /// Inject `fault`; false when it could not be now (nothing was done).
+    async fn inject(&mut self, fault: EnvFault) -> bool {
         let tier_status = format!(
             "/apis/tierguard.dev/v1alpha1/namespaces/{NAMESPACE}/memorytiers/{TIER}/status"
         );
@@ -323,18 +391,25 @@ impl Soak {
                     .iter()
                     .any(|(_, r)| matches!(r, Restore::Prometheus))
                 {
-                    return;
+                    return false;
                 }
                 self.d.prometheus().kill();
                 self.after(2000, 8000, Restore::Prometheus);
             }
             EnvFault::RedisKilled => {
-                if self
-                    .restores
-                    .iter()
-                    .any(|(_, r)| matches!(r, Restore::Redis))
+                // A cold start during a canary regression holds the canary at the stampede's
+                // rate, and the regression rightly goes unnoticed: no kill then, so that every
+                // regression is a rollback to check.
+                let regression_on = self.episodes.last().is_some_and(|e| {
+                    e.incident == Incident::CanaryRegression && e.lifted.is_none()
+                });
+                if regression_on
+                    || self
+                        .restores
+                        .iter()
+                        .any(|(_, r)| matches!(r, Restore::Redis))
                 {
-                    return;
+                    return false;
                 }
                 self.d.redis.kill();
                 self.after(1000, 4000, Restore::Redis);
@@ -347,7 +422,7 @@ impl Soak {
                     _ => self.rng.random_range(0..self.d.replica_count()),
                 };
                 if !self.d.replica_running(i) {
-                    return;
+                    return false;
                 }
                 self.d.kill_replica(i);
                 self.sigkills += 1;
@@ -355,10 +430,10 @@ impl Soak {
             }
             EnvFault::LeaderTerminated => {
                 let Some(i) = self.leader_index() else {
-                    return;
+                    return false;
                 };
                 if !self.d.replica_running(i) {
-                    return;
+                    return false;
                 }
                 let took = self.d.terminate_replica(i, GRACE);
                 let took = took.unwrap_or_else(|| {
@@ -373,6 +448,7 @@ impl Soak {
         }
         self.d.mark(format!("env fault: {fault:?}"));
         self.count(fault);
+        true
     }
 
     /// Undo what is due (everything, with `all`).
@@ -637,7 +713,16 @@ impl Soak {
             .filter(|l| l.contains("redis flush finished") && l.contains("dry_run=false"))
             .filter_map(|l| l.split_whitespace().next()?.parse().ok())
             .collect();
-        let warm_runs = group_runs(self.d.warm_calls().into_iter().map(|(at, _)| at).collect());
+        // A call that warmed nothing (the demo answered 503: Redis was down) is retried by the
+        // same warm-up; the calls that warmed clinics are the warm-ups that ran.
+        let warm_runs = group_runs(
+            self.d
+                .warm_calls()
+                .into_iter()
+                .filter(|(_, warmed)| warmed != "[]")
+                .map(|(at, _)| at)
+                .collect(),
+        );
         // What was decided and recorded: every action record that ever reached status.
         let mut recorded: BTreeMap<&str, BTreeSet<Timestamp>> = BTreeMap::new();
         let mut actions: BTreeMap<String, BTreeSet<Timestamp>> = BTreeMap::new();
@@ -658,6 +743,9 @@ impl Soak {
                     }
                     ActionKind::WarmCache if ran => {
                         recorded.entry("warm-cache").or_default().insert(r.at);
+                    }
+                    ActionKind::RestartWorkload if ran => {
+                        recorded.entry("restart-workload").or_default().insert(r.at);
                     }
                     _ => {}
                 }
@@ -689,7 +777,53 @@ impl Soak {
                 ));
             }
         }
-        duplicates += flush_extra + warm_extra;
+        // A rollout restart is a PATCH of the workload the API server served (a repeat for a
+        // hash already restarted finds the annotation and sends none).
+        let workload_path = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{WORKLOAD}");
+        let restart_runs = self
+            .d
+            .api
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "PATCH"
+                    && r.path == workload_path
+                    && (200..300).contains(&r.status)
+                    && !r.injected
+            })
+            .count();
+        let restart_recorded = recorded.get("restart-workload").map_or(0, BTreeSet::len);
+        let restart_extra = restart_runs.saturating_sub(restart_recorded) as u64;
+        if restart_extra > 0 {
+            failures.push(format!(
+                "{restart_runs} restarts of the workload for {restart_recorded} recorded decisions"
+            ));
+        }
+        // A configuration may come back (the baseline after each incident) and restart the
+        // workload again; two restarts in a row for one hash are one decision taken twice.
+        let mut restart_repeats = 0u64;
+        for pair in self.restarts_seen.windows(2) {
+            if pair[0].1 == pair[1].1 {
+                restart_repeats += 1;
+                failures.push(format!(
+                    "the workload restarted twice in a row for config hash {} ({} and {})",
+                    pair[0].1, pair[0].0, pair[1].0
+                ));
+            }
+        }
+        if restart_runs == 0 {
+            failures.push(
+                "the workload was never restarted: the soak did not exercise restarts".into(),
+            );
+        }
+        duplicates += flush_extra + warm_extra + restart_extra.max(restart_repeats);
+
+        // -- every kind of fault was injected -----------------------------------------------------
+        for (fault, _) in EnvFault::WEIGHTS {
+            if self.faults.get(&fault).is_none_or(|n| *n == 0) {
+                failures.push(format!("{fault:?} was never injected"));
+            }
+        }
 
         // -- no rollback without a sustained breach ---------------------------------------------
         // Each rollback is one CanaryRollback incident: it started when the policy decided it,
@@ -706,6 +840,16 @@ impl Soak {
                 }
             }
         }
+        let regressions = self
+            .episodes
+            .iter()
+            .filter(|e| e.incident == Incident::CanaryRegression)
+            .count();
+        if regressions > 0 && decided.is_empty() {
+            failures.push(format!(
+                "{regressions} canary regression(s) and no rollback: the check below checked nothing"
+            ));
+        }
         for (id, (at, trigger)) in &decided {
             rollbacks += 1;
             let from = *at - SignedDuration::try_from(P50_FOR).unwrap();
@@ -719,9 +863,10 @@ impl Soak {
                         .flatten()
                 })
                 .collect();
-            let sustained = trigger.starts_with("P50 latency")
-                && !window.is_empty()
-                && window.iter().all(|p| *p > 1000.0);
+            // The samples are what the recorder happened to read (under load it may read none
+            // in the window); the latency fault being on over the whole window is the cause.
+            let sustained =
+                trigger.starts_with("P50 latency") && window.iter().all(|p| *p > 1000.0);
             let fault_long_enough = self
                 .latency_on
                 .iter()
@@ -802,7 +947,7 @@ impl Soak {
             self.resumes
         );
         println!(
-            "  actions recorded: {}; flush runs {} (recorded {flush_recorded}); warm-ups {} (recorded {warm_recorded})",
+            "  actions recorded: {}; flush runs {} (recorded {flush_recorded}); warm-ups {} (recorded {warm_recorded}); restarts {restart_runs} (recorded {restart_recorded})",
             action_counts.join(", "),
             flush_runs.len(),
             warm_runs.len()
