@@ -305,9 +305,13 @@ macro_rules! signal_table {
             )+
             /// The application's signals per cohort (canary and stable traffic), when its metrics
             /// carry the cohort label (`spec.canary.cohortLabel`); absent otherwise, and then the
-            /// rollback criteria judge the whole service (`unknown.cohorts` says why).
+            /// rollback criteria judge the whole service.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub cohorts: Option<Cohorts>,
+            /// Why there are no cohorts, when there are none: the rollback criteria then judge the
+            /// whole service's signals.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub without_cohorts: Option<String>,
             /// Why each unknown signal is unknown, by signal name.
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             pub unknown: BTreeMap<String, String>,
@@ -627,12 +631,12 @@ mod tests {
     fn every_signal_is_a_field_of_the_observation_under_its_name() {
         let mut o = Observation::default();
         for (i, signal) in Signal::ALL.iter().enumerate() {
-            let value = match signal.unit() {
-                Unit::State => SignalValue::Breaker(BreakerState::Open),
-                Unit::Id => SignalValue::Text(format!("id{i}")),
-                Unit::Bytes | Unit::Count | Unit::Seconds => SignalValue::Count(i as u64),
-                _ => SignalValue::Number(i as f64 + 0.5),
+            let json = match signal.unit() {
+                Unit::State => serde_json::json!("open"),
+                Unit::Id => serde_json::json!(format!("id{i}")),
+                _ => serde_json::json!(i),
             };
+            let value = signal.value_from_json(json).unwrap();
             o.set(*signal, Some(value.clone())).unwrap();
             assert_eq!(o.get(*signal), Some(value));
         }

@@ -261,11 +261,65 @@ mod tests {
 
     #[test]
     fn redis_signals_have_no_query() {
-        assert_eq!(default_query(Signal::RedisRunId, "", "mem0", "5m"), None);
+        assert_eq!(
+            default_query(Signal::RedisRunId, "", &[], "mem0", "5m"),
+            None
+        );
         let spec: MemoryTierSpec =
             serde_json::from_value(serde_json::json!({"target": {"configMapName": "f"}})).unwrap();
         let set = QuerySet::from_spec(&spec);
-        assert_eq!(set.iter().count(), Signal::app().count());
+        // Every application signal for the service; all but the breaker for each cohort.
+        assert_eq!(
+            set.iter().count(),
+            Signal::app().count() + 2 * Signal::app().filter(|s| s.per_cohort()).count()
+        );
+        let canary = &set
+            .get(Scope::Cohort(Cohort::Canary), Signal::ErrorRatePercent)
+            .unwrap()
+            .promql;
+        assert!(
+            canary.contains(r#"cohort="canary",status=~"5.."#),
+            "{canary}"
+        );
+        assert!(
+            set.get(Scope::Cohort(Cohort::Stable), Signal::BreakerState)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_override_reads_a_cohort_through_its_placeholder() {
+        let spec: MemoryTierSpec = serde_json::from_value(serde_json::json!({
+            "target": {"configMapName": "f"},
+            "canary": {"cohortLabel": {"name": "path", "canary": "new", "stable": "old"}},
+            "metrics": {"queries": {
+                "p50LatencyMs": "my_p50{path=\"{cohort}\"}",
+                "errorRatePercent": "my_errors",
+            }},
+        }))
+        .unwrap();
+        let set = QuerySet::from_spec(&spec);
+        assert_eq!(
+            set.get(Scope::Cohort(Cohort::Canary), Signal::P50LatencyMs)
+                .unwrap()
+                .promql,
+            r#"my_p50{path="new"}"#
+        );
+        assert!(
+            set.get(Scope::Cohort(Cohort::Canary), Signal::ErrorRatePercent)
+                .is_none()
+        );
+        assert!(
+            set.no_cohort_query(Signal::ErrorRatePercent)
+                .unwrap()
+                .contains("{cohort}")
+        );
+        // The built-in queries use the configured label.
+        let requests = &set
+            .get(Scope::Cohort(Cohort::Stable), Signal::Requests)
+            .unwrap()
+            .promql;
+        assert!(requests.contains(r#"path="old""#), "{requests}");
     }
 
     #[test]
@@ -283,24 +337,24 @@ mod tests {
     fn default_queries_use_the_documented_metrics() {
         let sel = "app=\"clinic-backend\"";
         assert_eq!(
-            default_query(Signal::P95LatencyMs, sel, "mem0", "5m").unwrap(),
+            default_query(Signal::P95LatencyMs, sel, &[], "mem0", "5m").unwrap(),
             "1000 * histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{app=\"clinic-backend\"}[5m])))"
         );
         assert_eq!(
-            default_query(Signal::ErrorRatePercent, sel, "mem0", "5m").unwrap(),
+            default_query(Signal::ErrorRatePercent, sel, &[], "mem0", "5m").unwrap(),
             "100 * (sum(rate(http_requests_total{app=\"clinic-backend\",status=~\"5..\"}[5m])) or vector(0)) / sum(rate(http_requests_total{app=\"clinic-backend\"}[5m]))"
         );
         assert_eq!(
-            default_query(Signal::BreakerState, "", "me\"m0", "5m").unwrap(),
+            default_query(Signal::BreakerState, "", &[], "me\"m0", "5m").unwrap(),
             "max(circuit_breaker_state{breaker=\"me\\\"m0\"} == 1) or max(circuit_breaker_state{breaker=\"me\\\"m0\"})"
         );
         assert!(
-            default_query(Signal::CacheHitRatePercent, sel, "mem0", "5m")
+            default_query(Signal::CacheHitRatePercent, sel, &[], "mem0", "5m")
                 .unwrap()
                 .contains("cache_misses_total{app=\"clinic-backend\"}[5m]")
         );
         assert!(
-            default_query(Signal::Mem0WriteSuccessPercent, sel, "mem0", "5m")
+            default_query(Signal::Mem0WriteSuccessPercent, sel, &[], "mem0", "5m")
                 .unwrap()
                 .contains("mem0_writes_total{app=\"clinic-backend\",outcome=\"success\"}[5m]")
         );
@@ -314,13 +368,19 @@ mod tests {
         }))
         .unwrap();
         let queries = QuerySet::from_spec(&spec);
-        let p50 = &queries.get(Signal::P50LatencyMs).promql;
+        let p50 = &queries
+            .get(Scope::Service, Signal::P50LatencyMs)
+            .unwrap()
+            .promql;
         assert!(p50.contains("{job=\"a\"}[1m30s]"), "{p50}");
         let default: MemoryTierSpec =
             serde_json::from_value(serde_json::json!({"target": {"configMapName": "flags"}}))
                 .unwrap();
         let default_queries = QuerySet::from_spec(&default);
-        let errors = &default_queries.get(Signal::ErrorRatePercent).promql;
+        let errors = &default_queries
+            .get(Scope::Service, Signal::ErrorRatePercent)
+            .unwrap()
+            .promql;
         assert!(
             errors.contains("[5m]") && !errors.contains("[1m30s]"),
             "{errors}"
@@ -336,15 +396,29 @@ mod tests {
         .unwrap();
         spec.breaker.name = "db".into();
         let set = QuerySet::from_spec(&spec);
-        assert_eq!(set.get(Signal::P50LatencyMs).promql, "vector(42)");
-        assert!(set.get(Signal::P50LatencyMs).overridden);
-        // A blank override is no override.
-        assert!(!set.get(Signal::ErrorRatePercent).overridden);
+        assert_eq!(
+            set.get(Scope::Service, Signal::P50LatencyMs)
+                .unwrap()
+                .promql,
+            "vector(42)"
+        );
         assert!(
-            set.get(Signal::BreakerState)
+            set.get(Scope::Service, Signal::P50LatencyMs)
+                .unwrap()
+                .overridden
+        );
+        // A blank override is no override.
+        assert!(
+            !set.get(Scope::Service, Signal::ErrorRatePercent)
+                .unwrap()
+                .overridden
+        );
+        assert!(
+            set.get(Scope::Service, Signal::BreakerState)
+                .unwrap()
                 .promql
                 .contains("breaker=\"db\"")
         );
-        assert_eq!(set.iter().count(), 7);
+        assert!(set.get(Scope::Service, Signal::Requests).is_some());
     }
 }

@@ -521,10 +521,10 @@ circuit_breaker_state{breaker="db"} 1
     #[test]
     fn first_scrape_gives_only_the_breaker() {
         let cur = ScrapeSnapshot::parse(FIRST).unwrap();
-        let s = derive_signals(None, &cur, "mem0");
+        let s = derive_signals(None, &cur, "mem0", 1.0);
         assert_eq!(s[&Signal::BreakerState], Ok(0.0));
         assert_eq!(
-            derive_signals(None, &cur, "db")[&Signal::BreakerState],
+            derive_signals(None, &cur, "db", 1.0)[&Signal::BreakerState],
             Ok(1.0)
         );
         for signal in Signal::app().filter(|s| *s != Signal::BreakerState) {
@@ -541,7 +541,7 @@ circuit_breaker_state{breaker="db"} 1
     fn second_scrape_gives_rates_and_quantiles_from_the_increases() {
         let prev = ScrapeSnapshot::parse(FIRST).unwrap();
         let cur = ScrapeSnapshot::parse(&second()).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         // 10 errors of 100 requests.
         assert_eq!(s[&Signal::ErrorRatePercent], Ok(10.0));
         // 90 hits, 10 misses.
@@ -568,7 +568,7 @@ circuit_breaker_state{breaker="db"} 1
                 "{status=\"503\",route=\"/a\"} 1",
             );
         let cur = ScrapeSnapshot::parse(&restarted).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         assert_eq!(s[&Signal::ErrorRatePercent], Ok(25.0));
     }
 
@@ -576,7 +576,7 @@ circuit_breaker_state{breaker="db"} 1
     fn no_traffic_and_missing_metrics_are_unknown_with_reasons() {
         let prev = ScrapeSnapshot::parse(FIRST).unwrap();
         let cur = ScrapeSnapshot::parse(FIRST).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         assert!(
             s[&Signal::ErrorRatePercent]
                 .as_ref()
@@ -590,7 +590,7 @@ circuit_breaker_state{breaker="db"} 1
                 .contains("no observations")
         );
         let bare = ScrapeSnapshot::parse("up 1\n").unwrap();
-        let s = derive_signals(Some(&bare), &bare, "mem0");
+        let s = derive_signals(Some(&bare), &bare, "mem0", 1.0);
         assert!(
             s[&Signal::ErrorRatePercent]
                 .as_ref()
@@ -625,7 +625,7 @@ circuit_breaker_state{breaker="db"} 1
         let untyped = "http_request_duration_seconds_bucket{le=\"0.1\"} 1\nhttp_request_duration_seconds_bucket{le=\"+Inf\"} 2\n";
         let prev = ScrapeSnapshot::parse("up 1\n").unwrap();
         let cur = ScrapeSnapshot::parse(untyped).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         // Rank 1 of 2 is reached at the top of the first bucket.
         assert!((s[&Signal::P50LatencyMs].clone().unwrap() - 100.0).abs() < 1e-9);
     }

@@ -63,7 +63,7 @@ pub fn set_app_signal(obs: &mut Observation, signal: Signal, reading: Reading) {
 
 /// Store the application's readings into an observation: the whole service's, and each cohort's
 /// when there are any. Without a reading of either cohort's requests, the application's metrics
-/// carry no cohort label: the observation has no cohorts, and `unknown.cohorts` says so.
+/// carry no cohort label: the observation has no cohorts, and `without_cohorts` says so.
 pub fn set_readings(
     obs: &mut Observation,
     readings: Readings,
@@ -101,18 +101,12 @@ pub fn set_readings(
     if any_cohort {
         obs.cohorts = Some(cohorts);
     } else {
-        obs.unknown.insert(
-            COHORTS.to_owned(),
-            format!(
-                "no requests labelled {}={:?} or {:?} (spec.canary.cohortLabel): the rollback criteria judge the whole service",
-                label.name, label.canary, label.stable
-            ),
-        );
+        obs.without_cohorts = Some(format!(
+            "no requests labelled {}={:?} or {:?} (spec.canary.cohortLabel): the rollback criteria judge the whole service",
+            label.name, label.canary, label.stable
+        ));
     }
 }
-
-/// The key of `unknown` that says why there are no cohorts.
-pub const COHORTS: &str = "cohorts";
 
 /// Mark every application signal unknown with the same reason.
 pub fn set_all_app_unknown(obs: &mut Observation, reason: &str) {

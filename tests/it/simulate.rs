@@ -278,8 +278,8 @@ fn circuit_breaker_outage() {
     let lines = simulate_json(&defaults_manifest(), "circuit-breaker-outage");
     let opened = first_seen("circuit-breaker-outage", |p| {
         p.get(tierguard::api::Signal::BreakerState)
-            == Some(Some(&tierguard::api::SignalValue::Breaker(
-                tierguard::api::BreakerState::Open,
+            == Some(Some(&tierguard::simulate::Input::Fixed(
+                tierguard::api::SignalValue::Breaker(tierguard::api::BreakerState::Open),
             )))
     });
     // Alert and level 1 at once. The fallback works, so no escalation until maxOpenDuration (4h)
@@ -325,8 +325,8 @@ fn circuit_breaker_outage() {
     // Closed at +4h30m: the mitigation ends after rampInterval (5m).
     let closed = first_seen("circuit-breaker-outage", |p| {
         p.get(tierguard::api::Signal::BreakerState)
-            == Some(Some(&tierguard::api::SignalValue::Breaker(
-                tierguard::api::BreakerState::Closed,
+            == Some(Some(&tierguard::simulate::Input::Fixed(
+                tierguard::api::SignalValue::Breaker(tierguard::api::BreakerState::Closed),
             )))
     });
     let ended = transitions(&lines, "breaker")
