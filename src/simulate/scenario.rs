@@ -132,6 +132,18 @@ pub enum Input {
     Binomial { percent: f64 },
 }
 
+impl Input {
+    /// The value the input is centred on: the fixed number or the generator's mean (a Binomial's
+    /// percentage); none for a value that is not a number.
+    pub fn mean(&self) -> Option<f64> {
+        match self {
+            Input::Fixed(v) => v.as_gauge(),
+            Input::Normal { mean, .. } | Input::Poisson { mean } => Some(*mean),
+            Input::Binomial { percent } => Some(*percent),
+        }
+    }
+}
+
 impl std::fmt::Display for Input {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -183,6 +195,16 @@ static PATCH_NAMES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock
         .collect()
 });
 
+/// The names a cohort's patch may set: the signals read per cohort.
+static COHORT_PATCH_NAMES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        Signal::ALL
+            .iter()
+            .filter(|s| s.per_cohort())
+            .map(|s| s.name())
+            .collect()
+    });
+
 impl<'de> Deserialize<'de> for SignalPatch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(PatchVisitor { cohort: false })
@@ -231,7 +253,14 @@ impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed<'_> {
         }
         let signal = Signal::parse(self.key)
             .filter(|s| !self.cohort || s.per_cohort())
-            .ok_or_else(|| D::Error::unknown_field(self.key, &PATCH_NAMES))?;
+            .ok_or_else(|| {
+                let names = if self.cohort {
+                    &COHORT_PATCH_NAMES
+                } else {
+                    &PATCH_NAMES
+                };
+                D::Error::unknown_field(self.key, names)
+            })?;
         let json = serde_json::Value::deserialize(d)?;
         if json.is_null() {
             return Ok(Entry::Signal(signal, None));
