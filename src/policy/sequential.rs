@@ -11,9 +11,11 @@
 //! ```
 //!
 //! where `θ̂` is the observed difference, `I` the information (the inverse of `θ̂`'s variance,
-//! from both cohorts' proportions and counts) and `τ` the mixture's scale (the spec's points).
-//! Under `θ ≤ θ0`, `Λ` is (to the normal approximation of the proportions) a nonnegative
-//! supermartingale, so by Ville's inequality it ever reaches `1/α` with probability at most `α`:
+//! from both cohorts' proportions and counts) and `τ` the mixture's scale (the spec's points as a
+//! proportion, at least half a point). At `θ = θ0`, `Λ` is (to the normal approximation of the
+//! proportions) a nonnegative martingale with mean one, so by Ville's inequality it ever reaches
+//! `1/α` with probability at most `α`; for `θ < θ0` a crossing with `θ̂ > θ0` is rarer still, so
+//! the bound holds for every canary no worse than the allowance. Hence
 //! looking at every tick does not inflate the false-rollback rate, as repeated fixed-sample tests
 //! would. The canary is rolled back when `θ̂ > θ0` and `Λ ≥ 1/α`.
 //!

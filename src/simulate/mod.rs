@@ -8,6 +8,7 @@
 
 pub mod output;
 pub mod scenario;
+pub mod trial;
 
 use std::path::{Path, PathBuf};
 
