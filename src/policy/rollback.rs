@@ -21,8 +21,8 @@ use super::{Change, Step};
 use crate::api::Runbook;
 use crate::api::signals::CohortSignals;
 use crate::api::{
-    ErrorTest, OnMissingData, PolicyMemory, RampState, RollbackCriterion, RollbackPhase,
-    RollbackState, Subject, WindowState,
+    Duration, ErrorTest, ErrorTestSpan, OnMissingData, PolicyMemory, RampState, RollbackCriterion,
+    RollbackPhase, RollbackState, Subject, WindowState,
 };
 
 /// How much further past its value at the start of the rollback the trigger signal must move, in
@@ -163,9 +163,29 @@ pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
     feed(&mut m.windows.mem0_write_success, now, mem0, missing);
 }
 
-/// Add this rate window's requests and errors of both cohorts to the sequential test: one batch
+/// How often a rolling error test starts, and how long one lives. A regression that begins after
+/// hours of healthy canary traffic would be diluted by them in the test since the deploy; the
+/// rolling test started after it sees only regressed traffic. At most
+/// `ROLLING_TEST_LIFETIME / ROLLING_TEST_EVERY` rolling tests run at once.
+pub const ROLLING_TEST_EVERY: Duration = Duration::from_secs(3600);
+pub const ROLLING_TEST_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The level of one error test, so that the false-rollback rate of an A/A canary stays at most
+/// `alpha` per day however long it runs (a union bound): half of `alpha` for the test since the
+/// deploy, the other half shared by the rolling tests a day starts.
+pub fn error_test_level(span: ErrorTestSpan, alpha: f64) -> f64 {
+    match span {
+        ErrorTestSpan::SinceDeploy => alpha / 2.0,
+        ErrorTestSpan::Rolling => {
+            alpha / 2.0 * ROLLING_TEST_EVERY.as_secs_f64() / DAY.as_secs_f64()
+        }
+    }
+}
+
+/// Add this rate window's requests and errors of both cohorts to the sequential tests: one batch
 /// per rate window, so that no request counts twice; a window where a cohort served fewer than
-/// `rollback.minRequests` adds nothing. The test pauses while a rollback is under way.
+/// `rollback.minRequests` adds nothing. The tests pause while a rollback is under way.
 fn count_errors(step: &Step, m: &mut PolicyMemory) {
     if m.rollback.is_some() {
         return;
@@ -174,11 +194,11 @@ fn count_errors(step: &Step, m: &mut PolicyMemory) {
         return;
     };
     let window = step.spec.metrics.rate_window;
-    let due = m
-        .windows
-        .error_test
-        .as_ref()
-        .and_then(|t| t.last_batch_at)
+    let tests = &mut m.windows.error_tests;
+    let due = tests
+        .iter()
+        .filter_map(|t| t.last_batch_at)
+        .max()
         .is_none_or(|last| at_least(step.now, last, window));
     let min = step.spec.rollback.min_requests;
     let batch = |requests: Option<f64>, errors: Option<f64>| match (requests, errors) {
@@ -194,21 +214,34 @@ fn count_errors(step: &Step, m: &mut PolicyMemory) {
     if !due {
         return;
     }
-    let test = m.windows.error_test.get_or_insert_with(|| ErrorTest {
+    tests.retain(|t| {
+        t.span == ErrorTestSpan::SinceDeploy || !at_least(step.now, t.since, ROLLING_TEST_LIFETIME)
+    });
+    let start = |span| ErrorTest {
+        span,
         since: step.now,
         ..ErrorTest::default()
-    });
-    test.last_batch_at = Some(step.now);
-    test.canary_requests += nc;
-    test.canary_errors += ec;
-    test.stable_requests += ns;
-    test.stable_errors += es;
+    };
+    match tests.iter().map(|t| t.since).max() {
+        None => tests.push(start(ErrorTestSpan::SinceDeploy)),
+        Some(newest) if at_least(step.now, newest, ROLLING_TEST_EVERY) => {
+            tests.push(start(ErrorTestSpan::Rolling))
+        }
+        Some(_) => {}
+    }
+    for test in tests.iter_mut() {
+        test.last_batch_at = Some(step.now);
+        test.canary_requests += nc;
+        test.canary_errors += ec;
+        test.stable_requests += ns;
+        test.stable_errors += es;
+    }
 }
 
-/// Start the error test again (a deploy or a resume: what came before says nothing of the canary
+/// Start the error tests again (a deploy or a resume: what came before says nothing of the canary
 /// now).
 pub(crate) fn restart_error_test(m: &mut PolicyMemory) {
-    m.windows.error_test = None;
+    m.windows.error_tests.clear();
 }
 
 /// An exponentially weighted mean of healthy error-rate samples, with a time constant of six
@@ -285,21 +318,28 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
         });
     }
     if compares_cohorts(step)
-        && let Some(test) = &m.windows.error_test
-        && let Some(v) = super::sequential::judge(test, r.error_rate_increase_points, r.alpha)
-        && v.significant
+        && let Some((test, level, v)) = m.windows.error_tests.iter().find_map(|test| {
+            let level = error_test_level(test.span, r.alpha);
+            super::sequential::judge(test, r.error_rate_increase_points, level)
+                .filter(|v| v.significant)
+                .map(|v| (test, level, v))
+        })
     {
         return Some(Breach {
             criterion: RollbackCriterion::ErrorRate,
             value: Some(v.canary_percent),
             reason: format!(
-                "canary error rate {}% more than {} points above the stable cohort's {}% (confidence {}%, over {} canary and {} stable requests)",
+                "canary error rate {}% more than {} points above the stable cohort's {}% (confidence {}%, over {} canary and {} stable requests since {})",
                 num(v.canary_percent),
                 num(r.error_rate_increase_points),
                 num(v.stable_percent),
-                num(100.0 * (1.0 - r.alpha)),
+                num(100.0 * (1.0 - level)),
                 num(test.canary_requests.round()),
-                num(test.stable_requests.round())
+                num(test.stable_requests.round()),
+                match test.span {
+                    ErrorTestSpan::SinceDeploy => "the deploy".to_owned(),
+                    ErrorTestSpan::Rolling => test.since.to_string(),
+                }
             ),
         });
     }

@@ -19,6 +19,11 @@
 //! looking at every tick does not inflate the false-rollback rate, as repeated fixed-sample tests
 //! would. The canary is rolled back when `θ̂ > θ0` and `Λ ≥ 1/α`.
 //!
+//! Counted since the deploy, a test dilutes a regression that begins after hours of health, so
+//! the policy also runs rolling tests, one started every hour and each kept twelve hours; the
+//! spec's `alpha` is split between them (`rollback::error_test_level`) so that an A/A canary is
+//! rolled back at most `alpha` of its days, however long it runs.
+//!
 //! Why not for latency: the runbook's latency criterion is a threshold on the canary's own P50
 //! held for ten minutes, not a comparison with the stable cohort, and the P50 comes from histogram
 //! buckets whose bounds need not fall on the threshold; the criterion stays the runbook's window
@@ -81,6 +86,7 @@ mod tests {
 
     fn counts(nc: f64, ec: f64, ns: f64, es: f64) -> ErrorTest {
         ErrorTest {
+            span: Default::default(),
             since: Timestamp::UNIX_EPOCH,
             last_batch_at: None,
             canary_requests: nc,

@@ -137,6 +137,56 @@ fn three_more_points_of_canary_errors_are_rolled_back_within_the_stated_bound() 
     );
 }
 
+/// The README's bound for a regression that starts after hours of healthy canary traffic: the
+/// rolling test started after it (one every `ROLLING_TEST_EVERY`, at its share of `alpha`) rolls it
+/// back by the time the canary has served `LATE_DETECTION_REQUESTS` regressed requests after that
+/// test's start. Drawn at 5 to 50 canary requests per second, where that many requests fit in a
+/// rolling test's life; below, the test since the deploy decides (README, known gaps).
+const LATE_DETECTION_REQUESTS: f64 = 60_000.0;
+
+#[test]
+fn a_regression_after_six_healthy_hours_is_rolled_back_within_the_stated_bound() {
+    let tier = defaults();
+    let window = tier.spec.metrics.rate_window.as_secs_f64();
+    let from = 6.0 * 3600.0;
+    let every = tierguard::policy::rollback::ROLLING_TEST_EVERY.as_secs_f64();
+    let trials: Vec<Trial> = draws((traffic(), 5.0..=50.0f64, any::<u64>()), 100, 5)
+        .into_iter()
+        .map(|(t, rps, seed)| Trial {
+            regression_from: Duration::from_secs(from as u64),
+            duration: Duration::from_secs(20 * 3600),
+            ..day(
+                Traffic {
+                    canary_per_second: rps,
+                    ..t
+                },
+                Regression::ErrorPoints(3.0),
+                seed,
+                &tier,
+            )
+        })
+        .collect();
+    let mut worst = 0.0f64;
+    for trial in &trials {
+        let rps = trial.traffic.canary_per_second;
+        let bound = every + (LATE_DETECTION_REQUESTS / rps / window).ceil() * window;
+        let (t, reason) = trial
+            .run(&tier)
+            .expect("the run")
+            .rollback
+            .unwrap_or_else(|| panic!("never rolled back: {trial:?}"));
+        let after = t - from;
+        assert!(
+            (0.0..=bound).contains(&after),
+            "{trial:?}: rolled back {after}s after the regression began, bound {bound}s: {reason}"
+        );
+        worst = worst.max((after - every).max(0.0) * rps);
+    }
+    eprintln!(
+        "late +3 points: the slowest of 100 runs needed {worst:.0} canary requests after the first rolling test (bound {LATE_DETECTION_REQUESTS})"
+    );
+}
+
 #[test]
 fn a_canary_p50_one_second_slower_is_rolled_back_after_the_runbooks_ten_minutes() {
     let tier = defaults();
