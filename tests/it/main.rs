@@ -15,6 +15,7 @@ mod apiserver;
 mod argocd_health;
 mod check;
 mod clinic_backend;
+mod cohorts;
 mod controller;
 mod crd;
 mod drills;
