@@ -14,6 +14,12 @@ use super::signals::Reading;
 use crate::api::Signal;
 use crate::secret::{ExposeSecret, SecretString, error_chain};
 
+/// The largest answer to an instant query (one number per signal; a top-N vector of a few
+/// thousand series fits too).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// The largest answer to a range query.
+pub const MAX_RANGE_ANSWER_BYTES: usize = 16 << 20;
+
 /// How a request to Prometheus authenticates.
 #[derive(Clone, Debug)]
 pub enum PrometheusAuth {
@@ -68,6 +74,8 @@ pub enum PrometheusError {
     Query { error_type: String, message: String },
     #[error("Prometheus answered something that is not its API's JSON: {0}")]
     Decode(String),
+    #[error("Prometheus answered more than {0} bytes (does the query return too many series?)")]
+    TooLarge(usize),
     #[error("{0}")]
     UnexpectedResult(String),
 }
@@ -199,7 +207,7 @@ impl PrometheusClient {
         url
     }
 
-    async fn get(&self, url: Url) -> Result<ApiData, PrometheusError> {
+    async fn get(&self, url: Url, limit: usize) -> Result<ApiData, PrometheusError> {
         let mut request = self.http.get(url).timeout(self.timeout);
         request = match &self.auth {
             Some(PrometheusAuth::Bearer(token)) => request.bearer_auth(token.expose_secret()),
@@ -210,7 +218,7 @@ impl PrometheusClient {
         };
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        let body = self.body(response, limit).await?;
         let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
         match parsed {
             Ok(api) if api.status == "success" => api
@@ -233,6 +241,28 @@ impl PrometheusClient {
         }
     }
 
+    /// The answer's body, refused as soon as it grows past `limit` bytes.
+    async fn body(
+        &self,
+        mut response: reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, PrometheusError> {
+        if response
+            .content_length()
+            .is_some_and(|announced| announced > limit as u64)
+        {
+            return Err(PrometheusError::TooLarge(limit));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(PrometheusError::TooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     fn transport(&self, e: reqwest::Error) -> PrometheusError {
         if e.is_timeout() {
             return PrometheusError::Timeout(self.timeout);
@@ -244,7 +274,7 @@ impl PrometheusClient {
     /// Evaluate `promql` at the current time.
     pub async fn query(&self, promql: &str) -> Result<InstantValue, PrometheusError> {
         let url = self.endpoint("api/v1/query", &[("query", promql)]);
-        match self.get(url).await? {
+        match self.get(url, MAX_ANSWER_BYTES).await? {
             ApiData::Scalar((_, v)) => Ok(InstantValue::Scalar(parse_value(&v)?)),
             ApiData::Vector(items) => {
                 let mut samples = Vec::with_capacity(items.len());
@@ -290,7 +320,7 @@ impl PrometheusClient {
                 ("step", &step),
             ],
         );
-        match self.get(url).await? {
+        match self.get(url, MAX_RANGE_ANSWER_BYTES).await? {
             ApiData::Matrix(items) => items
                 .into_iter()
                 .map(|item| {
@@ -315,14 +345,9 @@ impl PrometheusClient {
     pub async fn read(&self, promql: &str) -> Result<Reading, PrometheusError> {
         Ok(match self.query(promql).await? {
             InstantValue::Scalar(v) => Ok(v),
-            InstantValue::Vector(samples) => match samples.as_slice() {
-                [] => Err(format!("no data: the query returned no series ({promql})")),
-                [one] => Ok(one.value),
-                many => Err(format!(
-                    "the query returned {} series; it must return one (aggregate it, e.g. with sum or max): {promql}",
-                    many.len()
-                )),
-            },
+            InstantValue::Vector(samples) => {
+                one_value(samples.iter().map(|s| s.value), samples.len(), promql)
+            }
         })
     }
 
@@ -365,6 +390,18 @@ impl PrometheusClient {
             )),
         };
         (readings, health)
+    }
+}
+
+/// A signal's reading from the `count` values a query gave at one time: the value when there is
+/// exactly one series. The same rule holds for a live query and for each step of a range query.
+pub fn one_value(mut values: impl Iterator<Item = f64>, count: usize, promql: &str) -> Reading {
+    match (count, values.next()) {
+        (1, Some(value)) => Ok(value),
+        (0, _) | (_, None) => Err(format!("no data: the query returned no series ({promql})")),
+        (many, _) => Err(format!(
+            "the query returned {many} series; it must return one (aggregate it, e.g. with sum or max): {promql}"
+        )),
     }
 }
 
