@@ -6,9 +6,14 @@
 //! each transition, alert, incident change and action, with its reason. Actions count as carried
 //! out at once (the ConfigMap holds what was rendered), except in DryRun, where nothing is.
 
+pub mod backtest;
+pub mod compare;
+pub mod history;
 pub mod output;
 pub mod replay;
 pub mod scenario;
+pub mod score;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 

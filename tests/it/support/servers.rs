@@ -294,6 +294,56 @@ impl PrometheusServer {
         server
     }
 
+    /// Start Prometheus on history: `openmetrics` (OpenMetrics text with timestamps, ending with
+    /// `# EOF`) is turned into TSDB blocks with `promtool tsdb create-blocks-from openmetrics`,
+    /// and a Prometheus that scrapes nothing serves them. Keep the history within the last year
+    /// (the retention set here).
+    pub fn with_history(openmetrics: &str) -> Self {
+        let promtool = require_binary("promtool");
+        let binary = require_binary("prometheus");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let input = dir.path().join("history.om");
+        std::fs::write(&input, openmetrics).expect("write the OpenMetrics history");
+        let data = dir.path().join("data");
+        let built = Command::new(promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            // One block per week rather than one per two hours: fewer, larger blocks load and
+            // query faster.
+            .arg("--max-block-duration=168h")
+            .arg(&input)
+            .arg(&data)
+            .output()
+            .expect("run promtool");
+        assert!(
+            built.status.success(),
+            "promtool tsdb create-blocks-from openmetrics failed: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        std::fs::remove_file(&input).ok();
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, "global:\n  scrape_interval: 1m\n")
+            .expect("write prometheus.yml");
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg("--storage.tsdb.retention.time=400d")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).expect("log file"))
+            .spawn()
+            .expect("spawn prometheus");
+        let server = PrometheusServer {
+            port,
+            dir,
+            child: Some(child),
+        };
+        wait_until("prometheus", Duration::from_secs(30), || {
+            http_get_ok(port, "/-/ready")
+        });
+        server
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
