@@ -114,7 +114,7 @@ impl JsonSchema for ExporterMetrics {
                     "type": "string",
                     "maxLength": 256,
                     "pattern": "^[a-zA-Z_:][a-zA-Z0-9_:]*$",
-                    "description": format!("Metric for: {}; default {default}{label}.", signal.description()),
+                    "description": format!("Metric for: {}; default {default}{label}.", signal.description().trim_end_matches('.')),
                 }),
             );
         }

@@ -528,8 +528,11 @@ mod tests {
             .map(|t| at(*t))
             .collect();
         let (n, from) = busiest_hour(&renders).unwrap();
-        assert_eq!(n, 4);
-        assert_eq!(from.t, 100.0);
+        // 0, 100 and 3000 (and 3000, 3700 and 3710): the earliest such hour is shown.
+        assert_eq!(n, 3);
+        assert_eq!(from.t, 0.0);
+        let (n, from) = busiest_hour(&renders[1..]).unwrap();
+        assert_eq!((n, from.t), (3, 3000.0));
         assert_eq!(busiest_hour(&[]), None);
     }
 
