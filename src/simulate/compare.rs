@@ -7,7 +7,8 @@
 //! same keys occur there; every other entry is a difference, listed in time order.
 
 use super::{Entry, EntryKind, Outcome};
-use crate::policy::{Action, Change};
+use crate::api::{Reason, Runbook, Subject};
+use crate::policy::{Action, Change, action_event};
 
 /// What identifies a decision: a transition by its subject and states, an alert by its code and
 /// subject, an incident change by its runbook, an action by its kind and target (a render by the
@@ -41,6 +42,56 @@ pub fn decision_key(entry: &Entry) -> Option<String> {
                 (None, _) => kind.to_string(),
             }
         }
+    })
+}
+
+/// The Kubernetes Event (reason and note) that announces an entry's decision, as the controller
+/// publishes it; none for inputs, notifications and incident records.
+pub fn announced(entry: &Entry) -> Option<(Reason, String)> {
+    let event = match &entry.what {
+        EntryKind::Input(_) => return None,
+        EntryKind::Change(change) => change.event(),
+        EntryKind::Action {
+            action, dry_run, ..
+        } => action_event(action, *dry_run)?,
+    };
+    match event {
+        Action::Event {
+            reason, message, ..
+        } => Some((reason, message)),
+        _ => None,
+    }
+}
+
+/// The [`decision_key`] of a decision read back from the Event that announced it: what the
+/// controller's Events say it decided, comparable with what a replay decided.
+pub fn event_key(reason: Reason, note: &str) -> Option<String> {
+    let note = note.strip_prefix("DryRun: ").unwrap_or(note);
+    // A transition: "{subject}: {from} → {to}: {why}".
+    let transition = note.split_once(": ").and_then(|(subject, rest)| {
+        let subject = Subject::parse(subject).filter(|s| s.event_reason() == reason)?;
+        let (from, rest) = rest.split_once(" → ")?;
+        let to = rest.split_once(": ").map_or(rest, |(to, _)| to);
+        (!from.contains(": ")).then(|| format!("{reason} {subject}: {from} → {to}"))
+    });
+    if let Some(key) = transition {
+        return Some(key);
+    }
+    Some(match reason {
+        Reason::IncidentOpened | Reason::IncidentEscalated | Reason::IncidentResolved => {
+            let runbook = Runbook::parse(note.split_whitespace().next()?)?;
+            format!("{reason} {runbook}")
+        }
+        Reason::ConfigRendered => {
+            let hash = note.split_once("(hash ")?.1.split_once(')')?.0;
+            format!("{reason} {hash}")
+        }
+        Reason::WorkloadRestart
+        | Reason::CacheWarming
+        | Reason::RedisRemediation
+        | Reason::RedisAudit => reason.to_string(),
+        // An alert: "{subject}: {message}".
+        _ => format!("{reason} {}", note.split_once(": ")?.0),
     })
 }
 
@@ -110,4 +161,71 @@ pub fn differences<'a>(a: &'a Outcome, b: &'a Outcome) -> Vec<Difference<'a>> {
         j = j_end;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::{parse_manifest, run, scenario};
+
+    /// Every decision of the shipped scenarios, read back from the Event that announces it,
+    /// gives the same key as the decision itself.
+    #[test]
+    fn the_events_of_a_replay_give_its_decision_keys() {
+        let tier = parse_manifest(
+            std::path::Path::new("memorytier.yaml"),
+            include_str!("../../examples/memorytier.yaml"),
+        )
+        .unwrap();
+        let mut announced_count = 0;
+        for text in [
+            include_str!("../../examples/scenarios/canary-regression.yaml"),
+            include_str!("../../examples/scenarios/redis-oom.yaml"),
+            include_str!("../../examples/scenarios/cache-stampede.yaml"),
+            include_str!("../../examples/scenarios/circuit-breaker-outage.yaml"),
+            include_str!("../../examples/scenarios/cold-start.yaml"),
+            include_str!("../../examples/scenarios/flapping.yaml"),
+        ] {
+            let outcome = run(&tier, &scenario::parse(text).unwrap()).unwrap();
+            for entry in &outcome.entries {
+                let Some((reason, note)) = announced(entry) else {
+                    continue;
+                };
+                announced_count += 1;
+                assert_eq!(
+                    event_key(reason, &note),
+                    decision_key(entry),
+                    "{reason}: {note}"
+                );
+                assert_eq!(
+                    event_key(reason, &format!("DryRun: {note}")),
+                    decision_key(entry)
+                );
+            }
+        }
+        assert!(announced_count > 50, "{announced_count}");
+    }
+
+    #[test]
+    fn a_difference_is_a_decision_taken_by_one_replay_only() {
+        let tier = parse_manifest(
+            std::path::Path::new("memorytier.yaml"),
+            include_str!("../../examples/memorytier.yaml"),
+        )
+        .unwrap();
+        let scenario =
+            scenario::parse(include_str!("../../examples/scenarios/canary-regression.yaml"))
+                .unwrap();
+        let a = run(&tier, &scenario).unwrap();
+        assert_eq!(differences(&a, &a), vec![]);
+        let mut stricter = tier.clone();
+        stricter.spec.rollback.p50_latency_for = crate::api::Duration::from_secs(5 * 60);
+        let b = run(&stricter, &scenario).unwrap();
+        let diffs = differences(&a, &b);
+        // B rolls back 5 minutes earlier: every step of its rollback differs in time.
+        let first_b = diffs.iter().find(|d| d.side == Side::B).unwrap();
+        let first_a = diffs.iter().find(|d| d.side == Side::A).unwrap();
+        assert_eq!(first_b.entry.t + 300.0, first_a.entry.t);
+        assert_eq!(decision_key(first_a.entry), decision_key(first_b.entry));
+    }
 }
