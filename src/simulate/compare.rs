@@ -213,9 +213,10 @@ mod tests {
             include_str!("../../examples/memorytier.yaml"),
         )
         .unwrap();
-        let scenario =
-            scenario::parse(include_str!("../../examples/scenarios/canary-regression.yaml"))
-                .unwrap();
+        let scenario = scenario::parse(include_str!(
+            "../../examples/scenarios/canary-regression.yaml"
+        ))
+        .unwrap();
         let a = run(&tier, &scenario).unwrap();
         assert_eq!(differences(&a, &a), vec![]);
         let mut stricter = tier.clone();
