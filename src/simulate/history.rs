@@ -93,6 +93,9 @@ impl Range {
         if start >= end {
             return Err(RangeError::StartNotBeforeEnd { start, end });
         }
+        // Prometheus takes times in milliseconds: steps fall on whole milliseconds (a relative
+        // `--start -7d` is taken from a clock with nanoseconds).
+        let start = Timestamp::from_millisecond(start.as_millisecond()).unwrap_or(start);
         let step_ms = step.as_millis();
         if step_ms == 0 || !step.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(RangeError::Step(step));
@@ -666,6 +669,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.steps, 21);
+        let odd = Range::new(
+            ts("2026-11-24T00:00:00.123456789Z"),
+            ts("2026-11-24T00:10:00Z"),
+            Duration::from_secs(30),
+            100,
+        )
+        .unwrap();
+        assert_eq!(odd.start, ts("2026-11-24T00:00:00.123Z"));
         assert_eq!(r.end(), ts("2026-11-24T00:10:00Z"));
         assert_eq!(r.index(ts("2026-11-24T00:00:30Z")), Some(1));
         assert_eq!(r.index(ts("2026-11-24T00:00:31Z")), None);

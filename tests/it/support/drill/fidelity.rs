@@ -105,6 +105,8 @@ pub async fn check(d: &Drill, origin: Timestamp) -> Result<String, String> {
         })
         .collect();
 
+    // Every decision up to the end takes part in the matching; one without a match counts only
+    // before the cut, where its counterpart would have been in range.
     let cut = end - SignedDuration::try_from(margin).expect("a small duration");
     let live: Vec<Decision> = d
         .events()
@@ -113,9 +115,8 @@ pub async fn check(d: &Drill, origin: Timestamp) -> Result<String, String> {
         .flat_map(|e| live_decisions(&e))
         .collect::<Result<Vec<_>, String>>()?
         .into_iter()
-        .filter(|x| x.at <= cut)
+        .filter(|x| x.at <= end)
         .collect();
-    let replayed: Vec<Decision> = replayed.into_iter().filter(|x| x.at <= cut).collect();
 
     let tol = tolerance.as_secs_f64();
     let secs = |t: Timestamp| t.duration_since(origin).as_secs_f64();
@@ -160,6 +161,7 @@ pub async fn check(d: &Drill, origin: Timestamp) -> Result<String, String> {
                 }
                 last = Some(*i);
             }
+            None if l.at > cut => {}
             None => {
                 let _ = writeln!(
                     table,
@@ -174,7 +176,7 @@ pub async fn check(d: &Drill, origin: Timestamp) -> Result<String, String> {
         }
     }
     for (r, u) in replayed.iter().zip(&used) {
-        if !u {
+        if !u && r.at <= cut {
             let _ = writeln!(
                 table,
                 "  {:>9} {:>+8.2}s  {:>7}  {}",
