@@ -31,7 +31,7 @@ use queries::QuerySet;
 use redis::RedisObserver;
 use scrape::Scraper;
 use secrets::{SecretError, SecretResolver};
-use signals::Reading;
+use signals::Readings;
 
 /// Source names in `Observation::sources`.
 pub const SOURCE_PROMETHEUS: &str = "prometheus";
@@ -104,6 +104,10 @@ pub struct ObserveConfig {
     pub redis: Option<RedisConfig>,
     /// The deadline of one observation, all sources together.
     pub timeout: Duration,
+    /// spec.metrics.rateWindow: what the `requests` signal counts over.
+    pub rate_window: Duration,
+    /// spec.canary.cohortLabel.
+    pub cohorts: crate::api::CohortLabel,
 }
 
 impl ObserveConfig {
@@ -148,6 +152,8 @@ impl ObserveConfig {
             breaker: spec.breaker.name.clone(),
             redis,
             timeout: metrics.timeout.as_std(),
+            rate_window: metrics.rate_window.as_std(),
+            cohorts: spec.canary.cohort_label.clone(),
         })
     }
 }
@@ -258,6 +264,10 @@ impl Observer {
     fn build(&mut self, old: Option<ObserveConfig>) -> Result<(), ConfigError> {
         let config = &self.config;
         let timeout = config.timeout;
+        // The previous scrape is kept only while what it is read against stays the same.
+        let old_config_same_cohorts = old
+            .as_ref()
+            .is_some_and(|o| o.cohorts == config.cohorts && o.rate_window == config.rate_window);
         // Prometheus wins when both metrics sources are set (the CRD forbids it anyway).
         self.prometheus = match &config.prometheus {
             Some(p) => Some(
@@ -281,11 +291,17 @@ impl Observer {
                     )));
                 }
                 match self.scraper.take() {
-                    Some(mut kept) if kept.url() == url => {
+                    Some(mut kept) if kept.url() == url && old_config_same_cohorts => {
                         kept.set_timeout(timeout);
                         Some(kept)
                     }
-                    _ => Some(Scraper::new(self.http.clone(), url, timeout)),
+                    _ => Some(Scraper::new(
+                        self.http.clone(),
+                        url,
+                        timeout,
+                        config.rate_window,
+                        config.cohorts.clone(),
+                    )),
                 }
             }
         };
@@ -348,7 +364,7 @@ impl Observer {
 
         let late =
             |source: &str| format!("{source}: no answer within {timeout:?} (spec.metrics.timeout)");
-        let mut app: Option<std::collections::BTreeMap<Signal, Reading>> = None;
+        let mut app: Option<Readings> = None;
         if let Some((answer, ms)) = from_prometheus {
             let (readings, health) = match answer {
                 Some((readings, failure)) => (Some(readings), failure),
@@ -370,9 +386,7 @@ impl Observer {
         let app = app.unwrap_or_else(|| {
             all_app("no metrics source: set spec.metrics.prometheus or spec.metrics.scrape")
         });
-        for (signal, reading) in app {
-            signals::set_app_signal(&mut obs, signal, reading);
-        }
+        signals::set_readings(&mut obs, app, &config.cohorts, queries);
 
         match from_redis {
             None => {
@@ -396,8 +410,10 @@ impl Observer {
     }
 }
 
-fn all_app(reason: &str) -> std::collections::BTreeMap<Signal, Reading> {
-    Signal::app().map(|s| (s, Err(reason.to_owned()))).collect()
+fn all_app(reason: &str) -> Readings {
+    Signal::app()
+        .map(|s| ((queries::Scope::Service, s), Err(reason.to_owned())))
+        .collect()
 }
 
 fn health_of(name: &str, failure: Option<String>, latency_ms: u64) -> SourceHealth {

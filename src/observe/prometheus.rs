@@ -10,7 +10,8 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use super::queries::QuerySet;
-use super::signals::Reading;
+use super::queries::Scope;
+use super::signals::{Reading, Readings};
 use crate::api::Signal;
 use crate::secret::{ExposeSecret, SecretString, error_chain};
 
@@ -353,10 +354,7 @@ impl PrometheusClient {
 
     /// Every application signal, queried concurrently. The error, if any, says why the source
     /// is unhealthy (the server could not be read); bad queries only make their signal unknown.
-    pub async fn read_signals(
-        &self,
-        queries: &QuerySet,
-    ) -> (BTreeMap<Signal, Reading>, Option<String>) {
+    pub async fn read_signals(&self, queries: &QuerySet) -> (Readings, Option<String>) {
         let answers = join_all(
             queries
                 .iter()
@@ -364,7 +362,7 @@ impl PrometheusClient {
         )
         .await;
         let mut readings = BTreeMap::new();
-        let mut failures: Vec<(Signal, PrometheusError)> = Vec::new();
+        let mut failures: Vec<((Scope, Signal), PrometheusError)> = Vec::new();
         for (signal, answer) in answers {
             let reading = match answer {
                 Ok(reading) => reading,
@@ -383,8 +381,8 @@ impl PrometheusClient {
             [(_, first), rest @ ..] if rest.iter().all(|(_, e)| e == first) => {
                 Some(first.to_string())
             }
-            [(signal, first), ..] => Some(format!(
-                "{} of {} queries failed, e.g. {signal}: {first}",
+            [((scope, signal), first), ..] => Some(format!(
+                "{} of {} queries failed, e.g. {signal} ({scope}): {first}",
                 failures.len(),
                 readings.len()
             )),

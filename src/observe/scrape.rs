@@ -21,12 +21,14 @@ use prometheus_parse::{LineInfo, Scrape, Value};
 use reqwest::header::ACCEPT;
 
 use super::histogram::{self, Bucket};
+use super::queries::Scope;
 use super::queries::{
     BREAKER_LABEL, BREAKER_STATE, CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, MEM0_WRITES_TOTAL,
     OUTCOME_LABEL, REQUEST_DURATION, REQUESTS_TOTAL, STATUS_LABEL,
 };
-use super::signals::Reading;
-use crate::api::Signal;
+use super::signals::{Reading, Readings};
+use crate::api::signals::Cohort;
+use crate::api::{CohortLabel, Signal};
 use crate::secret::error_chain;
 
 /// The largest /metrics body read; more is an error rather than unbounded memory.
@@ -93,6 +95,25 @@ impl ScrapeSnapshot {
 
     fn has(&self, metric: &str) -> bool {
         self.values(metric).next().is_some()
+    }
+
+    /// The series whose `label` is `value`: one cohort's traffic.
+    pub fn only(&self, label: &str, value: &str) -> ScrapeSnapshot {
+        ScrapeSnapshot {
+            series: self
+                .series
+                .iter()
+                .filter(|((_, labels), _)| labels.get(label).map(String::as_str) == Some(value))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        }
+    }
+
+    /// Whether any series carries `label`.
+    pub fn has_label(&self, label: &str) -> bool {
+        self.series
+            .keys()
+            .any(|(_, labels)| labels.contains_key(label))
     }
 }
 
@@ -179,11 +200,45 @@ fn ratio(part: f64, whole: f64, what: &str) -> Reading {
     }
 }
 
+/// The signals two consecutive scrapes give, for the whole service and, when the series carry
+/// the cohort label, each cohort. `window_scale` is the rate window over the time between the
+/// scrapes: the requests counted between them, scaled to a rate window, are the `requests`
+/// signal.
+pub fn derive_readings(
+    prev: Option<&ScrapeSnapshot>,
+    cur: &ScrapeSnapshot,
+    breaker: &str,
+    window_scale: f64,
+    cohorts: &CohortLabel,
+) -> Readings {
+    let mut out: Readings = derive_signals(prev, cur, breaker, window_scale)
+        .into_iter()
+        .map(|(signal, r)| ((Scope::Service, signal), r))
+        .collect();
+    if !cur.has_label(&cohorts.name) {
+        return out;
+    }
+    for (cohort, value) in [
+        (Cohort::Canary, cohorts.canary.as_str()),
+        (Cohort::Stable, cohorts.stable.as_str()),
+    ] {
+        let prev = prev.map(|p| p.only(&cohorts.name, value));
+        let cur = cur.only(&cohorts.name, value);
+        for (signal, reading) in derive_signals(prev.as_ref(), &cur, breaker, window_scale) {
+            if signal.per_cohort() {
+                out.insert((Scope::Cohort(cohort), signal), reading);
+            }
+        }
+    }
+    out
+}
+
 /// The signals two consecutive scrapes give (`prev` is `None` on the first scrape).
 pub fn derive_signals(
     prev: Option<&ScrapeSnapshot>,
     cur: &ScrapeSnapshot,
     breaker: &str,
+    window_scale: f64,
 ) -> BTreeMap<Signal, Reading> {
     let mut out = BTreeMap::new();
     out.insert(Signal::BreakerState, breaker_state(cur, breaker));
@@ -234,6 +289,15 @@ pub fn derive_signals(
             .map(|seconds| seconds * 1000.0);
         out.insert(signal, reading);
     }
+
+    out.insert(
+        Signal::Requests,
+        if cur.has(REQUESTS_TOTAL) {
+            Ok(increase(prev, cur, REQUESTS_TOTAL, |_| true) * window_scale)
+        } else {
+            Err(missing(REQUESTS_TOTAL))
+        },
+    );
 
     out.insert(
         Signal::ErrorRatePercent,
@@ -300,15 +364,26 @@ pub struct Scraper {
     http: reqwest::Client,
     url: String,
     timeout: Duration,
-    previous: Option<ScrapeSnapshot>,
+    /// The rate window the `requests` signal is counted over.
+    window: Duration,
+    cohorts: CohortLabel,
+    previous: Option<(ScrapeSnapshot, std::time::Instant)>,
 }
 
 impl Scraper {
-    pub fn new(http: reqwest::Client, url: &str, timeout: Duration) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        url: &str,
+        timeout: Duration,
+        window: Duration,
+        cohorts: CohortLabel,
+    ) -> Self {
         Scraper {
             http,
             url: url.to_owned(),
             timeout,
+            window,
+            cohorts,
             previous: None,
         }
     }
@@ -360,14 +435,23 @@ impl Scraper {
     }
 
     /// Scrape, derive the signals against the previous scrape, and remember this one.
-    pub async fn read_signals(
-        &mut self,
-        breaker: &str,
-    ) -> Result<BTreeMap<Signal, Reading>, String> {
+    pub async fn read_signals(&mut self, breaker: &str) -> Result<Readings, String> {
         let current = self.fetch().await?;
-        let signals = derive_signals(self.previous.as_ref(), &current, breaker);
-        self.previous = Some(current);
-        Ok(signals)
+        let now = std::time::Instant::now();
+        let previous = self.previous.as_ref();
+        let scale = previous
+            .map(|(_, at)| now.duration_since(*at).as_secs_f64())
+            .filter(|elapsed| *elapsed > 0.0)
+            .map_or(1.0, |elapsed| self.window.as_secs_f64() / elapsed);
+        let readings = derive_readings(
+            previous.map(|(p, _)| p),
+            &current,
+            breaker,
+            scale,
+            &self.cohorts,
+        );
+        self.previous = Some((current, now));
+        Ok(readings)
     }
 
     /// Forget the previous scrape (the next one starts over).
@@ -437,10 +521,10 @@ circuit_breaker_state{breaker="db"} 1
     #[test]
     fn first_scrape_gives_only_the_breaker() {
         let cur = ScrapeSnapshot::parse(FIRST).unwrap();
-        let s = derive_signals(None, &cur, "mem0");
+        let s = derive_signals(None, &cur, "mem0", 1.0);
         assert_eq!(s[&Signal::BreakerState], Ok(0.0));
         assert_eq!(
-            derive_signals(None, &cur, "db")[&Signal::BreakerState],
+            derive_signals(None, &cur, "db", 1.0)[&Signal::BreakerState],
             Ok(1.0)
         );
         for signal in Signal::app().filter(|s| *s != Signal::BreakerState) {
@@ -457,7 +541,7 @@ circuit_breaker_state{breaker="db"} 1
     fn second_scrape_gives_rates_and_quantiles_from_the_increases() {
         let prev = ScrapeSnapshot::parse(FIRST).unwrap();
         let cur = ScrapeSnapshot::parse(&second()).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         // 10 errors of 100 requests.
         assert_eq!(s[&Signal::ErrorRatePercent], Ok(10.0));
         // 90 hits, 10 misses.
@@ -484,7 +568,7 @@ circuit_breaker_state{breaker="db"} 1
                 "{status=\"503\",route=\"/a\"} 1",
             );
         let cur = ScrapeSnapshot::parse(&restarted).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         assert_eq!(s[&Signal::ErrorRatePercent], Ok(25.0));
     }
 
@@ -492,7 +576,7 @@ circuit_breaker_state{breaker="db"} 1
     fn no_traffic_and_missing_metrics_are_unknown_with_reasons() {
         let prev = ScrapeSnapshot::parse(FIRST).unwrap();
         let cur = ScrapeSnapshot::parse(FIRST).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         assert!(
             s[&Signal::ErrorRatePercent]
                 .as_ref()
@@ -506,7 +590,7 @@ circuit_breaker_state{breaker="db"} 1
                 .contains("no observations")
         );
         let bare = ScrapeSnapshot::parse("up 1\n").unwrap();
-        let s = derive_signals(Some(&bare), &bare, "mem0");
+        let s = derive_signals(Some(&bare), &bare, "mem0", 1.0);
         assert!(
             s[&Signal::ErrorRatePercent]
                 .as_ref()
@@ -541,7 +625,7 @@ circuit_breaker_state{breaker="db"} 1
         let untyped = "http_request_duration_seconds_bucket{le=\"0.1\"} 1\nhttp_request_duration_seconds_bucket{le=\"+Inf\"} 2\n";
         let prev = ScrapeSnapshot::parse("up 1\n").unwrap();
         let cur = ScrapeSnapshot::parse(untyped).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         // Rank 1 of 2 is reached at the top of the first bucket.
         assert!((s[&Signal::P50LatencyMs].clone().unwrap() - 100.0).abs() < 1e-9);
     }

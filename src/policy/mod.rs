@@ -43,6 +43,7 @@ pub mod incidents;
 pub mod mitigations;
 pub mod redis;
 pub mod rollback;
+pub mod sequential;
 mod signals;
 pub mod stampede;
 pub mod thresholds;
@@ -309,6 +310,7 @@ pub fn decide(
     let paused = spec.mode == Mode::Paused;
     if !paused {
         if let Some((before, after)) = step.deploy {
+            rollback::restart_error_test(&mut m);
             let reason = format!("the spec changed (generation {before} → {after}): a deploy");
             stampede::warm(&mut step, WarmTrigger::Deploy, &reason);
             step.changes.push(Change::Transition {

@@ -22,11 +22,11 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::api::exporter::{NODE_LABEL, RUN_ID_LABEL, exporter_signals};
-use crate::api::{MemoryTierSpec, Observation, Signal};
+use crate::api::{CohortLabel, MemoryTierSpec, Observation, Signal};
 use crate::observe::prometheus::{PrometheusClient, PrometheusError, one_value};
-use crate::observe::queries::{QuerySet, matchers};
+use crate::observe::queries::{QuerySet, Scope, matchers};
 use crate::observe::redis::{self, NodeInfo};
-use crate::observe::signals::set_app_signal;
+use crate::observe::signals::{Readings, set_readings};
 
 /// How history is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,8 +229,12 @@ impl Matrix {
 /// What a backtest reads for one tier.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// Application signals and their PromQL.
-    pub app: Vec<(Signal, String, Source)>,
+    /// Application signals (for the service and each cohort) and their PromQL.
+    pub app: Vec<((Scope, Signal), String, Source)>,
+    /// The queries as the controller resolves them, and the cohort label: the readings of a step
+    /// become an observation exactly as the controller's do.
+    pub query_set: QuerySet,
+    pub cohort_label: CohortLabel,
     /// Redis signals and the exporter series they come from.
     pub redis: Vec<(Signal, String)>,
     /// spec.redis.maxMemory, used where Redis reports maxmemory 0.
@@ -247,7 +251,8 @@ pub enum Source {
 
 impl Plan {
     pub fn of(spec: &MemoryTierSpec) -> Plan {
-        let app = QuerySet::from_spec(spec)
+        let query_set = QuerySet::from_spec(spec);
+        let app = query_set
             .iter()
             .map(|(signal, query)| {
                 let source = if query.overridden {
@@ -278,6 +283,8 @@ impl Plan {
             .collect();
         Plan {
             app,
+            query_set,
+            cohort_label: spec.canary.cohort_label.clone(),
             redis,
             fallback_max: spec
                 .redis
@@ -306,12 +313,16 @@ impl Plan {
 
     /// How errors name a query.
     fn describe(&self, promql: &str) -> String {
-        if let Some((signal, _, source)) = self.app.iter().find(|(_, q, _)| q == promql) {
+        if let Some(((scope, signal), _, source)) = self.app.iter().find(|(_, q, _)| q == promql) {
+            let whose = match scope {
+                Scope::Service => String::new(),
+                Scope::Cohort(c) => format!(" for the {c} cohort"),
+            };
             return match source {
                 Source::Override => {
-                    format!("the query of {signal} (spec.metrics.queries.{signal})")
+                    format!("the query of {signal}{whose} (spec.metrics.queries.{signal})")
                 }
-                Source::BuiltIn => format!("the built-in query of {signal}"),
+                Source::BuiltIn => format!("the built-in query of {signal}{whose}"),
             };
         }
         if let Some((signal, _)) = self.redis.iter().find(|(_, q)| q == promql) {
@@ -516,15 +527,21 @@ impl<'a> History<'a> {
             ..Observation::default()
         };
         let i = k as usize;
-        for (signal, promql, _) in &self.plan.app {
+        let mut readings = Readings::new();
+        for (key, promql, _) in &self.plan.app {
             let matrix = self.matrix(promql);
             let values: Vec<f64> = matrix.at(i).map(|(_, v)| v).collect();
-            set_app_signal(
-                &mut obs,
-                *signal,
+            readings.insert(
+                *key,
                 one_value(values.iter().copied(), values.len(), promql),
             );
         }
+        set_readings(
+            &mut obs,
+            readings,
+            &self.plan.cohort_label,
+            &self.plan.query_set,
+        );
         match &self.redis_unknown {
             Some(reason) => redis::set_all_unknown(&mut obs, reason),
             None => self.redis_at(i, &mut obs),

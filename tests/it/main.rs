@@ -16,6 +16,7 @@ mod argocd_health;
 mod backtest;
 mod check;
 mod clinic_backend;
+mod cohorts;
 mod controller;
 mod crd;
 mod drills;

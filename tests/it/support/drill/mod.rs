@@ -106,7 +106,9 @@ pub fn base_spec(demo_url: &str, prometheus_url: &str) -> Value {
             "redisExporter": {"selector": "job=\"redis\""},
         },
         // The mem0-write criterion stays long: the breaker drill isolates the breaker runbook.
-        "rollback": {"p50LatencyFor": "6s", "errorRateFor": "6s", "mem0WriteSuccessFor": "10m", "phaseHold": "4s"},
+        // The minimum sample scales with the drills' traffic (tens of requests a second, 5s
+        // windows) as the windows do with time.
+        "rollback": {"p50LatencyFor": "6s", "errorRateFor": "6s", "mem0WriteSuccessFor": "10m", "phaseHold": "4s", "minRequests": 10},
         "stampede": {"for": "3s"},
         "warming": {
             "endpoint": format!("{demo_url}/admin/cache/warm"),
