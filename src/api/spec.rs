@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, MemoryTierStatus, SignalQueries};
+use super::{Duration, MemoryTierStatus, RedisExporterSpec, SignalQueries};
 
 /// Desired state of a memory tier: the baseline configuration that humans and GitOps own, and the
 /// rules by which the controller may temporarily mitigate it during an incident.
@@ -508,6 +508,9 @@ pub struct MetricsSpec {
     /// What an unknown signal means: Hold (windows neither fill nor reset) or Rollback
     /// (a window whose signal stays unknown counts as breached).
     pub on_missing_data: OnMissingData,
+    /// Where a backtest (`tierguard simulate --from-prometheus`) finds the Redis signals in
+    /// Prometheus: redis_exporter's metrics. The controller reads Redis itself and ignores this.
+    pub redis_exporter: RedisExporterSpec,
 }
 
 impl Default for MetricsSpec {
@@ -521,6 +524,7 @@ impl Default for MetricsSpec {
             interval: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
             on_missing_data: OnMissingData::Hold,
+            redis_exporter: RedisExporterSpec::default(),
         }
     }
 }

@@ -69,7 +69,7 @@ fn secret_refs(spec: &MemoryTierSpec) -> Vec<SecretKeyRef> {
 }
 
 /// Secrets from the current kubeconfig's cluster, or why there is none.
-async fn cluster_secrets(namespace: Option<&str>) -> Result<KubeSecrets, String> {
+pub(super) async fn cluster_secrets(namespace: Option<&str>) -> Result<KubeSecrets, String> {
     let config = kube::Config::infer()
         .await
         .map_err(|e| format!("no Kubernetes cluster to read it from: {e}"))?;

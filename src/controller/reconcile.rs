@@ -92,8 +92,24 @@ struct Tier<'a> {
     name: String,
     uid: String,
     now: Timestamp,
+    /// When this reconcile began, on the monotonic clock.
+    started: Instant,
     requeue: Requeue,
 }
+
+impl Tier<'_> {
+    /// The requeue after a full tick: at the tier's next periodic tick ([`Context::next_tick`]).
+    fn next_tick(&self, ctx: &Context) -> Requeue {
+        let interval = self.tier.spec.metrics.interval.as_std().max(MIN_REQUEUE);
+        Requeue::requeue(
+            ctx.next_tick(&self.uid, interval, self.started)
+                .max(MIN_REQUEUE),
+        )
+    }
+}
+
+/// The shortest wait between two reconciles of a tier.
+const MIN_REQUEUE: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
     let t = read(tier)?;
@@ -177,7 +193,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     match executed.error {
         // The status already says what failed; back off before trying again.
         Some(e) => Err(e.into()),
-        None => Ok(t.requeue),
+        None => Ok(t.next_tick(ctx)),
     }
 }
 
@@ -193,7 +209,8 @@ fn read(tier: &MemoryTier) -> Result<Tier<'_>, ReadError> {
         name: tier.name_any(),
         uid: uid(&tier.metadata),
         now: Timestamp::now(),
-        requeue: Requeue::requeue(interval.max(std::time::Duration::from_millis(100))),
+        started: Instant::now(),
+        requeue: Requeue::requeue(interval.max(MIN_REQUEUE)),
     })
 }
 

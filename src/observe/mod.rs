@@ -126,6 +126,7 @@ impl ObserveConfig {
         secrets: &impl SecretResolver,
     ) -> Result<Self, ConfigError> {
         let metrics = &spec.metrics;
+        let prometheus = resolve_prometheus(spec, secrets).await?;
         let resolve = |field: &'static str, r: &SecretKeyRef| {
             let r = r.clone();
             async move {
@@ -133,35 +134,6 @@ impl ObserveConfig {
                     .resolve(&r)
                     .await
                     .map_err(|source| ConfigError::Secret { field, source })
-            }
-        };
-        let prometheus = match &metrics.prometheus {
-            None => None,
-            Some(p) => {
-                let auth = if let Some(r) = &p.bearer_token_secret_ref {
-                    let token = resolve("spec.metrics.prometheus.bearerTokenSecretRef", r).await?;
-                    if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
-                        return Err(ConfigError::BearerTokenFormat {
-                            name: r.name.clone(),
-                            key: r.key.clone(),
-                        });
-                    }
-                    Some(PrometheusAuth::Bearer(SecretString::from(token)))
-                } else if let Some(r) = &p.basic_auth_secret_ref {
-                    let value = resolve("spec.metrics.prometheus.basicAuthSecretRef", r).await?;
-                    Some(PrometheusAuth::basic_from_secret(&value).ok_or_else(|| {
-                        ConfigError::BasicAuthFormat {
-                            name: r.name.clone(),
-                            key: r.key.clone(),
-                        }
-                    })?)
-                } else {
-                    None
-                };
-                Some(PrometheusConfig {
-                    url: p.url.clone(),
-                    auth,
-                })
             }
         };
         let redis = match &spec.redis.url_secret_ref {
@@ -195,6 +167,54 @@ impl ObserveConfig {
     }
 }
 
+/// Where Prometheus is and how to authenticate to it, with the spec's Secrets resolved (none when
+/// the spec reads no Prometheus).
+pub async fn resolve_prometheus(
+    spec: &MemoryTierSpec,
+    secrets: &impl SecretResolver,
+) -> Result<Option<PrometheusConfig>, ConfigError> {
+    let metrics = &spec.metrics;
+    let resolve = |field: &'static str, r: &SecretKeyRef| {
+        let r = r.clone();
+        async move {
+            secrets
+                .resolve(&r)
+                .await
+                .map_err(|source| ConfigError::Secret { field, source })
+        }
+    };
+    let prometheus = match &metrics.prometheus {
+        None => None,
+        Some(p) => {
+            let auth = if let Some(r) = &p.bearer_token_secret_ref {
+                let token = resolve("spec.metrics.prometheus.bearerTokenSecretRef", r).await?;
+                if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+                    return Err(ConfigError::BearerTokenFormat {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                    });
+                }
+                Some(PrometheusAuth::Bearer(SecretString::from(token)))
+            } else if let Some(r) = &p.basic_auth_secret_ref {
+                let value = resolve("spec.metrics.prometheus.basicAuthSecretRef", r).await?;
+                Some(PrometheusAuth::basic_from_secret(&value).ok_or_else(|| {
+                    ConfigError::BasicAuthFormat {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                    }
+                })?)
+            } else {
+                None
+            };
+            Some(PrometheusConfig {
+                url: p.url.clone(),
+                auth,
+            })
+        }
+    };
+    Ok(prometheus)
+}
+
 /// Reads every configured source; keep one per MemoryTier across reconciles.
 #[derive(Debug)]
 pub struct Observer {
@@ -205,7 +225,8 @@ pub struct Observer {
     redis: Option<RedisObserver>,
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+/// The HTTP client the observers share (rustls with the process's crypto provider).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, ConfigError> {
     crate::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(timeout)

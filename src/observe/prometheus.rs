@@ -320,14 +320,9 @@ impl PrometheusClient {
     pub async fn read(&self, promql: &str) -> Result<Reading, PrometheusError> {
         Ok(match self.query(promql).await? {
             InstantValue::Scalar(v) => Ok(v),
-            InstantValue::Vector(samples) => match samples.as_slice() {
-                [] => Err(format!("no data: the query returned no series ({promql})")),
-                [one] => Ok(one.value),
-                many => Err(format!(
-                    "the query returned {} series; it must return one (aggregate it, e.g. with sum or max): {promql}",
-                    many.len()
-                )),
-            },
+            InstantValue::Vector(samples) => {
+                one_value(samples.iter().map(|s| s.value), samples.len(), promql)
+            }
         })
     }
 
@@ -400,6 +395,18 @@ fn decode(body: &[u8], status: StatusCode) -> Result<ApiData, PrometheusError> {
             text::shown(&e.to_string(), MAX_MESSAGE_CHARS),
             text::excerpt(body)
         ))),
+    }
+}
+
+/// A signal's reading from the `count` values a query gave at one time: the value when there is
+/// exactly one series. The same rule holds for a live query and for each step of a range query.
+pub fn one_value(mut values: impl Iterator<Item = f64>, count: usize, promql: &str) -> Reading {
+    match (count, values.next()) {
+        (1, Some(value)) => Ok(value),
+        (0, _) | (_, None) => Err(format!("no data: the query returned no series ({promql})")),
+        (many, _) => Err(format!(
+            "the query returned {many} series; it must return one (aggregate it, e.g. with sum or max): {promql}"
+        )),
     }
 }
 

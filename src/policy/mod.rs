@@ -419,7 +419,7 @@ fn rank(action: &Action) -> u8 {
 
 /// The Event that says why an action is taken (Notify and RecordIncident are reported by their
 /// incident's change).
-fn action_event(action: &Action, dry_run: bool) -> Option<Action> {
+pub fn action_event(action: &Action, dry_run: bool) -> Option<Action> {
     let reason = action.kind().decision_reason()?;
     let verb = if dry_run { "would " } else { "" };
     let message = match action {

@@ -6,8 +6,14 @@
 //! each transition, alert, incident change and action, with its reason. Actions count as carried
 //! out at once (the ConfigMap holds what was rendered), except in DryRun, where nothing is.
 
+pub mod backtest;
+pub mod compare;
+pub mod history;
 pub mod output;
+pub mod replay;
 pub mod scenario;
+pub mod score;
+pub mod summary;
 pub mod trial;
 
 use std::path::{Path, PathBuf};
@@ -15,10 +21,9 @@ use std::path::{Path, PathBuf};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-use crate::api::{
-    KIND, MemoryTier, Observation, Phase, PolicyMemory, RESUME_ANNOTATION, Signal, validate,
-};
-use crate::policy::{Action, AppliedConfig, Change, DecideContext, Decision, decide, effective};
+use crate::api::{KIND, MemoryTier, Observation, Phase, RESUME_ANNOTATION, Signal, validate};
+use crate::policy::{Action, Change, Decision};
+pub use replay::{Replay, TierMeta};
 pub use scenario::{Input, Scenario, ScenarioEvent, SignalPatch, TimelineStep};
 
 use rand::SeedableRng;
@@ -157,6 +162,8 @@ pub struct Outcome {
     pub seconds: f64,
     /// Steps run.
     pub steps: u64,
+    /// Steps that ended in each phase.
+    pub phase_steps: std::collections::BTreeMap<Phase, u64>,
 }
 
 /// The simulated world: signal values, Redis's counters, the tier's metadata.
@@ -341,7 +348,6 @@ pub fn run(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, SimulateEr
 }
 
 fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String, String)> {
-    let spec = &tier.spec;
     let start = scenario.start;
     let mut world = World {
         obs: Observation::default(),
@@ -365,14 +371,9 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
 
     let tick = scenario.tick.as_std();
     let duration = scenario.duration.as_std();
-    let mut memory = PolicyMemory::default();
-    let mut applied = AppliedConfig::Absent;
-    let mut rendered: Option<effective::ConfigMap> = None;
-    let mut entries = Vec::new();
+    let mut replay = Replay::new(&tier.spec);
     let mut next_step = 0usize;
     let mut previous_now = start;
-    let mut last;
-    let mut steps = 0u64;
     let mut offset = std::time::Duration::ZERO;
     loop {
         let now = start
@@ -409,90 +410,18 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
         }
         world.obs.at = Some(now);
         world.draw().map_err(|e| ("signals".to_owned(), e))?;
-
-        let ctx = DecideContext {
+        let meta = TierMeta {
             generation: Some(world.generation),
             resume_token: world.resume.clone(),
-            applied: applied.clone(),
         };
-        let decision = decide(spec, &memory, &world.obs, now, &ctx);
-        let phase = decision.phase;
-        for input in inputs {
-            entries.push(Entry {
-                t,
-                at: now,
-                phase,
-                what: EntryKind::Input(input),
-            });
-        }
-        for change in &decision.changes {
-            entries.push(Entry {
-                t,
-                at: now,
-                phase,
-                what: EntryKind::Change(change.clone()),
-            });
-        }
-        for action in &decision.actions {
-            if matches!(action, Action::Event { .. }) {
-                continue;
-            }
-            let changed = match action {
-                Action::RenderConfig { config, hash, .. } => {
-                    let diff = diff(rendered.as_ref(), config);
-                    if !decision.dry_run {
-                        applied = AppliedConfig::Hash(hash.clone());
-                    }
-                    rendered = Some(config.clone());
-                    diff
-                }
-                _ => Vec::new(),
-            };
-            entries.push(Entry {
-                t,
-                at: now,
-                phase,
-                what: EntryKind::Action {
-                    action: action.clone(),
-                    dry_run: decision.dry_run,
-                    changed,
-                },
-            });
-        }
-        memory = decision.memory.clone();
-        last = Some(decision);
-        steps += 1;
+        replay.step(t, now, &world.obs, &meta, inputs);
 
         offset += tick;
         if offset > duration {
             break;
         }
     }
-    Ok(Outcome {
-        entries,
-        last: last.expect("at least one step runs"),
-        seconds: duration.as_secs_f64(),
-        steps,
-    })
-}
-
-fn diff(
-    before: Option<&effective::ConfigMap>,
-    after: &effective::ConfigMap,
-) -> Vec<(String, Option<String>, Option<String>)> {
-    let Some(before) = before else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (k, v) in after {
-        if before.get(k) != Some(v) {
-            out.push((k.clone(), before.get(k).cloned(), Some(v.clone())));
-        }
-    }
-    for (k, v) in before {
-        if !after.contains_key(k) {
-            out.push((k.clone(), Some(v.clone()), None));
-        }
-    }
-    out
+    Ok(replay
+        .finish(duration.as_secs_f64())
+        .expect("at least one step runs"))
 }

@@ -713,6 +713,15 @@ async fn redis_oom_drill() {
     let before = d.scan("*");
     let keys =
         ((93.0 - used_percent(&d)) / 100.0 * d.redis_memory().1 as f64 / per_key).ceil() as u64;
+    // The push lands just after one of the controller's ticks, not within a scrape interval
+    // before one: the controller reads Redis itself and its remediation erases the episode at
+    // once, so a crossing the exporter had not yet been scraped for would leave the replay of
+    // the drill (tests/it/support/drill/fidelity.rs) one reading short of the critical hold.
+    let tick = d.status().and_then(|s| policy(&s)?.last_tick);
+    d.wait_status("the controller's next tick", secs(5), |s| {
+        (policy(s)?.last_tick != tick).then_some(())
+    })
+    .await;
     let (pushed, answer) = d
         .fault(
             &format!("leak: {keys} session keys of {LEAK_VALUE_BYTES} bytes without TTL"),

@@ -13,6 +13,7 @@ mod act_report;
 mod alert_rules;
 mod apiserver;
 mod argocd_health;
+mod backtest;
 mod check;
 mod clinic_backend;
 mod cohorts;

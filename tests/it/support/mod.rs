@@ -5,6 +5,7 @@
 pub mod clinic_backend;
 pub mod drill;
 pub mod exporter;
+pub mod history;
 pub mod hostile;
 pub mod http;
 pub mod live_app;

@@ -16,6 +16,7 @@
 //! scaled the same way: `spec.metrics.rateWindow` is [`RATE_WINDOW`] instead of 5m.
 
 pub mod controller;
+mod fidelity;
 pub mod kubelet;
 pub mod load;
 pub mod record;
@@ -33,7 +34,7 @@ use serde_json::{Value, json};
 use tierguard::api::{MemoryTier, MemoryTierStatus, Phase};
 
 use crate::support::clinic_backend::{self as clinic_process, ClinicBackendProcess};
-use crate::support::servers::{PrometheusServer, RedisServer, free_port};
+use crate::support::servers::{PrometheusServer, RedisExporter, RedisServer, free_port};
 use controller::ControllerProcess;
 use kube_testserver::{ApiServer, Gvr};
 use kubelet::{ConfigVersion, Kubelet};
@@ -120,6 +121,8 @@ pub fn base_spec(demo_url: &str, prometheus_url: &str) -> Value {
             "rateWindow": RATE_WINDOW,
             "interval": "1s",
             "timeout": "800ms",
+            // Where the replay of the drill finds Redis (the controller reads Redis itself).
+            "redisExporter": {"selector": "job=\"redis\""},
         },
         // The mem0-write criterion stays long: the breaker drill isolates the breaker runbook.
         // The minimum sample scales with the drills' traffic (tens of requests a second, 5s
@@ -158,6 +161,9 @@ pub struct Drill {
     pub api: ApiServer,
     pub redis: RedisServer,
     prometheus: PrometheusServer,
+    _redis_exporter: RedisExporter,
+    /// The MemoryTier as the drill created it: what its replay runs.
+    tier: MemoryTier,
     pub demo: ClinicBackendProcess,
     replicas: Vec<Replica>,
     kubeconfig: std::path::PathBuf,
@@ -193,7 +199,16 @@ impl Drill {
         // The demo's port is chosen first: Prometheus and the tier's warm endpoint need it.
         let demo_addr = format!("127.0.0.1:{}", free_port());
         let demo_url = format!("http://{demo_addr}");
-        let prometheus = PrometheusServer::start(std::slice::from_ref(&demo_addr), SCRAPE_INTERVAL);
+        // Prometheus records the demo and, through redis_exporter, Redis: the whole drill, for
+        // its replay at the end.
+        let redis_exporter = RedisExporter::start(&redis.url());
+        let prometheus = PrometheusServer::start_jobs(
+            &[
+                ("app", std::slice::from_ref(&demo_addr)),
+                ("redis", &[redis_exporter.target()]),
+            ],
+            SCRAPE_INTERVAL,
+        );
 
         for (name, key, value) in [
             ("clinic-redis", "url", redis.url()),
@@ -218,6 +233,7 @@ impl Drill {
             .create(&PostParams::default(), &tier)
             .await
             .expect("create the MemoryTier");
+        let created = tier;
 
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig_as(&kubeconfig, CONTROLLER_USER)
@@ -295,6 +311,8 @@ impl Drill {
             api,
             redis,
             prometheus,
+            _redis_exporter: redis_exporter,
+            tier: created,
             demo,
             replicas,
             kubeconfig,
@@ -534,8 +552,12 @@ impl Drill {
                     .unwrap_or(self.started_at),
                 type_: e["type"].as_str().unwrap_or("").to_owned(),
                 reason: e["reason"].as_str().unwrap_or("").to_owned(),
+                action: e["action"].as_str().unwrap_or("").to_owned(),
                 note: e["note"].as_str().unwrap_or("").to_owned(),
                 count: e["series"]["count"].as_u64().unwrap_or(1),
+                last_seen: e["series"]["lastObservedTime"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok()),
             })
             .collect();
         events.sort_by_key(|e| e.at);
@@ -842,6 +864,13 @@ impl Drill {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+        // The drill's own Prometheus recorded all of it: replayed, the policy must decide what
+        // the controller decided.
+        let origin = self.fault_at.unwrap_or(self.started_at);
+        match fidelity::check(&self, origin).await {
+            Ok(table) => self.attach("replay of the drill from its Prometheus", &table),
+            Err(why) => panic!("[{}] {why}", self.name),
+        }
         self.passed = true;
         println!("{}", self.report());
         println!(
@@ -895,8 +924,12 @@ pub struct EventRecord {
     pub at: Timestamp,
     pub type_: String,
     pub reason: String,
+    /// `Decide` for what the policy decided; the action's kind for how an action went.
+    pub action: String,
     pub note: String,
     pub count: u64,
+    /// When a repeated Event was last seen (its series).
+    pub last_seen: Option<Timestamp>,
 }
 
 /// The bearer token every replica's kubeconfig sends: how the API server's faults pick the
