@@ -8,6 +8,9 @@
 //! - [`controller`]: the kube-runtime reconcile loop.
 //! - [`simulate`]: the policy on a virtual clock over a recorded or scripted incident.
 //! - [`cli`]: the `tierguard` command.
+//! - [`remote`]: answers from the network read within size and time bounds, and remote text
+//!   made safe to show.
+//! - [`shutdown`]: stopping on SIGTERM within the pod's grace period.
 //! - [`build_info`]: version, commit and build date.
 //! - [`secret`]: keeping Secret values out of every log, error, Event and status.
 //! - [`destinations`]: where the controller may send requests on a tier's behalf.
@@ -21,7 +24,9 @@ pub mod controller;
 pub mod destinations;
 pub mod observe;
 pub mod policy;
+pub mod remote;
 pub mod secret;
+pub mod shutdown;
 pub mod simulate;
 
 /// Install the process-wide rustls crypto provider (ring). kube and reqwest both use rustls; without

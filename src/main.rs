@@ -1,10 +1,14 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tierguard::cli::{Cli, PLUGIN_BINARY, PluginCli, run, tier};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long the exit waits for work left on the blocking pool (a parse past its deadline): the
+/// process must be gone within the pod's grace period.
+const EXIT_WAIT: Duration = Duration::from_millis(500);
+
+fn main() -> ExitCode {
     tierguard::install_crypto_provider();
     // Installed (or linked) as kubectl-tierguard, the binary is the kubectl plugin.
     let as_plugin = std::env::args_os()
@@ -15,16 +19,30 @@ async fn main() -> ExitCode {
                 .map(|s| s == PLUGIN_BINARY)
         })
         .unwrap_or(false);
-    let result = if as_plugin {
-        tier::run(PluginCli::parse().command).await
-    } else {
-        run(Cli::parse()).await
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    match result {
+    let result = runtime.block_on(async {
+        if as_plugin {
+            tier::run(PluginCli::parse().command).await
+        } else {
+            run(Cli::parse()).await
+        }
+    });
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
 }

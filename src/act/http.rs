@@ -3,7 +3,8 @@
 //! A request is retried, with exponential backoff and jitter, when the peer may recover: a 5xx
 //! answer, 429 Too Many Requests, a timeout or a connection error. Any other 4xx is final:
 //! repeating a rejected request does not make it acceptable. The URL and token are secrets for
-//! this module: errors are stripped of the URL and scrubbed of both.
+//! this module: errors are stripped of the URL and scrubbed of both. A success's body is never
+//! read; of an error's body only the first kilobyte is, to quote its start.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +13,12 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Serialize;
 
+use crate::remote::body::read_prefix;
+use crate::remote::text;
 use crate::secret::{ExposeSecret, SecretString, error_chain, scrub, url_origin};
+
+/// The most of an error answer's body read, to quote the start of it.
+const MAX_ERROR_BODY_BYTES: usize = 1024;
 
 /// Delays between attempts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,11 +128,18 @@ pub async fn post_json<T: Serialize + ?Sized>(
                 if status.is_success() {
                     Ok((status.as_u16(), latency))
                 } else {
+                    // What the peer says is quoted from the start of its body, never read whole.
+                    let said = text::excerpt(&read_prefix(response, MAX_ERROR_BODY_BYTES).await);
+                    let message = if said.is_empty() {
+                        format!("HTTP {status}")
+                    } else {
+                        format!("HTTP {status}: {}", scrub(&said, &secrets))
+                    };
                     Err(AttemptError {
                         retryable: status.is_server_error() || status.as_u16() == 429,
                         status: Some(status.as_u16()),
                         message: crate::destinations::redirect_not_followed(status)
-                            .unwrap_or_else(|| format!("HTTP {status}")),
+                            .unwrap_or(message),
                         latency,
                     })
                 }

@@ -71,7 +71,8 @@ impl FromStr for Duration {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = |reason| ParseDurationError {
-            input: s.to_owned(),
+            // Quoted in messages: a pasted megabyte is shown by its start.
+            input: crate::remote::text::shown(s, 40),
             reason,
         };
         if s.is_empty() {

@@ -7,6 +7,7 @@
 pub mod bounds;
 pub mod conditions;
 mod duration;
+pub mod exporter;
 pub mod signals;
 mod spec;
 mod status;
@@ -14,6 +15,7 @@ pub mod validate;
 pub mod vocabulary;
 
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
+pub use exporter::RedisExporterSpec;
 pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals};
 pub use spec::*;
 pub use status::*;

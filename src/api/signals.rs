@@ -176,64 +176,97 @@ impl SignalType for BreakerState {
     }
 }
 
-/// The table itself: one row per signal.
+/// The table itself: one row per signal, the application's first, then Redis's.
 macro_rules! signal_table {
-    ($(
-        $(#[doc = $doc:literal])*
-        $variant:ident, $field:ident: $ty:ty = $name:literal {
-            title: $title:literal,
-            unit: $unit:ident,
-            source: $source:ident,
-            telemetry: $telemetry:literal,
-            report: $report:literal $(,)?
-        }
-    )+) => {
+    (
+        app {$(
+            $(#[doc = $app_doc:literal])*
+            $app:ident, $app_field:ident: $app_ty:ty = $app_name:literal {
+                title: $app_title:literal,
+                unit: $app_unit:ident,
+                telemetry: $app_telemetry:literal,
+                report: $app_report:literal $(,)?
+            }
+        )+}
+        redis {$(
+            $(#[doc = $redis_doc:literal])*
+            $redis:ident, $redis_field:ident: $redis_ty:ty = $redis_name:literal {
+                title: $redis_title:literal,
+                unit: $redis_unit:ident,
+                telemetry: $redis_telemetry:literal,
+                report: $redis_report:literal $(,)?
+            }
+        )+}
+    ) => {
         /// A signal.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Signal {
-            $($variant,)+
+            $($app,)+
+            $($redis,)+
         }
 
         impl Signal {
             /// Every signal, in the table's order.
-            pub const ALL: &'static [Signal] = &[$(Signal::$variant,)+];
+            pub const ALL: &'static [Signal] = &[$(Signal::$app,)+ $(Signal::$redis,)+];
 
             /// The name `status.observed`, scenarios, metrics labels and `tierguard observe` use.
             pub const fn name(self) -> &'static str {
-                match self { $(Signal::$variant => $name,)+ }
+                match self {
+                    $(Signal::$app => $app_name,)+
+                    $(Signal::$redis => $redis_name,)+
+                }
             }
 
             /// The signal for people ("P50 latency").
             pub const fn title(self) -> &'static str {
-                match self { $(Signal::$variant => $title,)+ }
+                match self {
+                    $(Signal::$app => $app_title,)+
+                    $(Signal::$redis => $redis_title,)+
+                }
             }
 
             pub const fn unit(self) -> Unit {
-                match self { $(Signal::$variant => Unit::$unit,)+ }
+                match self {
+                    $(Signal::$app => Unit::$app_unit,)+
+                    $(Signal::$redis => Unit::$redis_unit,)+
+                }
             }
 
             pub const fn source(self) -> Source {
-                match self { $(Signal::$variant => Source::$source,)+ }
+                match self {
+                    $(Signal::$app => Source::App,)+
+                    $(Signal::$redis => Source::Redis,)+
+                }
             }
 
             /// Whether `tierguard_tier_signal` exports it.
             pub const fn on_telemetry(self) -> bool {
-                match self { $(Signal::$variant => $telemetry,)+ }
+                match self {
+                    $(Signal::$app => $app_telemetry,)+
+                    $(Signal::$redis => $redis_telemetry,)+
+                }
             }
 
             /// Whether notifications and incident reports show it.
             pub const fn in_reports(self) -> bool {
-                match self { $(Signal::$variant => $report,)+ }
+                match self {
+                    $(Signal::$app => $app_report,)+
+                    $(Signal::$redis => $redis_report,)+
+                }
             }
 
             /// What the signal is (its schema description).
             pub const fn description(self) -> &'static str {
-                match self { $(Signal::$variant => concat!($($doc),+).trim_ascii(),)+ }
+                match self {
+                    $(Signal::$app => concat!($($app_doc),+).trim_ascii(),)+
+                    $(Signal::$redis => concat!($($redis_doc),+).trim_ascii(),)+
+                }
             }
 
             pub fn parse(name: &str) -> Option<Signal> {
                 match name {
-                    $($name => Some(Signal::$variant),)+
+                    $($app_name => Some(Signal::$app),)+
+                    $($redis_name => Some(Signal::$redis),)+
                     _ => None,
                 }
             }
@@ -241,7 +274,10 @@ macro_rules! signal_table {
             /// Parse a value of this signal from JSON (a scenario's `set`).
             pub fn value_from_json(self, json: serde_json::Value) -> Result<SignalValue, String> {
                 match self {
-                    $(Signal::$variant => serde_json::from_value::<$ty>(json)
+                    $(Signal::$app => serde_json::from_value::<$app_ty>(json)
+                        .map(|v| SignalType::to_value(&v))
+                        .map_err(|e| e.to_string()),)+
+                    $(Signal::$redis => serde_json::from_value::<$redis_ty>(json)
                         .map(|v| SignalType::to_value(&v))
                         .map_err(|e| e.to_string()),)+
                 }
@@ -258,10 +294,24 @@ macro_rules! signal_table {
             #[schemars(schema_with = "super::status::timestamp_schema")]
             pub at: Option<Timestamp>,
             $(
-                $(#[doc = $doc])*
-                #[serde(rename = $name, default, skip_serializing_if = "Option::is_none")]
-                pub $field: Option<$ty>,
+                $(#[doc = $app_doc])*
+                #[serde(rename = $app_name, default, skip_serializing_if = "Option::is_none")]
+                pub $app_field: Option<$app_ty>,
             )+
+            $(
+                $(#[doc = $redis_doc])*
+                #[serde(rename = $redis_name, default, skip_serializing_if = "Option::is_none")]
+                pub $redis_field: Option<$redis_ty>,
+            )+
+            /// The application's signals per cohort (canary and stable traffic), when its metrics
+            /// carry the cohort label (`spec.canary.cohortLabel`); absent otherwise, and then the
+            /// rollback criteria judge the whole service.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub cohorts: Option<Cohorts>,
+            /// Why there are no cohorts, when there are none: the rollback criteria then judge the
+            /// whole service's signals.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub without_cohorts: Option<String>,
             /// Why each unknown signal is unknown, by signal name.
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             pub unknown: BTreeMap<String, String>,
@@ -270,11 +320,26 @@ macro_rules! signal_table {
             pub sources: Vec<SourceHealth>,
         }
 
+        /// The application's signals over one cohort's traffic.
+        #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct CohortObservation {
+            $(
+                $(#[doc = $app_doc])*
+                #[serde(rename = $app_name, default, skip_serializing_if = "Option::is_none")]
+                pub $app_field: Option<$app_ty>,
+            )+
+            /// Why each unknown signal of this cohort is unknown, by signal name.
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            pub unknown: BTreeMap<String, String>,
+        }
+
         impl Observation {
             /// The value of `signal`, if known.
             pub fn get(&self, signal: Signal) -> Option<SignalValue> {
                 match signal {
-                    $(Signal::$variant => self.$field.as_ref().map(SignalType::to_value),)+
+                    $(Signal::$app => self.$app_field.as_ref().map(SignalType::to_value),)+
+                    $(Signal::$redis => self.$redis_field.as_ref().map(SignalType::to_value),)+
                 }
             }
 
@@ -282,14 +347,28 @@ macro_rules! signal_table {
             /// refused and leaves the signal as it was.
             pub fn set(&mut self, signal: Signal, value: Option<SignalValue>) -> Result<(), String> {
                 match signal {
-                    $(Signal::$variant => {
-                        self.$field = match value {
-                            None => None,
-                            Some(v) => Some(<$ty as SignalType>::from_value(v.clone()).ok_or_else(
-                                || format!("{} cannot be {v:?}", signal.name()),
-                            )?),
-                        };
-                    })+
+                    $(Signal::$app => self.$app_field = convert(signal, value)?,)+
+                    $(Signal::$redis => self.$redis_field = convert(signal, value)?,)+
+                }
+                Ok(())
+            }
+        }
+
+        impl CohortObservation {
+            /// The value of an application `signal` over this cohort, if known (a Redis signal
+            /// has no cohort).
+            pub fn get(&self, signal: Signal) -> Option<SignalValue> {
+                match signal {
+                    $(Signal::$app => self.$app_field.as_ref().map(SignalType::to_value),)+
+                    _ => None,
+                }
+            }
+
+            /// Set (or forget) an application signal of this cohort.
+            pub fn set(&mut self, signal: Signal, value: Option<SignalValue>) -> Result<(), String> {
+                match signal {
+                    $(Signal::$app => self.$app_field = convert(signal, value)?,)+
+                    _ => return Err(format!("{} is not read per cohort", signal.name())),
                 }
                 Ok(())
             }
@@ -299,83 +378,159 @@ macro_rules! signal_table {
         /// unknown.
         #[derive(Clone, Debug, Default, PartialEq)]
         pub struct Signals<'a> {
-            $(pub $field: Option<<$ty as SignalType>::View<'a>>,)+
+            $(pub $app_field: Option<<$app_ty as SignalType>::View<'a>>,)+
+            $(pub $redis_field: Option<<$redis_ty as SignalType>::View<'a>>,)+
+            /// The canary cohort's signals, when cohorts are observed.
+            pub canary: Option<CohortSignals<'a>>,
+            /// The stable cohort's signals, when cohorts are observed.
+            pub stable: Option<CohortSignals<'a>>,
+        }
+
+        /// One cohort's signals as the policy reads them.
+        #[derive(Clone, Debug, Default, PartialEq)]
+        pub struct CohortSignals<'a> {
+            $(pub $app_field: Option<<$app_ty as SignalType>::View<'a>>,)+
         }
 
         impl<'a> Signals<'a> {
             pub fn from_observation(o: &'a Observation) -> Self {
+                let cohort = |c: &'a CohortObservation| CohortSignals {
+                    $($app_field: c.$app_field.as_ref().and_then(SignalType::view),)+
+                };
                 Signals {
-                    $($field: o.$field.as_ref().and_then(SignalType::view),)+
+                    $($app_field: o.$app_field.as_ref().and_then(SignalType::view),)+
+                    $($redis_field: o.$redis_field.as_ref().and_then(SignalType::view),)+
+                    canary: o.cohorts.as_ref().map(|c| cohort(&c.canary)),
+                    stable: o.cohorts.as_ref().map(|c| cohort(&c.stable)),
                 }
             }
         }
     };
 }
 
+/// A value of `signal`'s type, or why not.
+fn convert<T: SignalType>(signal: Signal, value: Option<SignalValue>) -> Result<Option<T>, String> {
+    match value {
+        None => Ok(None),
+        Some(v) => T::from_value(v.clone())
+            .map(Some)
+            .ok_or_else(|| format!("{} cannot be {v:?}", signal.name())),
+    }
+}
+
+crate::api::vocabulary::words! {
+    /// The two cohorts of the application's traffic.
+    pub enum Cohort {
+        Canary = "canary",
+        Stable = "stable",
+    }
+}
+
+/// Both cohorts' observations.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cohorts {
+    /// Traffic on the canary path (the new code).
+    pub canary: CohortObservation,
+    /// The rest of the traffic.
+    pub stable: CohortObservation,
+}
+
+impl Cohorts {
+    pub fn get(&self, cohort: Cohort) -> &CohortObservation {
+        match cohort {
+            Cohort::Canary => &self.canary,
+            Cohort::Stable => &self.stable,
+        }
+    }
+
+    pub fn get_mut(&mut self, cohort: Cohort) -> &mut CohortObservation {
+        match cohort {
+            Cohort::Canary => &mut self.canary,
+            Cohort::Stable => &mut self.stable,
+        }
+    }
+}
+
 signal_table! {
+    app {
     /// Median request latency, milliseconds.
     P50LatencyMs, p50_latency_ms: f64 = "p50LatencyMs" {
-        title: "P50 latency", unit: Milliseconds, source: App, telemetry: true, report: true,
+        title: "P50 latency", unit: Milliseconds, telemetry: true, report: true,
     }
     /// 95th percentile request latency, milliseconds.
     P95LatencyMs, p95_latency_ms: f64 = "p95LatencyMs" {
-        title: "P95 latency", unit: Milliseconds, source: App, telemetry: true, report: false,
+        title: "P95 latency", unit: Milliseconds, telemetry: true, report: false,
     }
     /// 99th percentile request latency, milliseconds.
     P99LatencyMs, p99_latency_ms: f64 = "p99LatencyMs" {
-        title: "P99 latency", unit: Milliseconds, source: App, telemetry: true, report: false,
+        title: "P99 latency", unit: Milliseconds, telemetry: true, report: false,
     }
     /// Failed requests, percent.
     ErrorRatePercent, error_rate_percent: f64 = "errorRatePercent" {
-        title: "error rate", unit: Percent, source: App, telemetry: true, report: true,
+        title: "error rate", unit: Percent, telemetry: true, report: true,
     }
     /// Cache hits, percent of lookups.
     CacheHitRatePercent, cache_hit_rate_percent: f64 = "cacheHitRatePercent" {
-        title: "cache hit rate", unit: Percent, source: App, telemetry: true, report: true,
+        title: "cache hit rate", unit: Percent, telemetry: true, report: true,
     }
     /// Successful mem0 writes, percent.
     Mem0WriteSuccessPercent, mem0_write_success_percent: f64 = "mem0WriteSuccessPercent" {
-        title: "mem0 write success", unit: Percent, source: App, telemetry: true, report: true,
+        title: "mem0 write success", unit: Percent, telemetry: true, report: true,
     }
     /// Circuit-breaker state.
     BreakerState, breaker_state: BreakerState = "breakerState" {
-        title: "circuit breaker", unit: State, source: App, telemetry: true, report: true,
+        title: "circuit breaker", unit: State, telemetry: true, report: true,
     }
+    /// Requests served over the rate window (`spec.metrics.rateWindow`): how much traffic the
+    /// other signals describe.
+    Requests, requests: f64 = "requests" {
+        title: "requests", unit: Count, telemetry: true, report: false,
+    }
+    }
+    redis {
     /// Redis used memory in percent of maxmemory.
     RedisUsedMemoryPercent, redis_used_memory_percent: f64 = "redisUsedMemoryPercent" {
-        title: "Redis memory", unit: PercentOfMaxMemory, source: Redis, telemetry: true, report: true,
+        title: "Redis memory", unit: PercentOfMaxMemory, telemetry: true, report: true,
     }
     /// Redis used memory, bytes.
     RedisUsedMemoryBytes, redis_used_memory_bytes: u64 = "redisUsedMemoryBytes" {
-        title: "Redis used memory", unit: Bytes, source: Redis, telemetry: false, report: false,
+        title: "Redis used memory", unit: Bytes, telemetry: false, report: false,
     }
     /// Redis maxmemory (or spec.redis.maxMemory when Redis reports 0), bytes.
     RedisMaxMemoryBytes, redis_max_memory_bytes: u64 = "redisMaxMemoryBytes" {
-        title: "Redis maxmemory", unit: Bytes, source: Redis, telemetry: false, report: false,
+        title: "Redis maxmemory", unit: Bytes, telemetry: false, report: false,
     }
     /// Redis evicted_keys counter (summed over masters).
     RedisEvictedKeys, redis_evicted_keys: u64 = "redisEvictedKeys" {
-        title: "Redis evicted keys", unit: Count, source: Redis, telemetry: true, report: false,
+        title: "Redis evicted keys", unit: Count, telemetry: true, report: false,
     }
     /// Redis keyspace_hits counter.
     RedisKeyspaceHits, redis_keyspace_hits: u64 = "redisKeyspaceHits" {
-        title: "Redis keyspace hits", unit: Count, source: Redis, telemetry: false, report: false,
+        title: "Redis keyspace hits", unit: Count, telemetry: false, report: false,
     }
     /// Redis keyspace_misses counter.
     RedisKeyspaceMisses, redis_keyspace_misses: u64 = "redisKeyspaceMisses" {
-        title: "Redis keyspace misses", unit: Count, source: Redis, telemetry: false, report: false,
+        title: "Redis keyspace misses", unit: Count, telemetry: false, report: false,
     }
     /// Redis run_id (a change means Redis restarted; several masters are joined with commas).
     RedisRunId, redis_run_id: String = "redisRunId" {
-        title: "Redis run id", unit: Id, source: Redis, telemetry: false, report: false,
+        title: "Redis run id", unit: Id, telemetry: false, report: false,
     }
     /// Redis uptime in seconds (the smallest over masters).
     RedisUptimeSeconds, redis_uptime_seconds: u64 = "redisUptimeSeconds" {
-        title: "Redis uptime", unit: Seconds, source: Redis, telemetry: true, report: false,
+        title: "Redis uptime", unit: Seconds, telemetry: true, report: false,
+    }
     }
 }
 
 impl Signal {
+    /// Whether the signal is read per cohort: every application signal but the breaker's state,
+    /// which is one per service, whoever's traffic tripped it.
+    pub fn per_cohort(self) -> bool {
+        self.source() == Source::App && self != Signal::BreakerState
+    }
+
     /// The application's signals (read from Prometheus or a scrape).
     pub fn app() -> impl Iterator<Item = Signal> {
         Signal::ALL
@@ -476,12 +631,12 @@ mod tests {
     fn every_signal_is_a_field_of_the_observation_under_its_name() {
         let mut o = Observation::default();
         for (i, signal) in Signal::ALL.iter().enumerate() {
-            let value = match signal.unit() {
-                Unit::State => SignalValue::Breaker(BreakerState::Open),
-                Unit::Id => SignalValue::Text(format!("id{i}")),
-                Unit::Bytes | Unit::Count | Unit::Seconds => SignalValue::Count(i as u64),
-                _ => SignalValue::Number(i as f64 + 0.5),
+            let json = match signal.unit() {
+                Unit::State => serde_json::json!("open"),
+                Unit::Id => serde_json::json!(format!("id{i}")),
+                _ => serde_json::json!(i),
             };
+            let value = signal.value_from_json(json).unwrap();
             o.set(*signal, Some(value.clone())).unwrap();
             assert_eq!(o.get(*signal), Some(value));
         }

@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, MemoryTierStatus, SignalQueries, bounds};
+use super::{Duration, MemoryTierStatus, RedisExporterSpec, SignalQueries, bounds};
 
 /// Desired state of a memory tier: the baseline configuration that humans and GitOps own, and the
 /// rules by which the controller may temporarily mitigate it during an incident.
@@ -231,6 +231,38 @@ pub struct CanarySpec {
     pub ramp_step: f64,
     /// Time between ramp steps; also how long a signal must stay healthy before a mitigation ends.
     pub ramp_interval: Duration,
+    /// The label the application's request, cache and mem0 metrics carry for the cohort that
+    /// served them. With it, the rollback criteria judge the canary's own traffic (and compare its
+    /// error rate with the stable cohort's); without it, the whole service.
+    pub cohort_label: CohortLabel,
+}
+
+/// The cohort label of the application's metrics and its two values.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CohortLabel {
+    /// The label's name.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    )]
+    pub name: String,
+    /// Its value on canary traffic.
+    #[schemars(length(min = 1, max = 63))]
+    pub canary: String,
+    /// Its value on stable traffic.
+    #[schemars(length(min = 1, max = 63))]
+    pub stable: String,
+}
+
+impl Default for CohortLabel {
+    fn default() -> Self {
+        CohortLabel {
+            name: "cohort".into(),
+            canary: "canary".into(),
+            stable: "stable".into(),
+        }
+    }
 }
 
 impl Default for CanarySpec {
@@ -240,6 +272,7 @@ impl Default for CanarySpec {
             reduced_rate: 0.05,
             ramp_step: 0.05,
             ramp_interval: Duration::from_secs(5 * 60),
+            cohort_label: CohortLabel::default(),
         }
     }
 }
@@ -505,6 +538,9 @@ pub struct MetricsSpec {
     /// What an unknown signal means: Hold (windows neither fill nor reset) or Rollback
     /// (a window whose signal stays unknown counts as breached).
     pub on_missing_data: OnMissingData,
+    /// Where a backtest (`tierguard simulate --from-prometheus`) finds the Redis signals in
+    /// Prometheus: redis_exporter's metrics. The controller reads Redis itself and ignores this.
+    pub redis_exporter: RedisExporterSpec,
 }
 
 impl Default for MetricsSpec {
@@ -518,6 +554,7 @@ impl Default for MetricsSpec {
             interval: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
             on_missing_data: OnMissingData::Hold,
+            redis_exporter: RedisExporterSpec::default(),
         }
     }
 }
@@ -565,11 +602,22 @@ pub struct RollbackSpec {
     pub p50_latency_ms: f64,
     /// ...for this long.
     pub p50_latency_for: Duration,
-    /// Roll back when the error rate rises more than this many percentage points above the baseline...
+    /// Roll back when the error rate rises more than this many percentage points above the baseline
+    /// (with cohorts: the canary's above the stable cohort's, with confidence 1 − alpha)...
     #[schemars(range(min = 0.0, max = 100.0))]
     pub error_rate_increase_points: f64,
-    /// ...for this long.
+    /// ...for this long (without cohorts, where the rate is compared with a learned baseline).
     pub error_rate_for: Duration,
+    /// With cohorts, the error-rate comparison rolls back only when the canary's error rate is
+    /// above the stable's by more than errorRateIncreasePoints with confidence at least 1 − alpha,
+    /// however often it is looked at (a mixture sequential probability ratio test on the counts).
+    #[schemars(range(min = 0.000001, max = 0.5))]
+    pub alpha: f64,
+    /// A sample counts toward a rollback window only when its cohort (or, without cohorts, the
+    /// whole service) served at least this many requests over the rate window; below that it is
+    /// unknown, and metrics.onMissingData decides.
+    #[schemars(range(min = 0))]
+    pub min_requests: u64,
     /// The normal error rate in percent. When unset, the controller learns it from healthy
     /// observations before the incident.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -598,6 +646,8 @@ impl Default for RollbackSpec {
             p50_latency_for: Duration::from_secs(600),
             error_rate_increase_points: 2.0,
             error_rate_for: Duration::from_secs(300),
+            alpha: 0.01,
+            min_requests: 50,
             error_rate_baseline_percent: None,
             breaker_open_for: Duration::from_secs(4 * 3600),
             mem0_write_success_below_percent: 95.0,

@@ -363,7 +363,8 @@ pub struct ActionRecord {
     pub action: ActionKind,
     /// Why.
     pub reason: String,
-    /// ok, failed, skipped or dry-run.
+    /// ok, failed, skipped or dry-run; started while a claimed action runs (it stays when the
+    /// controller stopped before recording how it went).
     pub outcome: ActionOutcome,
     /// Details of the outcome (never a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -442,6 +443,42 @@ pub struct BreachWindows {
     /// stampede.p50LatencyAboveMs.
     #[serde(default, skip_serializing_if = "WindowState::is_idle")]
     pub stampede: WindowState,
+    /// The canary's errors against the stable cohort's: the test since the deploy (or resume),
+    /// and the rolling tests started every hour since, each counted from its start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_tests: Vec<ErrorTest>,
+}
+
+/// Which counts an error test covers.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ErrorTestSpan {
+    /// Everything since the deploy or resume: a regression shipped with the canary.
+    #[default]
+    SinceDeploy,
+    /// A bounded stretch started later: a regression that begins after hours of health is not
+    /// diluted by them.
+    Rolling,
+}
+
+/// The sequential comparison of the canary's error rate with the stable cohort's: the counts it
+/// has seen, one batch per rate window (batches never overlap, so no request counts twice).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorTest {
+    #[serde(default)]
+    pub span: ErrorTestSpan,
+    /// When it started.
+    #[schemars(schema_with = "timestamp_schema")]
+    pub since: Timestamp,
+    /// When the last batch was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
+    pub last_batch_at: Option<Timestamp>,
+    pub canary_requests: f64,
+    pub canary_errors: f64,
+    pub stable_requests: f64,
+    pub stable_errors: f64,
 }
 
 impl BreachWindows {
@@ -450,6 +487,7 @@ impl BreachWindows {
             && self.error_rate.is_idle()
             && self.mem0_write_success.is_idle()
             && self.stampede.is_idle()
+            && self.error_tests.is_empty()
     }
 }
 

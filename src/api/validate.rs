@@ -76,7 +76,10 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
         Some(API_VERSION) => {}
         Some(other) => problems.push(Problem::new(
             "apiVersion",
-            format!("unsupported version {other:?}; expected {API_VERSION:?}"),
+            format!(
+                "unsupported version {}; expected {API_VERSION:?}",
+                quoted(other)
+            ),
         )),
         None => problems.push(Problem::new("apiVersion", "required")),
     }
@@ -84,7 +87,7 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
         Some(KIND) => {}
         Some(other) => problems.push(Problem::new(
             "kind",
-            format!("expected {KIND:?}, found {other:?}"),
+            format!("expected {KIND:?}, found {}", quoted(other)),
         )),
         None => problems.push(Problem::new("kind", "required")),
     }
@@ -109,7 +112,7 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
             key.as_str(),
             "apiVersion" | "kind" | "metadata" | "spec" | "status"
         ) {
-            problems.push(Problem::new(key.clone(), "unknown field"));
+            problems.push(Problem::new(join("", key), "unknown field"));
         }
     }
     if !problems.is_empty() {
@@ -143,10 +146,16 @@ pub fn validate_document(doc: &Value) -> Result<MemoryTier, Vec<Problem>> {
             } else {
                 path
             },
-            e.into_inner().to_string(),
+            crate::remote::text::shown(&e.into_inner().to_string(), 300),
         )]
     })?;
-    let problems = remediation_problems(&tier);
+    // Both find patterns that match every key; one problem per field is enough.
+    let mut problems = value_problems(&tier);
+    for p in remediation_problems(&tier) {
+        if !problems.iter().any(|q| q.path == p.path) {
+            problems.push(p);
+        }
+    }
     if problems.is_empty() {
         Ok(tier)
     } else {
@@ -189,6 +198,85 @@ fn remediation_problems(tier: &MemoryTier) -> Vec<Problem> {
     problems
 }
 
+/// What the schema cannot say but the controller would refuse when it uses a value: a quantity
+/// past 2^64 bytes, a URL that matches `^https?://` but does not parse, a remediation pattern
+/// that matches every key. The same functions the controller calls decide, so `tierguard check`
+/// and the controller agree.
+fn value_problems(tier: &MemoryTier) -> Vec<Problem> {
+    let spec = &tier.spec;
+    let mut problems = Vec::new();
+    if let Some(quantity) = &spec.redis.max_memory
+        && let Err(e) = crate::observe::redis::parse_quantity(quantity)
+    {
+        problems.push(Problem::new("spec.redis.maxMemory", e));
+    }
+    let mut urls: Vec<(String, &str)> = Vec::new();
+    if let Some(p) = &spec.metrics.prometheus {
+        urls.push(("spec.metrics.prometheus.url".into(), &p.url));
+    }
+    if let Some(s) = &spec.metrics.scrape {
+        urls.push(("spec.metrics.scrape.url".into(), &s.url));
+    }
+    if let Some(endpoint) = &spec.warming.endpoint {
+        urls.push(("spec.warming.endpoint".into(), endpoint));
+    }
+    for (i, hook) in spec.notify.webhooks.iter().enumerate() {
+        if let Some(url) = &hook.url {
+            urls.push((format!("spec.notify.webhooks[{i}].url"), url));
+        }
+    }
+    for (path, url) in urls {
+        if let Err(e) = http_url(url) {
+            problems.push(Problem::new(path, e));
+        }
+    }
+    let remediation = &spec.redis.remediation;
+    if remediation.enabled {
+        // The current generation is read at run time; any value stands for it here.
+        let current = remediation.generation_pattern.as_ref().map(|_| "0");
+        use crate::act::redis::flush::FlushPlanError as E;
+        match crate::act::redis::remediate::plan_from_spec(remediation, current, true) {
+            Ok(_) | Err(E::Nothing) => {}
+            Err(e @ E::GenerationPlaceholder(_)) => problems.push(Problem::new(
+                "spec.redis.remediation.generationPattern",
+                e.to_string(),
+            )),
+            Err(e @ (E::EmptyPattern(_) | E::MatchesEverything(_))) => {
+                let pattern = match &e {
+                    E::EmptyPattern(p) | E::MatchesEverything(p) => p.clone(),
+                    _ => String::new(),
+                };
+                let path = match remediation
+                    .non_critical_patterns
+                    .iter()
+                    .position(|p| *p == pattern)
+                {
+                    Some(i) => format!("spec.redis.remediation.nonCriticalPatterns[{i}]"),
+                    None => "spec.redis.remediation.generationPattern".to_owned(),
+                };
+                problems.push(Problem::new(path, e.to_string()));
+            }
+            Err(e) => problems.push(Problem::new("spec.redis.remediation", e.to_string())),
+        }
+    }
+    problems
+}
+
+/// An http(s) URL with a host, as the observers and actuators need it.
+fn http_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{} is not a URL: {e}", quoted(text)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{}: the scheme must be http or https",
+            quoted(text)
+        ));
+    }
+    if !url.has_host() {
+        return Err(format!("{} has no host", quoted(text)));
+    }
+    Ok(())
+}
+
 /// Validate a MemoryTier as read from the cluster: its spec against the CRD's rules. Server-set
 /// metadata and the controller's own status are not the user's to get wrong, so they are ignored.
 pub fn validate_tier(tier: &MemoryTier) -> Result<(), Vec<Problem>> {
@@ -224,7 +312,7 @@ fn check_metadata(metadata: Option<&Value>, problems: &mut Vec<Problem>) {
             {
                 problems.push(Problem::new(
                     "metadata.name",
-                    format!("{name:?} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"),
+                    format!("{} is not a valid name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters", quoted(name)),
                 ));
             }
         }
@@ -274,7 +362,11 @@ fn check_schema(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Pr
         let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
         problems.push(Problem::new(
             path,
-            format!("{value} is not one of {}", list.join(", ")),
+            format!(
+                "{} is not one of {}",
+                crate::remote::text::shown(&value.to_string(), MAX_QUOTED_CHARS),
+                list.join(", ")
+            ),
         ));
     }
     match value {
@@ -350,10 +442,10 @@ fn check_string(schema: &Value, s: &str, path: &str, problems: &mut Vec<Problem>
         let text = if pattern == super::DURATION_PATTERN {
             match s.parse::<super::Duration>() {
                 Err(e) => e.to_string(),
-                Ok(_) => format!("invalid duration {s:?}"),
+                Ok(_) => format!("invalid duration {}", quoted(s)),
             }
         } else {
-            format!("{s:?} does not match the pattern {pattern}")
+            format!("{} does not match the pattern {pattern}", quoted(s))
         };
         problems.push(Problem::new(path, text));
     }
@@ -392,7 +484,8 @@ fn check_object(
         if let Some(field_schema) = properties.and_then(|p| p.get(name)) {
             check_schema(field_schema, field, &field_path, problems);
         } else if let Some(value_schema) = additional.filter(|a| a.is_object()) {
-            check_schema(value_schema, field, &format!("{path}[{name}]"), problems);
+            let key = crate::remote::text::shown(name, MAX_QUOTED_CHARS);
+            check_schema(value_schema, field, &format!("{path}[{key}]"), problems);
         } else if !preserve {
             let known: Vec<&str> = properties
                 .map(|p| p.keys().map(String::as_str).collect())
@@ -406,11 +499,21 @@ fn check_object(
 }
 
 fn join(path: &str, name: &str) -> String {
+    // A field name comes from the manifest too: shown by its start.
+    let name = crate::remote::text::shown(name, MAX_QUOTED_CHARS);
     if path.is_empty() {
-        name.to_owned()
+        name
     } else {
         format!("{path}.{name}")
     }
+}
+
+/// The longest value quoted in a problem.
+const MAX_QUOTED_CHARS: usize = 60;
+
+/// A value from the manifest, quoted in a problem: escaped and shown by its start.
+fn quoted(value: &str) -> String {
+    format!("{:?}", crate::remote::text::shown(value, MAX_QUOTED_CHARS))
 }
 
 /// kube-cel reports paths like `spec.canary.reducedRate` or `spec.canary..reducedRate` (a rule's
@@ -443,6 +546,11 @@ fn kind_of(value: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "a mapping",
     }
+}
+
+/// Whether `name` is `known` misspelt: the same but for case, or a typo or two away.
+pub fn looks_like(name: &str, known: &str) -> bool {
+    name.len() < 4 * known.len() && closest(name, &[known]).is_some()
 }
 
 /// The known name nearest to a misspelt one, if it is close enough to be a likely typo.

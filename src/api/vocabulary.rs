@@ -164,7 +164,9 @@ words! {
         Failed = "failed",
         Skipped = "skipped",
         DryRun = "dry-run",
-        /// Begun in the background; replaced by how it went once it has finished.
+        /// Begun: claimed before acting (the controller writes a decision down first), or running
+        /// in the background; the outcome replaces this once recorded (it stays when the
+        /// controller stopped first).
         Started = "started",
     }
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::api::{KIND, validate};
+use crate::remote::text;
 
 /// What checking one file found.
 #[derive(Debug, Default)]
@@ -17,11 +18,14 @@ pub struct FileReport {
     pub skipped: Vec<String>,
     /// MemoryTiers found valid.
     pub valid: usize,
+    /// MemoryTier documents checked (valid or not).
+    pub checked: usize,
 }
 
 pub fn run(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     let mut valid = 0;
+    let mut checked = 0;
     for file in files {
         let report = check_file(file);
         for line in &report.skipped {
@@ -32,8 +36,12 @@ pub fn run(files: &[PathBuf]) -> ExitCode {
         }
         failed |= !report.problems.is_empty();
         valid += report.valid;
+        checked += report.checked;
     }
     if failed {
+        ExitCode::FAILURE
+    } else if checked == 0 {
+        eprintln!("no MemoryTier document found: nothing was checked");
         ExitCode::FAILURE
     } else {
         eprintln!("{valid} MemoryTier document(s) valid");
@@ -76,9 +84,9 @@ pub fn check_text(name: &str, text: &str) -> FileReport {
             let first_line = regex::Regex::new(r"^line \d+ column \d+: ")
                 .map(|re| re.replace(first_line, "").into_owned())
                 .unwrap_or_else(|_| first_line.to_owned());
-            report
-                .problems
-                .push(format!("{name}: {position}: invalid YAML: {first_line}"));
+            report.problems.push(shown(&format!(
+                "{name}: {position}: invalid YAML: {first_line}"
+            )));
             return report;
         }
     };
@@ -89,35 +97,109 @@ pub fn check_text(name: &str, text: &str) -> FileReport {
             .push(format!("{name}: <file>: no YAML document found"));
         return report;
     }
+    // What `kubectl apply` would send: each document, and each item of a List.
+    let mut objects: Vec<(String, &Value)> = Vec::new();
     let several = docs.len() > 1;
     for (index, doc) in docs.iter().enumerate() {
-        let where_ = || {
-            let ident = doc
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .map(|n| format!(" {n:?}"))
-                .unwrap_or_default();
-            format!(" (document {}{ident})", index + 1)
-        };
-        let kind = doc.get("kind").and_then(Value::as_str);
-        if let Some(other) = kind.filter(|k| *k != KIND) {
-            report.skipped.push(format!(
-                "{name}: kind: document {} is a {other}, not a {KIND}: not checked",
-                index + 1
-            ));
+        flatten(
+            format!("document {}", index + 1),
+            doc,
+            0,
+            &mut objects,
+            &mut |label, problem| {
+                report
+                    .problems
+                    .push(shown(&format!("{name}: items: {problem} ({label})")));
+            },
+        );
+    }
+    let labelled = several || objects.len() > 1;
+    for (label, doc) in objects {
+        if let Some(other) = other_kind(doc) {
+            report.skipped.push(shown(&format!(
+                "{name}: kind: {label} is a {other}, not a {KIND}: not checked"
+            )));
             continue;
         }
+        report.checked += 1;
         match validate::validate_document(doc) {
             Ok(_) => report.valid += 1,
             Err(problems) => {
-                let suffix = if several { where_() } else { String::new() };
+                let suffix = if labelled {
+                    let ident = doc
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .map(|n| format!(" {:?}", text::shown(n, 60)))
+                        .unwrap_or_default();
+                    format!(" ({label}{ident})")
+                } else {
+                    String::new()
+                };
                 for p in problems {
                     report
                         .problems
-                        .push(format!("{name}: {}: {}{suffix}", p.path, p.message));
+                        .push(shown(&format!("{name}: {}: {}{suffix}", p.path, p.message)));
                 }
             }
         }
     }
     report
 }
+
+/// How deep Lists inside Lists are followed.
+const MAX_LIST_DEPTH: usize = 8;
+
+/// Push `doc` to `objects`, or, when it is a list (a `kind: List` or any `…List`, or an object
+/// with an array of `items`, as kubectl reads it), each of its items, following Lists inside
+/// Lists as kubectl does. A `…List` without an array of items is a problem, not a skip: kubectl
+/// would refuse it.
+fn flatten<'a>(
+    label: String,
+    doc: &'a Value,
+    depth: usize,
+    objects: &mut Vec<(String, &'a Value)>,
+    problem: &mut impl FnMut(&str, &str),
+) {
+    let is_list_kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind.ends_with("List"));
+    match doc.get("items") {
+        Some(Value::Array(items)) if depth < MAX_LIST_DEPTH => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(
+                    format!("{label}, item {}", i + 1),
+                    item,
+                    depth + 1,
+                    objects,
+                    problem,
+                );
+            }
+        }
+        Some(Value::Array(_)) => problem(&label, "Lists nested too deep"),
+        Some(_) if is_list_kind => problem(&label, "must be a sequence of objects"),
+        None if is_list_kind => problem(&label, "required: a List holds its objects in items"),
+        _ => objects.push((label, doc)),
+    }
+}
+
+/// The kind of a document that is plainly something else (a ConfigMap, a Deployment), which is
+/// reported and not checked. A document meant as a MemoryTier with a wrong `kind` (`Memorytier`,
+/// `MemoryTeir`) or a tierguard.dev `apiVersion` is checked, so the mistake is an error.
+fn other_kind(doc: &Value) -> Option<String> {
+    let kind = doc.get("kind").and_then(Value::as_str)?;
+    let group = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.rsplit_once('/').map(|(group, _)| group));
+    let ours = kind == KIND || group == Some(crate::api::GROUP) || validate::looks_like(kind, KIND);
+    (!ours).then(|| text::shown(kind, 60))
+}
+
+/// A printed line: escaped and at most a few hundred characters.
+fn shown(line: &str) -> String {
+    text::shown(line, MAX_LINE_CHARS)
+}
+
+/// The longest line printed for one problem.
+const MAX_LINE_CHARS: usize = 400;

@@ -8,6 +8,7 @@ pub mod tier;
 pub use observe::{OutputFormat, render_text};
 mod redis;
 mod report;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,20 +56,16 @@ pub enum Command {
         #[arg(long = "secret", value_name = "NAME/KEY=VALUE")]
         secrets: Vec<String>,
     },
-    /// Run the policy on a virtual clock over a scenario and print what the controller would do.
+    /// Run the policy on a virtual clock over a scenario, or over a tier's history in Prometheus
+    /// (a backtest), and print what the controller would have done.
     ///
-    /// No cluster and no servers: the MemoryTier is read from MANIFEST (and validated), the signals
-    /// come from the scenario file (see examples/scenarios/README.md for the format).
-    Simulate {
-        /// A file holding one MemoryTier.
-        manifest: PathBuf,
-        /// The scenario: tick, duration, starting signals and a timeline of changes.
-        #[arg(long)]
-        scenario: PathBuf,
-        /// text: a readable timeline; json: one object per line (`t`, `type`, details).
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
-    },
+    /// With --scenario no cluster and no servers are needed: the MemoryTier is read from MANIFEST
+    /// (and validated), the signals come from the scenario file (see
+    /// examples/scenarios/README.md for the format). With --from-prometheus the signals come from
+    /// Prometheus over --start..--end through the controller's own queries, and a summary follows
+    /// the timeline; --incidents scores it against known incidents, --compare replays a second
+    /// manifest on the same history and prints where the two differ.
+    Simulate(simulate::SimulateArgs),
     /// The runbooks' manual Redis commands, done safely: flush patterns, audit keys.
     #[command(subcommand)]
     Redis(redis::RedisCommand),
@@ -112,24 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             secrets,
         } => observe::run(&manifest, output, &secrets).await,
-        Command::Simulate {
-            manifest,
-            scenario,
-            output,
-        } => {
-            use crate::simulate;
-            let (tier, scenario, outcome) = simulate::run_files(&manifest, &scenario)?;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            match output {
-                OutputFormat::Text => {
-                    simulate::output::write_text(&mut out, &tier, &scenario, &outcome)?
-                }
-                OutputFormat::Json => simulate::output::write_json(&mut out, &outcome)?,
-            }
-            std::io::Write::flush(&mut out)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Simulate(args) => simulate::run(args).await,
         Command::Redis(command) => redis::run(command).await,
         Command::Tier(command) => tier::run(command).await,
         Command::Completions { shell } => {

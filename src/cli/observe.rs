@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::api::signals::{Signal, SignalValue, Unit};
+use crate::api::signals::{Cohort, Signal, SignalValue, Unit};
 use crate::api::{KIND, MemoryTier, MemoryTierSpec, Observation, SecretKeyRef, validate};
 use crate::observe::secrets::{KubeSecrets, LocalSecrets, LocalThenCluster};
 use crate::observe::{ObserveConfig, Observer};
@@ -69,14 +69,14 @@ fn secret_refs(spec: &MemoryTierSpec) -> Vec<SecretKeyRef> {
 }
 
 /// Secrets from the current kubeconfig's cluster, or why there is none.
-async fn cluster_secrets(namespace: Option<&str>) -> Result<KubeSecrets, String> {
+pub(super) async fn cluster_secrets(namespace: Option<&str>) -> Result<KubeSecrets, String> {
     let config = kube::Config::infer()
         .await
         .map_err(|e| format!("no Kubernetes cluster to read it from: {e}"))?;
     let namespace = namespace
         .map(str::to_owned)
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config)
+    let client = crate::remote::kube::client(config)
         .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     Ok(KubeSecrets::new(client, &namespace))
 }
@@ -146,6 +146,7 @@ pub fn render_text(tier: &str, obs: &Observation) -> String {
         };
         out.push_str(&format!("  {:<width$}  {shown}\n", signal.name()));
     }
+    out.push_str(&render_cohorts(obs, width));
     if !obs.sources.is_empty() {
         out.push_str("\nsources\n");
         let width = obs.sources.iter().map(|s| s.name.len()).max().unwrap_or(0);
@@ -165,6 +166,50 @@ pub fn render_text(tier: &str, obs: &Observation) -> String {
                 s.name
             ));
         }
+    }
+    out
+}
+
+/// The application's signals per cohort side by side, or why there are none (then the rollback
+/// criteria judge the whole service, and the reader should know it).
+fn render_cohorts(obs: &Observation, width: usize) -> String {
+    let Some(cohorts) = &obs.cohorts else {
+        let why = obs.without_cohorts.as_deref().unwrap_or("no reason given");
+        return format!("\ncohorts: none ({why})\n");
+    };
+    let cell = |cohort: Cohort, signal: Signal| match cohorts.get(cohort).get(signal) {
+        Some(value) => show(signal.unit(), &value),
+        None => format!(
+            "unknown: {}",
+            cohorts
+                .get(cohort)
+                .unknown
+                .get(signal.name())
+                .map(String::as_str)
+                .unwrap_or("no reason given")
+        ),
+    };
+    let rows: Vec<(Signal, String, String)> = Signal::app()
+        .filter(|s| s.per_cohort())
+        .map(|s| (s, cell(Cohort::Canary, s), cell(Cohort::Stable, s)))
+        .collect();
+    let canary_width = rows
+        .iter()
+        .map(|(_, c, _)| c.len())
+        .chain([Cohort::Canary.as_str().len()])
+        .max()
+        .unwrap_or(0);
+    let mut out = format!(
+        "\n  {:<width$}  {:<canary_width$}  {}\n",
+        "cohorts",
+        Cohort::Canary,
+        Cohort::Stable
+    );
+    for (signal, canary, stable) in rows {
+        out.push_str(&format!(
+            "  {:<width$}  {canary:<canary_width$}  {stable}\n",
+            signal.name()
+        ));
     }
     out
 }
@@ -228,5 +273,58 @@ mod tests {
             text.contains("prometheus  error      3 ms  cannot reach Prometheus"),
             "{text}"
         );
+        assert!(text.contains("cohorts: none (no reason given)"), "{text}");
+    }
+
+    #[test]
+    fn text_shows_both_cohorts_side_by_side_or_why_there_are_none() {
+        let mut obs = Observation {
+            without_cohorts: Some("no requests labelled cohort".into()),
+            ..Observation::default()
+        };
+        let text = render_text("ns/tier", &obs);
+        assert!(
+            text.contains("cohorts: none (no requests labelled cohort)"),
+            "{text}"
+        );
+        let mut cohorts = crate::api::signals::Cohorts::default();
+        cohorts.canary.p50_latency_ms = Some(1500.0);
+        cohorts.canary.requests = Some(31.0);
+        cohorts.stable.p50_latency_ms = Some(320.0);
+        cohorts.stable.requests = Some(280.0);
+        cohorts
+            .stable
+            .unknown
+            .insert("errorRatePercent".into(), "prometheus: no data".into());
+        obs.cohorts = Some(cohorts);
+        obs.without_cohorts = None;
+        let text = render_text("ns/tier", &obs);
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(name) && l.contains("  "))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        };
+        assert_eq!(
+            line("cohorts").as_deref(),
+            Some("cohorts canary stable"),
+            "{text}"
+        );
+        let p50: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("p50LatencyMs"))
+            .collect();
+        assert_eq!(p50.len(), 2, "{text}");
+        assert!(
+            p50[1].contains("1500.00 ms") && p50[1].contains("320.00 ms"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.contains("errorRatePercent")
+                    && l.contains("unknown: prometheus: no data")),
+            "{text}"
+        );
+        // The breaker is one per service, not per cohort.
+        assert_eq!(text.matches("breakerState").count(), 1, "{text}");
     }
 }

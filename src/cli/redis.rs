@@ -11,6 +11,7 @@ use crate::act::redis::flush::{
     DEFAULT_GENERATION_PATTERN, FlushPlan, FlushReport, GenerationRule, flush,
 };
 use crate::api::Duration;
+use crate::remote::text;
 use crate::secret::{ExposeSecret, SecretString, redact_url, scrub};
 
 #[derive(Debug, Subcommand)]
@@ -128,7 +129,8 @@ struct Printed<'a, T: Serialize> {
 
 fn print<T: Serialize>(output: Output, target: &str, report: &T, summary: String) {
     match output {
-        Output::Text => println!("{target}: {summary}"),
+        // Key names in the summary are escaped already; so is anything else a server wrote.
+        Output::Text => println!("{target}: {}", text::one_line(&summary)),
         Output::Json => println!(
             "{}",
             serde_json::to_string(&Printed { target, report }).expect("reports serialize")

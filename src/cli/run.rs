@@ -109,6 +109,11 @@ pub struct RunArgs {
     /// --metrics-destinations). Default: the private address ranges.
     #[arg(long, env = "TIERGUARD_REDIS_DESTINATIONS", value_delimiter = ',')]
     pub redis_destinations: Vec<String>,
+    /// After SIGTERM, how long running reconciles may take to finish (a Redis flush stops after
+    /// its current round) before the controller exits without them. Keep it a few seconds below
+    /// the pod's terminationGracePeriodSeconds.
+    #[arg(long, default_value = "7s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 impl RunArgs {
@@ -187,7 +192,7 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
         }
         None => kube::Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    Ok(crate::remote::kube::client(config)?)
 }
 
 fn hostname() -> String {
@@ -200,6 +205,11 @@ fn hostname() -> String {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format, args.log_level)?;
+    // Before anything that may wait: a SIGTERM during start-up stops it too.
+    let stop = crate::shutdown::on_signals()?;
+    if let Some(selector) = &args.selector {
+        controller::selector::parse(selector).map_err(|e| anyhow::anyhow!("--selector: {e}"))?;
+    }
     let destinations = args.destinations()?;
     let client = client(args.kubeconfig.as_ref()).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
@@ -247,7 +257,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .join("; "),
         "starting the tierguard controller"
     );
-    controller::run(
+    controller::run_until(
         client,
         RunConfig {
             namespaces: args.namespaces,
@@ -261,7 +271,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 jobs: usize::from(args.background_jobs),
                 job_timeout: args.background_job_timeout,
             },
+            shutdown_timeout: args.shutdown_timeout,
         },
+        stop,
     )
     .await
 }

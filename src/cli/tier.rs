@@ -59,7 +59,7 @@ impl KubeArgs {
                 .await
                 .context("no kubeconfig and not in a cluster")?,
         };
-        let client = Client::try_from(config)?;
+        let client = crate::remote::kube::client(config)?;
         let namespace = self
             .namespace
             .clone()

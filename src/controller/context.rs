@@ -2,8 +2,9 @@
 //! per-tier observers (which keep the previous scrape and Redis connections between reconciles).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 
@@ -14,6 +15,7 @@ use super::work::Work;
 use crate::api::MemoryTierStatus;
 use crate::destinations::Network;
 use crate::observe::{ConfigError, ObserveConfig, Observer};
+use crate::shutdown::Stop;
 use jiff::Timestamp;
 
 /// Shared state of the controller.
@@ -26,6 +28,10 @@ pub struct Context {
     pub network: Network,
     /// Warming, remediation and audit, run outside the reconcile.
     pub work: Work,
+    /// Fires at shutdown: no reconcile starts after it, a flush stops after its round.
+    pub stop: Stop,
+    /// Reconciles running now, so a shutdown waits for them.
+    in_flight: AtomicUsize,
     /// Observers by MemoryTier uid.
     observers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Observer>>>>,
     /// Consecutive failed reconciles by MemoryTier uid, for the error backoff.
@@ -37,6 +43,8 @@ pub struct Context {
     /// last step's actions (a second warm-up, a second remediation, duplicate Events). Only the
     /// time is kept, not the status: a lagging reconcile reads the tier again instead.
     written: Mutex<HashMap<String, Timestamp>>,
+    /// When each tier's next periodic tick is due, by MemoryTier uid.
+    ticks: Mutex<HashMap<String, Instant>>,
 }
 
 /// The first retry after a failed reconcile; it doubles per consecutive failure.
@@ -52,6 +60,7 @@ impl Context {
         leadership: Leadership,
         network: Network,
         work: Work,
+        stop: Stop,
     ) -> Self {
         Context {
             client,
@@ -60,10 +69,39 @@ impl Context {
             metrics,
             leadership,
             network,
+            stop,
+            in_flight: AtomicUsize::new(0),
             observers: Mutex::default(),
             failures: Mutex::default(),
             written: Mutex::default(),
+            ticks: Mutex::default(),
         }
+    }
+
+    /// Count a reconcile as running until the guard is dropped.
+    pub fn running(&self) -> Running<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Running(self)
+    }
+
+    /// How many reconciles are running.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// How long until the tier's next periodic tick, after a reconcile that began at `started`.
+    ///
+    /// A tier is evaluated every `interval`, counted from when each tick began, whatever a
+    /// reconcile costs; a reconcile in between (a change of the tier or of its ConfigMap) does
+    /// not move the schedule ([`next_due`]). This is the clock a backtest replays (`simulate
+    /// --from-prometheus` steps every interval); requeueing `interval` after each reconcile
+    /// ended would let the ticks drift by the reconcile's duration every time.
+    pub fn next_tick(&self, uid: &str, interval: Duration, started: Instant) -> Duration {
+        let now = Instant::now();
+        let mut ticks = self.ticks.lock().expect("ticks lock");
+        let due = next_due(ticks.get(uid).copied(), interval, started, now);
+        ticks.insert(uid.to_owned(), due);
+        due.saturating_duration_since(now)
     }
 
     /// Remember when the status just written for `uid` was decided.
@@ -125,6 +163,10 @@ impl Context {
             .expect("written lock")
             .retain(|uid, _| live_uids.contains(uid));
         self.work.retain_tiers(live_uids);
+        self.ticks
+            .lock()
+            .expect("ticks lock")
+            .retain(|uid, _| live_uids.contains(uid));
     }
 
     /// Record a failed reconcile; returns how long to wait before the next attempt.
@@ -147,6 +189,36 @@ impl Context {
     }
 }
 
+/// A running reconcile (see [`Context::running`]).
+pub struct Running<'a>(&'a Context);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// When the tick after a reconcile that began at `started` is due, given when the current one
+/// was due (none before the first reconcile).
+///
+/// A periodic tick schedules the next one `interval` after it began: ticks are never closer than
+/// the interval, so a hold of n intervals is met at the n-th tick, as in a backtest, and the
+/// schedule drifts only by how late each wake-up is (not by how long a reconcile takes). A
+/// reconcile before the tick is due (a change of the tier or of its ConfigMap) leaves it.
+fn next_due(due: Option<Instant>, interval: Duration, started: Instant, now: Instant) -> Instant {
+    match due {
+        Some(due) if started < due && due <= now + interval => due,
+        _ => {
+            let mut due = started + interval;
+            // A reconcile longer than the interval skips the ticks it missed.
+            while due <= now {
+                due += interval;
+            }
+            due
+        }
+    }
+}
+
 use super::memory::last_tick;
 
 /// Whether the status we wrote at `ours` decided after `watched`.
@@ -158,6 +230,40 @@ fn lags(ours: Option<Timestamp>, watched: Option<&MemoryTierStatus>) -> bool {
 mod tests {
     use super::*;
     use crate::api::PolicyMemory;
+
+    #[test]
+    fn ticks_keep_their_schedule() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let interval = s(30);
+        // The first reconcile starts the schedule.
+        let due = next_due(None, interval, t0, t0 + ms(300));
+        assert_eq!(due, t0 + s(30));
+        // A periodic tick that woke 5 ms late and took 300 ms: the next is 30 s after it began.
+        let due = next_due(
+            Some(due),
+            interval,
+            t0 + s(30) + ms(5),
+            t0 + s(30) + ms(305),
+        );
+        assert_eq!(due, t0 + s(60) + ms(5));
+        // A reconcile in between (the ConfigMap changed) does not move it.
+        assert_eq!(
+            next_due(Some(due), interval, t0 + s(41), t0 + s(42)),
+            t0 + s(60) + ms(5)
+        );
+        // A reconcile longer than the interval skips the ticks it missed.
+        assert_eq!(
+            next_due(Some(due), interval, t0 + s(61), t0 + s(125)),
+            t0 + s(151)
+        );
+        // A shorter interval (the spec changed) starts again from this reconcile.
+        assert_eq!(
+            next_due(Some(t0 + s(60)), s(5), t0 + s(41), t0 + s(42)),
+            t0 + s(46)
+        );
+    }
 
     fn at(second: i64) -> MemoryTierStatus {
         let memory = PolicyMemory {

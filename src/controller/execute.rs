@@ -385,6 +385,7 @@ pub async fn execute(
                     let (spec, url) = (tier.spec.redis.clone(), url.clone());
                     let destinations = ctx.network.destinations.clone();
                     let (level, reason) = (*level, reason.clone());
+                    let stop = ctx.stop.clone();
                     background(ctx, tier, JobKind::Remediate, action, now, async move {
                         let run = remediate_redis(
                             &spec,
@@ -394,6 +395,7 @@ pub async fn execute(
                             &reason,
                             false,
                             now,
+                            &stop,
                         )
                         .await;
                         Finished {
@@ -410,8 +412,11 @@ pub async fn execute(
                     let (spec, url) = (tier.spec.redis.clone(), url.clone());
                     let destinations = ctx.network.destinations.clone();
                     let reason = reason.clone();
+                    let stop = ctx.stop.clone();
                     background(ctx, tier, JobKind::Audit, action, now, async move {
-                        let run = audit_redis(&spec, &url, &destinations.redis, &reason, now).await;
+                        let run =
+                            audit_redis(&spec, &url, &destinations.redis, &reason, now, &stop)
+                                .await;
                         Finished {
                             record: run.record,
                             remediation: None,

@@ -53,12 +53,47 @@ pub struct LeaseConfig {
     pub grace: Duration,
 }
 
-/// Start competing for the lease in the background. The returned handle ends only on an
-/// unrecoverable error.
+/// The running election of this replica; [`Election::release`] gives the lease up at shutdown.
+pub struct Election {
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Election {
+    /// Stop leading and give the lease up, so a standby takes over at once rather than after the
+    /// lease expires. Waits at most `within` for the API server to record it.
+    pub async fn release(mut self, within: Duration) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let abort = task.abort_handle();
+        if tokio::time::timeout(within, task).await.is_err() {
+            abort.abort();
+            tracing::warn!(
+                ?within,
+                "the lease was not released in time; it expires by itself"
+            );
+        }
+    }
+}
+
+impl Drop for Election {
+    fn drop(&mut self) {
+        // Without a release (a failed start-up, a test dropping the controller): stop competing.
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Start competing for the lease in the background.
 pub async fn elect(
     client: Client,
     config: LeaseConfig,
-) -> Result<(Leadership, JoinHandle<()>), LeaseManagerError> {
+) -> Result<(Leadership, Election), LeaseManagerError> {
     let manager = LeaseManagerBuilder::new(client, config.name.clone())
         .with_namespace(config.namespace.clone())
         .with_identity(config.identity.clone())
@@ -78,32 +113,50 @@ pub async fn elect(
         ))
         .build()
         .await?;
-    let (mut lease_rx, lease_task) = manager.watch().await;
+    let (mut lease_rx, mut lease_task) = manager.watch().await;
     let is_leader = Arc::new(AtomicBool::new(*lease_rx.borrow()));
     let (tx, rx) = watch::channel(*lease_rx.borrow());
     let flag = is_leader.clone();
     let identity = config.identity.clone();
+    let (release, mut released) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         loop {
-            if lease_rx.changed().await.is_err() {
-                // The lease task stopped: never keep acting on a lease we can no longer renew.
-                flag.store(false, Ordering::Release);
-                let _ = tx.send(false);
-                match lease_task.await {
-                    Ok(Err(e)) => tracing::error!(error = %e, "leader election stopped"),
-                    Err(e) => tracing::error!(error = %e, "leader election task failed"),
-                    Ok(Ok(_)) => tracing::warn!("leader election stopped"),
+            tokio::select! {
+                _ = &mut released => {
+                    flag.store(false, Ordering::Release);
+                    let _ = tx.send(false);
+                    // Closing the channel makes the lease manager release the lease and end.
+                    drop(lease_rx);
+                    match (&mut lease_task).await {
+                        Ok(Ok(_)) => tracing::info!(%identity, "released the lease"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "releasing the lease failed"),
+                        Err(e) => tracing::warn!(error = %e, "the lease task failed"),
+                    }
+                    return;
                 }
-                return;
+                changed = lease_rx.changed() => {
+                    if changed.is_err() {
+                        // The lease task stopped: never keep acting on a lease we can no longer
+                        // renew.
+                        flag.store(false, Ordering::Release);
+                        let _ = tx.send(false);
+                        match (&mut lease_task).await {
+                            Ok(Err(e)) => tracing::error!(error = %e, "leader election stopped"),
+                            Err(e) => tracing::error!(error = %e, "leader election task failed"),
+                            Ok(Ok(_)) => tracing::warn!("leader election stopped"),
+                        }
+                        return;
+                    }
+                    let leading = *lease_rx.borrow_and_update();
+                    flag.store(leading, Ordering::Release);
+                    if leading {
+                        tracing::info!(%identity, "became the leader");
+                    } else {
+                        tracing::warn!(%identity, "lost the leadership");
+                    }
+                    let _ = tx.send(leading);
+                }
             }
-            let leading = *lease_rx.borrow_and_update();
-            flag.store(leading, Ordering::Release);
-            if leading {
-                tracing::info!(%identity, "became the leader");
-            } else {
-                tracing::warn!(%identity, "lost the leadership");
-            }
-            let _ = tx.send(leading);
         }
     });
     Ok((
@@ -111,6 +164,9 @@ pub async fn elect(
             is_leader,
             changes: rx,
         },
-        task,
+        Election {
+            release: Some(release),
+            task: Some(task),
+        },
     ))
 }

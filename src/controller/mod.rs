@@ -12,6 +12,7 @@ pub mod leader;
 pub mod memory;
 mod namespaces;
 mod reconcile;
+pub mod selector;
 pub mod server;
 pub mod status;
 pub mod telemetry;
@@ -22,12 +23,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::Controller;
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 
 pub use context::Context;
 pub use error::Error;
@@ -36,7 +37,9 @@ pub use execute::Executed;
 pub use leader::{Leadership, LeaseConfig};
 pub use reconcile::{Watched, error_policy, reconcile};
 
+use crate::api::MemoryTier;
 use crate::destinations::{Destinations, Network};
+use crate::shutdown::{Stop, unless_stopped};
 use server::Readiness;
 use telemetry::Metrics;
 
@@ -66,7 +69,18 @@ pub struct RunConfig {
     pub destinations: Destinations,
     /// The budget of warming, remediation and audit, which run outside the reconciles.
     pub background: work::Budget,
+    /// After the stop signal, how long reconciles already running may take to finish before the
+    /// controller stops without them. Keep it below the pod's `terminationGracePeriodSeconds`.
+    pub shutdown_timeout: Duration,
 }
+
+/// The default [`RunConfig::shutdown_timeout`]: the drain, the lease's release and the exit fit
+/// in a 10 s grace period.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long the lease's release may take at shutdown.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one start-up check of the API may take.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default bound on concurrent reconciles.
 pub const DEFAULT_CONCURRENCY: u16 = 16;
@@ -92,6 +106,40 @@ impl Drop for Tasks {
 
 /// Run the controller until SIGTERM/SIGINT.
 pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
+    let stop = crate::shutdown::on_signals()?;
+    run_until(client, config, stop).await
+}
+
+/// Run the controller until `stop` fires, then shut down within `config.shutdown_timeout`:
+/// reconciles already running finish (a flush stops after its round), none starts, and the lease
+/// is released. Fails at start-up, before anything runs, when the selector is invalid, the
+/// MemoryTier CRD is not installed or MemoryTiers may not be listed.
+pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow::Result<()> {
+    let selector = match &config.selector {
+        Some(text) => Some(selector::parse(text)?.to_string()),
+        None => None,
+    };
+    // One probe per watched namespace (a namespaced install may list only those).
+    let probes: Vec<Api<MemoryTier>> = if config.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        config
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let checks = async {
+        for tiers in &probes {
+            preflight(tiers, selector.as_deref()).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    if unless_stopped(&stop, checks).await.transpose()?.is_none() {
+        tracing::info!("stopped before the controller started");
+        return Ok(());
+    }
+
     let mut tasks = Tasks::default();
     let metrics = Metrics::default();
     let readiness = Readiness::default();
@@ -104,13 +152,15 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         });
     }
 
-    let leadership = match config.lease.clone() {
-        Some(lease) => {
-            let (leadership, task) = leader::elect(client.clone(), lease).await?;
-            tasks.0.push(task);
-            leadership
-        }
-        None => Leadership::always(),
+    let (leadership, election) = match config.lease.clone() {
+        Some(lease) => match unless_stopped(&stop, leader::elect(client.clone(), lease)).await {
+            None => return Ok(()),
+            Some(elected) => {
+                let (leadership, election) = elected?;
+                (leadership, Some(election))
+            }
+        },
+        None => (Leadership::always(), None),
     };
     readiness.set_election_running(true);
     {
@@ -137,10 +187,11 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         leadership.clone(),
         network,
         work::Work::new(config.background, Some(wake)),
+        stop.clone(),
     ));
 
     let mut tier_watch = watcher::Config::default();
-    if let Some(selector) = &config.selector {
+    if let Some(selector) = &selector {
         tier_watch = tier_watch.labels(selector);
     }
     let (reader, writer) = reflector::store();
@@ -152,6 +203,7 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
     // reported on its own and cannot stop the watch of the others.
     let tier_stream =
         namespaces::watch::<Watched>(&client, &config.namespaces, tier_watch, reader.clone())
+            .inspect_err(|e| log_watch_error("MemoryTiers", e))
             .modify(|tier: &mut Watched| tier.managed_fields_mut().clear())
             .reflect(writer)
             .applied_objects()
@@ -196,28 +248,116 @@ pub async fn run(client: Client, config: RunConfig) -> anyhow::Result<()> {
         });
     }
 
-    Controller::for_stream(tier_stream, reader)
+    let controller = Controller::for_stream(tier_stream, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         // Only the owner reference of a ConfigMap matters here, so its metadata is all that is
         // fetched: the incident reports in the `-incidents` ConfigMaps are never downloaded.
-        .owns_stream(namespaces::watch_metadata::<ConfigMap>(
-            &client,
-            &config.namespaces,
-            watcher::Config::default().labels(MANAGED_BY_SELECTOR),
-        ))
+        .owns_stream(
+            namespaces::watch_metadata::<ConfigMap>(
+                &client,
+                &config.namespaces,
+                watcher::Config::default().labels(MANAGED_BY_SELECTOR),
+            )
+            .inspect_err(|e| log_watch_error("ConfigMaps", e)),
+        )
         .reconcile_all_on(takeover)
         .reconcile_on(finished)
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile request not run");
+            match result {
+                Err(kube::runtime::controller::Error::RunnerError(e)) => {
+                    tracing::warn!(error = %e, "the reconcile runner failed");
+                }
+                // Failed watches are logged where they fail, failed reconciles in error_policy.
+                Err(e) => tracing::debug!(error = %e, "reconcile request not run"),
+                Ok(_) => {}
             }
-        })
-        .await;
+        });
+    let mut controller = std::pin::pin!(controller);
+    tokio::select! {
+        _ = &mut controller => {}
+        _ = stop.cancelled() => {}
+    }
+
+    // Shutting down: no reconcile starts now. The controller's stream is still driven, so those
+    // running go on (dropping it would abort them mid-action) until they end or time is up.
+    readiness.set_watches_running(false);
+    let running = ctx.in_flight();
+    if running > 0 {
+        tracing::info!(running, timeout = ?config.shutdown_timeout, "waiting for running reconciles");
+    }
+    let drained = async {
+        while ctx.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut controller => {}
+        _ = drained => {}
+        _ = tokio::time::sleep(config.shutdown_timeout) => {
+            tracing::warn!(
+                running = ctx.in_flight(),
+                timeout = ?config.shutdown_timeout,
+                "reconciles still running at the shutdown timeout; stopping without them"
+            );
+        }
+    }
+    if let Some(election) = election {
+        election.release(RELEASE_TIMEOUT).await;
+    }
     tracing::info!("controller stopped");
     drop(tasks);
     Ok(())
+}
+
+/// Before anything starts: one list of MemoryTiers (a single item) proves the CRD is installed,
+/// the selector acceptable and listing allowed. An unreachable API server is retried (the watch
+/// would retry too), with a warning each time; the caller stops the retries at shutdown.
+async fn preflight(tiers: &Api<MemoryTier>, selector: Option<&str>) -> anyhow::Result<()> {
+    let mut params = kube::api::ListParams::default().limit(1);
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let outcome = tokio::time::timeout(PREFLIGHT_TIMEOUT, tiers.list_metadata(&params)).await;
+        let failure = match outcome {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => anyhow::bail!(
+                "the MemoryTier CRD is not installed: the API server does not serve {}/{}                  memorytiers (apply crds/memorytier.yaml, or `tierguard crd | kubectl apply -f -`)",
+                crate::api::GROUP,
+                crate::api::VERSION,
+            ),
+            Ok(Err(kube::Error::Api(status))) if status.code == 400 => anyhow::bail!(
+                "the API server refused to list MemoryTiers{}: {}",
+                selector
+                    .map(|s| format!(" with the selector {s:?}"))
+                    .unwrap_or_default(),
+                crate::remote::text::reason(&status.message)
+            ),
+            Ok(Err(kube::Error::Api(status))) if matches!(status.code, 401 | 403) => anyhow::bail!(
+                "not allowed to list MemoryTiers ({}): {}",
+                status.code,
+                crate::remote::text::reason(&status.message)
+            ),
+            Ok(Err(e)) => crate::remote::text::reason(&crate::secret::error_chain(&e)),
+            Err(_) => format!("no answer within {PREFLIGHT_TIMEOUT:?}"),
+        };
+        tracing::warn!(error = %failure, retry_in = ?wait, "cannot list MemoryTiers yet");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// A watch that fails is retried with a backoff by kube's watcher; each failure is logged at warn
+/// with the reason (a 404 once the CRD is deleted, a 403 after an RBAC change, a dead API server).
+fn log_watch_error(what: &str, error: &watcher::Error) {
+    tracing::warn!(
+        watch = what,
+        error = %crate::remote::text::reason(&crate::secret::error_chain(error)),
+        "watching failed; retrying"
+    );
 }
 
 /// A stream fed by a task: `f` gets the sending end.

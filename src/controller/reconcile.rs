@@ -1,5 +1,5 @@
 //! One reconcile of one MemoryTier, as a pipeline of small named steps, each with its own error:
-//! read → validate → resolve Secrets → observe → decide → act → status.
+//! read → validate → resolve Secrets → observe → decide → claim → act → status.
 //!
 //! Only the leader goes past validation: a standby replica keeps its watch cache warm and does
 //! nothing else, so it never writes and never loads Redis or Prometheus twice. A configuration
@@ -25,9 +25,10 @@ use super::execute::{self, ActSecrets};
 use super::memory::{self, Recalled};
 use super::status::{self, Reconciled};
 use crate::act::configmap::CONFIG_HASH_ANNOTATION;
+use crate::act::record;
 use crate::api::{
-    API_VERSION, FIELD_MANAGER, KIND, MemoryTier, MemoryTierStatus, Observation, Phase,
-    RESUME_ANNOTATION, Reason, bounds, validate,
+    API_VERSION, ActionKind, ActionOutcome, FIELD_MANAGER, KIND, MemoryTier, MemoryTierStatus,
+    Observation, Phase, RESUME_ANNOTATION, Reason, bounds, validate,
 };
 use crate::observe::secrets::KubeSecrets;
 use crate::observe::{ConfigError, ObserveConfig};
@@ -39,6 +40,11 @@ pub type Watched = DeserializeGuard<MemoryTier>;
 /// Reconcile one tier; kube-runtime calls this for every change and at every requeue.
 #[instrument(skip_all, fields(namespace = watched.namespace().unwrap_or_default(), tier = %watched.name_any()))]
 pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    if ctx.stop.is_cancelled() {
+        // Shutting down: nothing new starts.
+        return Ok(Requeue::await_change());
+    }
+    let _running = ctx.running();
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     let result = match &watched.0 {
@@ -63,7 +69,9 @@ pub fn error_policy(watched: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> 
         })
         .inc();
     let wait = ctx.failed(&uid(watched.meta()));
-    warn!(tier = %watched.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
+    // An error may quote an answer (the API server's, a Secret lookup's): one bounded line.
+    let error = crate::remote::text::shown(&error.to_string(), 1000);
+    warn!(tier = %watched.name_any(), %error, retry_in = ?wait, "reconcile failed");
     Requeue::requeue(wait)
 }
 
@@ -84,8 +92,24 @@ struct Tier<'a> {
     name: String,
     uid: String,
     now: Timestamp,
+    /// When this reconcile began, on the monotonic clock.
+    started: Instant,
     requeue: Requeue,
 }
+
+impl Tier<'_> {
+    /// The requeue after a full tick: at the tier's next periodic tick ([`Context::next_tick`]).
+    fn next_tick(&self, ctx: &Context) -> Requeue {
+        let interval = self.tier.spec.metrics.interval.as_std().max(MIN_REQUEUE);
+        Requeue::requeue(
+            ctx.next_tick(&self.uid, interval, self.started)
+                .max(MIN_REQUEUE),
+        )
+    }
+}
+
+/// The shortest wait between two reconciles of a tier.
+const MIN_REQUEUE: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
     let t = read(tier)?;
@@ -112,6 +136,9 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     );
     let (observe_config, act_secrets) = match resolve_secrets(ctx, &t).await {
         Ok(resolved) => resolved,
+        // The API server did not answer: retried with the error backoff. Stalling here would
+        // report a Secret missing that is not, and overwrite the phase of a tier mid-incident.
+        Err(e) if e.is_transient() => return Err(Error::Secrets(e)),
         Err(e) => {
             stall(ctx, &t, config_reason(&e), &e.to_string()).await?;
             return Err(Error::Secrets(e));
@@ -125,6 +152,15 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
         }
     };
     let decided = decide(ctx, &t, &observation).await?;
+    if ctx.stop.is_cancelled() {
+        // Nothing was done yet: the next leader decides again from the same status.
+        info!("shutting down: not acting on this decision");
+        return Ok(Requeue::await_change());
+    }
+    let claimed = match claim(ctx, &t, &decided, &observation).await? {
+        Claim::Written(version) => version,
+        Claim::Outdated => return Ok(Requeue::requeue(CONFLICT_RETRY)),
+    };
     let executed = execute::execute(
         t.tier,
         ctx,
@@ -145,7 +181,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
             now: t.now,
         },
     );
-    write_status(ctx, tier, &next).await?;
+    record_outcomes(ctx, tier, &next, claimed.as_deref()).await?;
     ctx.remember_status(&t.uid, &next);
     if decided.recalled.reset_now
         && let Some(note) = &decided.recalled.reset
@@ -169,7 +205,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     match executed.error {
         // The status already says what failed; back off before trying again.
         Some(e) => Err(e.into()),
-        None => Ok(t.requeue),
+        None => Ok(t.next_tick(ctx)),
     }
 }
 
@@ -185,6 +221,7 @@ fn read(tier: &MemoryTier) -> Result<Tier<'_>, ReadError> {
         name: tier.name_any(),
         uid: uid(&tier.metadata),
         now: Timestamp::now(),
+        started: Instant::now(),
         requeue: Requeue::requeue(interval.max(bounds::MIN_INTERVAL.as_std())),
     })
 }
@@ -239,6 +276,8 @@ async fn observe(
 /// What decide gives the later steps.
 struct Decided {
     previous: MemoryTierStatus,
+    /// The resourceVersion of the tier `previous` was read from.
+    version: Option<String>,
     recalled: Recalled,
     decision: Decision,
 }
@@ -250,16 +289,22 @@ async fn decide(
     observation: &Observation,
 ) -> Result<Decided, DecideError> {
     let tier = t.tier;
-    let previous = if ctx.watch_lags(&t.uid, tier.status.as_ref()) {
+    let (previous, version) = if ctx.watch_lags(&t.uid, tier.status.as_ref()) {
         // The cache has not caught up with our last write: read the tier itself.
         let api: Api<MemoryTier> = Api::namespaced(ctx.client.clone(), &t.namespace);
-        api.get(&t.name)
+        let fresh = api
+            .get(&t.name)
             .await
-            .map_err(|e| DecideError::ReadTier(Box::new(e)))?
-            .status
-            .unwrap_or_default()
+            .map_err(|e| DecideError::ReadTier(Box::new(e)))?;
+        (
+            fresh.status.unwrap_or_default(),
+            fresh.metadata.resource_version,
+        )
     } else {
-        tier.status.clone().unwrap_or_default()
+        (
+            tier.status.clone().unwrap_or_default(),
+            tier.metadata.resource_version.clone(),
+        )
     };
     let recalled = memory::recall(&previous, tier.metadata.generation, t.now);
     let decide_ctx = DecideContext {
@@ -276,9 +321,108 @@ async fn decide(
     );
     Ok(Decided {
         previous,
+        version,
         recalled,
         decision,
     })
+}
+
+/// How soon a decision taken on a tier that changed meanwhile is taken again.
+const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Attempts to record what a decision did, and the wait between them.
+const RECORD_ATTEMPTS: u32 = 3;
+const RECORD_RETRY: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// How a claim went.
+enum Claim {
+    /// Written (or nothing to claim): the tier's resourceVersion now.
+    Written(Option<String>),
+    /// The tier changed since it was read: decide again.
+    Outdated,
+}
+
+/// claim: a decision that acts is written down before it acts. The status it leads to (the
+/// policy's memory with its cooldowns and open incidents, the actions marked `started`) is
+/// written on condition that the tier is still the version the decision was taken on; only then
+/// are the actions carried out. So a replica killed mid-action, a status write that fails
+/// afterwards, or two replicas deciding on one status never make a decision run twice: the next
+/// decision starts from the claim, and of two deciders on one version only one claim is written.
+async fn claim(
+    ctx: &Context,
+    t: &Tier<'_>,
+    decided: &Decided,
+    observation: &Observation,
+) -> Result<Claim, StatusError> {
+    let decision = &decided.decision;
+    if decision.actions.is_empty() {
+        return Ok(Claim::Written(decided.version.clone()));
+    }
+    let started = execute::Executed {
+        records: decision
+            .actions
+            .iter()
+            .filter(|a| a.kind() != ActionKind::Event)
+            .map(|a| record::action(t.now, a.kind(), a.reason(), ActionOutcome::Started, None))
+            .collect(),
+        ..execute::Executed::default()
+    };
+    let claimed = status::next_status(
+        &decided.previous,
+        &Reconciled {
+            decision,
+            observation,
+            executed: &started,
+            recalled: &decided.recalled,
+            generation: t.tier.metadata.generation,
+            now: t.now,
+        },
+    );
+    match write_status_if(ctx, t.tier, &claimed, decided.version.as_deref()).await {
+        Ok(version) => {
+            ctx.remember_status(&t.uid, &claimed);
+            Ok(Claim::Written(version))
+        }
+        Err(e) if is_conflict(&e) => {
+            // Another write reached the tier since it was read (another replica's decision, a
+            // spec change): nothing was done; decide again on what is there now, soon.
+            info!("the tier changed since it was read; deciding again");
+            Ok(Claim::Outdated)
+        }
+        // Nothing was done: the next reconcile decides again.
+        Err(e) => Err(e),
+    }
+}
+
+/// status: write what the decision did over its claim. A failed write is tried again a few
+/// times; if it still fails, the claim stays, with its actions `started` and no outcome, and
+/// nothing runs again.
+async fn record_outcomes(
+    ctx: &Context,
+    tier: &MemoryTier,
+    status: &MemoryTierStatus,
+    claimed: Option<&str>,
+) -> Result<(), StatusError> {
+    let mut attempt = 1;
+    loop {
+        match write_status_if(ctx, tier, status, claimed).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_conflict(&e) => {
+                // Someone decided on the claim already: theirs stands, ours keeps `started`.
+                warn!(error = %e, "the outcome of this decision is not recorded: the tier changed since its claim");
+                return Ok(());
+            }
+            Err(e) if attempt >= RECORD_ATTEMPTS || ctx.stop.is_cancelled() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, attempt, "recording the outcome failed; trying again");
+                attempt += 1;
+                tokio::time::sleep(RECORD_RETRY).await;
+            }
+        }
+    }
+}
+
+fn is_conflict(e: &StatusError) -> bool {
+    matches!(e.0.as_ref(), kube::Error::Api(s) if s.code == 409)
 }
 
 /// The hash the target ConfigMap carries now, so a hand-edited or deleted ConfigMap is repaired.
@@ -306,6 +450,9 @@ async fn applied_config(
 /// The tier cannot progress: Stalled and not Ready, with an Event saying why (once per reason
 /// and message).
 async fn stall(ctx: &Context, t: &Tier<'_>, reason: Reason, message: &str) -> Result<(), Error> {
+    // The message may quote remote text (a Secret lookup's error): escaped and cut for status.
+    let message = crate::remote::text::shown(message, 1000);
+    let message = message.as_str();
     let previous = t.tier.status.clone().unwrap_or_default();
     let already = status::already_stalled(&previous, reason, message);
     let next = status::stalled(
@@ -388,21 +535,36 @@ async fn write_status(
     tier: &MemoryTier,
     status: &MemoryTierStatus,
 ) -> Result<(), StatusError> {
+    write_status_if(ctx, tier, status, None).await.map(|_| ())
+}
+
+/// [`write_status`], only if the tier is still at `version` (a 409 Conflict otherwise).
+/// Returns the resourceVersion written.
+async fn write_status_if(
+    ctx: &Context,
+    tier: &MemoryTier,
+    status: &MemoryTierStatus,
+    version: Option<&str>,
+) -> Result<Option<String>, StatusError> {
     let api: Api<MemoryTier> =
         Api::namespaced(ctx.client.clone(), &tier.namespace().unwrap_or_default());
-    let patch = json!({
+    let mut patch = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,
         "status": status,
     });
-    api.patch_status(
-        &tier.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| StatusError(Box::new(e)))?;
-    Ok(())
+    if let Some(version) = version {
+        patch["metadata"] = json!({"resourceVersion": version});
+    }
+    let written = api
+        .patch_status(
+            &tier.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| StatusError(Box::new(e)))?;
+    Ok(written.metadata.resource_version)
 }
 
 /// An Event on the tier.

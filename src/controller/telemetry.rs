@@ -189,9 +189,9 @@ impl Default for Metrics {
             "Actions taken, by action and outcome",
             actions.clone(),
         );
-        // Every action the actuators carry out (Events are not counted), with every outcome.
+        // Every action the actuators carry out (Events are not counted), with every outcome an
+        // action ends with (`started` is only a claim's).
         for action in ActionKind::ALL.iter().filter(|k| **k != ActionKind::Event) {
-            // An action that only started is counted when it has finished.
             for outcome in ActionOutcome::ALL
                 .iter()
                 .filter(|o| **o != ActionOutcome::Started)

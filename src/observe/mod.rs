@@ -32,7 +32,7 @@ use queries::QuerySet;
 use redis::RedisObserver;
 use scrape::Scraper;
 use secrets::{SecretError, SecretResolver};
-use signals::Reading;
+use signals::Readings;
 
 /// Source names in `Observation::sources`.
 pub const SOURCE_PROMETHEUS: &str = "prometheus";
@@ -78,6 +78,15 @@ pub enum ConfigError {
     NotOurs(Box<crate::act::configmap::KubeActError>),
 }
 
+impl ConfigError {
+    /// Whether the API server failed to answer (a 5xx, a timeout, no connection) rather than
+    /// said something about the tier's configuration: the next attempt may well succeed, so this
+    /// is retried, not a Stalled tier.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConfigError::Secret { source, .. } if source.is_transient())
+    }
+}
+
 /// Where to read Prometheus.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrometheusConfig {
@@ -114,6 +123,10 @@ pub struct ObserveConfig {
     pub redis: Option<RedisConfig>,
     /// The deadline of one observation, all sources together.
     pub timeout: Duration,
+    /// spec.metrics.rateWindow: what the `requests` signal counts over.
+    pub rate_window: Duration,
+    /// spec.canary.cohortLabel.
+    pub cohorts: crate::api::CohortLabel,
 }
 
 impl ObserveConfig {
@@ -123,6 +136,7 @@ impl ObserveConfig {
         secrets: &impl SecretResolver,
     ) -> Result<Self, ConfigError> {
         let metrics = &spec.metrics;
+        let prometheus = resolve_prometheus(spec, secrets).await?;
         let resolve = |field: &'static str, r: &SecretKeyRef| {
             let r = r.clone();
             async move {
@@ -130,35 +144,6 @@ impl ObserveConfig {
                     .resolve(&r)
                     .await
                     .map_err(|source| ConfigError::Secret { field, source })
-            }
-        };
-        let prometheus = match &metrics.prometheus {
-            None => None,
-            Some(p) => {
-                let auth = if let Some(r) = &p.bearer_token_secret_ref {
-                    let token = resolve("spec.metrics.prometheus.bearerTokenSecretRef", r).await?;
-                    if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
-                        return Err(ConfigError::BearerTokenFormat {
-                            name: r.name.clone(),
-                            key: r.key.clone(),
-                        });
-                    }
-                    Some(PrometheusAuth::Bearer(SecretString::from(token)))
-                } else if let Some(r) = &p.basic_auth_secret_ref {
-                    let value = resolve("spec.metrics.prometheus.basicAuthSecretRef", r).await?;
-                    Some(PrometheusAuth::basic_from_secret(&value).ok_or_else(|| {
-                        ConfigError::BasicAuthFormat {
-                            name: r.name.clone(),
-                            key: r.key.clone(),
-                        }
-                    })?)
-                } else {
-                    None
-                };
-                Some(PrometheusConfig {
-                    url: p.url.clone(),
-                    auth,
-                })
             }
         };
         let redis = match &spec.redis.url_secret_ref {
@@ -186,8 +171,58 @@ impl ObserveConfig {
             breaker: spec.breaker.name.clone(),
             redis,
             timeout: metrics.timeout.as_std(),
+            rate_window: metrics.rate_window.as_std(),
+            cohorts: spec.canary.cohort_label.clone(),
         })
     }
+}
+
+/// Where Prometheus is and how to authenticate to it, with the spec's Secrets resolved (none when
+/// the spec reads no Prometheus).
+pub async fn resolve_prometheus(
+    spec: &MemoryTierSpec,
+    secrets: &impl SecretResolver,
+) -> Result<Option<PrometheusConfig>, ConfigError> {
+    let metrics = &spec.metrics;
+    let resolve = |field: &'static str, r: &SecretKeyRef| {
+        let r = r.clone();
+        async move {
+            secrets
+                .resolve(&r)
+                .await
+                .map_err(|source| ConfigError::Secret { field, source })
+        }
+    };
+    let prometheus = match &metrics.prometheus {
+        None => None,
+        Some(p) => {
+            let auth = if let Some(r) = &p.bearer_token_secret_ref {
+                let token = resolve("spec.metrics.prometheus.bearerTokenSecretRef", r).await?;
+                if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+                    return Err(ConfigError::BearerTokenFormat {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                    });
+                }
+                Some(PrometheusAuth::Bearer(SecretString::from(token)))
+            } else if let Some(r) = &p.basic_auth_secret_ref {
+                let value = resolve("spec.metrics.prometheus.basicAuthSecretRef", r).await?;
+                Some(PrometheusAuth::basic_from_secret(&value).ok_or_else(|| {
+                    ConfigError::BasicAuthFormat {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                    }
+                })?)
+            } else {
+                None
+            };
+            Some(PrometheusConfig {
+                url: p.url.clone(),
+                auth,
+            })
+        }
+    };
+    Ok(prometheus)
 }
 
 /// Reads every configured source; keep one per MemoryTier across reconciles.
@@ -244,6 +279,10 @@ impl Observer {
     fn build(&mut self, old: Option<ObserveConfig>) -> Result<(), ConfigError> {
         let config = &self.config;
         let timeout = config.timeout;
+        // The previous scrape is kept only while what it is read against stays the same.
+        let old_config_same_cohorts = old
+            .as_ref()
+            .is_some_and(|o| o.cohorts == config.cohorts && o.rate_window == config.rate_window);
         // Prometheus wins when both metrics sources are set (the CRD forbids it anyway).
         self.prometheus = match &config.prometheus {
             Some(p) => Some(
@@ -267,11 +306,17 @@ impl Observer {
                     )));
                 }
                 match self.scraper.take() {
-                    Some(mut kept) if kept.url() == url => {
+                    Some(mut kept) if kept.url() == url && old_config_same_cohorts => {
                         kept.set_timeout(timeout);
                         Some(kept)
                     }
-                    _ => Some(Scraper::new(self.http.clone(), url, timeout)),
+                    _ => Some(Scraper::new(
+                        self.http.clone(),
+                        url,
+                        timeout,
+                        config.rate_window,
+                        config.cohorts.clone(),
+                    )),
                 }
             }
         };
@@ -340,7 +385,7 @@ impl Observer {
 
         let late =
             |source: &str| format!("{source}: no answer within {timeout:?} (spec.metrics.timeout)");
-        let mut app: Option<std::collections::BTreeMap<Signal, Reading>> = None;
+        let mut app: Option<Readings> = None;
         if let Some((answer, ms)) = from_prometheus {
             let (readings, health) = match answer {
                 Some((readings, failure)) => (Some(readings), failure),
@@ -362,9 +407,7 @@ impl Observer {
         let app = app.unwrap_or_else(|| {
             all_app("no metrics source: set spec.metrics.prometheus or spec.metrics.scrape")
         });
-        for (signal, reading) in app {
-            signals::set_app_signal(&mut obs, signal, reading);
-        }
+        signals::set_readings(&mut obs, app, &config.cohorts, queries);
 
         match from_redis {
             None => {
@@ -389,25 +432,24 @@ impl Observer {
     }
 }
 
-/// The longest reason kept in status.
-const MAX_REASON_CHARS: usize = 300;
-
-/// Reasons quote what sources answered (an error message Prometheus or Redis wrote, the start of
-/// a body): a tier's author may run those sources, so what reaches status is a short excerpt with
-/// control characters escaped.
+/// Reasons quote what sources answered: escaped and cut before they reach status.
 fn bound_reasons(obs: &mut Observation) {
-    let bound =
-        |reason: &mut String| *reason = crate::act::record::excerpt(reason, MAX_REASON_CHARS);
-    obs.unknown.values_mut().for_each(bound);
+    let cut = |reason: &mut String| *reason = crate::remote::text::reason(reason);
+    obs.unknown.values_mut().for_each(cut);
+    if let Some(c) = obs.cohorts.as_mut() {
+        c.canary.unknown.values_mut().for_each(cut);
+        c.stable.unknown.values_mut().for_each(cut);
+    }
+    obs.without_cohorts.iter_mut().for_each(cut);
     for source in &mut obs.sources {
-        if let Some(reason) = source.reason.as_mut() {
-            bound(reason);
-        }
+        source.reason.iter_mut().for_each(cut);
     }
 }
 
-fn all_app(reason: &str) -> std::collections::BTreeMap<Signal, Reading> {
-    Signal::app().map(|s| (s, Err(reason.to_owned()))).collect()
+fn all_app(reason: &str) -> Readings {
+    Signal::app()
+        .map(|s| ((queries::Scope::Service, s), Err(reason.to_owned())))
+        .collect()
 }
 
 fn health_of(name: &str, failure: Option<String>, latency_ms: u64) -> SourceHealth {

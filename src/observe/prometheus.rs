@@ -10,9 +10,22 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use super::queries::QuerySet;
-use super::signals::Reading;
+use super::queries::Scope;
+use super::signals::{Reading, Readings};
 use crate::api::Signal;
+use crate::remote::body::{BodyError, read_limited};
+use crate::remote::text;
 use crate::secret::{ExposeSecret, SecretString, error_chain};
+
+/// The largest answer to an instant query (one number per signal; a top-N vector of a few
+/// thousand series fits too).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// The largest answer to a range query.
+pub const MAX_RANGE_ANSWER_BYTES: usize = 16 << 20;
+/// Answers above this are parsed on the blocking pool rather than on an async worker.
+const PARSE_INLINE_BYTES: usize = 64 << 10;
+/// The longest message of Prometheus quoted in an error.
+const MAX_MESSAGE_CHARS: usize = 200;
 
 /// How a request to Prometheus authenticates.
 #[derive(Clone, Debug)]
@@ -70,6 +83,8 @@ pub enum PrometheusError {
     Query { error_type: String, message: String },
     #[error("Prometheus answered something that is not its API's JSON: {0}")]
     Decode(String),
+    #[error("Prometheus answered more than {0} bytes (does the query return too many series?)")]
+    TooLarge(usize),
     #[error("{0}")]
     UnexpectedResult(String),
 }
@@ -201,7 +216,7 @@ impl PrometheusClient {
         url
     }
 
-    async fn get(&self, url: Url) -> Result<ApiData, PrometheusError> {
+    async fn get(&self, url: Url, limit: usize) -> Result<ApiData, PrometheusError> {
         let mut request = self.http.get(url).timeout(self.timeout);
         request = match &self.auth {
             Some(PrometheusAuth::Bearer(token)) => request.bearer_auth(token.expose_secret()),
@@ -215,26 +230,16 @@ impl PrometheusClient {
         if let Some(refused) = crate::destinations::redirect_not_followed(status) {
             return Err(PrometheusError::Redirect(refused));
         }
-        let body = response.bytes().await.map_err(|e| self.transport(e))?;
-        let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
-        match parsed {
-            Ok(api) if api.status == "success" => api
-                .data
-                .ok_or_else(|| PrometheusError::Decode("a success answer without data".to_owned())),
-            Ok(api) => Err(PrometheusError::Query {
-                error_type: api.error_type.unwrap_or_else(|| "error".to_owned()),
-                message: api
-                    .error
-                    .unwrap_or_else(|| format!("status {:?} (HTTP {status})", api.status)),
-            }),
-            Err(_) if !status.is_success() => Err(PrometheusError::Http {
-                status: status.as_u16(),
-                message: snippet(&body, status),
-            }),
-            Err(e) => Err(PrometheusError::Decode(format!(
-                "{e}; the body starts with {:?}",
-                head(&body)
-            ))),
+        let body = read_limited(response, limit).await.map_err(|e| match e {
+            BodyError::TooLarge { limit, .. } => PrometheusError::TooLarge(limit),
+            BodyError::Transport(e) => self.transport(e),
+        })?;
+        if body.len() > PARSE_INLINE_BYTES {
+            crate::remote::off_runtime(move || decode(&body, status))
+                .await
+                .map_err(PrometheusError::Decode)?
+        } else {
+            decode(&body, status)
         }
     }
 
@@ -249,7 +254,7 @@ impl PrometheusClient {
     /// Evaluate `promql` at the current time.
     pub async fn query(&self, promql: &str) -> Result<InstantValue, PrometheusError> {
         let url = self.endpoint("api/v1/query", &[("query", promql)]);
-        match self.get(url).await? {
+        match self.get(url, MAX_ANSWER_BYTES).await? {
             ApiData::Scalar((_, v)) => Ok(InstantValue::Scalar(parse_value(&v)?)),
             ApiData::Vector(items) => {
                 let mut samples = Vec::with_capacity(items.len());
@@ -295,7 +300,7 @@ impl PrometheusClient {
                 ("step", &step),
             ],
         );
-        match self.get(url).await? {
+        match self.get(url, MAX_RANGE_ANSWER_BYTES).await? {
             ApiData::Matrix(items) => items
                 .into_iter()
                 .map(|item| {
@@ -320,23 +325,15 @@ impl PrometheusClient {
     pub async fn read(&self, promql: &str) -> Result<Reading, PrometheusError> {
         Ok(match self.query(promql).await? {
             InstantValue::Scalar(v) => Ok(v),
-            InstantValue::Vector(samples) => match samples.as_slice() {
-                [] => Err(format!("no data: the query returned no series ({promql})")),
-                [one] => Ok(one.value),
-                many => Err(format!(
-                    "the query returned {} series; it must return one (aggregate it, e.g. with sum or max): {promql}",
-                    many.len()
-                )),
-            },
+            InstantValue::Vector(samples) => {
+                one_value(samples.iter().map(|s| s.value), samples.len(), promql)
+            }
         })
     }
 
     /// Every application signal, queried concurrently. The error, if any, says why the source
     /// is unhealthy (the server could not be read); bad queries only make their signal unknown.
-    pub async fn read_signals(
-        &self,
-        queries: &QuerySet,
-    ) -> (BTreeMap<Signal, Reading>, Option<String>) {
+    pub async fn read_signals(&self, queries: &QuerySet) -> (Readings, Option<String>) {
         let answers = join_all(
             queries
                 .iter()
@@ -344,7 +341,7 @@ impl PrometheusClient {
         )
         .await;
         let mut readings = BTreeMap::new();
-        let mut failures: Vec<(Signal, PrometheusError)> = Vec::new();
+        let mut failures: Vec<((Scope, Signal), PrometheusError)> = Vec::new();
         for (signal, answer) in answers {
             let reading = match answer {
                 Ok(reading) => reading,
@@ -363,8 +360,8 @@ impl PrometheusClient {
             [(_, first), rest @ ..] if rest.iter().all(|(_, e)| e == first) => {
                 Some(first.to_string())
             }
-            [(signal, first), ..] => Some(format!(
-                "{} of {} queries failed, e.g. {signal}: {first}",
+            [((scope, signal), first), ..] => Some(format!(
+                "{} of {} queries failed, e.g. {signal} ({scope}): {first}",
                 failures.len(),
                 readings.len()
             )),
@@ -373,13 +370,53 @@ impl PrometheusClient {
     }
 }
 
-fn head(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
-    text.trim().to_owned()
+/// Read an API answer: the data of a success, or why it is not one. Messages quoted from the
+/// body are escaped and cut.
+fn decode(body: &[u8], status: StatusCode) -> Result<ApiData, PrometheusError> {
+    let parsed: Result<ApiResponse, _> = serde_json::from_slice(body);
+    match parsed {
+        Ok(api) if api.status == "success" => api
+            .data
+            .ok_or_else(|| PrometheusError::Decode("a success answer without data".to_owned())),
+        Ok(api) => Err(PrometheusError::Query {
+            error_type: text::shown(
+                api.error_type.as_deref().unwrap_or("error"),
+                MAX_MESSAGE_CHARS,
+            ),
+            message: match api.error {
+                Some(message) => text::shown(&message, MAX_MESSAGE_CHARS),
+                None => format!(
+                    "status {} (HTTP {status})",
+                    text::shown(&api.status, MAX_MESSAGE_CHARS)
+                ),
+            },
+        }),
+        Err(_) if !status.is_success() => Err(PrometheusError::Http {
+            status: status.as_u16(),
+            message: snippet(body, status),
+        }),
+        Err(e) => Err(PrometheusError::Decode(format!(
+            "{}; the body starts with {:?}",
+            text::shown(&e.to_string(), MAX_MESSAGE_CHARS),
+            text::excerpt(body)
+        ))),
+    }
+}
+
+/// A signal's reading from the `count` values a query gave at one time: the value when there is
+/// exactly one series. The same rule holds for a live query and for each step of a range query.
+pub fn one_value(mut values: impl Iterator<Item = f64>, count: usize, promql: &str) -> Reading {
+    match (count, values.next()) {
+        (1, Some(value)) => Ok(value),
+        (0, _) | (_, None) => Err(format!("no data: the query returned no series ({promql})")),
+        (many, _) => Err(format!(
+            "the query returned {many} series; it must return one (aggregate it, e.g. with sum or max): {promql}"
+        )),
+    }
 }
 
 fn snippet(body: &[u8], status: StatusCode) -> String {
-    let text = head(body);
+    let text = text::excerpt(body);
     if text.is_empty() {
         status.canonical_reason().unwrap_or("no body").to_owned()
     } else {

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use crate::api::MemoryTierSpec;
 use crate::api::Signal;
+use crate::api::signals::Cohort;
 
 /// Request-duration histogram (seconds), base name without `_bucket`.
 pub const REQUEST_DURATION: &str = "http_request_duration_seconds";
@@ -38,10 +39,32 @@ pub const BREAKER_STATE: &str = "circuit_breaker_state";
 /// The label of [`BREAKER_STATE`] naming the breaker.
 pub const BREAKER_LABEL: &str = "breaker";
 
-/// The query of every application signal, resolved from the spec.
+/// Whose traffic a query reads: the whole service, or one cohort's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    Service,
+    Cohort(Cohort),
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Service => f.write_str("service"),
+            Scope::Cohort(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+/// Where an override query takes the cohort's label value: `rate(x{cohort="{cohort}"}[5m])`.
+pub const COHORT_PLACEHOLDER: &str = "{cohort}";
+
+/// The query of every application signal, for the whole service and for each cohort, resolved
+/// from the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuerySet {
-    queries: BTreeMap<Signal, Query>,
+    queries: BTreeMap<(Scope, Signal), Query>,
+    /// Signals without a per-cohort query, and why (an override without `{cohort}`).
+    no_cohort: BTreeMap<Signal, String>,
 }
 
 /// One signal's query and where it came from.
@@ -53,43 +76,82 @@ pub struct Query {
 }
 
 impl QuerySet {
-    /// Built-in queries for `selector` and `breaker`, with the spec's overrides applied.
+    /// Built-in queries for `selector`, `breaker` and the cohort label, with the spec's overrides
+    /// applied.
     pub fn from_spec(spec: &MemoryTierSpec) -> Self {
         let metrics = &spec.metrics;
-        let overrides = &metrics.queries;
+        let label = &spec.canary.cohort_label;
+        let window = metrics.rate_window.to_string();
         let mut queries = BTreeMap::new();
+        let mut no_cohort = BTreeMap::new();
         for signal in Signal::app() {
-            let query = match overrides.get(signal) {
-                Some(q) => Query {
-                    promql: q.to_owned(),
-                    overridden: true,
-                },
-                None => {
-                    let Some(promql) = default_query(
-                        signal,
-                        &metrics.selector,
-                        &spec.breaker.name,
-                        &metrics.rate_window.to_string(),
-                    ) else {
+            let scopes = std::iter::once(Scope::Service).chain(
+                Cohort::ALL
+                    .iter()
+                    .filter(|_| signal.per_cohort())
+                    .map(|c| Scope::Cohort(*c)),
+            );
+            for scope in scopes {
+                let cohort_value = match scope {
+                    Scope::Service => None,
+                    Scope::Cohort(Cohort::Canary) => Some(label.canary.as_str()),
+                    Scope::Cohort(Cohort::Stable) => Some(label.stable.as_str()),
+                };
+                let query = match (metrics.queries.get(signal), cohort_value) {
+                    (Some(q), None) => Query {
+                        promql: q.to_owned(),
+                        overridden: true,
+                    },
+                    (Some(q), Some(value)) if q.contains(COHORT_PLACEHOLDER) => Query {
+                        promql: q.replace(COHORT_PLACEHOLDER, &escape(value)),
+                        overridden: true,
+                    },
+                    (Some(_), Some(_)) => {
+                        no_cohort.insert(
+                            signal,
+                            format!(
+                                "spec.metrics.queries.{signal} has no {COHORT_PLACEHOLDER} to read one cohort with"
+                            ),
+                        );
                         continue;
-                    };
-                    Query {
-                        promql,
-                        overridden: false,
                     }
-                }
-            };
-            queries.insert(signal, query);
+                    (None, cohort_value) => {
+                        let extra: Vec<String> = cohort_value
+                            .map(|v| format!("{}={}", label.name, quote(v)))
+                            .into_iter()
+                            .collect();
+                        let Some(promql) = default_query(
+                            signal,
+                            &metrics.selector,
+                            &extra,
+                            &spec.breaker.name,
+                            &window,
+                        ) else {
+                            continue;
+                        };
+                        Query {
+                            promql,
+                            overridden: false,
+                        }
+                    }
+                };
+                queries.insert((scope, signal), query);
+            }
         }
-        QuerySet { queries }
+        QuerySet { queries, no_cohort }
     }
 
-    pub fn get(&self, signal: Signal) -> &Query {
-        &self.queries[&signal]
+    pub fn get(&self, scope: Scope, signal: Signal) -> Option<&Query> {
+        self.queries.get(&(scope, signal))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Signal, &Query)> {
-        self.queries.iter().map(|(s, q)| (*s, q))
+    pub fn iter(&self) -> impl Iterator<Item = ((Scope, Signal), &Query)> {
+        self.queries.iter().map(|(k, q)| (*k, q))
+    }
+
+    /// Why a signal has no per-cohort query, if it has none.
+    pub fn no_cohort_query(&self, signal: Signal) -> Option<&str> {
+        self.no_cohort.get(&signal).map(String::as_str)
     }
 }
 
@@ -108,10 +170,9 @@ pub fn matchers(selector: &str, extra: &[&str]) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
-/// Escape a label value for a PromQL string literal.
-fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
+/// Escape a label value for the inside of a PromQL string literal.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -120,8 +181,12 @@ fn quote(value: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push('"');
     out
+}
+
+/// A label value as a PromQL string literal.
+fn quote(value: &str) -> String {
+    format!("\"{}\"", escape(value))
 }
 
 /// The quantile behind a latency signal.
@@ -134,16 +199,22 @@ pub fn quantile(signal: Signal) -> Option<f64> {
     }
 }
 
-/// The built-in PromQL of an application signal, its rates over `window` (a PromQL duration such
-/// as `5m`); none for the signals read from Redis.
+/// The built-in PromQL of an application signal over the series `selector` and `extra` (a cohort's
+/// label matcher) select, its rates over `window` (a PromQL duration such as `5m`); none for the
+/// signals read from Redis.
 pub fn default_query(
     signal: Signal,
     selector: &str,
+    extra: &[String],
     breaker: &str,
     window: &str,
 ) -> Option<String> {
     let w = window;
-    let all = matchers(selector, &[]);
+    let with = |more: &[String]| {
+        let all: Vec<&str> = extra.iter().chain(more).map(String::as_str).collect();
+        matchers(selector, &all)
+    };
+    let all = with(&[]);
     let rate_sum = |metric: &str, m: &str| format!("sum(rate({metric}{m}[{w}]))");
     Some(match signal {
         Signal::P50LatencyMs | Signal::P95LatencyMs | Signal::P99LatencyMs => {
@@ -153,7 +224,7 @@ pub fn default_query(
             )
         }
         Signal::ErrorRatePercent => {
-            let errors = matchers(selector, &[&format!("{STATUS_LABEL}=~\"5..\"")]);
+            let errors = with(&[format!("{STATUS_LABEL}=~\"5..\"")]);
             // `or vector(0)`: no 5xx series at all means no errors, not an unknown error rate.
             format!(
                 "100 * ({} or vector(0)) / {}",
@@ -167,7 +238,7 @@ pub fn default_query(
             format!("100 * {hits} / ({hits} + {misses})")
         }
         Signal::Mem0WriteSuccessPercent => {
-            let ok = matchers(selector, &[&format!("{OUTCOME_LABEL}=\"success\"")]);
+            let ok = with(&[format!("{OUTCOME_LABEL}=\"success\"")]);
             format!(
                 "100 * ({} or vector(0)) / {}",
                 rate_sum(MEM0_WRITES_TOTAL, &ok),
@@ -175,10 +246,11 @@ pub fn default_query(
             )
         }
         Signal::BreakerState => {
-            let m = matchers(selector, &[&format!("{BREAKER_LABEL}={}", quote(breaker))]);
+            let m = with(&[format!("{BREAKER_LABEL}={}", quote(breaker))]);
             // Any replica open wins; otherwise half-open (2) over closed (0).
             format!("max({BREAKER_STATE}{m} == 1) or max({BREAKER_STATE}{m})")
         }
+        Signal::Requests => format!("sum(increase({REQUESTS_TOTAL}{all}[{w}]))"),
         _ => return None,
     })
 }
@@ -189,11 +261,65 @@ mod tests {
 
     #[test]
     fn redis_signals_have_no_query() {
-        assert_eq!(default_query(Signal::RedisRunId, "", "mem0", "5m"), None);
+        assert_eq!(
+            default_query(Signal::RedisRunId, "", &[], "mem0", "5m"),
+            None
+        );
         let spec: MemoryTierSpec =
             serde_json::from_value(serde_json::json!({"target": {"configMapName": "f"}})).unwrap();
         let set = QuerySet::from_spec(&spec);
-        assert_eq!(set.iter().count(), Signal::app().count());
+        // Every application signal for the service; all but the breaker for each cohort.
+        assert_eq!(
+            set.iter().count(),
+            Signal::app().count() + 2 * Signal::app().filter(|s| s.per_cohort()).count()
+        );
+        let canary = &set
+            .get(Scope::Cohort(Cohort::Canary), Signal::ErrorRatePercent)
+            .unwrap()
+            .promql;
+        assert!(
+            canary.contains(r#"cohort="canary",status=~"5.."#),
+            "{canary}"
+        );
+        assert!(
+            set.get(Scope::Cohort(Cohort::Stable), Signal::BreakerState)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_override_reads_a_cohort_through_its_placeholder() {
+        let spec: MemoryTierSpec = serde_json::from_value(serde_json::json!({
+            "target": {"configMapName": "f"},
+            "canary": {"cohortLabel": {"name": "path", "canary": "new", "stable": "old"}},
+            "metrics": {"queries": {
+                "p50LatencyMs": "my_p50{path=\"{cohort}\"}",
+                "errorRatePercent": "my_errors",
+            }},
+        }))
+        .unwrap();
+        let set = QuerySet::from_spec(&spec);
+        assert_eq!(
+            set.get(Scope::Cohort(Cohort::Canary), Signal::P50LatencyMs)
+                .unwrap()
+                .promql,
+            r#"my_p50{path="new"}"#
+        );
+        assert!(
+            set.get(Scope::Cohort(Cohort::Canary), Signal::ErrorRatePercent)
+                .is_none()
+        );
+        assert!(
+            set.no_cohort_query(Signal::ErrorRatePercent)
+                .unwrap()
+                .contains("{cohort}")
+        );
+        // The built-in queries use the configured label.
+        let requests = &set
+            .get(Scope::Cohort(Cohort::Stable), Signal::Requests)
+            .unwrap()
+            .promql;
+        assert!(requests.contains(r#"path="old""#), "{requests}");
     }
 
     #[test]
@@ -211,24 +337,24 @@ mod tests {
     fn default_queries_use_the_documented_metrics() {
         let sel = "app=\"clinic-backend\"";
         assert_eq!(
-            default_query(Signal::P95LatencyMs, sel, "mem0", "5m").unwrap(),
+            default_query(Signal::P95LatencyMs, sel, &[], "mem0", "5m").unwrap(),
             "1000 * histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{app=\"clinic-backend\"}[5m])))"
         );
         assert_eq!(
-            default_query(Signal::ErrorRatePercent, sel, "mem0", "5m").unwrap(),
+            default_query(Signal::ErrorRatePercent, sel, &[], "mem0", "5m").unwrap(),
             "100 * (sum(rate(http_requests_total{app=\"clinic-backend\",status=~\"5..\"}[5m])) or vector(0)) / sum(rate(http_requests_total{app=\"clinic-backend\"}[5m]))"
         );
         assert_eq!(
-            default_query(Signal::BreakerState, "", "me\"m0", "5m").unwrap(),
+            default_query(Signal::BreakerState, "", &[], "me\"m0", "5m").unwrap(),
             "max(circuit_breaker_state{breaker=\"me\\\"m0\"} == 1) or max(circuit_breaker_state{breaker=\"me\\\"m0\"})"
         );
         assert!(
-            default_query(Signal::CacheHitRatePercent, sel, "mem0", "5m")
+            default_query(Signal::CacheHitRatePercent, sel, &[], "mem0", "5m")
                 .unwrap()
                 .contains("cache_misses_total{app=\"clinic-backend\"}[5m]")
         );
         assert!(
-            default_query(Signal::Mem0WriteSuccessPercent, sel, "mem0", "5m")
+            default_query(Signal::Mem0WriteSuccessPercent, sel, &[], "mem0", "5m")
                 .unwrap()
                 .contains("mem0_writes_total{app=\"clinic-backend\",outcome=\"success\"}[5m]")
         );
@@ -242,13 +368,19 @@ mod tests {
         }))
         .unwrap();
         let queries = QuerySet::from_spec(&spec);
-        let p50 = &queries.get(Signal::P50LatencyMs).promql;
+        let p50 = &queries
+            .get(Scope::Service, Signal::P50LatencyMs)
+            .unwrap()
+            .promql;
         assert!(p50.contains("{job=\"a\"}[1m30s]"), "{p50}");
         let default: MemoryTierSpec =
             serde_json::from_value(serde_json::json!({"target": {"configMapName": "flags"}}))
                 .unwrap();
         let default_queries = QuerySet::from_spec(&default);
-        let errors = &default_queries.get(Signal::ErrorRatePercent).promql;
+        let errors = &default_queries
+            .get(Scope::Service, Signal::ErrorRatePercent)
+            .unwrap()
+            .promql;
         assert!(
             errors.contains("[5m]") && !errors.contains("[1m30s]"),
             "{errors}"
@@ -264,15 +396,29 @@ mod tests {
         .unwrap();
         spec.breaker.name = "db".into();
         let set = QuerySet::from_spec(&spec);
-        assert_eq!(set.get(Signal::P50LatencyMs).promql, "vector(42)");
-        assert!(set.get(Signal::P50LatencyMs).overridden);
-        // A blank override is no override.
-        assert!(!set.get(Signal::ErrorRatePercent).overridden);
+        assert_eq!(
+            set.get(Scope::Service, Signal::P50LatencyMs)
+                .unwrap()
+                .promql,
+            "vector(42)"
+        );
         assert!(
-            set.get(Signal::BreakerState)
+            set.get(Scope::Service, Signal::P50LatencyMs)
+                .unwrap()
+                .overridden
+        );
+        // A blank override is no override.
+        assert!(
+            !set.get(Scope::Service, Signal::ErrorRatePercent)
+                .unwrap()
+                .overridden
+        );
+        assert!(
+            set.get(Scope::Service, Signal::BreakerState)
+                .unwrap()
                 .promql
                 .contains("breaker=\"db\"")
         );
-        assert_eq!(set.iter().count(), 7);
+        assert!(set.get(Scope::Service, Signal::Requests).is_some());
     }
 }

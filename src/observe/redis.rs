@@ -12,12 +12,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, InfoDict};
 
 use crate::api::Observation;
 use crate::api::Signal;
 use crate::destinations::AllowList;
+use crate::remote::redis::{Limits, MAX_INFO_REPLY_BYTES};
 use crate::secret::redact_url;
 
 /// What one Redis node reports.
@@ -216,13 +217,14 @@ pub fn cluster_masters(nodes: &str, seed: (&str, u16)) -> Result<Vec<(String, u1
 
 /// Bytes from a quantity such as `512Mi`, `2G` or `1048576` (spec.redis.maxMemory).
 pub fn parse_quantity(text: &str) -> Result<u64, String> {
+    let shown = crate::remote::text::shown(text, 40);
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, suffix) = text.split_at(digits_end);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a byte quantity like 512Mi or 1G"))?;
+    if digits.is_empty() {
+        return Err(format!("{shown:?} is not a byte quantity like 512Mi or 1G"));
+    }
     let factor: u64 = match suffix {
         "" => 1,
         "K" => 1_000,
@@ -235,17 +237,21 @@ pub fn parse_quantity(text: &str) -> Result<u64, String> {
         "Ti" => 1 << 40,
         _ => {
             return Err(format!(
-                "{text:?} has an unknown suffix {suffix:?}; use Ki, Mi, Gi, Ti, K, M, G or T"
+                "{shown:?} has an unknown suffix {:?}; use Ki, Mi, Gi, Ti, K, M, G or T",
+                crate::remote::text::shown(suffix, 20)
             ));
         }
     };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("{shown:?} is too large: at most {} bytes", u64::MAX))
 }
 
 /// Reads one Redis deployment (standalone or cluster); the controller keeps one per tier so
-/// connections are reused between reconciles.
+/// connections are reused between reconciles. Replies are capped at [`MAX_INFO_REPLY_BYTES`]
+/// (see [`crate::remote::redis`]); a connection that failed is opened again at the next read.
 pub struct RedisObserver {
     client: redis::Client,
     password: Option<String>,
@@ -254,7 +260,7 @@ pub struct RedisObserver {
     timeout: Duration,
     /// Where the seed and every cluster node may be reached.
     destinations: AllowList,
-    connections: BTreeMap<String, ConnectionManager>,
+    connections: BTreeMap<String, MultiplexedConnection>,
 }
 
 /// Most masters of a Redis Cluster read; a `CLUSTER NODES` answer listing more is refused before
@@ -310,12 +316,11 @@ impl RedisObserver {
         self.timeout = timeout;
     }
 
-    fn manager_config(&self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
+    fn limits(&self) -> Limits {
+        Limits {
+            max_reply_bytes: MAX_INFO_REPLY_BYTES,
+            timeout: self.timeout,
+        }
     }
 
     /// The kept connection to `key`, or a new one to the address the allow-list checked.
@@ -323,7 +328,7 @@ impl RedisObserver {
         &mut self,
         key: &str,
         client: &redis::Client,
-    ) -> Result<ConnectionManager, String> {
+    ) -> Result<MultiplexedConnection, String> {
         if let Some(c) = self.connections.get(key) {
             return Ok(c.clone());
         }
@@ -332,11 +337,11 @@ impl RedisObserver {
             .redis_connection(client.get_connection_info().clone())
             .await
             .map_err(|e| e.to_string())?;
-        let checked = redis::Client::open(info).map_err(|e| self.describe(&e))?;
-        let manager = ConnectionManager::new_lazy_with_config(checked, self.manager_config())
+        let connection = crate::remote::redis::connect(&info, self.limits())
+            .await
             .map_err(|e| self.describe(&e))?;
-        self.connections.insert(key.to_owned(), manager.clone());
-        Ok(manager)
+        self.connections.insert(key.to_owned(), connection.clone());
+        Ok(connection)
     }
 
     /// A failed connection is made anew (resolved and checked again) at the next read.
@@ -351,26 +356,35 @@ impl RedisObserver {
         scrub(&e.to_string(), self.password.as_deref(), "")
     }
 
-    /// Run a command, once more if the connection had dropped (the manager reconnects).
+    /// Run a command on the connection to `key`; when a kept connection had dropped, open a new
+    /// one and try once more. A failed connection is forgotten.
     async fn query(
-        &self,
-        conn: &mut ConnectionManager,
+        &mut self,
+        key: &str,
+        client: &redis::Client,
         cmd: &redis::Cmd,
     ) -> Result<String, String> {
-        match cmd.query_async::<String>(conn).await {
+        let reused = self.connections.contains_key(key);
+        let mut conn = self.connection(key, client).await?;
+        match cmd.query_async::<String>(&mut conn).await {
             Ok(v) => Ok(v),
-            Err(e) if e.is_connection_dropped() || e.is_io_error() => cmd
-                .query_async::<String>(conn)
-                .await
-                .map_err(|e| self.describe(&e)),
-            Err(e) => Err(self.describe(&e)),
+            Err(e) => {
+                self.connections.remove(key);
+                if reused && (e.is_connection_dropped() || e.is_io_error()) && !is_too_large(&e) {
+                    let mut conn = self.connection(key, client).await?;
+                    return cmd.query_async::<String>(&mut conn).await.map_err(|e| {
+                        self.connections.remove(key);
+                        self.describe(&e)
+                    });
+                }
+                Err(self.describe(&e))
+            }
         }
     }
 
     async fn info(&mut self, key: &str, client: &redis::Client) -> Result<NodeInfo, String> {
-        let mut conn = self.connection(key, client).await?;
-        let text = self.query(&mut conn, &redis::cmd("INFO")).await;
-        NodeInfo::parse(&self.forget_on_error(key, text)?)
+        let text = self.query(key, client, &redis::cmd("INFO")).await?;
+        NodeInfo::parse(&text)
     }
 
     /// Read every node and combine.
@@ -381,9 +395,8 @@ impl RedisObserver {
             let nodes = BTreeMap::from([(self.seed_address(), node)]);
             return aggregate(&nodes, self.fallback_max);
         }
-        let mut seed = self.connection("seed", &seed_client).await?;
         let listing = self
-            .query(&mut seed, redis::cmd("CLUSTER").arg("NODES"))
+            .query("seed", &seed_client, redis::cmd("CLUSTER").arg("NODES"))
             .await
             .map_err(|e| format!("CLUSTER NODES: {e}"));
         let listing = self.forget_on_error("seed", listing)?;
@@ -414,21 +427,20 @@ impl RedisObserver {
                 .map_err(|e| master_failed(&key, &e))?;
             conns.push((key, conn));
         }
-        let this = &*self;
-        let infos =
+        // Every master at once; a connection that failed is opened again at the next read.
+        let answers =
             futures::future::join_all(conns.into_iter().map(|(key, mut conn)| async move {
-                let read = match this.query(&mut conn, &redis::cmd("INFO")).await {
-                    Ok(text) => NodeInfo::parse(&text),
-                    Err(e) => Err(e),
-                };
-                (key, read)
+                let answer = redis::cmd("INFO").query_async::<String>(&mut conn).await;
+                (key, answer)
             }))
             .await;
         let mut nodes = BTreeMap::new();
-        for (key, read) in infos {
-            let node = self
-                .forget_on_error(&key, read)
-                .map_err(|e| master_failed(&key, &e))?;
+        for (key, answer) in answers {
+            let text = answer.map_err(|e| {
+                self.connections.remove(&key);
+                master_failed(&key, &self.describe(&e))
+            })?;
+            let node = NodeInfo::parse(&text).map_err(|e| master_failed(&key, &e))?;
             nodes.insert(key, node);
         }
         aggregate(&nodes, self.fallback_max)
@@ -484,6 +496,10 @@ pub fn check_cluster_masters(
 fn master_failed(key: &str, error: &str) -> String {
     tracing::warn!(master = %key, %error, "a Redis Cluster master could not be read");
     format!("master {key} could not be read (the controller's log says why)")
+}
+
+fn is_too_large(e: &redis::RedisError) -> bool {
+    e.to_string().contains("larger than")
 }
 
 /// Remove a password (and the whole URL) from a message.
@@ -612,7 +628,16 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :0@0 myself,master - 0 0 1 connected 0-
                 .contains("unknown suffix")
         );
         assert!(parse_quantity("Mi").is_err());
-        assert!(parse_quantity("99999999999999999999Ti").is_err());
+        assert!(
+            parse_quantity("99999999999999999999Ti")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse_quantity("99999999Ti")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

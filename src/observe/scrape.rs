@@ -10,8 +10,15 @@
 //! two scrapes counts from zero too. `spec.metrics.selector` and `queries` are PromQL and do not
 //! apply here: the endpoint is one application already.
 //!
-//! Parsing uses the `prometheus-parse` crate. Lines it cannot read are skipped; a body with no
-//! readable sample, or with more unreadable lines than readable ones, is rejected as not being
+//! The body is read in chunks and cut into lines as it arrives; only the lines of the metrics
+//! tierguard reads (and their `# TYPE` lines) are kept, so an endpoint with hundreds of thousands
+//! of other series costs one pass over its bytes and no memory. Everything is bounded: the body
+//! ([`MAX_BODY_BYTES`]), a line ([`MAX_LINE_BYTES`]) and the series kept ([`MAX_SERIES`], which is
+//! also what a tier remembers between scrapes); past a bound the scrape fails with the reason.
+//! The kept lines are parsed on the blocking pool, within the observation's deadline.
+//!
+//! Parsing uses the `prometheus-parse` crate. Lines it cannot read are skipped; a body whose first
+//! sample lines hold none readable, or more unreadable than readable ones, is rejected as not being
 //! the exposition format. Label values containing a comma are not supported by that parser.
 
 use std::collections::BTreeMap;
@@ -21,16 +28,30 @@ use prometheus_parse::{LineInfo, Scrape, Value};
 use reqwest::header::ACCEPT;
 
 use super::histogram::{self, Bucket};
+use super::queries::Scope;
 use super::queries::{
     BREAKER_LABEL, BREAKER_STATE, CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL, MEM0_WRITES_TOTAL,
     OUTCOME_LABEL, REQUEST_DURATION, REQUESTS_TOTAL, STATUS_LABEL,
 };
-use super::signals::Reading;
-use crate::api::Signal;
+use super::signals::{Reading, Readings};
+use crate::api::signals::Cohort;
+use crate::api::{CohortLabel, Signal};
+use crate::remote::text;
 use crate::secret::error_chain;
 
-/// The largest /metrics body read; more is an error rather than unbounded memory.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The largest /metrics body read; more is an error rather than unbounded work.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// The longest line of a body.
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+/// Most series of the metrics tierguard reads kept from one scrape (the previous scrape a tier
+/// remembers is one of these).
+pub const MAX_SERIES: usize = 10_000;
+/// Most bytes of those series' lines.
+const MAX_KEPT_BYTES: usize = 4 << 20;
+/// How many of the first sample lines (of any metric) are checked for the format.
+const FORMAT_SAMPLE_LINES: usize = 200;
+/// A sample line longer than this is not kept for the format check (and counts as unreadable).
+const FORMAT_SAMPLE_LINE_BYTES: usize = 4 << 10;
 
 const BUCKET_SERIES: &str = "http_request_duration_seconds_bucket";
 const LE: &str = "le";
@@ -47,9 +68,16 @@ pub struct ScrapeSnapshot {
 impl ScrapeSnapshot {
     /// Parse an exposition-format body, keeping only the metrics tierguard reads.
     pub fn parse(body: &str) -> Result<Self, String> {
-        check_format(body)?;
-        let lines = body.lines().map(|l| Ok(l.to_owned()));
-        let scrape = Scrape::parse(lines).map_err(|e| format!("cannot parse the scrape: {e}"))?;
+        let mut lines = LineFilter::default();
+        lines.feed(body.as_bytes())?;
+        Self::from_lines(lines.finish()?)
+    }
+
+    /// Parse what a [`LineFilter`] kept. CPU-bound: run it off the async workers for a large body.
+    fn from_lines(lines: FilteredLines) -> Result<Self, String> {
+        check_format(&lines.samples, lines.sample_lines)?;
+        let kept = lines.kept.lines().map(|l| Ok(l.to_owned()));
+        let scrape = Scrape::parse(kept).map_err(|e| format!("cannot parse the scrape: {e}"))?;
         let mut series = BTreeMap::new();
         for sample in scrape.samples {
             let labels: BTreeMap<String, String> = sample
@@ -84,6 +112,15 @@ impl ScrapeSnapshot {
         Ok(ScrapeSnapshot { series })
     }
 
+    /// How many series this scrape holds.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
     fn values<'a>(&'a self, metric: &'a str) -> impl Iterator<Item = (&'a SeriesKey, f64)> + 'a {
         self.series
             .iter()
@@ -93,6 +130,25 @@ impl ScrapeSnapshot {
 
     fn has(&self, metric: &str) -> bool {
         self.values(metric).next().is_some()
+    }
+
+    /// The series whose `label` is `value`: one cohort's traffic.
+    pub fn only(&self, label: &str, value: &str) -> ScrapeSnapshot {
+        ScrapeSnapshot {
+            series: self
+                .series
+                .iter()
+                .filter(|((_, labels), _)| labels.get(label).map(String::as_str) == Some(value))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        }
+    }
+
+    /// Whether any series carries `label`.
+    pub fn has_label(&self, label: &str) -> bool {
+        self.series
+            .keys()
+            .any(|(_, labels)| labels.contains_key(label))
     }
 }
 
@@ -116,35 +172,173 @@ fn format_le(le: f64) -> String {
     }
 }
 
-/// Reject bodies that are not the exposition format at all (an HTML error page, JSON, ...).
-fn check_format(body: &str) -> Result<(), String> {
+/// The lines of a body worth parsing, cut out as the body arrives: the series of the metrics
+/// tierguard reads with their `# TYPE` lines, and the first sample lines of any metric for the
+/// format check. Each bound is checked as the bytes come in.
+#[derive(Debug, Default)]
+pub struct LineFilter {
+    partial: Vec<u8>,
+    read: usize,
+    line_number: usize,
+    out: FilteredLines,
+}
+
+/// What a [`LineFilter`] kept.
+#[derive(Debug, Default)]
+pub struct FilteredLines {
+    kept: String,
+    kept_series: usize,
+    /// The first sample lines: line number and text (None: too long to keep).
+    samples: Vec<(usize, Option<String>)>,
+    /// Sample lines seen in all.
+    sample_lines: usize,
+}
+
+impl LineFilter {
+    /// Take the next bytes of the body.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), String> {
+        self.read += chunk.len();
+        if self.read > MAX_BODY_BYTES {
+            return Err(format!(
+                "the endpoint returned more than {MAX_BODY_BYTES} bytes"
+            ));
+        }
+        while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
+            if self.partial.is_empty() {
+                self.line(&chunk[..end])?;
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&chunk[..end]);
+                self.check_length(line.len())?;
+                self.line(&line)?;
+                line.clear();
+                self.partial = line;
+            }
+            chunk = &chunk[end + 1..];
+        }
+        self.check_length(self.partial.len() + chunk.len())?;
+        self.partial.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The body ended.
+    pub fn finish(mut self) -> Result<FilteredLines, String> {
+        if !self.partial.is_empty() {
+            let last = std::mem::take(&mut self.partial);
+            self.line(&last)?;
+        }
+        Ok(self.out)
+    }
+
+    fn check_length(&self, len: usize) -> Result<(), String> {
+        if len > MAX_LINE_BYTES {
+            return Err(format!(
+                "line {} is longer than {MAX_LINE_BYTES} bytes",
+                self.line_number + 1
+            ));
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, raw: &[u8]) -> Result<(), String> {
+        self.line_number += 1;
+        let line = raw.trim_ascii();
+        if line.is_empty() {
+            return Ok(());
+        }
+        if let Some(comment) = line.strip_prefix(b"#") {
+            // `# TYPE name type` and `# HELP name text`: kept for the metrics read.
+            let mut words = comment
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|w| !w.is_empty());
+            if matches!(words.next(), Some(b"TYPE")) && words.next().is_some_and(is_described) {
+                self.keep(line)?;
+            }
+            return Ok(());
+        }
+        let out = &mut self.out;
+        out.sample_lines += 1;
+        if out.samples.len() < FORMAT_SAMPLE_LINES {
+            let text = (line.len() <= FORMAT_SAMPLE_LINE_BYTES)
+                .then(|| String::from_utf8_lossy(line).into_owned());
+            out.samples.push((self.line_number, text));
+        }
+        let name_end = line
+            .iter()
+            .position(|b| matches!(b, b'{' | b' ' | b'\t'))
+            .unwrap_or(line.len());
+        if is_read_bytes(&line[..name_end]) {
+            out.kept_series += 1;
+            if out.kept_series > MAX_SERIES {
+                return Err(format!(
+                    "more than {MAX_SERIES} series of the metrics tierguard reads"
+                ));
+            }
+            self.keep(line)?;
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, line: &[u8]) -> Result<(), String> {
+        let kept = &mut self.out.kept;
+        if kept.len() + line.len() + 1 > MAX_KEPT_BYTES {
+            return Err(format!(
+                "the series of the metrics tierguard reads take more than {MAX_KEPT_BYTES} bytes"
+            ));
+        }
+        kept.push_str(&String::from_utf8_lossy(line));
+        kept.push('\n');
+        Ok(())
+    }
+}
+
+fn is_read_bytes(name: &[u8]) -> bool {
+    std::str::from_utf8(name).is_ok_and(is_read)
+}
+
+/// A metric whose `# TYPE` line matters: one that is read, or the histogram of the buckets.
+fn is_described(name: &[u8]) -> bool {
+    name == REQUEST_DURATION.as_bytes() || is_read_bytes(name)
+}
+
+/// Reject bodies that are not the exposition format at all (an HTML error page, JSON, ...),
+/// judged on their first sample lines.
+fn check_format(samples: &[(usize, Option<String>)], sample_lines: usize) -> Result<(), String> {
     let mut readable = 0usize;
     let mut unreadable = 0usize;
-    let mut first_bad: Option<(usize, &str)> = None;
-    for (index, line) in body.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let ok = match LineInfo::parse(line) {
-            LineInfo::Sample { value, .. } => value.to_ascii_lowercase().parse::<f64>().is_ok(),
-            _ => false,
-        };
+    let mut first_bad: Option<(usize, String)> = None;
+    for (number, line) in samples {
+        let ok = line
+            .as_deref()
+            .is_some_and(|line| match LineInfo::parse(line) {
+                LineInfo::Sample { value, .. } => value.to_ascii_lowercase().parse::<f64>().is_ok(),
+                _ => false,
+            });
         if ok {
             readable += 1;
         } else {
             unreadable += 1;
-            first_bad.get_or_insert((index + 1, line));
+            first_bad.get_or_insert_with(|| {
+                (
+                    *number,
+                    line.clone()
+                        .unwrap_or_else(|| "(a very long line)".to_owned()),
+                )
+            });
         }
     }
     if readable > 0 && unreadable <= readable {
         return Ok(());
     }
-    let shown = |l: &str| l.chars().take(60).collect::<String>();
+    let checked = if sample_lines > samples.len() {
+        format!(" (of the first {} lines)", samples.len())
+    } else {
+        String::new()
+    };
     Err(match first_bad {
         Some((n, line)) => format!(
-            "not the Prometheus text format: {unreadable} unreadable line(s), {readable} sample(s); line {n}: {:?}",
-            shown(line)
+            "not the Prometheus text format: {unreadable} unreadable line(s), {readable} sample(s){checked}; line {n}: {:?}",
+            text::shown(&line, 60)
         ),
         None => "the endpoint returned no samples".to_owned(),
     })
@@ -179,11 +373,45 @@ fn ratio(part: f64, whole: f64, what: &str) -> Reading {
     }
 }
 
+/// The signals two consecutive scrapes give, for the whole service and, when the series carry
+/// the cohort label, each cohort. `window_scale` is the rate window over the time between the
+/// scrapes: the requests counted between them, scaled to a rate window, are the `requests`
+/// signal.
+pub fn derive_readings(
+    prev: Option<&ScrapeSnapshot>,
+    cur: &ScrapeSnapshot,
+    breaker: &str,
+    window_scale: f64,
+    cohorts: &CohortLabel,
+) -> Readings {
+    let mut out: Readings = derive_signals(prev, cur, breaker, window_scale)
+        .into_iter()
+        .map(|(signal, r)| ((Scope::Service, signal), r))
+        .collect();
+    if !cur.has_label(&cohorts.name) {
+        return out;
+    }
+    for (cohort, value) in [
+        (Cohort::Canary, cohorts.canary.as_str()),
+        (Cohort::Stable, cohorts.stable.as_str()),
+    ] {
+        let prev = prev.map(|p| p.only(&cohorts.name, value));
+        let cur = cur.only(&cohorts.name, value);
+        for (signal, reading) in derive_signals(prev.as_ref(), &cur, breaker, window_scale) {
+            if signal.per_cohort() {
+                out.insert((Scope::Cohort(cohort), signal), reading);
+            }
+        }
+    }
+    out
+}
+
 /// The signals two consecutive scrapes give (`prev` is `None` on the first scrape).
 pub fn derive_signals(
     prev: Option<&ScrapeSnapshot>,
     cur: &ScrapeSnapshot,
     breaker: &str,
+    window_scale: f64,
 ) -> BTreeMap<Signal, Reading> {
     let mut out = BTreeMap::new();
     out.insert(Signal::BreakerState, breaker_state(cur, breaker));
@@ -234,6 +462,15 @@ pub fn derive_signals(
             .map(|seconds| seconds * 1000.0);
         out.insert(signal, reading);
     }
+
+    out.insert(
+        Signal::Requests,
+        if cur.has(REQUESTS_TOTAL) {
+            Ok(increase(prev, cur, REQUESTS_TOTAL, |_| true) * window_scale)
+        } else {
+            Err(missing(REQUESTS_TOTAL))
+        },
+    );
 
     out.insert(
         Signal::ErrorRatePercent,
@@ -300,15 +537,26 @@ pub struct Scraper {
     http: reqwest::Client,
     url: String,
     timeout: Duration,
-    previous: Option<ScrapeSnapshot>,
+    /// The rate window the `requests` signal is counted over.
+    window: Duration,
+    cohorts: CohortLabel,
+    previous: Option<(ScrapeSnapshot, std::time::Instant)>,
 }
 
 impl Scraper {
-    pub fn new(http: reqwest::Client, url: &str, timeout: Duration) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        url: &str,
+        timeout: Duration,
+        window: Duration,
+        cohorts: CohortLabel,
+    ) -> Self {
         Scraper {
             http,
             url: url.to_owned(),
             timeout,
+            window,
+            cohorts,
             previous: None,
         }
     }
@@ -345,32 +593,44 @@ impl Scraper {
         if let Some(refused) = crate::destinations::redirect_not_followed(status) {
             return Err(refused);
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(format!(
-                    "the endpoint returned more than {MAX_BODY_BYTES} bytes"
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
-            let head: String = text.trim().chars().take(80).collect();
-            return Err(format!("HTTP {status}: {head:?}"));
+            let body = crate::remote::body::read_prefix(response, 4 << 10).await;
+            return Err(format!("HTTP {status}: {:?}", text::excerpt(&body)));
         }
-        ScrapeSnapshot::parse(&text)
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        {
+            return Err(format!(
+                "the endpoint returned more than {MAX_BODY_BYTES} bytes"
+            ));
+        }
+        let mut lines = LineFilter::default();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            lines.feed(&chunk)?;
+        }
+        let lines = lines.finish()?;
+        crate::remote::off_runtime(move || ScrapeSnapshot::from_lines(lines)).await?
     }
 
     /// Scrape, derive the signals against the previous scrape, and remember this one.
-    pub async fn read_signals(
-        &mut self,
-        breaker: &str,
-    ) -> Result<BTreeMap<Signal, Reading>, String> {
+    pub async fn read_signals(&mut self, breaker: &str) -> Result<Readings, String> {
         let current = self.fetch().await?;
-        let signals = derive_signals(self.previous.as_ref(), &current, breaker);
-        self.previous = Some(current);
-        Ok(signals)
+        let now = std::time::Instant::now();
+        let previous = self.previous.as_ref();
+        let scale = previous
+            .map(|(_, at)| now.duration_since(*at).as_secs_f64())
+            .filter(|elapsed| *elapsed > 0.0)
+            .map_or(1.0, |elapsed| self.window.as_secs_f64() / elapsed);
+        let readings = derive_readings(
+            previous.map(|(p, _)| p),
+            &current,
+            breaker,
+            scale,
+            &self.cohorts,
+        );
+        self.previous = Some((current, now));
+        Ok(readings)
     }
 
     /// Forget the previous scrape (the next one starts over).
@@ -440,10 +700,10 @@ circuit_breaker_state{breaker="db"} 1
     #[test]
     fn first_scrape_gives_only_the_breaker() {
         let cur = ScrapeSnapshot::parse(FIRST).unwrap();
-        let s = derive_signals(None, &cur, "mem0");
+        let s = derive_signals(None, &cur, "mem0", 1.0);
         assert_eq!(s[&Signal::BreakerState], Ok(0.0));
         assert_eq!(
-            derive_signals(None, &cur, "db")[&Signal::BreakerState],
+            derive_signals(None, &cur, "db", 1.0)[&Signal::BreakerState],
             Ok(1.0)
         );
         for signal in Signal::app().filter(|s| *s != Signal::BreakerState) {
@@ -460,7 +720,7 @@ circuit_breaker_state{breaker="db"} 1
     fn second_scrape_gives_rates_and_quantiles_from_the_increases() {
         let prev = ScrapeSnapshot::parse(FIRST).unwrap();
         let cur = ScrapeSnapshot::parse(&second()).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         // 10 errors of 100 requests.
         assert_eq!(s[&Signal::ErrorRatePercent], Ok(10.0));
         // 90 hits, 10 misses.
@@ -487,7 +747,7 @@ circuit_breaker_state{breaker="db"} 1
                 "{status=\"503\",route=\"/a\"} 1",
             );
         let cur = ScrapeSnapshot::parse(&restarted).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         assert_eq!(s[&Signal::ErrorRatePercent], Ok(25.0));
     }
 
@@ -495,7 +755,7 @@ circuit_breaker_state{breaker="db"} 1
     fn no_traffic_and_missing_metrics_are_unknown_with_reasons() {
         let prev = ScrapeSnapshot::parse(FIRST).unwrap();
         let cur = ScrapeSnapshot::parse(FIRST).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         assert!(
             s[&Signal::ErrorRatePercent]
                 .as_ref()
@@ -509,7 +769,7 @@ circuit_breaker_state{breaker="db"} 1
                 .contains("no observations")
         );
         let bare = ScrapeSnapshot::parse("up 1\n").unwrap();
-        let s = derive_signals(Some(&bare), &bare, "mem0");
+        let s = derive_signals(Some(&bare), &bare, "mem0", 1.0);
         assert!(
             s[&Signal::ErrorRatePercent]
                 .as_ref()
@@ -544,7 +804,7 @@ circuit_breaker_state{breaker="db"} 1
         let untyped = "http_request_duration_seconds_bucket{le=\"0.1\"} 1\nhttp_request_duration_seconds_bucket{le=\"+Inf\"} 2\n";
         let prev = ScrapeSnapshot::parse("up 1\n").unwrap();
         let cur = ScrapeSnapshot::parse(untyped).unwrap();
-        let s = derive_signals(Some(&prev), &cur, "mem0");
+        let s = derive_signals(Some(&prev), &cur, "mem0", 1.0);
         // Rank 1 of 2 is reached at the top of the first bucket.
         assert!((s[&Signal::P50LatencyMs].clone().unwrap() - 100.0).abs() < 1e-9);
     }

@@ -62,6 +62,21 @@ pub fn marked_usable(labels: Option<&BTreeMap<String, String>>) -> bool {
         .is_some_and(|v| v == "true")
 }
 
+impl SecretError {
+    /// The API server could not answer (5xx, 429, a timeout, no connection): the Secret may be
+    /// there and readable. Missing, forbidden or unusable Secrets are not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SecretError::Api { source, .. } => match source.as_ref() {
+                kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+                // Transport failures and timeouts: no answer at all.
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// Something that turns a `SecretKeyRef` into the secret's value.
 pub trait SecretResolver: Send + Sync {
     fn resolve(

@@ -1,9 +1,16 @@
 //! How a raw reading becomes a signal's value, or the reason the signal is unknown.
 
-use crate::api::{BreakerState, Observation, Signal, SignalValue, signals::Unit};
+use std::collections::BTreeMap;
+
+use super::queries::{QuerySet, Scope};
+use crate::api::signals::{Cohorts, Unit};
+use crate::api::{BreakerState, CohortLabel, Observation, Signal, SignalValue};
 
 /// What reading one application signal gave: a value, or why there is none.
 pub type Reading = Result<f64, String>;
+
+/// The application's readings, for the whole service and for each cohort.
+pub type Readings = BTreeMap<(Scope, Signal), Reading>;
 
 /// Check a raw value before it becomes a signal: NaN, infinities and negative values are unknown.
 pub fn check_value(signal: Signal, value: f64) -> Reading {
@@ -51,6 +58,53 @@ pub fn set_app_signal(obs: &mut Observation, signal: Signal, reading: Reading) {
         .and_then(|v| obs.set(signal, Some(v)));
     if let Err(reason) = value {
         obs.unknown.insert(signal.name().to_owned(), reason);
+    }
+}
+
+/// Store the application's readings into an observation: the whole service's, and each cohort's
+/// when there are any. Without a reading of either cohort's requests, the application's metrics
+/// carry no cohort label: the observation has no cohorts, and `without_cohorts` says so.
+pub fn set_readings(
+    obs: &mut Observation,
+    readings: Readings,
+    label: &CohortLabel,
+    queries: &QuerySet,
+) {
+    let mut cohorts = Cohorts::default();
+    let mut any_cohort = false;
+    for ((scope, signal), reading) in readings {
+        match scope {
+            Scope::Service => set_app_signal(obs, signal, reading),
+            Scope::Cohort(cohort) => {
+                let target = cohorts.get_mut(cohort);
+                match reading.and_then(|v| check_value(signal, v)) {
+                    Ok(v) => {
+                        any_cohort |= signal == Signal::Requests;
+                        if let Err(e) = target.set(signal, Some(SignalValue::Number(v))) {
+                            target.unknown.insert(signal.name().to_owned(), e);
+                        }
+                    }
+                    Err(reason) => {
+                        target.unknown.insert(signal.name().to_owned(), reason);
+                    }
+                }
+            }
+        }
+    }
+    for signal in Signal::app().filter(|s| s.per_cohort()) {
+        if let Some(why) = queries.no_cohort_query(signal) {
+            for c in [&mut cohorts.canary, &mut cohorts.stable] {
+                c.unknown.insert(signal.name().to_owned(), why.to_owned());
+            }
+        }
+    }
+    if any_cohort {
+        obs.cohorts = Some(cohorts);
+    } else {
+        obs.without_cohorts = Some(format!(
+            "no requests labelled {}={:?} or {:?} (spec.canary.cohortLabel): the rollback criteria judge the whole service",
+            label.name, label.canary, label.stable
+        ));
     }
 }
 

@@ -43,6 +43,7 @@ pub mod incidents;
 pub mod mitigations;
 pub mod redis;
 pub mod rollback;
+pub mod sequential;
 mod signals;
 pub mod stampede;
 pub mod thresholds;
@@ -309,6 +310,7 @@ pub fn decide(
     let paused = spec.mode == Mode::Paused;
     if !paused {
         if let Some((before, after)) = step.deploy {
+            rollback::restart_error_test(&mut m);
             let reason = format!("the spec changed (generation {before} → {after}): a deploy");
             stampede::warm(&mut step, WarmTrigger::Deploy, &reason);
             step.changes.push(Change::Transition {
@@ -417,7 +419,7 @@ fn rank(action: &Action) -> u8 {
 
 /// The Event that says why an action is taken (Notify and RecordIncident are reported by their
 /// incident's change).
-fn action_event(action: &Action, dry_run: bool) -> Option<Action> {
+pub fn action_event(action: &Action, dry_run: bool) -> Option<Action> {
     let reason = action.kind().decision_reason()?;
     let verb = if dry_run { "would " } else { "" };
     let message = match action {

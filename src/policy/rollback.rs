@@ -19,9 +19,10 @@ use super::signals::num;
 use super::window::{OnUnknown, Sample, at_least, feed, holds_for, restart};
 use super::{Change, Step};
 use crate::api::Runbook;
+use crate::api::signals::CohortSignals;
 use crate::api::{
-    OnMissingData, PolicyMemory, RampState, RollbackCriterion, RollbackPhase, RollbackState,
-    Subject, WindowState,
+    Duration, ErrorTest, ErrorTestSpan, OnMissingData, PolicyMemory, RampState, RollbackCriterion,
+    RollbackPhase, RollbackState, Subject, WindowState,
 };
 
 /// How much further past its value at the start of the rollback the trigger signal must move, in
@@ -51,23 +52,83 @@ pub(crate) fn error_baseline(step: &Step, m: &PolicyMemory) -> Option<f64> {
         .or(m.error_rate_baseline_percent)
 }
 
-fn p50_breach(step: &Step) -> Option<bool> {
-    step.signals
-        .p50_latency_ms
-        .map(|v| v > step.spec.rollback.p50_latency_ms)
+/// Whose traffic the criteria judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Judged {
+    /// The canary cohort's (the application's metrics carry the cohort label).
+    Canary,
+    /// The whole service's.
+    Service,
 }
 
-fn error_breach(step: &Step, m: &PolicyMemory) -> Option<bool> {
+fn judged(step: &Step) -> Judged {
+    if step.signals.canary.is_some() {
+        Judged::Canary
+    } else {
+        Judged::Service
+    }
+}
+
+/// Whether a sample rests on enough requests (`rollback.minRequests` over the rate window). A
+/// cohort's count must be known; the service's, when its query gives none, is not required.
+fn enough(requests: Option<f64>, min: u64, required: bool) -> bool {
+    match requests {
+        Some(n) => n >= min as f64,
+        None => !required,
+    }
+}
+
+/// A signal of the judged traffic: the canary cohort's, or the whole service's; unknown when that
+/// traffic served fewer than `rollback.minRequests` requests.
+fn value(
+    step: &Step,
+    judged: Judged,
+    service: Option<f64>,
+    cohort: impl Fn(&CohortSignals) -> Option<f64>,
+) -> Option<f64> {
+    let min = step.spec.rollback.min_requests;
+    match (judged, &step.signals.canary) {
+        (Judged::Canary, Some(c)) => cohort(c).filter(|_| enough(c.requests, min, true)),
+        _ => service.filter(|_| enough(step.signals.requests, min, false)),
+    }
+}
+
+fn p50_of(step: &Step, judged: Judged) -> Option<f64> {
+    value(step, judged, step.signals.p50_latency_ms, |c| {
+        c.p50_latency_ms
+    })
+}
+
+fn mem0_of(step: &Step, judged: Judged) -> Option<f64> {
+    value(step, judged, step.signals.mem0_write_success_percent, |c| {
+        c.mem0_write_success_percent
+    })
+}
+
+fn error_of(step: &Step, judged: Judged) -> Option<f64> {
+    value(step, judged, step.signals.error_rate_percent, |c| {
+        c.error_rate_percent
+    })
+}
+
+fn p50_breach(step: &Step, judged: Judged) -> Option<bool> {
+    p50_of(step, judged).map(|v| v > step.spec.rollback.p50_latency_ms)
+}
+
+/// Without a stable cohort to compare with, the error rate is held against a baseline.
+fn error_breach(step: &Step, m: &PolicyMemory, judged: Judged) -> Option<bool> {
     let baseline = error_baseline(step, m)?;
-    step.signals
-        .error_rate_percent
-        .map(|v| v > baseline + step.spec.rollback.error_rate_increase_points)
+    error_of(step, judged).map(|v| v > baseline + step.spec.rollback.error_rate_increase_points)
 }
 
-fn mem0_breach(step: &Step) -> Option<bool> {
-    step.signals
-        .mem0_write_success_percent
-        .map(|v| v < step.spec.rollback.mem0_write_success_below_percent)
+fn mem0_breach(step: &Step, judged: Judged) -> Option<bool> {
+    mem0_of(step, judged).map(|v| v < step.spec.rollback.mem0_write_success_below_percent)
+}
+
+/// Whether both cohorts are observed, so that the canary's error rate is compared with the stable
+/// cohort's (and not with a learned baseline).
+fn compares_cohorts(step: &Step) -> bool {
+    step.signals.canary.is_some() && step.signals.stable.is_some()
 }
 
 fn sample(breach: Option<bool>, value: Option<f64>) -> Sample {
@@ -78,31 +139,118 @@ fn sample(breach: Option<bool>, value: Option<f64>) -> Sample {
     }
 }
 
-/// Feed this observation into the criteria windows, and learn the error-rate baseline.
+/// Feed this observation into the criteria windows, the error test and the learned baseline.
 pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
     let missing = on_unknown_breach(step);
     let now = step.now;
-    let p50 = sample(p50_breach(step), step.signals.p50_latency_ms);
+    let judged = judged(step);
+    let p50 = sample(p50_breach(step, judged), p50_of(step, judged));
     feed(&mut m.windows.p50_latency, now, p50, missing);
-    let error = error_breach(step, m);
-    feed(
-        &mut m.windows.error_rate,
-        now,
-        sample(error, step.signals.error_rate_percent),
-        missing,
-    );
-    let mem0 = sample(mem0_breach(step), step.signals.mem0_write_success_percent);
+    if compares_cohorts(step) {
+        m.windows.error_rate = WindowState::default();
+        count_errors(step, m);
+    } else {
+        let error = error_breach(step, m, judged);
+        feed(
+            &mut m.windows.error_rate,
+            now,
+            sample(error, error_of(step, judged)),
+            missing,
+        );
+        learn_error_baseline(step, m, error, judged);
+    }
+    let mem0 = sample(mem0_breach(step, judged), mem0_of(step, judged));
     feed(&mut m.windows.mem0_write_success, now, mem0, missing);
-    learn_error_baseline(step, m, error);
+}
+
+/// How often a rolling error test starts, and how long one lives. A regression that begins after
+/// hours of healthy canary traffic would be diluted by them in the test since the deploy; the
+/// rolling test started after it sees only regressed traffic. At most
+/// `ROLLING_TEST_LIFETIME / ROLLING_TEST_EVERY` rolling tests run at once.
+pub const ROLLING_TEST_EVERY: Duration = Duration::from_secs(3600);
+pub const ROLLING_TEST_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The level of one error test, so that the false-rollback rate of an A/A canary stays at most
+/// `alpha` per day however long it runs (a union bound): half of `alpha` for the test since the
+/// deploy, the other half shared by the rolling tests a day starts.
+pub fn error_test_level(span: ErrorTestSpan, alpha: f64) -> f64 {
+    match span {
+        ErrorTestSpan::SinceDeploy => alpha / 2.0,
+        ErrorTestSpan::Rolling => {
+            alpha / 2.0 * ROLLING_TEST_EVERY.as_secs_f64() / DAY.as_secs_f64()
+        }
+    }
+}
+
+/// Add this rate window's requests and errors of both cohorts to the sequential tests: one batch
+/// per rate window, so that no request counts twice; a window where a cohort served fewer than
+/// `rollback.minRequests` adds nothing. The tests pause while a rollback is under way.
+fn count_errors(step: &Step, m: &mut PolicyMemory) {
+    if m.rollback.is_some() {
+        return;
+    }
+    let (Some(c), Some(s)) = (&step.signals.canary, &step.signals.stable) else {
+        return;
+    };
+    let window = step.spec.metrics.rate_window;
+    let tests = &mut m.windows.error_tests;
+    let due = tests
+        .iter()
+        .filter_map(|t| t.last_batch_at)
+        .max()
+        .is_none_or(|last| at_least(step.now, last, window));
+    let min = step.spec.rollback.min_requests;
+    let batch = |requests: Option<f64>, errors: Option<f64>| match (requests, errors) {
+        (Some(n), Some(rate)) if enough(Some(n), min, true) => Some((n, n * rate / 100.0)),
+        _ => None,
+    };
+    let (Some((nc, ec)), Some((ns, es))) = (
+        batch(c.requests, c.error_rate_percent),
+        batch(s.requests, s.error_rate_percent),
+    ) else {
+        return;
+    };
+    if !due {
+        return;
+    }
+    tests.retain(|t| {
+        t.span == ErrorTestSpan::SinceDeploy || !at_least(step.now, t.since, ROLLING_TEST_LIFETIME)
+    });
+    let start = |span| ErrorTest {
+        span,
+        since: step.now,
+        ..ErrorTest::default()
+    };
+    match tests.iter().map(|t| t.since).max() {
+        None => tests.push(start(ErrorTestSpan::SinceDeploy)),
+        Some(newest) if at_least(step.now, newest, ROLLING_TEST_EVERY) => {
+            tests.push(start(ErrorTestSpan::Rolling))
+        }
+        Some(_) => {}
+    }
+    for test in tests.iter_mut() {
+        test.last_batch_at = Some(step.now);
+        test.canary_requests += nc;
+        test.canary_errors += ec;
+        test.stable_requests += ns;
+        test.stable_errors += es;
+    }
+}
+
+/// Start the error tests again (a deploy or a resume: what came before says nothing of the canary
+/// now).
+pub(crate) fn restart_error_test(m: &mut PolicyMemory) {
+    m.windows.error_tests.clear();
 }
 
 /// An exponentially weighted mean of healthy error-rate samples, with a time constant of six
 /// error-rate windows, learned only while no rollback is under way.
-fn learn_error_baseline(step: &Step, m: &mut PolicyMemory, breach: Option<bool>) {
+fn learn_error_baseline(step: &Step, m: &mut PolicyMemory, breach: Option<bool>, judged: Judged) {
     if step.spec.rollback.error_rate_baseline_percent.is_some() || m.rollback.is_some() {
         return;
     }
-    let Some(value) = step.signals.error_rate_percent else {
+    let Some(value) = error_of(step, judged) else {
         return;
     };
     if breach == Some(true) {
@@ -138,21 +286,65 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
         OnMissingData::Rollback => " (unknown counts as a breach: metrics.onMissingData Rollback)",
         OnMissingData::Hold => "",
     };
+    let judged = judged(step);
+    let (who, stable) = match judged {
+        Judged::Canary => ("canary ", step.signals.stable.as_ref()),
+        Judged::Service => ("", None),
+    };
     if holds_for(&m.windows.p50_latency, r.p50_latency_for) {
-        let value = step.signals.p50_latency_ms;
+        let value = p50_of(step, judged);
+        let beside = stable.map(|s| {
+            let stable = s.p50_latency_ms;
+            let affected = if stable.is_some_and(|v| v > r.p50_latency_ms) {
+                ": the stable cohort is equally affected"
+            } else {
+                ""
+            };
+            format!(
+                " (stable cohort {}{affected})",
+                value_or_unknown(stable, " ms")
+            )
+        });
         return Some(Breach {
             criterion: RollbackCriterion::P50Latency,
             value,
             reason: format!(
-                "P50 latency {} above {} ms for {}{missing}",
+                "{who}P50 latency {} above {} ms for {}{}{missing}",
                 value_or_unknown(value, " ms"),
                 num(r.p50_latency_ms),
-                r.p50_latency_for
+                r.p50_latency_for,
+                beside.unwrap_or_default()
+            ),
+        });
+    }
+    if compares_cohorts(step)
+        && let Some((test, level, v)) = m.windows.error_tests.iter().find_map(|test| {
+            let level = error_test_level(test.span, r.alpha);
+            super::sequential::judge(test, r.error_rate_increase_points, level)
+                .filter(|v| v.significant)
+                .map(|v| (test, level, v))
+        })
+    {
+        return Some(Breach {
+            criterion: RollbackCriterion::ErrorRate,
+            value: Some(v.canary_percent),
+            reason: format!(
+                "canary error rate {}% more than {} points above the stable cohort's {}% (confidence {}%, over {} canary and {} stable requests since {})",
+                num(v.canary_percent),
+                num(r.error_rate_increase_points),
+                num(v.stable_percent),
+                num(100.0 * (1.0 - level)),
+                num(test.canary_requests.round()),
+                num(test.stable_requests.round()),
+                match test.span {
+                    ErrorTestSpan::SinceDeploy => "the deploy".to_owned(),
+                    ErrorTestSpan::Rolling => test.since.to_string(),
+                }
             ),
         });
     }
     if holds_for(&m.windows.error_rate, r.error_rate_for) {
-        let value = step.signals.error_rate_percent;
+        let value = error_of(step, judged);
         let baseline = error_baseline(step, m)
             .map(num)
             .unwrap_or_else(|| "unknown".into());
@@ -160,7 +352,7 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
             criterion: RollbackCriterion::ErrorRate,
             value,
             reason: format!(
-                "error rate {} more than {} points above the {baseline}% baseline for {}{missing}",
+                "{who}error rate {} more than {} points above the {baseline}% baseline for {}{missing}",
                 value_or_unknown(value, "%"),
                 num(r.error_rate_increase_points),
                 r.error_rate_for
@@ -180,12 +372,12 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
         });
     }
     if holds_for(&m.windows.mem0_write_success, r.mem0_write_success_for) {
-        let value = step.signals.mem0_write_success_percent;
+        let value = mem0_of(step, judged);
         return Some(Breach {
             criterion: RollbackCriterion::Mem0WriteSuccess,
             value,
             reason: format!(
-                "mem0 write success {} below {}% for {}{missing}",
+                "{who}mem0 write success {} below {}% for {}{missing}",
                 value_or_unknown(value, "%"),
                 num(r.mem0_write_success_below_percent),
                 r.mem0_write_success_for
@@ -198,10 +390,11 @@ fn holding(step: &Step, m: &PolicyMemory) -> Option<Breach> {
 /// Whether every rollback signal is back within its bound: the verification of phase 3 and the
 /// condition of each ramp step.
 fn within_bounds(step: &Step, m: &PolicyMemory) -> Sample {
+    // The whole service must be back within bounds (a rolled-back canary serves no traffic).
     let checks = [
-        p50_breach(step),
-        error_breach(step, m),
-        mem0_breach(step),
+        p50_breach(step, Judged::Service),
+        error_breach(step, m, Judged::Service),
+        mem0_breach(step, Judged::Service),
         // The breaker counts as known and fine only once its outage is over.
         step.signals
             .breaker_state
@@ -223,7 +416,7 @@ fn worsened(step: &Step, rb: &RollbackState) -> Option<String> {
     let r = &step.spec.rollback;
     match rb.trigger {
         RollbackCriterion::P50Latency => {
-            let now = step.signals.p50_latency_ms?;
+            let now = p50_of(step, judged(step))?;
             (now >= start + r.p50_latency_ms * P50_WORSENING_SHARE).then(|| {
                 format!(
                     "P50 latency worsened to {} ms from {} ms",
@@ -233,12 +426,12 @@ fn worsened(step: &Step, rb: &RollbackState) -> Option<String> {
             })
         }
         RollbackCriterion::ErrorRate => {
-            let now = step.signals.error_rate_percent?;
+            let now = error_of(step, judged(step))?;
             (now >= start + r.error_rate_increase_points.max(0.1))
                 .then(|| format!("error rate worsened to {}% from {}%", num(now), num(start)))
         }
         RollbackCriterion::Mem0WriteSuccess => {
-            let now = step.signals.mem0_write_success_percent?;
+            let now = mem0_of(step, judged(step))?;
             let margin = (100.0 - r.mem0_write_success_below_percent).max(1.0);
             (now <= start - margin).then(|| {
                 format!(
@@ -438,6 +631,7 @@ fn resume(step: &mut Step, m: &mut PolicyMemory, why: &str) {
         incidents::resolve(step, m, Runbook::CanaryRollback, &format!("resumed: {why}"));
     }
     // A fresh start: a new rollback needs its criterion breached for a whole window again.
+    restart_error_test(m);
     m.windows.p50_latency = WindowState::default();
     m.windows.error_rate = WindowState::default();
     m.windows.mem0_write_success = WindowState::default();

@@ -6,19 +6,33 @@
 //! each transition, alert, incident change and action, with its reason. Actions count as carried
 //! out at once (the ConfigMap holds what was rendered), except in DryRun, where nothing is.
 
+pub mod backtest;
+pub mod compare;
+pub mod history;
 pub mod output;
+pub mod replay;
 pub mod scenario;
+pub mod score;
+pub mod summary;
+pub mod trial;
 
 use std::path::{Path, PathBuf};
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-use crate::api::{
-    KIND, MemoryTier, Observation, Phase, PolicyMemory, RESUME_ANNOTATION, Signal, validate,
-};
-use crate::policy::{Action, AppliedConfig, Change, DecideContext, Decision, decide, effective};
-pub use scenario::{Scenario, ScenarioEvent, SignalPatch, TimelineStep};
+use crate::api::{KIND, MemoryTier, Observation, Phase, RESUME_ANNOTATION, Signal, validate};
+use crate::policy::{Action, Change, Decision};
+pub use replay::{Replay, TierMeta};
+pub use scenario::{Input, Scenario, ScenarioEvent, SignalPatch, TimelineStep};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Binomial, Distribution, Normal, Poisson};
+
+use crate::api::SignalValue;
+use crate::api::signals::Cohort;
+use std::collections::BTreeMap;
 
 /// Why a simulation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -148,11 +162,16 @@ pub struct Outcome {
     pub seconds: f64,
     /// Steps run.
     pub steps: u64,
+    /// Steps that ended in each phase.
+    pub phase_steps: std::collections::BTreeMap<Phase, u64>,
 }
 
 /// The simulated world: signal values, Redis's counters, the tier's metadata.
 struct World {
     obs: Observation,
+    /// Signals drawn again at every tick, by scope (None: the whole service).
+    generated: BTreeMap<(Option<Cohort>, Signal), Input>,
+    rng: StdRng,
     uptime_set: Option<(u64, Timestamp)>,
     evicted: f64,
     evictions_per_second: f64,
@@ -164,8 +183,32 @@ struct World {
 
 impl World {
     fn apply(&mut self, patch: &SignalPatch, now: Timestamp) -> Result<(), String> {
-        for (signal, value) in &patch.values {
-            self.obs.set(*signal, value.clone())?;
+        for (cohort, inputs) in &patch.cohorts {
+            for (signal, input) in inputs {
+                let key = (Some(*cohort), *signal);
+                self.generated.remove(&key);
+                let cohorts = self.obs.cohorts.get_or_insert_with(Default::default);
+                let target = cohorts.get_mut(*cohort);
+                match input {
+                    Some(Input::Fixed(v)) => target.set(*signal, Some(v.clone()))?,
+                    None => target.set(*signal, None)?,
+                    Some(generator) => {
+                        self.generated.insert(key, generator.clone());
+                    }
+                }
+            }
+        }
+        for (signal, input) in &patch.values {
+            self.generated.remove(&(None, *signal));
+            let value = match input {
+                Some(Input::Fixed(v)) => Some(v.clone()),
+                None => None,
+                Some(generator) => {
+                    self.generated.insert((None, *signal), generator.clone());
+                    continue;
+                }
+            };
+            self.obs.set(*signal, value)?;
             match signal {
                 // The counter grows from what was set.
                 Signal::RedisEvictedKeys => {
@@ -229,6 +272,54 @@ impl World {
         }
         self.obs.at = Some(now);
     }
+
+    /// Draw this tick's value of every generated signal: the counts first, then the error
+    /// percentages out of them.
+    fn draw(&mut self) -> Result<(), String> {
+        let mut keys: Vec<(Option<Cohort>, Signal)> = self.generated.keys().copied().collect();
+        keys.sort_by_key(|(_, s)| *s != Signal::Requests);
+        for key in keys {
+            let (scope, signal) = key;
+            let input = self.generated[&key].clone();
+            let value = match input {
+                Input::Fixed(v) => v.as_gauge().unwrap_or(0.0),
+                Input::Normal { mean, sd } => Normal::new(mean, sd)
+                    .map_err(|e| format!("{signal}: {e}"))?
+                    .sample(&mut self.rng)
+                    .max(0.0),
+                Input::Poisson { mean } if mean > 0.0 => Poisson::new(mean)
+                    .map_err(|e| format!("{signal}: {e}"))?
+                    .sample(&mut self.rng),
+                Input::Poisson { .. } => 0.0,
+                Input::Binomial { percent } => {
+                    let requests = match scope {
+                        Some(c) => self.obs.cohorts.as_ref().and_then(|o| o.get(c).requests),
+                        None => self.obs.requests,
+                    };
+                    let n = requests.unwrap_or(0.0).round().max(0.0) as u64;
+                    if n == 0 {
+                        f64::NAN
+                    } else {
+                        let errors = Binomial::new(n, percent / 100.0)
+                            .map_err(|e| format!("{signal}: {e}"))?
+                            .sample(&mut self.rng);
+                        100.0 * errors as f64 / n as f64
+                    }
+                }
+            };
+            let value = Some(SignalValue::Number(value)).filter(|_| value.is_finite());
+            match scope {
+                None => self.obs.set(signal, value)?,
+                Some(c) => self
+                    .obs
+                    .cohorts
+                    .get_or_insert_with(Default::default)
+                    .get_mut(c)
+                    .set(signal, value)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Load a manifest and a scenario and run them.
@@ -257,10 +348,11 @@ pub fn run(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, SimulateEr
 }
 
 fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String, String)> {
-    let spec = &tier.spec;
     let start = scenario.start;
     let mut world = World {
         obs: Observation::default(),
+        generated: BTreeMap::new(),
+        rng: StdRng::seed_from_u64(scenario.seed),
         uptime_set: None,
         evicted: 0.0,
         evictions_per_second: 0.0,
@@ -279,14 +371,9 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
 
     let tick = scenario.tick.as_std();
     let duration = scenario.duration.as_std();
-    let mut memory = PolicyMemory::default();
-    let mut applied = AppliedConfig::Absent;
-    let mut rendered: Option<effective::ConfigMap> = None;
-    let mut entries = Vec::new();
+    let mut replay = Replay::new(&tier.spec);
     let mut next_step = 0usize;
     let mut previous_now = start;
-    let mut last;
-    let mut steps = 0u64;
     let mut offset = std::time::Duration::ZERO;
     loop {
         let now = start
@@ -322,90 +409,19 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
             next_step += 1;
         }
         world.obs.at = Some(now);
-
-        let ctx = DecideContext {
+        world.draw().map_err(|e| ("signals".to_owned(), e))?;
+        let meta = TierMeta {
             generation: Some(world.generation),
             resume_token: world.resume.clone(),
-            applied: applied.clone(),
         };
-        let decision = decide(spec, &memory, &world.obs, now, &ctx);
-        let phase = decision.phase;
-        for input in inputs {
-            entries.push(Entry {
-                t,
-                at: now,
-                phase,
-                what: EntryKind::Input(input),
-            });
-        }
-        for change in &decision.changes {
-            entries.push(Entry {
-                t,
-                at: now,
-                phase,
-                what: EntryKind::Change(change.clone()),
-            });
-        }
-        for action in &decision.actions {
-            if matches!(action, Action::Event { .. }) {
-                continue;
-            }
-            let changed = match action {
-                Action::RenderConfig { config, hash, .. } => {
-                    let diff = diff(rendered.as_ref(), config);
-                    if !decision.dry_run {
-                        applied = AppliedConfig::Hash(hash.clone());
-                    }
-                    rendered = Some(config.clone());
-                    diff
-                }
-                _ => Vec::new(),
-            };
-            entries.push(Entry {
-                t,
-                at: now,
-                phase,
-                what: EntryKind::Action {
-                    action: action.clone(),
-                    dry_run: decision.dry_run,
-                    changed,
-                },
-            });
-        }
-        memory = decision.memory.clone();
-        last = Some(decision);
-        steps += 1;
+        replay.step(t, now, &world.obs, &meta, inputs);
 
         offset += tick;
         if offset > duration {
             break;
         }
     }
-    Ok(Outcome {
-        entries,
-        last: last.expect("at least one step runs"),
-        seconds: duration.as_secs_f64(),
-        steps,
-    })
-}
-
-fn diff(
-    before: Option<&effective::ConfigMap>,
-    after: &effective::ConfigMap,
-) -> Vec<(String, Option<String>, Option<String>)> {
-    let Some(before) = before else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (k, v) in after {
-        if before.get(k) != Some(v) {
-            out.push((k.clone(), before.get(k).cloned(), Some(v.clone())));
-        }
-    }
-    for (k, v) in before {
-        if !after.contains_key(k) {
-            out.push((k.clone(), Some(v.clone()), None));
-        }
-    }
-    out
+    Ok(replay
+        .finish(duration.as_secs_f64())
+        .expect("at least one step runs"))
 }

@@ -157,7 +157,23 @@ fn action_text(action: &Action, changed: &[(String, Option<String>, Option<Strin
     }
 }
 
-/// Write the readable timeline.
+/// How the timeline shows when something happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// `+HH:MM:SS` from the start: a scenario's virtual clock.
+    Relative,
+    /// The time itself: a backtest of history.
+    Absolute,
+}
+
+fn shown(clock_kind: Clock, entry_t: f64, at: jiff::Timestamp) -> String {
+    match clock_kind {
+        Clock::Relative => clock(entry_t),
+        Clock::Absolute => at.to_string(),
+    }
+}
+
+/// Write the readable timeline of a scenario run: its header, the timeline and where it ended.
 pub fn write_text(
     out: &mut impl Write,
     tier: &MemoryTier,
@@ -174,34 +190,58 @@ pub fn write_text(
         "From {} for {}, one step every {} ({} steps)\n",
         scenario.start, scenario.duration, scenario.tick, outcome.steps
     )?;
+    write_timeline(out, outcome, Clock::Relative)?;
+    write_end(out, outcome, &clock(outcome.seconds))
+}
+
+/// One line per entry: when, the phase after the step, the kind and what happened.
+pub fn write_timeline(
+    out: &mut impl Write,
+    outcome: &Outcome,
+    clock_kind: Clock,
+) -> io::Result<()> {
     for entry in &outcome.entries {
-        let (kind, text) = match &entry.what {
-            EntryKind::Input(text) => ("input", text.clone()),
-            EntryKind::Change(change) => (change.kind(), change.describe()),
-            EntryKind::Action {
-                action,
-                dry_run,
-                changed,
-            } => (
-                if *dry_run { "dry-run" } else { "action" },
-                action_text(action, changed),
-            ),
-        };
-        writeln!(
-            out,
-            "{:<13} {:<12} {:<10} {text}",
-            clock(entry.t),
-            entry.phase.as_str(),
-            kind
-        )?;
+        write_entry(out, entry, clock_kind, "")?;
     }
-    let last = &outcome.last;
+    Ok(())
+}
+
+/// One entry's line, `marker` (e.g. which policy took it) after the time.
+pub fn write_entry(
+    out: &mut impl Write,
+    entry: &Entry,
+    clock_kind: Clock,
+    marker: &str,
+) -> io::Result<()> {
+    let (kind, text) = match &entry.what {
+        EntryKind::Input(text) => ("input", text.clone()),
+        EntryKind::Change(change) => (change.kind(), change.describe()),
+        EntryKind::Action {
+            action,
+            dry_run,
+            changed,
+        } => (
+            if *dry_run { "dry-run" } else { "action" },
+            action_text(action, changed),
+        ),
+    };
+    let when = shown(clock_kind, entry.t, entry.at);
+    let width = match clock_kind {
+        Clock::Relative => 13,
+        Clock::Absolute => 24,
+    };
     writeln!(
         out,
-        "\nEnd {}: phase {}",
-        clock(outcome.seconds),
-        last.phase
-    )?;
+        "{when:<width$} {marker}{:<12} {kind:<10} {text}",
+        entry.phase.as_str(),
+    )
+}
+
+/// Where the run ended (`end` says when): the phase, the effective config's differences from the
+/// spec, the mitigations in force and the incidents still open.
+pub fn write_end(out: &mut impl Write, outcome: &Outcome, end: &str) -> io::Result<()> {
+    let last = &outcome.last;
+    writeln!(out, "\nEnd {end}: phase {}", last.phase)?;
     if last.effective.overridden_by.is_empty() {
         writeln!(out, "Effective config equals the spec's baseline.")?;
     } else {

@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer};
 
+use crate::api::signals::Cohort;
 use crate::api::{Duration, Signal, SignalValue};
 
 /// A scripted incident.
@@ -49,6 +50,10 @@ pub struct Scenario {
     /// The virtual clock's start.
     #[serde(default = "default_start")]
     pub start: Timestamp,
+    /// The seed of the generators (`{normal: ...}`, `{poisson: ...}`, `{binomial: ...}`): the same
+    /// seed replays the same noise.
+    #[serde(default)]
+    pub seed: u64,
     /// Time between two policy steps.
     pub tick: Duration,
     /// How long the scenario runs.
@@ -71,6 +76,12 @@ fn default_start() -> Timestamp {
 pub struct TimelineStep {
     /// When, from the start.
     pub at: Duration,
+    /// Repeat the step this often from `at` on (a daily traffic curve, a flapping signal).
+    #[serde(default)]
+    pub every: Option<Duration>,
+    /// The last time a repeated step may happen (default: the end of the scenario).
+    #[serde(default)]
+    pub until: Option<Duration>,
     /// Signal values from then on.
     #[serde(default)]
     pub set: Option<SignalPatch>,
@@ -103,26 +114,75 @@ impl ScenarioEvent {
 
 /// The scenario-only input that makes the evicted_keys counter grow at a rate.
 pub const EVICTIONS_PER_SECOND: &str = "redisEvictionsPerSecond";
+/// The key of a patch that holds per-cohort values.
+pub const COHORTS: &str = "cohorts";
 
-/// Signal values to set, by the signal table's names; a signal left out keeps its value, `null`
-/// makes it unknown.
+/// What a scenario sets a signal to: a value, or a draw at every tick from a seeded generator
+/// (an A/A day is one line per signal, not a line per tick).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// This value at every tick.
+    Fixed(SignalValue),
+    /// `{normal: [mean, sd]}`: a normal draw, at least 0.
+    Normal { mean: f64, sd: f64 },
+    /// `{poisson: mean}`: a Poisson count (requests over the rate window).
+    Poisson { mean: f64 },
+    /// `{binomial: percent}`: errors drawn as Binomial(requests, percent / 100) out of the same
+    /// cohort's (or the service's) requests of this tick, as a percentage of them.
+    Binomial { percent: f64 },
+}
+
+impl Input {
+    /// The value the input is centred on: the fixed number or the generator's mean (a Binomial's
+    /// percentage); none for a value that is not a number.
+    pub fn mean(&self) -> Option<f64> {
+        match self {
+            Input::Fixed(v) => v.as_gauge(),
+            Input::Normal { mean, .. } | Input::Poisson { mean } => Some(*mean),
+            Input::Binomial { percent } => Some(*percent),
+        }
+    }
+}
+
+impl std::fmt::Display for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Fixed(v) => write!(f, "{v}"),
+            Input::Normal { mean, sd } => write!(f, "normal({mean}, {sd})"),
+            Input::Poisson { mean } => write!(f, "poisson({mean})"),
+            Input::Binomial { percent } => write!(f, "binomial({percent}%)"),
+        }
+    }
+}
+
+/// Signal inputs by the signal table's names; a signal left out keeps its input, `null` makes
+/// it unknown.
+pub type Inputs = BTreeMap<Signal, Option<Input>>;
+
+/// What one `set` (or the `signals` at the start) changes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SignalPatch {
-    /// The signals set: a value, or `None` for unknown.
-    pub values: BTreeMap<Signal, Option<SignalValue>>,
+    /// The whole service's signals.
+    pub values: Inputs,
+    /// Each cohort's application signals (`cohorts: {canary: {...}, stable: {...}}`).
+    pub cohorts: BTreeMap<Cohort, Inputs>,
     /// Scenario only: the evicted_keys counter grows at this many keys per second.
     pub evictions_per_second: Option<Option<f64>>,
 }
 
 impl SignalPatch {
-    /// What the patch does to `signal`: nothing (`None`), unknown (`Some(None)`) or a value.
-    pub fn get(&self, signal: Signal) -> Option<Option<&SignalValue>> {
+    /// What the patch does to the service's `signal`: nothing (`None`), unknown (`Some(None)`) or
+    /// an input.
+    pub fn get(&self, signal: Signal) -> Option<Option<&Input>> {
         self.values.get(&signal).map(Option::as_ref)
     }
 
-    /// The same for a number.
+    /// The fixed number the patch sets the service's `signal` to, if it sets one.
     pub fn number(&self, signal: Signal) -> Option<Option<f64>> {
-        self.get(signal).map(|v| v.and_then(SignalValue::as_gauge))
+        self.get(signal).map(|v| match v {
+            Some(Input::Fixed(v)) => v.as_gauge(),
+            _ => None,
+        })
     }
 }
 
@@ -131,45 +191,115 @@ static PATCH_NAMES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock
     Signal::ALL
         .iter()
         .map(|s| s.name())
-        .chain([EVICTIONS_PER_SECOND])
+        .chain([EVICTIONS_PER_SECOND, COHORTS])
         .collect()
 });
 
+/// The names a cohort's patch may set: the signals read per cohort.
+static COHORT_PATCH_NAMES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        Signal::ALL
+            .iter()
+            .filter(|s| s.per_cohort())
+            .map(|s| s.name())
+            .collect()
+    });
+
 impl<'de> Deserialize<'de> for SignalPatch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(PatchVisitor)
+        d.deserialize_map(PatchVisitor { cohort: false })
     }
 }
 
-struct PatchVisitor;
+struct PatchVisitor {
+    /// Reading one cohort's values: only its application signals.
+    cohort: bool,
+}
 
 /// One entry of a patch, read as its signal's type (so an error names the entry's path).
 enum Entry {
-    Signal(Signal, Option<SignalValue>),
+    Signal(Signal, Option<Input>),
     EvictionsPerSecond(Option<f64>),
+    Cohorts(BTreeMap<Cohort, Inputs>),
 }
 
-struct EntrySeed<'k>(&'k str);
+struct EntrySeed<'k> {
+    key: &'k str,
+    cohort: bool,
+}
+
+/// A generator's parameters, as written.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+enum Generator {
+    Normal([f64; 2]),
+    Poisson(f64),
+    Binomial(f64),
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed<'_> {
     type Value = Entry;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Entry, D::Error> {
         use serde::de::Error;
-        if self.0 == EVICTIONS_PER_SECOND {
+        if !self.cohort && self.key == EVICTIONS_PER_SECOND {
             return Option::<f64>::deserialize(d).map(Entry::EvictionsPerSecond);
         }
-        let Some(signal) = Signal::parse(self.0) else {
-            return Err(D::Error::unknown_field(self.0, &PATCH_NAMES));
-        };
+        if !self.cohort && self.key == COHORTS {
+            let cohorts = BTreeMap::<Cohort, CohortPatch>::deserialize(d)?;
+            return Ok(Entry::Cohorts(
+                cohorts.into_iter().map(|(c, p)| (c, p.0)).collect(),
+            ));
+        }
+        let signal = Signal::parse(self.key)
+            .filter(|s| !self.cohort || s.per_cohort())
+            .ok_or_else(|| {
+                let names = if self.cohort {
+                    &COHORT_PATCH_NAMES
+                } else {
+                    &PATCH_NAMES
+                };
+                D::Error::unknown_field(self.key, names)
+            })?;
         let json = serde_json::Value::deserialize(d)?;
         if json.is_null() {
             return Ok(Entry::Signal(signal, None));
         }
-        signal
-            .value_from_json(json)
-            .map(|v| Entry::Signal(signal, Some(v)))
-            .map_err(D::Error::custom)
+        let input = if json.is_object() {
+            let generator: Generator = serde_json::from_value(json).map_err(|e| {
+                D::Error::custom(format!(
+                    "{e}: a generator is {{normal: [mean, sd]}}, {{poisson: mean}} or {{binomial: percent}}"
+                ))
+            })?;
+            let finite = |v: f64| v.is_finite() && v >= 0.0;
+            match generator {
+                Generator::Normal([mean, sd]) if finite(mean) && finite(sd) => {
+                    Input::Normal { mean, sd }
+                }
+                Generator::Poisson(mean) if finite(mean) => Input::Poisson { mean },
+                Generator::Binomial(percent) if finite(percent) && percent <= 100.0 => {
+                    Input::Binomial { percent }
+                }
+                _ => {
+                    return Err(D::Error::custom(
+                        "generator parameters must be finite numbers ≥ 0 (a percentage at most 100)",
+                    ));
+                }
+            }
+        } else {
+            Input::Fixed(signal.value_from_json(json).map_err(D::Error::custom)?)
+        };
+        Ok(Entry::Signal(signal, Some(input)))
+    }
+}
+
+/// One cohort's values.
+struct CohortPatch(Inputs);
+
+impl<'de> Deserialize<'de> for CohortPatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(PatchVisitor { cohort: true })
+            .map(|p| CohortPatch(p.values))
     }
 }
 
@@ -183,11 +313,16 @@ impl<'de> serde::de::Visitor<'de> for PatchVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SignalPatch, A::Error> {
         let mut patch = SignalPatch::default();
         while let Some(key) = map.next_key::<String>()? {
-            match map.next_value_seed(EntrySeed(&key))? {
+            let seed = EntrySeed {
+                key: &key,
+                cohort: self.cohort,
+            };
+            match map.next_value_seed(seed)? {
                 Entry::Signal(signal, value) => {
                     patch.values.insert(signal, value);
                 }
                 Entry::EvictionsPerSecond(rate) => patch.evictions_per_second = Some(rate),
+                Entry::Cohorts(cohorts) => patch.cohorts = cohorts,
             }
         }
         Ok(patch)
@@ -235,7 +370,50 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioProblem> {
         }
     })?;
     check(&scenario)?;
+    let mut scenario = scenario;
+    scenario.timeline = expand(&scenario.timeline, scenario.duration)?;
     Ok(scenario)
+}
+
+/// Most timeline steps a scenario may expand to.
+const MAX_STEPS: usize = 1_000_000;
+
+/// The timeline with every repeated step written out, in time order (steps at the same time in
+/// the order they are listed).
+fn expand(
+    timeline: &[TimelineStep],
+    duration: Duration,
+) -> Result<Vec<TimelineStep>, ScenarioProblem> {
+    let mut out = Vec::new();
+    for (i, step) in timeline.iter().enumerate() {
+        let Some(every) = step.every else {
+            out.push((step.at, i, step.clone()));
+            continue;
+        };
+        let until = step.until.unwrap_or(duration).min(duration);
+        let mut at = step.at.as_std();
+        while at <= until.as_std() {
+            if out.len() >= MAX_STEPS {
+                return Err(ScenarioProblem {
+                    path: format!("timeline[{i}].every"),
+                    message: format!("the timeline expands to more than {MAX_STEPS} steps"),
+                });
+            }
+            out.push((
+                Duration::from_std(at),
+                i,
+                TimelineStep {
+                    at: Duration::from_std(at),
+                    every: None,
+                    until: None,
+                    ..step.clone()
+                },
+            ));
+            at += every.as_std();
+        }
+    }
+    out.sort_by_key(|(at, i, _)| (*at, *i));
+    Ok(out.into_iter().map(|(_, _, step)| step).collect())
 }
 
 fn check(s: &Scenario) -> Result<(), ScenarioProblem> {
@@ -255,6 +433,18 @@ fn check(s: &Scenario) -> Result<(), ScenarioProblem> {
     for (i, step) in s.timeline.iter().enumerate() {
         if step.set.is_none() && step.event.is_none() {
             return problem(format!("timeline[{i}]"), "needs `set` or `event`".into());
+        }
+        if step.every.is_some_and(|e| e.is_zero()) {
+            return problem(
+                format!("timeline[{i}].every"),
+                "must be greater than zero".into(),
+            );
+        }
+        if step.until.is_some() && step.every.is_none() {
+            return problem(
+                format!("timeline[{i}].until"),
+                "only a repeated step (`every`) has an `until`".into(),
+            );
         }
         if step.at > s.duration {
             return problem(
@@ -297,13 +487,26 @@ fn check_patch(p: &SignalPatch, path: &str) -> Result<(), ScenarioProblem> {
 /// Names of the signals a patch sets, for the text output's "what changed".
 pub fn describe(p: &SignalPatch) -> String {
     let show = |v: Option<String>| v.unwrap_or_else(|| "unknown".to_owned());
-    let mut parts: BTreeMap<&str, String> = p
-        .values
-        .iter()
-        .map(|(signal, value)| (signal.name(), show(value.as_ref().map(ToString::to_string))))
-        .collect();
+    let mut parts: BTreeMap<String, String> = BTreeMap::new();
+    for (signal, value) in &p.values {
+        parts.insert(
+            signal.name().to_owned(),
+            show(value.as_ref().map(ToString::to_string)),
+        );
+    }
+    for (cohort, values) in &p.cohorts {
+        for (signal, value) in values {
+            parts.insert(
+                format!("{cohort}.{}", signal.name()),
+                show(value.as_ref().map(ToString::to_string)),
+            );
+        }
+    }
     if let Some(rate) = p.evictions_per_second {
-        parts.insert(EVICTIONS_PER_SECOND, show(rate.map(|r| r.to_string())));
+        parts.insert(
+            EVICTIONS_PER_SECOND.to_owned(),
+            show(rate.map(|r| r.to_string())),
+        );
     }
     parts
         .into_iter()

@@ -494,3 +494,49 @@ async fn webhooks_get_their_format_by_level_and_a_failure_blocks_nothing() {
     assert!(!everything.contains(routing_key));
     assert!(logs.text().contains("notification sent"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_is_quoted_from_its_start_never_read_whole() {
+    use support::hostile::{Answer, HostileHttp};
+    let server = HostileHttp::start().await;
+    // 100 MB of error page behind an escape sequence, sent as fast as it is read.
+    server.answer(
+        "/hooks/slack",
+        Answer::huge(
+            400,
+            "\u{1b}[2Jinvalid_payload\nsee the docs ",
+            "x",
+            "",
+            100 << 20,
+        ),
+    );
+    let url = SecretString::from(server.url() + "/hooks/slack");
+    let started = std::time::Instant::now();
+    let delivery = tierguard::act::http::post_json(
+        &http(),
+        &url,
+        None,
+        &json!({"text": "hello"}),
+        Duration::from_secs(20),
+        0,
+        FAST,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let error = delivery.error.clone().unwrap_or_default();
+    assert!(!delivery.ok);
+    assert_eq!(delivery.status, Some(400));
+    assert!(
+        error.starts_with("HTTP 400 Bad Request: \\u{1b}[2Jinvalid_payload\\nsee the docs x"),
+        "{error}"
+    );
+    assert!(
+        error.chars().count() < 200,
+        "{} characters",
+        error.chars().count()
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "took {elapsed:?}: the body was read whole"
+    );
+}

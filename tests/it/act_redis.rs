@@ -16,6 +16,7 @@ use tierguard::act::redis::glob::Glob;
 use tierguard::act::redis::remediate::remediate_redis;
 use tierguard::api::{GenerationSource, MemoryLevel, RedisSpec};
 use tierguard::secret::SecretString;
+use tierguard::shutdown::Stop;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tierguard");
 
@@ -504,6 +505,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         "used 93% >= 90%",
         false,
         now,
+        &Stop::new(),
     )
     .await;
     assert_eq!(run.record.outcome, tierguard::api::ActionOutcome::Ok);
@@ -536,6 +538,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         "used 93% >= 90%",
         false,
         now,
+        &Stop::new(),
     )
     .await;
     assert_eq!(
@@ -564,6 +567,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         "again",
         false,
         now,
+        &Stop::new(),
     )
     .await;
     assert_eq!(again.outcome.deleted_by_pattern.values().sum::<u64>(), 0);
@@ -578,6 +582,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         "dry",
         true,
         now,
+        &Stop::new(),
     )
     .await;
     assert_eq!(dry.record.outcome, tierguard::api::ActionOutcome::DryRun);
@@ -598,6 +603,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         "off",
         false,
         now,
+        &Stop::new(),
     )
     .await;
     assert_eq!(off.record.outcome, tierguard::api::ActionOutcome::Skipped);
@@ -616,6 +622,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         "v",
         false,
         now,
+        &Stop::new(),
     )
     .await;
     assert_eq!(
@@ -635,6 +642,7 @@ async fn remediation_from_the_spec_reads_the_current_generation_from_redis() {
         "x",
         false,
         now,
+        &Stop::new(),
     )
     .await;
     assert_eq!(failed.record.outcome, tierguard::api::ActionOutcome::Failed);
@@ -876,6 +884,7 @@ async fn remediation_keeps_every_key_of_the_current_generation_in_either_layout(
         "critical",
         false,
         jiff::Timestamp::now(),
+        &Stop::new(),
     )
     .await;
     assert_eq!(
@@ -956,6 +965,7 @@ async fn a_flush_never_matches_everything_however_it_is_spelt() {
         "used 95% > 90%",
         false,
         jiff::Timestamp::now(),
+        &Stop::new(),
     )
     .await;
     assert_eq!(
@@ -974,4 +984,48 @@ async fn a_flush_never_matches_everything_however_it_is_spelt() {
         run.record
     );
     assert_eq!(all_keys(&mut con), before, "nothing was deleted");
+}
+
+/// Key names are remote text: `redis audit` prints them escaped, so a key holding a terminal
+/// escape or a line break neither clears the screen nor splits the summary line.
+#[test]
+fn audit_and_flush_print_key_names_escaped() {
+    let redis = RedisServer::start();
+    let mut con = redis.client();
+    let evil: &[&[u8]] = &[b"\x1b[2J\x1b[H:wiped", b"forged\nline:1", b"bin\xff:1"];
+    for key in evil {
+        let _: () = redis::cmd("SET")
+            .arg(*key)
+            .arg("v".repeat(2000))
+            .query(&mut con)
+            .unwrap();
+    }
+    let (code, stdout, _) = run_cli(&["redis", "audit", "--url", &redis.url()]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(!stdout.contains('\u{1b}'), "a raw escape: {stdout:?}");
+    assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout:?}");
+    for shown in ["\\u{1b}[2J\\u{1b}[H", "forged\\nline", "bin\\xff"] {
+        assert!(stdout.contains(shown), "{shown} not in {stdout}");
+    }
+    // The JSON output escapes them as JSON does.
+    let (code, stdout, _) = run_cli(&["redis", "audit", "--url", &redis.url(), "--output", "json"]);
+    assert_eq!(code, 0);
+    assert!(
+        !stdout.contains('\u{1b}') && stdout.lines().count() == 1,
+        "{stdout:?}"
+    );
+    // A flush pattern holding an escape is printed escaped too.
+    let (_, stdout, _) = run_cli(&[
+        "redis",
+        "flush",
+        "--url",
+        &redis.url(),
+        "--pattern",
+        "\u{1b}[2J*",
+        "--dry-run",
+    ]);
+    assert!(
+        !stdout.contains('\u{1b}') && stdout.lines().count() == 1,
+        "{stdout:?}"
+    );
 }

@@ -231,3 +231,145 @@ fn every_knob_a_tenant_could_turn_up_is_bounded() {
         );
     }
 }
+/// `tierguard check` on a file written by the test; returns (exit code, stdout, stderr).
+fn check_written(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tier.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = tierguard(&["check", file.to_str().unwrap()]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const TIER: &str = "apiVersion: tierguard.dev/v1alpha1\nkind: MemoryTier\nmetadata: {name: clinic}\nspec: {target: {configMapName: flags}}\n";
+
+#[test]
+fn the_items_of_a_list_are_checked_as_kubectl_would_apply_them() {
+    let list = "apiVersion: v1\nkind: List\nitems:\n\
+        - apiVersion: tierguard.dev/v1alpha1\n  kind: MemoryTier\n  metadata: {name: good}\n  spec: {target: {configMapName: flags}}\n\
+        - apiVersion: tierguard.dev/v1alpha1\n  kind: MemoryTier\n  metadata: {name: bad}\n  spec: {target: {configMapName: flags}, mode: Yolo}\n";
+    let (code, stdout, _) = check_written(list);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(": spec.mode: ") && stdout.contains("(document 1, item 2 \"bad\")"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = check_written(&list.replace("mode: Yolo", "mode: DryRun"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("2 MemoryTier document(s) valid"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn lists_inside_lists_are_followed_and_a_list_without_items_is_an_error() {
+    let nested = "apiVersion: v1\nkind: List\nitems:\n\
+        - apiVersion: v1\n  kind: List\n  items:\n\
+        \x20 - apiVersion: tierguard.dev/v1alpha1\n    kind: MemoryTier\n    metadata: {name: inner}\n    spec: {target: {configMapName: flags}, mode: Yolo}\n";
+    let text = format!("{TIER}---\n{nested}");
+    let (code, stdout, _) = check_written(&text);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(": spec.mode: ")
+            && stdout.contains("(document 2, item 1, item 1 \"inner\")"),
+        "{stdout}"
+    );
+    for broken in [
+        "apiVersion: v1\nkind: List\nitems: {}\n",
+        "apiVersion: v1\nkind: List\n",
+        "apiVersion: tierguard.dev/v1alpha1\nkind: MemoryTierList\nitems: oops\n",
+    ] {
+        let text = format!("{TIER}---\n{broken}");
+        let (code, stdout, _) = check_written(&text);
+        assert_eq!(code, Some(1), "{text}\n{stdout}");
+        assert!(
+            stdout.contains(": items: ") && stdout.contains("(document 2)"),
+            "{text}\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_kind_or_api_version_is_an_error_not_a_skip() {
+    let (code, stdout, _) = check_written(&TIER.replace("kind: MemoryTier", "kind: Memorytier"));
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("kind: expected \"MemoryTier\", found \"Memorytier\""),
+        "{stdout}"
+    );
+    let (code, stdout, _) = check_written(&TIER.replace("v1alpha1", "v1"));
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("apiVersion: unsupported version"),
+        "{stdout}"
+    );
+    // A file with nothing to check is not "0 documents valid".
+    let (code, _, stderr) =
+        check_written("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {}\n");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no MemoryTier document found"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_what_the_controller_refuses() {
+    for (field, value, path) in [
+        (
+            "redis",
+            "{maxMemory: 99999999999999999999999Ti}",
+            "spec.redis.maxMemory",
+        ),
+        ("redis", "{maxMemory: 99999999Ti}", "spec.redis.maxMemory"),
+        (
+            "metrics",
+            "{prometheus: {url: 'http://'}}",
+            "spec.metrics.prometheus.url",
+        ),
+        (
+            "redis",
+            "{remediation: {nonCriticalPatterns: ['session:*', '*']}}",
+            "spec.redis.remediation.nonCriticalPatterns[1]",
+        ),
+    ] {
+        let text = TIER.replace("}}\n", &format!("}}, {field}: {value}}}\n"));
+        let (code, stdout, _) = check_written(&text);
+        assert_eq!(code, Some(1), "{text}\n{stdout}");
+        assert!(stdout.contains(&format!(": {path}: ")), "{text}\n{stdout}");
+        // The controller validates a tier read from the cluster with the same rules.
+        let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let tier: tierguard::api::MemoryTier = serde_json::from_value(doc).unwrap();
+        let problems = tierguard::api::validate::validate_tier(&tier).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.path == path),
+            "the controller disagrees on {text}: {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn long_values_are_shortened_in_the_messages() {
+    let name = format!("Bad_{}", "x".repeat(50 << 20));
+    let (code, stdout, _) = check_written(&TIER.replace("name: clinic", &format!("name: {name}")));
+    assert_eq!(code, Some(1));
+    assert!(
+        stdout.contains("metadata.name: \"Bad_xxx"),
+        "{}",
+        &stdout[..stdout.len().min(300)]
+    );
+    assert!(
+        stdout.lines().all(|l| l.chars().count() <= 400),
+        "a line of {} characters",
+        stdout.lines().map(|l| l.chars().count()).max().unwrap_or(0)
+    );
+    assert!(stdout.len() < 2000, "{} bytes printed", stdout.len());
+    // Control characters in a value are escaped.
+    let (code, stdout, _) = check_written(&TIER.replace("}}\n", "}, mode: \"\\e[2JYolo\"}\n"));
+    assert_eq!(code, Some(1));
+    assert!(
+        !stdout.contains('\u{1b}') && stdout.contains("[2JYolo\" is not one of"),
+        "{stdout}"
+    );
+}

@@ -47,6 +47,7 @@ fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHa
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                 destinations: support::loopback(),
                 background: Default::default(),
+                shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
             },
         )
         .await
@@ -503,6 +504,7 @@ async fn readyz_answers_ready_once_the_watches_run() {
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                 destinations: support::loopback(),
                 background: Default::default(),
+                shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
             },
         )
         .await
@@ -938,6 +940,7 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                 destinations: support::loopback(),
                 background: Default::default(),
+                shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
             },
         )
         .await
@@ -1205,6 +1208,7 @@ async fn controller_with_metrics(
                 concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                 destinations: support::loopback(),
                 background: Default::default(),
+                shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
             },
         )
         .await
@@ -1270,4 +1274,135 @@ async fn an_unusable_redis_url_in_a_secret_stalls_the_tier_with_a_reason() {
         "nothing acted on"
     );
     run.abort();
+}
+
+/// A decision is written down (claimed) before it acts. Without that, a status write that failed
+/// after the actions made the next reconcile take the same decision again from the old status:
+/// the soak saw a cold start warmed three times and an incident opened twice. Here the one write
+/// that carries the rollback is refused with a 409 Conflict (as when another writer got there
+/// first): the rollback still happens, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_whose_status_write_fails_is_not_taken_twice() {
+    use kube_testserver::{Fault, FaultAction, Gvr};
+    tierguard::install_crypto_provider();
+    let server = support::api_server().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create(&client, &tier("backend", &app.url(), json!({}))).await;
+    let _run = controller(client.clone(), None);
+    wait_for("the baseline", Duration::from_secs(20), || async {
+        let t = tier_now(&client, "backend").await;
+        (t.status?.phase? == Phase::Healthy).then_some(())
+    })
+    .await;
+
+    server.push_fault(Fault {
+        method: Some("PATCH".into()),
+        path_prefix: format!(
+            "/apis/tierguard.dev/v1alpha1/namespaces/{NS}/memorytiers/backend/status"
+        ),
+        body_contains: Some("\"phase\":\"RollingBack\"".into()),
+        ..Fault::new(FaultAction::Fail(409), 1)
+    });
+    app.update(|p| p.latency_ms = 1500.0);
+    wait_for("status RollingBack", Duration::from_secs(30), || async {
+        let t = tier_now(&client, "backend").await;
+        (t.status.as_ref()?.phase? == Phase::RollingBack).then_some(())
+    })
+    .await;
+    assert!(server.pending_faults().is_empty(), "the fault was not used");
+    // Whatever a second decision would do is done by now (reconciles run every 300 ms).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let opened: Vec<(String, u64)> = server
+        .list_json(&Gvr::of::<k8s_openapi::api::events::v1::Event>())
+        .iter()
+        .filter(|e| e["reason"] == "IncidentOpened")
+        .map(|e| {
+            (
+                e["note"].as_str().unwrap_or_default().to_owned(),
+                e["series"]["count"].as_u64().unwrap_or(1),
+            )
+        })
+        .collect();
+    let total: u64 = opened.iter().map(|(_, n)| n).sum();
+
+    assert_eq!(
+        total, 1,
+        "the incident was opened {total} times: {opened:#?}"
+    );
+    let status = tier_now(&client, "backend").await.status.unwrap();
+    assert_eq!(status.incidents.len(), 1, "{:#?}", status.incidents);
+    let renders = status
+        .recent_actions
+        .iter()
+        .filter(|r| {
+            r.action == tierguard::api::ActionKind::RenderConfig
+                && r.reason.starts_with("applied rollback-canary")
+        })
+        .count();
+    assert_eq!(renders, 1, "{:#?}", status.recent_actions);
+}
+
+/// A 500 from the API server while reading the tier's Secret is the API server's trouble, not a
+/// missing Secret: the reconcile is retried, and the tier is neither Stalled nor announced as
+/// `SecretMissing`. (The long soak saw a tier mid-rollback flip to Stalled and back on such a 500.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_reading_a_secret_does_not_stall_the_tier() {
+    use kube_testserver::Gvr;
+    tierguard::install_crypto_provider();
+    let server = support::api_server().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    create_secret(&client, "redis", "url", "redis://127.0.0.1:1/").await;
+    let spec = json!({"redis": {"urlSecretRef": {"name": "redis", "key": "url"}}});
+    create(&client, &tier("backend", &app.url(), spec)).await;
+    let _run = controller(client.clone(), None);
+    wait_for("the baseline", Duration::from_secs(20), || async {
+        let t = tier_now(&client, "backend").await;
+        (t.status?.phase? == Phase::Healthy).then_some(())
+    })
+    .await;
+
+    server.fail_next(
+        Some("GET"),
+        &format!("/api/v1/namespaces/{NS}/secrets/redis"),
+        2,
+        500,
+    );
+    wait_for("the failures used", Duration::from_secs(20), || async {
+        server.pending_faults().is_empty().then_some(())
+    })
+    .await;
+    // The next reconcile after the backoff reads the Secret again.
+    wait_for(
+        "a reconcile after the failures",
+        Duration::from_secs(30),
+        || async {
+            let requests = server.requests();
+            let last_failure = requests.iter().rposition(|r| r.injected)?;
+            requests[last_failure + 1..]
+                .iter()
+                .any(|r| r.path.ends_with("/secrets/redis") && r.status == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    let stalled: Vec<String> = server
+        .list_json(&Gvr::of::<k8s_openapi::api::events::v1::Event>())
+        .iter()
+        .filter(|e| {
+            matches!(
+                e["reason"].as_str(),
+                Some("SecretMissing" | "ConfigInvalid")
+            )
+        })
+        .map(|e| e["note"].to_string())
+        .collect();
+    assert!(
+        stalled.is_empty(),
+        "a transient 500 stalled the tier: {stalled:?}"
+    );
+    let t = tier_now(&client, "backend").await;
+    assert_eq!(t.status.unwrap().phase, Some(Phase::Healthy));
 }

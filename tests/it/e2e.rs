@@ -117,6 +117,7 @@ async fn a_real_cluster_runs_a_rollback() {
                     concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
                     destinations: support::loopback(),
                     background: Default::default(),
+                    shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
                 },
             )
             .await

@@ -513,7 +513,7 @@ async fn no_sources_configured_means_every_signal_unknown_with_the_reason() {
         why_of(&obs, "p50LatencyMs").contains("spec.metrics.prometheus or spec.metrics.scrape")
     );
     assert!(why_of(&obs, "redisRunId").contains("spec.redis.urlSecretRef is not set"));
-    assert_eq!(obs.unknown.len(), 15);
+    assert_eq!(obs.unknown.len(), tierguard::api::Signal::ALL.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -223,7 +223,7 @@ fn every_shipped_scenario_runs_against_the_shipped_example_manifest() {
     }
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 11] = [
     "circuit-breaker-outage",
     "cache-stampede",
     "redis-oom",
@@ -231,6 +231,10 @@ const SCENARIOS: [&str; 7] = [
     "flapping",
     "metrics-outage",
     "cold-start",
+    "canary-only-regression",
+    "whole-service-regression",
+    "low-traffic-night",
+    "aa-day",
 ];
 
 #[test]
@@ -243,6 +247,136 @@ fn every_scenario_file_is_shipped_and_documented() {
             "README does not describe {name}"
         );
     }
+}
+
+/// The first rollback transition (phase 1) of a run.
+fn first_rollback(lines: &[Value]) -> Option<&Value> {
+    transitions(lines, "rollback")
+        .into_iter()
+        .find(|l| l["from"] == "none")
+}
+
+/// The scenario's first `set` of the canary cohort's P50 above `threshold`, as the policy sees it.
+fn canary_p50_breach_from(name: &str, threshold: f64) -> f64 {
+    first_seen(name, |p| {
+        p.cohorts
+            .get(&tierguard::api::signals::Cohort::Canary)
+            .is_some_and(|c| {
+                c.get(&tierguard::api::Signal::P50LatencyMs)
+                    .is_some_and(|input| {
+                        input
+                            .as_ref()
+                            .and_then(|i| i.mean())
+                            .is_some_and(|m| m > threshold)
+                    })
+            })
+    })
+}
+
+#[test]
+fn a_canary_only_regression_at_ten_percent_is_rolled_back_on_the_canarys_own_p50() {
+    let tier = tierguard::simulate::load_manifest(&defaults_manifest()).unwrap();
+    let r = &tier.spec.rollback;
+    let lines = simulate_json(&defaults_manifest(), "canary-only-regression");
+    // The service's P50 never reaches the threshold: a whole-service criterion could not fire.
+    let s = tierguard::simulate::load_scenario(&scenario("canary-only-regression")).unwrap();
+    let service_p50 = s
+        .signals
+        .number(tierguard::api::Signal::P50LatencyMs)
+        .flatten();
+    assert!(
+        service_p50.is_some_and(|v| v < r.p50_latency_ms),
+        "{service_p50:?}"
+    );
+    assert!(s.timeline.iter().all(|step| {
+        step.set
+            .as_ref()
+            .and_then(|p| p.number(tierguard::api::Signal::P50LatencyMs))
+            .is_none()
+    }));
+
+    let breach = canary_p50_breach_from("canary-only-regression", r.p50_latency_ms);
+    let rollback = first_rollback(&lines).expect("the canary is rolled back");
+    assert_eq!(
+        t(rollback),
+        breach + r.p50_latency_for.as_secs_f64(),
+        "{rollback}"
+    );
+    let reason = rollback["reason"].as_str().unwrap();
+    assert!(reason.starts_with("canary P50 latency "), "{reason}");
+    assert!(
+        reason.contains("above 1000 ms for 10m (stable cohort "),
+        "{reason}"
+    );
+    assert!(!reason.contains("equally affected"), "{reason}");
+    let render = actions(&lines, "render-config")
+        .into_iter()
+        .find(|l| t(l) == t(rollback))
+        .expect("phase 1 renders the reduced rate");
+    assert_eq!(config(render, "CANARY_SAMPLE_RATE"), "0.05");
+}
+
+#[test]
+fn a_whole_service_regression_still_rolls_back_and_says_the_stable_cohort_is_affected_too() {
+    let tier = tierguard::simulate::load_manifest(&defaults_manifest()).unwrap();
+    let r = &tier.spec.rollback;
+    let lines = simulate_json(&defaults_manifest(), "whole-service-regression");
+    let breach = canary_p50_breach_from("whole-service-regression", r.p50_latency_ms);
+    let rollback = first_rollback(&lines).expect("the runbook's threshold still holds");
+    assert_eq!(
+        t(rollback),
+        breach + r.p50_latency_for.as_secs_f64(),
+        "{rollback}"
+    );
+    let reason = rollback["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the stable cohort is equally affected"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_low_traffic_night_is_not_rolled_back_unless_the_minimum_sample_is_switched_off() {
+    let lines = simulate_json(&defaults_manifest(), "low-traffic-night");
+    assert!(
+        first_rollback(&lines).is_none(),
+        "{:?}",
+        transitions(&lines, "rollback")
+    );
+    assert!(of_type(&lines, "incident").is_empty());
+
+    // The guard is what keeps the night quiet: without it the same input rolls back.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(defaults_manifest())
+        .unwrap()
+        .replace("spec:\n", "spec:\n  rollback:\n    minRequests: 0\n");
+    let manifest = write(dir.path(), "no-minimum.yaml", &manifest);
+    let unguarded = simulate_json(&manifest, "low-traffic-night");
+    let rollback = first_rollback(&unguarded).expect("without the minimum sample it rolls back");
+    let night = 10.0 * 60.0;
+    assert!(
+        t(rollback) > night && t(rollback) < 6.0 * 3600.0,
+        "{rollback}"
+    );
+    assert!(
+        rollback["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("canary P50 latency"),
+        "{rollback}"
+    );
+}
+
+#[test]
+fn an_aa_day_at_ten_percent_rolls_nothing_back() {
+    let lines = simulate_json(&defaults_manifest(), "aa-day");
+    assert!(
+        transitions(&lines, "rollback").is_empty(),
+        "{:?}",
+        transitions(&lines, "rollback")
+    );
+    assert!(of_type(&lines, "incident").is_empty());
+    assert_eq!(actions(&lines, "render-config").len(), 1, "rendered once");
 }
 
 #[test]
@@ -278,8 +412,8 @@ fn circuit_breaker_outage() {
     let lines = simulate_json(&defaults_manifest(), "circuit-breaker-outage");
     let opened = first_seen("circuit-breaker-outage", |p| {
         p.get(tierguard::api::Signal::BreakerState)
-            == Some(Some(&tierguard::api::SignalValue::Breaker(
-                tierguard::api::BreakerState::Open,
+            == Some(Some(&tierguard::simulate::Input::Fixed(
+                tierguard::api::SignalValue::Breaker(tierguard::api::BreakerState::Open),
             )))
     });
     // Alert and level 1 at once. The fallback works, so no escalation until maxOpenDuration (4h)
@@ -325,8 +459,8 @@ fn circuit_breaker_outage() {
     // Closed at +4h30m: the mitigation ends after rampInterval (5m).
     let closed = first_seen("circuit-breaker-outage", |p| {
         p.get(tierguard::api::Signal::BreakerState)
-            == Some(Some(&tierguard::api::SignalValue::Breaker(
-                tierguard::api::BreakerState::Closed,
+            == Some(Some(&tierguard::simulate::Input::Fixed(
+                tierguard::api::SignalValue::Breaker(tierguard::api::BreakerState::Closed),
             )))
     });
     let ended = transitions(&lines, "breaker")
@@ -522,6 +656,18 @@ fn bad_input_gets_a_clear_error() {
         (
             vec![defaults_manifest().display().to_string(), write(dir.path(), "restart.yaml", "tick: 30s\nduration: 1h\ntimeline:\n  - {at: 1m, event: redis-restart}\n").display().to_string()],
             "restart.yaml: timeline[0].event: a restart cannot be seen without redisRunId",
+        ),
+        (
+            vec![defaults_manifest().display().to_string(), write(dir.path(), "binomial.yaml", "tick: 30s\nduration: 1h\nsignals: {cohorts: {canary: {errorRatePercent: {binomial: 120}}}}\n").display().to_string()],
+            "binomial.yaml: signals.cohorts.canary.errorRatePercent: generator parameters must be finite numbers ≥ 0 (a percentage at most 100)",
+        ),
+        (
+            vec![defaults_manifest().display().to_string(), write(dir.path(), "breaker.yaml", "tick: 30s\nduration: 1h\ntimeline:\n  - {at: 1m, set: {cohorts: {stable: {breakerState: open}}}}\n").display().to_string()],
+            "breaker.yaml: timeline[0].set.cohorts.stable.breakerState: unknown field `breakerState`, expected one of `p50LatencyMs`",
+        ),
+        (
+            vec![defaults_manifest().display().to_string(), write(dir.path(), "every.yaml", "tick: 30s\nduration: 1h\ntimeline:\n  - {at: 1m, every: 0s, set: {p50LatencyMs: 3}}\n").display().to_string()],
+            "every.yaml: timeline[0].every: must be greater than zero",
         ),
     ];
     for (args, expected) in cases {

@@ -60,6 +60,7 @@ fn controller_with(
                 concurrency,
                 destinations,
                 background,
+                shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
             },
         )
         .await

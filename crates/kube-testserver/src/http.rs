@@ -62,17 +62,66 @@ impl RequestRecord {
 pub enum FaultAction {
     /// Answer with this HTTP code and a matching `Status` body, without touching the store.
     Fail(u16),
+    /// Answer with this HTTP code and a body of this many bytes that is not a `Status` (a proxy's
+    /// error page gone wrong).
+    FailHuge(u16, usize),
     /// Wait this long, then serve the request normally.
     Delay(Duration),
 }
 
-/// A fault for the next `remaining` requests whose method (if given) and path prefix match.
+/// A fault for the next `remaining` requests whose method (if given), path prefix, query (if
+/// given: it must contain the text), caller (if given: the bearer token) and body match.
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub method: Option<String>,
     pub path_prefix: String,
+    pub query_contains: Option<String>,
+    pub user: Option<String>,
+    /// The request body must contain this text (e.g. `"phase":"RollingBack"` to fail the one
+    /// status write that carries a decision).
+    pub body_contains: Option<String>,
     pub remaining: usize,
     pub action: FaultAction,
+}
+
+impl Fault {
+    /// A fault for every request of every caller (narrow it with the fields).
+    pub fn new(action: FaultAction, remaining: usize) -> Fault {
+        Fault {
+            method: None,
+            path_prefix: "/".to_string(),
+            query_contains: None,
+            user: None,
+            body_contains: None,
+            remaining,
+            action,
+        }
+    }
+
+    fn matches(&self, r: &Matched<'_>) -> bool {
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(r.method))
+            && r.path.starts_with(&self.path_prefix)
+            && self
+                .query_contains
+                .as_deref()
+                .is_none_or(|q| r.query.contains(q))
+            && self.user.as_deref().is_none_or(|u| Some(u) == r.user)
+            && self
+                .body_contains
+                .as_deref()
+                .is_none_or(|b| r.body.windows(b.len().max(1)).any(|w| w == b.as_bytes()))
+    }
+}
+
+/// What a fault is matched on.
+struct Matched<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    user: Option<&'a str>,
+    body: &'a [u8],
 }
 
 pub struct App {
@@ -80,6 +129,8 @@ pub struct App {
     pub log: Mutex<Vec<RequestRecord>>,
     pub faults: Mutex<Vec<Fault>>,
     pub shutdown: watch::Receiver<bool>,
+    /// Bumped to end every open watch at once (a restart, a load balancer's idle timeout).
+    pub dropped: watch::Sender<u64>,
     pub bookmark_interval: Duration,
     pub address: SocketAddr,
 }
@@ -91,15 +142,11 @@ impl App {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn take_fault(&self, method: &str, path: &str) -> Option<FaultAction> {
+    fn take_fault(&self, request: &Matched<'_>) -> Option<FaultAction> {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
-        let index = faults.iter().position(|f| {
-            f.remaining > 0
-                && f.method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && path.starts_with(&f.path_prefix)
-        })?;
+        let index = faults
+            .iter()
+            .position(|f| f.remaining > 0 && f.matches(request))?;
         faults[index].remaining -= 1;
         let action = faults[index].action.clone();
         if faults[index].remaining == 0 {
@@ -144,33 +191,47 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         metadata_only: header_text(&parts.headers, header::ACCEPT)
             .is_some_and(|accept| accept.contains("as=PartialObjectMetadata")),
     };
+    let user = record.user.clone();
     let index = {
         let mut log = app.log.lock().unwrap_or_else(|p| p.into_inner());
         log.push(record);
         log.len() - 1
     };
-    let fault = app.take_fault(parts.method.as_str(), parts.uri.path());
-    let injected = matches!(fault, Some(FaultAction::Fail(_)));
+    let body = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(body) => body,
+        Err(e) => {
+            return error_response(&ApiError::bad_request(format!(
+                "reading the request body: {e}"
+            )));
+        }
+    };
+    let fault = app.take_fault(&Matched {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or_default(),
+        user: user.as_deref(),
+        body: &body,
+    });
+    let injected = matches!(
+        fault,
+        Some(FaultAction::Fail(_) | FaultAction::FailHuge(..))
+    );
     let response = match fault {
         Some(FaultAction::Fail(code)) => error_response(&ApiError::injected(code)),
+        Some(FaultAction::FailHuge(code, bytes)) => huge_error(code, bytes),
         other => {
             if let Some(FaultAction::Delay(delay)) = other {
                 tokio::time::sleep(delay).await;
             }
-            match axum::body::to_bytes(body, 64 << 20).await {
-                Ok(body) => serve(
-                    &app,
-                    &parts.method,
-                    parts.uri.path(),
-                    &parts.headers,
-                    &query,
-                    &body,
-                )
-                .unwrap_or_else(|e| error_response(&e)),
-                Err(e) => error_response(&ApiError::bad_request(format!(
-                    "reading the request body: {e}"
-                ))),
-            }
+            serve(
+                &app,
+                &parts.method,
+                parts.uri.path(),
+                &parts.headers,
+                &query,
+                &body,
+            )
+            .unwrap_or_else(|e| error_response(&e))
         }
     };
     let mut log = app.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,6 +248,17 @@ fn json_response(code: StatusCode, content_type: &str, value: &Value) -> Respons
         body,
     )
         .into_response()
+}
+
+/// An error answer of `bytes` bytes of HTML, made as it is sent.
+fn huge_error(code: u16, bytes: usize) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let chunk = Bytes::from(b"<p>upstream error</p>\n".repeat(4096));
+    let chunks = bytes.div_ceil(chunk.len());
+    let body = Body::from_stream(futures::stream::iter(
+        std::iter::repeat_n(chunk, chunks).map(Ok::<_, Infallible>),
+    ));
+    (code, [(header::CONTENT_TYPE, "text/html")], body).into_response()
 }
 
 fn ok(value: &Value) -> Response {
@@ -590,6 +662,7 @@ struct WatchStream {
     bookmark_every: Option<Duration>,
     next_bookmark: Instant,
     shutdown: watch::Receiver<bool>,
+    dropped: watch::Receiver<u64>,
     done: bool,
 }
 
@@ -609,6 +682,8 @@ async fn next_line(mut stream: WatchStream) -> Option<(Bytes, WatchStream)> {
                     stream.done = true;
                 }
             }
+            // Dropped: the stream just ends, with no bookmark, as a broken connection would.
+            _ = stream.dropped.changed() => stream.done = true,
             received = stream.feed.recv() => match received {
                 Ok(change) => {
                     stream.last_rv = change.rv;
@@ -712,6 +787,7 @@ fn watch(
         bookmark_every: bookmarks.then_some(app.bookmark_interval),
         next_bookmark: now + app.bookmark_interval,
         shutdown: app.shutdown.clone(),
+        dropped: app.dropped.subscribe(),
         done: false,
     };
     Ok(stream_response(futures::stream::unfold(stream, next_line)))

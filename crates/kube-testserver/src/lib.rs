@@ -77,6 +77,12 @@ impl ApiServerBuilder {
         self
     }
 
+    /// Does not serve this resource (a cluster without the CRD installed).
+    pub fn without(mut self, gvr: &Gvr) -> Self {
+        self.kinds.retain(|k| &k.gvr != gvr);
+        self
+    }
+
     /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK (a real server: about a
     /// minute). Default: 10 s.
     pub fn bookmark_interval(mut self, interval: Duration) -> Self {
@@ -103,6 +109,7 @@ impl ApiServerBuilder {
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             shutdown: stopped.clone(),
+            dropped: watch::channel(0).0,
             bookmark_interval: self.bookmark_interval,
             address,
         });
@@ -287,6 +294,51 @@ impl ApiServer {
         self.add_fault(method, path_prefix, times, FaultAction::Fail(code));
     }
 
+    /// Like [`ApiServer::fail_next`], for requests whose query string contains `query` too (e.g.
+    /// `watch=true`, or `limit=500` for the watcher's list and not a `limit=1` probe).
+    pub fn fail_next_with_query(
+        &self,
+        method: Option<&str>,
+        path_prefix: &str,
+        query: &str,
+        times: usize,
+        code: u16,
+    ) {
+        self.push_fault(Fault {
+            method: method.map(str::to_string),
+            path_prefix: path_prefix.to_string(),
+            query_contains: Some(query.to_string()),
+            user: None,
+            body_contains: None,
+            remaining: times,
+            action: FaultAction::Fail(code),
+        });
+    }
+
+    /// Answers the next `times` matching requests with HTTP `code` and `bytes` bytes of HTML
+    /// instead of a `Status`.
+    pub fn fail_next_huge(
+        &self,
+        method: Option<&str>,
+        path_prefix: &str,
+        times: usize,
+        code: u16,
+        bytes: usize,
+    ) {
+        self.add_fault(
+            method,
+            path_prefix,
+            times,
+            FaultAction::FailHuge(code, bytes),
+        );
+    }
+
+    /// Ends every open watch now, abruptly (no bookmark), as a restarted API server or a
+    /// load balancer's idle timeout would; clients must watch again.
+    pub fn drop_watches(&self) {
+        self.app.dropped.send_modify(|n| *n += 1);
+    }
+
     /// Delays the next `times` matching requests by `delay`, then serves them.
     pub fn delay_next(
         &self,
@@ -305,12 +357,19 @@ impl ApiServer {
         times: usize,
         action: FaultAction,
     ) {
-        let fault = Fault {
+        self.push_fault(Fault {
             method: method.map(str::to_string),
             path_prefix: path_prefix.to_string(),
+            query_contains: None,
+            user: None,
+            body_contains: None,
             remaining: times,
             action,
-        };
+        });
+    }
+
+    /// Adds a fault as described (see [`Fault`]).
+    pub fn push_fault(&self, fault: Fault) {
         self.app
             .faults
             .lock()

@@ -74,13 +74,28 @@ impl IntoResponse for ApiError {
 async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
-    state
-        .metrics
-        .observe_request(response.status().as_u16(), started.elapsed().as_secs_f64());
+    let cohort = response.extensions().get::<ServedBy>().map(|s| s.0);
+    state.metrics.observe_request(
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+        cohort,
+    );
     response
 }
 
-fn answer(result: Result<service::Answer, ServiceError>) -> Response {
+/// Which path served a clinic API request (true: the canary), for the request metrics.
+#[derive(Clone, Copy)]
+struct ServedBy(bool);
+
+fn answer(handled: service::Handled) -> Response {
+    let mut response = answer_result(handled.result);
+    if let Some(canary) = handled.canary {
+        response.extensions_mut().insert(ServedBy(canary));
+    }
+    response
+}
+
+fn answer_result(result: Result<service::Answer, ServiceError>) -> Response {
     match result {
         Ok(answer) => {
             let cache = answer.served.cache.as_str();

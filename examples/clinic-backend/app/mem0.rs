@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::breaker::{Breaker, CallError};
-use super::metrics::{Metrics, outcome};
+use super::metrics::{Metrics, mem0_write, outcome};
 
 /// Shadow writes in flight at most.
 pub const MAX_SHADOW_WRITES: usize = 64;
@@ -171,7 +171,8 @@ impl Mem0Client {
         }
     }
 
-    /// Start a shadow write; returns false when it was dropped (too many in flight).
+    /// Start a shadow write; returns false when it was dropped (too many in flight). Only the
+    /// canary path writes to mem0, so the write is counted in the canary cohort.
     pub fn shadow_write(self: &Arc<Self>, clinic: u32, memory: String) -> bool {
         let Ok(slot) = self.shadow_slots.clone().try_acquire_owned() else {
             self.metrics.mem0_shadow_dropped.inc();
@@ -182,7 +183,7 @@ impl Mem0Client {
             let result = this.breaker.call(this.mem0.write(clinic, memory)).await;
             this.metrics
                 .mem0_writes
-                .get_or_create(&outcome(result.is_ok()))
+                .get_or_create(&mem0_write(result.is_ok(), true))
                 .inc();
             if let Err(e) = result {
                 tracing::debug!(clinic_id = clinic, error = %e, "mem0 write failed");

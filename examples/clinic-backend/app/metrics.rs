@@ -3,6 +3,10 @@
 //! `cache_misses_total` by `clinic_id`, `mem0_writes_total{outcome}` and
 //! `circuit_breaker_state{breaker}`; plus a few more that explain what the service did.
 //!
+//! Request, cache and mem0 series carry `cohort`: `canary` or `stable`, the path that served the
+//! request, so tierguard can judge the canary's own traffic. A request refused before the path was
+//! chosen (an unknown clinic) has an empty cohort, which Prometheus treats as no label.
+//!
 //! Every series tierguard reads exists from start-up (counters at 0), so Prometheus has a first
 //! sample before the first error. prometheus-client appends `_total` to counter names.
 
@@ -22,15 +26,39 @@ const DURATION_BUCKETS: [f64; 18] = [
     10.0,
 ];
 
+/// The value of the `cohort` label.
+pub fn cohort(canary: Option<bool>) -> &'static str {
+    match canary {
+        Some(true) => "canary",
+        Some(false) => "stable",
+        None => "",
+    }
+}
+
+const COHORTS: [bool; 2] = [true, false];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub method: String,
     pub status: String,
+    pub cohort: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CohortLabels {
+    pub cohort: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClinicLabels {
     pub clinic_id: String,
+    pub cohort: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub outcome: String,
+    pub cohort: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,17 +98,29 @@ pub fn outcome(success: bool) -> OutcomeLabels {
     }
 }
 
-pub fn clinic(id: u32) -> ClinicLabels {
+pub fn clinic(id: u32, canary: bool) -> ClinicLabels {
     ClinicLabels {
         clinic_id: id.to_string(),
+        cohort: cohort(Some(canary)).to_owned(),
     }
+}
+
+pub fn mem0_write(success: bool, canary: bool) -> WriteLabels {
+    WriteLabels {
+        outcome: outcome(success).outcome,
+        cohort: cohort(Some(canary)).to_owned(),
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
 }
 
 /// All metrics of the service and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Histogram,
+    pub request_duration: Family<CohortLabels, Histogram, fn() -> Histogram>,
     pub cache_hits: Family<ClinicLabels, Counter>,
     pub cache_misses: Family<ClinicLabels, Counter>,
     pub cache_stale_served: Counter,
@@ -91,7 +131,7 @@ pub struct Metrics {
     pub db_queries: Counter,
     pub db_rejected: Counter,
     pub db_in_flight: Gauge,
-    pub mem0_writes: Family<OutcomeLabels, Counter>,
+    pub mem0_writes: Family<WriteLabels, Counter>,
     pub mem0_reads: Family<OutcomeLabels, Counter>,
     pub mem0_shadow_dropped: Counter,
     pub breaker_state: Family<BreakerLabels, Gauge>,
@@ -108,7 +148,7 @@ impl Metrics {
         let m = Metrics {
             registry: Registry::default(),
             requests: Family::default(),
-            request_duration: Histogram::new(DURATION_BUCKETS),
+            request_duration: Family::new_with_constructor(duration_histogram),
             cache_hits: Family::default(),
             cache_misses: Family::default(),
             cache_stale_served: Counter::default(),
@@ -129,18 +169,27 @@ impl Metrics {
             flags_reloads: Counter::default(),
             flags_reload_errors: Counter::default(),
         };
-        for status in ["200", "404", "500", "503"] {
-            let _ = m.requests.get_or_create(&RequestLabels {
-                method: "GET".into(),
-                status: status.into(),
+        for canary in COHORTS {
+            for status in ["200", "404", "500", "503"] {
+                let _ = m.requests.get_or_create(&RequestLabels {
+                    method: "GET".into(),
+                    status: status.into(),
+                    cohort: cohort(Some(canary)).into(),
+                });
+            }
+            let _ = m.request_duration.get_or_create(&CohortLabels {
+                cohort: cohort(Some(canary)).into(),
             });
         }
         for id in clinics {
-            let _ = m.cache_hits.get_or_create(&clinic(id));
-            let _ = m.cache_misses.get_or_create(&clinic(id));
+            for canary in COHORTS {
+                let _ = m.cache_hits.get_or_create(&clinic(id, canary));
+                let _ = m.cache_misses.get_or_create(&clinic(id, canary));
+            }
         }
         for ok in [true, false] {
-            let _ = m.mem0_writes.get_or_create(&outcome(ok));
+            // Only canary requests write to mem0 (shadow mode is part of the new code).
+            let _ = m.mem0_writes.get_or_create(&mem0_write(ok, true));
             let _ = m.mem0_reads.get_or_create(&outcome(ok));
         }
         for path in ["canary", "stable"] {
@@ -277,14 +326,19 @@ impl Metrics {
         out
     }
 
-    /// Count one clinic API request.
-    pub fn observe_request(&self, status: u16, seconds: f64) {
+    /// Count one clinic API request, served by the canary or the stable path (`None`: refused
+    /// before either was chosen).
+    pub fn observe_request(&self, status: u16, seconds: f64, canary: Option<bool>) {
+        let cohort = cohort(canary).to_owned();
         self.requests
             .get_or_create(&RequestLabels {
                 method: "GET".into(),
                 status: status.to_string(),
+                cohort: cohort.clone(),
             })
             .inc();
-        self.request_duration.observe(seconds);
+        self.request_duration
+            .get_or_create(&CohortLabels { cohort })
+            .observe(seconds);
     }
 }

@@ -99,17 +99,24 @@ async fn fetch_through(
     state: &Arc<AppState>,
     key: CacheKey,
     flags: &Flags,
+    canary: bool,
 ) -> Result<(Value, CacheStatus, Option<u64>, Option<PutOutcome>), ServiceError> {
     let metrics = &state.metrics;
     let generation = state.cache.generation().await.ok();
     if let Some(generation) = generation {
         match state.cache.get(&key, generation, flags).await {
             Ok(Lookup::Fresh(value)) => {
-                metrics.cache_hits.get_or_create(&clinic(key.clinic)).inc();
+                metrics
+                    .cache_hits
+                    .get_or_create(&clinic(key.clinic, canary))
+                    .inc();
                 return Ok((value, CacheStatus::Hit, Some(generation), None));
             }
             Ok(Lookup::Stale(value)) => {
-                metrics.cache_hits.get_or_create(&clinic(key.clinic)).inc();
+                metrics
+                    .cache_hits
+                    .get_or_create(&clinic(key.clinic, canary))
+                    .inc();
                 metrics.cache_stale_served.inc();
                 if let Some(refresh) = state.cache.begin_refresh(&key, generation) {
                     let state = state.clone();
@@ -129,7 +136,7 @@ async fn fetch_through(
     }
     metrics
         .cache_misses
-        .get_or_create(&clinic(key.clinic))
+        .get_or_create(&clinic(key.clinic, canary))
         .inc();
     tracing::debug!(
         clinic_id = key.clinic,
@@ -144,20 +151,46 @@ async fn fetch_through(
     Ok((value, CacheStatus::Miss, generation, put))
 }
 
+/// A request's answer and the path that served it: `Some(true)` the canary, `Some(false)` the
+/// stable path, `None` when it was refused before the path was chosen.
+pub struct Handled {
+    pub canary: Option<bool>,
+    pub result: Result<Answer, ServiceError>,
+}
+
 /// Answer one clinic API request.
-pub async fn serve(state: &Arc<AppState>, key: CacheKey) -> Result<Answer, ServiceError> {
+pub async fn serve(state: &Arc<AppState>, key: CacheKey) -> Handled {
     // Unknown ids are answered before any metric is labelled with them.
-    if !state.db.exists(key.clinic) {
-        return Err(DbError::NoClinic(key.clinic).into());
-    }
-    if let Item::Provider(p) = key.item
+    let refused = if !state.db.exists(key.clinic) {
+        Some(DbError::NoClinic(key.clinic))
+    } else if let Item::Provider(p) = key.item
         && (p == 0 || p > super::db::provider_count(key.clinic))
     {
-        return Err(DbError::NoProvider(key.clinic, p).into());
+        Some(DbError::NoProvider(key.clinic, p))
+    } else {
+        None
+    };
+    if let Some(e) = refused {
+        return Handled {
+            canary: None,
+            result: Err(e.into()),
+        };
     }
     let loaded = state.flags.current();
-    let flags = &loaded.flags;
-    let canary = rand::random::<f64>() < flags.canary_sample_rate;
+    let canary = rand::random::<f64>() < loaded.flags.canary_sample_rate;
+    Handled {
+        canary: Some(canary),
+        result: serve_on_path(state, key, &loaded.flags, canary).await,
+    }
+}
+
+/// Answer a request on the canary path or the stable one.
+async fn serve_on_path(
+    state: &Arc<AppState>,
+    key: CacheKey,
+    flags: &Flags,
+    canary: bool,
+) -> Result<Answer, ServiceError> {
     let fast_path = canary && flags.fast_path_enabled;
     state
         .metrics
@@ -179,7 +212,7 @@ pub async fn serve(state: &Arc<AppState>, key: CacheKey) -> Result<Answer, Servi
         tokio::time::sleep(STABLE_PATH_OVERHEAD).await;
     }
 
-    let (data, cache, generation, cache_write) = fetch_through(state, key, flags).await?;
+    let (data, cache, generation, cache_write) = fetch_through(state, key, flags, canary).await?;
 
     let memory = if canary && flags.mem0_reads_enabled {
         Some(state.mem0.read(key.clinic).await)

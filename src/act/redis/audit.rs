@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::flush::Budget;
 use super::{LatencyGuard, millis, rate, show_key};
 use crate::api::KeySize;
+use crate::shutdown::Stop;
 
 /// Distinct prefixes counted; the rest are summed under [`OTHER_PREFIXES`].
 pub const MAX_PREFIXES: usize = 256;
@@ -206,6 +207,15 @@ fn key_hash(key: &[u8]) -> u64 {
 /// Run an audit. Never fails as a whole: an error stops it and is in the report, with what was
 /// found before it.
 pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport {
+    audit_until(con, plan, &Stop::new()).await
+}
+
+/// [`audit`], stopping after the round in flight once `stop` fires (like the time budget).
+pub async fn audit_until(
+    con: &MultiplexedConnection,
+    plan: &AuditPlan,
+    stop: &Stop,
+) -> AuditReport {
     let started = Instant::now();
     let deadline = started + plan.max_duration;
     let mut report = AuditReport::new();
@@ -223,8 +233,13 @@ pub async fn audit(con: &MultiplexedConnection, plan: &AuditPlan) -> AuditReport
     // deleted many keys, say): each is counted once. A hash per key keeps this small.
     let mut seen: HashSet<u64> = HashSet::new();
     loop {
-        if !scan_done && Instant::now() >= deadline {
-            report.stopped_by = Some(Budget::Time);
+        let stopping = stop.is_cancelled();
+        if !scan_done && (stopping || Instant::now() >= deadline) {
+            report.stopped_by = Some(if stopping {
+                Budget::Shutdown
+            } else {
+                Budget::Time
+            });
             scan_done = true;
             pending.clear();
         }

@@ -38,6 +38,7 @@ use serde::Serialize;
 
 use super::glob::{self, Glob};
 use super::{LatencyGuard, millis, rate};
+use crate::shutdown;
 
 /// Where the generation stands in a generation pattern.
 pub const GENERATION_PLACEHOLDER: &str = "{generation}";
@@ -199,6 +200,8 @@ impl FlushPlan {
 pub enum Budget {
     Keys,
     Time,
+    /// The process is shutting down: the round in flight finished, no other started.
+    Shutdown,
 }
 
 /// What one pattern's pass did.
@@ -316,6 +319,9 @@ impl FlushReport {
         match self.stopped_by {
             Some(Budget::Keys) => line.push_str("; stopped at the key budget, run again to go on"),
             Some(Budget::Time) => line.push_str("; stopped at the time budget, run again to go on"),
+            Some(Budget::Shutdown) => {
+                line.push_str("; stopped after the round in flight: shutting down")
+            }
             None => {}
         }
         if let Some(error) = &self.error {
@@ -334,6 +340,15 @@ impl FlushReport {
 /// Run a flush. Never fails as a whole: an error stops the run and is in the report, with what
 /// was deleted before it.
 pub async fn flush(con: &MultiplexedConnection, plan: &FlushPlan) -> FlushReport {
+    flush_until(con, plan, &shutdown::Stop::new()).await
+}
+
+/// [`flush`], stopping after the round in flight once `stop` fires (like the time budget).
+pub async fn flush_until(
+    con: &MultiplexedConnection,
+    plan: &FlushPlan,
+    stop: &shutdown::Stop,
+) -> FlushReport {
     if let Err(e) = plan.validate() {
         return FlushReport::failed(plan, e.to_string());
     }
@@ -342,6 +357,7 @@ pub async fn flush(con: &MultiplexedConnection, plan: &FlushPlan) -> FlushReport
         plan,
         con: con.clone(),
         deadline: started + plan.max_duration,
+        stop: stop.clone(),
         reserved: 0,
         report: FlushReport::new(plan),
         guard: None,
@@ -371,6 +387,7 @@ struct Run<'a> {
     plan: &'a FlushPlan,
     con: MultiplexedConnection,
     deadline: Instant,
+    stop: shutdown::Stop,
     /// Keys sent for deletion (or counted, in a dry run) so far: the key budget is checked on this.
     reserved: u64,
     report: FlushReport,
@@ -431,8 +448,13 @@ impl Run<'_> {
         let mut pending: Vec<Vec<u8>> = Vec::new();
         let mut counted: HashSet<Vec<u8>> = HashSet::new();
         loop {
-            if !scan_done && Instant::now() >= self.deadline {
-                self.report.stopped_by = Some(Budget::Time);
+            let stopping = self.stop.is_cancelled();
+            if !scan_done && (stopping || Instant::now() >= self.deadline) {
+                self.report.stopped_by = Some(if stopping {
+                    Budget::Shutdown
+                } else {
+                    Budget::Time
+                });
                 scan_done = true;
                 // Keys already reserved are not deleted after the deadline either.
                 self.reserved -= pending.len() as u64;

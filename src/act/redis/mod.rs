@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 
 use crate::destinations::{AllowList, Purpose};
+use crate::remote::redis::{Limits, MAX_COMMAND_REPLY_BYTES};
 use crate::secret::{ExposeSecret, SecretString, redact_url, scrub};
 
 /// Why Redis could not be reached.
@@ -29,7 +30,8 @@ pub enum ConnectError {
     Unreachable { url: String, reason: String },
 }
 
-/// Connect to the Redis at `url`, wherever it is: the command line's own connections.
+/// Connect to the Redis at `url`, wherever it is: the command line's own connections. Replies
+/// are capped at [`MAX_COMMAND_REPLY_BYTES`] (see [`crate::remote::redis`]).
 pub async fn connect(
     url: &SecretString,
     response_timeout: Duration,
@@ -60,12 +62,11 @@ pub async fn connect_within(
                 url: shown.clone(),
                 reason: e.to_string(),
             })?;
-    let client = redis::Client::open(info).map_err(invalid)?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(response_timeout))
-        .set_response_timeout(Some(response_timeout));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
+    let limits = Limits {
+        max_reply_bytes: MAX_COMMAND_REPLY_BYTES,
+        timeout: response_timeout,
+    };
+    crate::remote::redis::connect(&info, limits)
         .await
         .map_err(|e| ConnectError::Unreachable {
             url: shown,
@@ -162,15 +163,10 @@ pub(crate) async fn ping(con: &mut MultiplexedConnection) -> redis::RedisResult<
     Ok(start.elapsed())
 }
 
-/// A key as text for reports: lossy UTF-8, cut at 200 characters.
+/// A key as text for reports and terminals: control characters and bytes that are not UTF-8
+/// escaped, cut at 200 characters (see [`crate::remote::text::key`]).
 pub(crate) fn show_key(key: &[u8]) -> String {
-    let text = String::from_utf8_lossy(key);
-    if text.chars().count() > 200 {
-        let cut: String = text.chars().take(200).collect();
-        format!("{cut}…")
-    } else {
-        text.into_owned()
-    }
+    crate::remote::text::key(key)
 }
 
 /// Milliseconds as a float with microsecond resolution, for reports.

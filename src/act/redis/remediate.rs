@@ -6,9 +6,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use redis::aio::MultiplexedConnection;
 
-use super::audit::{AuditPlan, AuditReport, audit};
+use super::audit::{AuditPlan, AuditReport, audit_until};
 use super::connect_within;
-use super::flush::{FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush};
+use super::flush::{FlushPlan, FlushPlanError, FlushReport, GenerationRule, flush_until};
 use crate::act::record;
 use crate::api::{ActionKind, ActionOutcome};
 use crate::api::{
@@ -16,7 +16,9 @@ use crate::api::{
     RemediationSpec,
 };
 use crate::destinations::AllowList;
+use crate::remote::text;
 use crate::secret::{SecretString, scrub};
+use crate::shutdown::Stop;
 
 /// How long one Redis reply may take before the run gives up.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,7 +105,7 @@ impl FlushReport {
             scanned: self.scanned,
             budget_exhausted: self.stopped_by.is_some(),
             dry_run: self.dry_run,
-            error: self.error.clone(),
+            error: self.error.as_deref().map(text::reason),
         }
     }
 }
@@ -121,6 +123,7 @@ pub async fn remediate_redis(
     reason: &str,
     dry_run: bool,
     now: Timestamp,
+    stop: &Stop,
 ) -> RemediationRun {
     let why = format!("{reason} (memory level {})", level.as_str());
     let skipped = |detail: &str| RemediationRun {
@@ -181,11 +184,11 @@ pub async fn remediate_redis(
         }
         Err(e) => return failed_run(now, &why, dry_run, e.to_string()),
     };
-    let mut report = flush(&con, &plan).await;
+    let mut report = flush_until(&con, &plan, stop).await;
     report.error = report.error.map(|e| scrub(&e, &[url]));
     let mut outcome = report.to_status();
     if !notes.is_empty() && outcome.error.is_none() {
-        outcome.error = Some(notes.join("; "));
+        outcome.error = Some(text::reason(&notes.join("; ")));
     }
     let verdict = if report.error.is_some() {
         ActionOutcome::Failed
@@ -211,7 +214,7 @@ fn failed_run(now: Timestamp, why: &str, dry_run: bool, error: String) -> Remedi
         outcome: RemediationOutcome {
             at: now,
             dry_run,
-            error: Some(error.clone()),
+            error: Some(text::reason(&error)),
             ..RemediationOutcome::default()
         },
         record: record::action(
@@ -240,6 +243,7 @@ pub async fn audit_redis(
     destinations: &AllowList,
     reason: &str,
     now: Timestamp,
+    stop: &Stop,
 ) -> AuditRun {
     let failed = |error: String| AuditRun {
         outcome: None,
@@ -273,7 +277,7 @@ pub async fn audit_redis(
         max_duration: spec.remediation.max_duration.as_std(),
         ..AuditPlan::default()
     };
-    let mut report = audit(&con, &plan).await;
+    let mut report = audit_until(&con, &plan, stop).await;
     report.error = report.error.map(|e| scrub(&e, &[url]));
     let verdict = if report.ok() {
         ActionOutcome::Ok

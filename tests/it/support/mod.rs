@@ -6,6 +6,8 @@ pub mod clinic_backend;
 pub mod drill;
 pub mod exporter;
 pub mod fake_cluster;
+pub mod history;
+pub mod hostile;
 pub mod http;
 pub mod live_app;
 pub mod redis_cluster;

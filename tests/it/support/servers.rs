@@ -24,8 +24,9 @@ pub fn require_binary(name: &str) -> PathBuf {
         }
     }
     panic!(
-        "`{name}` is not installed. The tests need real redis-server and prometheus servers: \
-         run `scripts/test` (the README's test command), which installs them with apt-get."
+        "`{name}` is not installed. The tests need real redis-server, prometheus and \
+         redis_exporter servers: run `scripts/test` (the README's test command), which installs \
+         them with apt-get."
     );
 }
 
@@ -222,63 +223,117 @@ pub struct PrometheusServer {
 impl PrometheusServer {
     /// Start Prometheus scraping `targets` ("127.0.0.1:PORT", path /metrics) every `scrape_interval`.
     pub fn start(targets: &[String], scrape_interval: Duration) -> Self {
-        let binary = require_binary("prometheus");
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_jobs(&[("app", targets)], scrape_interval)
+    }
+
+    /// Start Prometheus scraping each job's targets every `scrape_interval`; the `app` job's
+    /// series carry `app="clinic-backend"`.
+    pub fn start_jobs(jobs: &[(&str, &[String])], scrape_interval: Duration) -> Self {
         let interval = format!("{}ms", scrape_interval.as_millis().max(100));
-        let target_list = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let config = format!(
-            "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n\
-             scrape_configs:\n  - job_name: app\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n    \
-             static_configs:\n      - targets: [{target_list}]\n        labels:\n          app: clinic-backend\n"
+        let mut config = format!(
+            "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\nscrape_configs:\n"
         );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write prometheus.yml");
-        let port = free_port();
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn prometheus");
-        let server = PrometheusServer {
-            port,
-            dir,
-            child: Some(child),
-        };
-        wait_until("prometheus", Duration::from_secs(30), || {
-            http_get_ok(port, "/-/ready")
-        });
-        server
+        for (job, targets) in jobs {
+            let target_list = targets
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let labels = if *job == "app" {
+                "\n        labels:\n          app: clinic-backend"
+            } else {
+                ""
+            };
+            config.push_str(&format!(
+                "  - job_name: {job}\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n    \
+                 static_configs:\n      - targets: [{target_list}]{labels}\n"
+            ));
+        }
+        Self::start_with_config(&config, &[])
     }
 
     /// Start Prometheus with this configuration; `files` (name, content) are written next to it
     /// first, so the configuration can name them (e.g. `rule_files`) by their bare names.
     pub fn start_with_config(config: &str, files: &[(&str, String)]) -> Self {
-        let binary = require_binary("prometheus");
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, content) in files {
             std::fs::write(dir.path().join(name), content).expect("write a Prometheus file");
         }
+        std::fs::write(dir.path().join("prometheus.yml"), config).expect("write prometheus.yml");
+        let mut server = PrometheusServer {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Start the process on the server's port, configuration and data.
+    fn spawn(&mut self) {
+        let binary = require_binary("prometheus");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("prometheus.log"))
+            .expect("log file");
+        let child = Command::new(binary)
+            .arg(format!(
+                "--config.file={}",
+                self.dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn prometheus");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("prometheus", Duration::from_secs(30), || {
+            http_get_ok(port, "/-/ready")
+        });
+    }
+
+    /// Start Prometheus on history: `openmetrics` (OpenMetrics text with timestamps, ending with
+    /// `# EOF`) is turned into TSDB blocks with `promtool tsdb create-blocks-from openmetrics`,
+    /// and a Prometheus that scrapes nothing serves them. Keep the history within the last year
+    /// (the retention set here).
+    pub fn with_history(openmetrics: &str) -> Self {
+        let promtool = require_binary("promtool");
+        let binary = require_binary("prometheus");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let input = dir.path().join("history.om");
+        std::fs::write(&input, openmetrics).expect("write the OpenMetrics history");
+        let data = dir.path().join("data");
+        let built = Command::new(promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            // One block per week rather than one per two hours: fewer, larger blocks load and
+            // query faster.
+            .arg("--max-block-duration=168h")
+            .arg(&input)
+            .arg(&data)
+            .output()
+            .expect("run promtool");
+        assert!(
+            built.status.success(),
+            "promtool tsdb create-blocks-from openmetrics failed: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        std::fs::remove_file(&input).ok();
         let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write prometheus.yml");
+        std::fs::write(&config_path, "global:\n  scrape_interval: 1m\n")
+            .expect("write prometheus.yml");
         let port = free_port();
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg("--storage.tsdb.retention.time=400d")
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("prometheus.log")).expect("log file"))
             .spawn()
@@ -307,12 +362,74 @@ impl PrometheusServer {
         stop_child(&mut self.child);
     }
 
+    /// Kill the server at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port and data (after [`PrometheusServer::kill`] or `stop`).
+    pub fn restart(&mut self) {
+        self.kill();
+        // A killed TSDB leaves its lock; Prometheus takes it over at start-up.
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 }
 
 impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// A real redis_exporter (Debian's `prometheus-redis-exporter`) reading one Redis, for
+/// Prometheus to scrape.
+pub struct RedisExporter {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisExporter {
+    /// Export the Redis at `redis_url` on a free loopback port.
+    pub fn start(redis_url: &str) -> Self {
+        let binary = require_binary("prometheus-redis-exporter");
+        let port = free_port();
+        let child = Command::new(binary)
+            .args(["-redis.addr", redis_url])
+            .args(["-web.listen-address", &format!("127.0.0.1:{port}")])
+            // Only Redis's metrics, not the exporter's own Go runtime.
+            .arg("-redis-only-metrics")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn prometheus-redis-exporter");
+        let exporter = RedisExporter {
+            port,
+            child: Some(child),
+        };
+        wait_until("redis_exporter", Duration::from_secs(10), || {
+            http_get_ok(port, "/metrics")
+        });
+        exporter
+    }
+
+    /// `127.0.0.1:PORT`, as Prometheus's targets name it.
+    pub fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisExporter {
     fn drop(&mut self) {
         stop_child(&mut self.child);
     }

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! The incident-drill harness: everything a runbook incident needs, for real, on loopback.
 //!
 //! A [`Drill`] starts a `redis-server`, a `prometheus` scraping the demo clinic backend every
@@ -15,6 +16,7 @@
 //! scaled the same way: `spec.metrics.rateWindow` is [`RATE_WINDOW`] instead of 5m.
 
 pub mod controller;
+mod fidelity;
 pub mod kubelet;
 pub mod load;
 pub mod record;
@@ -32,7 +34,7 @@ use serde_json::{Value, json};
 use tierguard::api::{MemoryTier, MemoryTierStatus, Phase};
 
 use crate::support::clinic_backend::{self as clinic_process, ClinicBackendProcess};
-use crate::support::servers::{PrometheusServer, RedisServer, free_port};
+use crate::support::servers::{PrometheusServer, RedisExporter, RedisServer, free_port};
 use controller::ControllerProcess;
 use kube_testserver::{ApiServer, Gvr};
 use kubelet::{ConfigVersion, Kubelet};
@@ -75,6 +77,24 @@ pub struct Setup {
     pub tier: Value,
     /// Extra `clinic-backend serve` arguments.
     pub serve_args: Vec<&'static str>,
+    /// Controller replicas: 1 runs one without leader election; more compete for the Lease
+    /// [`LEASE_NAME`] with a [`LEASE_DURATION`] lease.
+    pub replicas: usize,
+}
+
+/// The Lease replicas compete for, in [`NAMESPACE`].
+pub const LEASE_NAME: &str = "tierguard-leader";
+/// How long a lease holds without renewal when several replicas run (15 s in production).
+pub const LEASE_DURATION: &str = "3s";
+
+/// One controller replica: its process (when running) and the logs of every run it had.
+pub struct Replica {
+    pub identity: String,
+    pub process: Option<ControllerProcess>,
+    pub logs: Vec<std::path::PathBuf>,
+    pub starts: u32,
+    /// The highest VmHWM (KiB) of any of its runs.
+    pub peak_rss_kib: u64,
 }
 
 /// The drills' MemoryTier spec: the runbooks' rules with minutes scaled to seconds.
@@ -101,9 +121,13 @@ pub fn base_spec(demo_url: &str, prometheus_url: &str) -> Value {
             "rateWindow": RATE_WINDOW,
             "interval": "1s",
             "timeout": "800ms",
+            // Where the replay of the drill finds Redis (the controller reads Redis itself).
+            "redisExporter": {"selector": "job=\"redis\""},
         },
         // The mem0-write criterion stays long: the breaker drill isolates the breaker runbook.
-        "rollback": {"p50LatencyFor": "6s", "errorRateFor": "6s", "mem0WriteSuccessFor": "10m", "phaseHold": "4s"},
+        // The minimum sample scales with the drills' traffic (tens of requests a second, 5s
+        // windows) as the windows do with time.
+        "rollback": {"p50LatencyFor": "6s", "errorRateFor": "6s", "mem0WriteSuccessFor": "10m", "phaseHold": "4s", "minRequests": 10},
         "stampede": {"for": "3s"},
         "warming": {
             "endpoint": format!("{demo_url}/admin/cache/warm"),
@@ -137,8 +161,12 @@ pub struct Drill {
     pub api: ApiServer,
     pub redis: RedisServer,
     prometheus: PrometheusServer,
+    _redis_exporter: RedisExporter,
+    /// The MemoryTier as the drill created it: what its replay runs.
+    tier: MemoryTier,
     pub demo: ClinicBackendProcess,
-    controller: ControllerProcess,
+    replicas: Vec<Replica>,
+    kubeconfig: std::path::PathBuf,
     kubelet: Kubelet,
     recorder: Recorder,
     load: Option<Load>,
@@ -171,7 +199,16 @@ impl Drill {
         // The demo's port is chosen first: Prometheus and the tier's warm endpoint need it.
         let demo_addr = format!("127.0.0.1:{}", free_port());
         let demo_url = format!("http://{demo_addr}");
-        let prometheus = PrometheusServer::start(std::slice::from_ref(&demo_addr), SCRAPE_INTERVAL);
+        // Prometheus records the demo and, through redis_exporter, Redis: the whole drill, for
+        // its replay at the end.
+        let redis_exporter = RedisExporter::start(&redis.url());
+        let prometheus = PrometheusServer::start_jobs(
+            &[
+                ("app", std::slice::from_ref(&demo_addr)),
+                ("redis", &[redis_exporter.target()]),
+            ],
+            SCRAPE_INTERVAL,
+        );
 
         for (name, key, value) in [
             ("clinic-redis", "url", redis.url()),
@@ -196,12 +233,42 @@ impl Drill {
             .create(&PostParams::default(), &tier)
             .await
             .expect("create the MemoryTier");
+        let created = tier;
 
         let kubeconfig = dir.path().join("kubeconfig");
-        api.write_kubeconfig_as(&kubeconfig, "tierguard")
+        api.write_kubeconfig_as(&kubeconfig, CONTROLLER_USER)
             .expect("write the kubeconfig");
-        let controller =
-            ControllerProcess::spawn(&kubeconfig, NAMESPACE, dir.path().join("tierguard.log"));
+        // Replicas restarted later run this copy: a build meanwhile does not change them.
+        let binary = dir.path().join("tierguard");
+        std::fs::copy(env!("CARGO_BIN_EXE_tierguard"), &binary).expect("copy the tierguard binary");
+        let mut replicas: Vec<Replica> = (0..setup.replicas.max(1))
+            .map(|i| Replica {
+                identity: if setup.replicas > 1 {
+                    format!("tierguard-{i}")
+                } else {
+                    "tierguard-drill".to_owned()
+                },
+                process: None,
+                logs: Vec::new(),
+                starts: 0,
+                peak_rss_kib: 0,
+            })
+            .collect();
+        for i in 0..replicas.len() {
+            start_replica(&mut replicas, i, &binary, &kubeconfig, dir.path(), false);
+        }
+        for replica in &mut replicas {
+            if let Some(p) = replica.process.as_mut() {
+                p.wait_ready(Duration::from_secs(30));
+            }
+        }
+        let controller_log = || {
+            replicas[0]
+                .process
+                .as_ref()
+                .map(|p| p.log())
+                .unwrap_or_default()
+        };
 
         // The pod starts once its ConfigMap volume can be mounted.
         let volume = dir.path().join("flags");
@@ -213,7 +280,7 @@ impl Drill {
                 "the controller did not render ConfigMap {FLAGS_CONFIG_MAP} within 30s \
                  (kubelet: {:?}); controller log:\n{}",
                 kubelet.last_error(),
-                tail(&controller.log(), 40)
+                tail(&controller_log(), 40)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -244,8 +311,11 @@ impl Drill {
             api,
             redis,
             prometheus,
+            _redis_exporter: redis_exporter,
+            tier: created,
             demo,
-            controller,
+            replicas,
+            kubeconfig,
             kubelet,
             recorder,
             load: None,
@@ -260,6 +330,104 @@ impl Drill {
             passed: false,
             _dir: dir,
         }
+    }
+
+    // ---- controller replicas -------------------------------------------------------------
+
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
+    }
+
+    pub fn replica(&self, i: usize) -> &Replica {
+        &self.replicas[i]
+    }
+
+    /// The identity holding the Lease, if any (several replicas only).
+    pub fn lease_holder(&self) -> Option<String> {
+        self.api
+            .get_json(
+                &Gvr::of::<k8s_openapi::api::coordination::v1::Lease>(),
+                NAMESPACE,
+                LEASE_NAME,
+            )
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+    }
+
+    /// SIGKILL replica `i` (its last run's peak RSS is kept).
+    pub fn kill_replica(&mut self, i: usize) {
+        let replica = &mut self.replicas[i];
+        if let Some(mut p) = replica.process.take() {
+            p.kill();
+            replica.peak_rss_kib = replica.peak_rss_kib.max(p.sample_rss());
+        }
+    }
+
+    /// SIGTERM replica `i`; how long it took to exit (None: it did not within `grace`).
+    pub fn terminate_replica(&mut self, i: usize, grace: Duration) -> Option<Duration> {
+        let replica = &mut self.replicas[i];
+        let mut p = replica.process.take()?;
+        let took = p.terminate(grace);
+        replica.peak_rss_kib = replica.peak_rss_kib.max(p.sample_rss());
+        took
+    }
+
+    /// Start replica `i` again (a new process and log), without waiting for it.
+    pub fn restart_replica(&mut self, i: usize) {
+        let dir = self._dir.path().to_owned();
+        let binary = dir.join("tierguard");
+        start_replica(&mut self.replicas, i, &binary, &self.kubeconfig, &dir, true);
+    }
+
+    pub fn replica_running(&mut self, i: usize) -> bool {
+        self.replicas[i]
+            .process
+            .as_mut()
+            .is_some_and(|p| p.is_running())
+    }
+
+    /// Read every running replica's peak RSS; the highest of all runs so far (KiB).
+    pub fn sample_rss(&mut self) -> u64 {
+        for replica in &mut self.replicas {
+            if let Some(p) = replica.process.as_mut() {
+                replica.peak_rss_kib = replica.peak_rss_kib.max(p.sample_rss());
+            }
+        }
+        self.replicas
+            .iter()
+            .map(|r| r.peak_rss_kib)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The log of replica `i`'s current (or last) run.
+    pub fn replica_log(&self, i: usize) -> String {
+        self.replicas[i]
+            .logs
+            .last()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// Every log of every run of every replica: (file name, text).
+    pub fn all_controller_logs(&self) -> Vec<(String, String)> {
+        self.replicas
+            .iter()
+            .flat_map(|r| r.logs.iter())
+            .map(|p| {
+                (
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    std::fs::read_to_string(p).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The Prometheus server the tier reads.
+    pub fn prometheus(&mut self) -> &mut PrometheusServer {
+        &mut self.prometheus
     }
 
     // ---- traffic, faults and notes -------------------------------------------------------
@@ -384,8 +552,12 @@ impl Drill {
                     .unwrap_or(self.started_at),
                 type_: e["type"].as_str().unwrap_or("").to_owned(),
                 reason: e["reason"].as_str().unwrap_or("").to_owned(),
+                action: e["action"].as_str().unwrap_or("").to_owned(),
                 note: e["note"].as_str().unwrap_or("").to_owned(),
                 count: e["series"]["count"].as_u64().unwrap_or(1),
+                last_seen: e["series"]["lastObservedTime"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok()),
             })
             .collect();
         events.sort_by_key(|e| e.at);
@@ -645,13 +817,24 @@ impl Drill {
         )
     }
 
+    /// Passed without [`Drill::finish`]'s checks (a run that makes the controller fail on
+    /// purpose checks its own invariants): the report is not printed again at the end.
+    pub fn passed(&mut self) {
+        self.passed = true;
+    }
+
     /// The drill passed: check that every reconcile and every action of the controller
     /// succeeded, then print the report and the summary line `scripts/drill` collects.
     pub async fn finish(mut self) {
         self.stop_load();
+        let metrics_url = self.replicas[0]
+            .process
+            .as_ref()
+            .map(|p| p.metrics_url())
+            .unwrap_or_default();
         let metrics = self
             .http
-            .get(self.controller.metrics_url())
+            .get(metrics_url)
             .send()
             .await
             .and_then(|r| r.error_for_status());
@@ -681,6 +864,13 @@ impl Drill {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+        // The drill's own Prometheus recorded all of it: replayed, the policy must decide what
+        // the controller decided.
+        let origin = self.fault_at.unwrap_or(self.started_at);
+        match fidelity::check(&self, origin).await {
+            Ok(table) => self.attach("replay of the drill from its Prometheus", &table),
+            Err(why) => panic!("[{}] {why}", self.name),
+        }
         self.passed = true;
         println!("{}", self.report());
         println!(
@@ -704,8 +894,7 @@ impl Drop for Drill {
         eprintln!("{}", self.report());
         // Reconciles that did nothing are left out: they are one a second.
         let log: String = self
-            .controller
-            .log()
+            .replica_log(0)
             .lines()
             .filter(|l| !l.contains("actions=0"))
             .map(|l| format!("{l}\n"))
@@ -718,7 +907,11 @@ impl Drop for Drill {
             "=== clinic-backend log (last lines) ===\n{}",
             tail(&self.demo.log(), 40)
         );
-        if !self.controller.is_running() {
+        if !self.replicas[0]
+            .process
+            .as_mut()
+            .is_some_and(|p| p.is_running())
+        {
             eprintln!("the controller process is not running");
         }
         let _ = &self.prometheus;
@@ -731,8 +924,54 @@ pub struct EventRecord {
     pub at: Timestamp,
     pub type_: String,
     pub reason: String,
+    /// `Decide` for what the policy decided; the action's kind for how an action went.
+    pub action: String,
     pub note: String,
     pub count: u64,
+    /// When a repeated Event was last seen (its series).
+    pub last_seen: Option<Timestamp>,
+}
+
+/// The bearer token every replica's kubeconfig sends: how the API server's faults pick the
+/// controller's requests and not the drill's own.
+pub const CONTROLLER_USER: &str = "tierguard";
+
+fn start_replica(
+    replicas: &mut [Replica],
+    i: usize,
+    binary: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+    restart: bool,
+) {
+    let several = replicas.len() > 1;
+    let replica = &mut replicas[i];
+    replica.starts += 1;
+    let log = if several {
+        dir.join(format!("{}-run{}.log", replica.identity, replica.starts))
+    } else {
+        dir.join("tierguard.log")
+    };
+    let mut extra: Vec<&str> = Vec::new();
+    if several {
+        extra.extend([
+            "--leader-election",
+            "--lease-name",
+            LEASE_NAME,
+            "--lease-duration",
+            LEASE_DURATION,
+        ]);
+    }
+    replica.logs.push(log.clone());
+    replica.process = Some(ControllerProcess::spawn_with(
+        binary,
+        kubeconfig,
+        NAMESPACE,
+        log,
+        &replica.identity,
+        &extra,
+        !restart && !several,
+    ));
 }
 
 async fn create_secret(client: &Client, name: &str, key: &str, value: &str) {
