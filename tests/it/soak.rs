@@ -858,15 +858,18 @@ impl Soak {
                 .filter_map(|x| {
                     let o = x.status.observed.as_ref()?;
                     let t = o.at?;
-                    (t >= from && t <= *at)
-                        .then_some(o.p50_latency_ms)
-                        .flatten()
+                    // The criterion judges the canary cohort's P50 when there are cohorts.
+                    let p50 = match &o.cohorts {
+                        Some(c) => c.canary.p50_latency_ms,
+                        None => o.p50_latency_ms,
+                    };
+                    (t >= from && t <= *at).then_some(p50).flatten()
                 })
                 .collect();
             // The samples are what the recorder happened to read (under load it may read none
             // in the window); the latency fault being on over the whole window is the cause.
             let sustained =
-                trigger.starts_with("P50 latency") && window.iter().all(|p| *p > 1000.0);
+                trigger.contains("P50 latency") && window.iter().all(|p| *p > 1000.0);
             let fault_long_enough = self
                 .latency_on
                 .iter()
