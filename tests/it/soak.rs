@@ -868,8 +868,7 @@ impl Soak {
                 .collect();
             // The samples are what the recorder happened to read (under load it may read none
             // in the window); the latency fault being on over the whole window is the cause.
-            let sustained =
-                trigger.contains("P50 latency") && window.iter().all(|p| *p > 1000.0);
+            let sustained = trigger.contains("P50 latency") && window.iter().all(|p| *p > 1000.0);
             let fault_long_enough = self
                 .latency_on
                 .iter()
