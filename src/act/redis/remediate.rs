@@ -115,6 +115,9 @@ impl FlushReport {
 /// Skipped (and recorded as such) when remediation is disabled or the tier is a Redis Cluster
 /// (not supported yet: each master would need its own SCAN). When the current generation cannot be
 /// read, old generations are left alone and only the non-critical patterns are deleted.
+// Each argument is a different input of one run (what, where, which addresses, why, when, how
+// to stop); a struct for them would only rename the call.
+#[allow(clippy::too_many_arguments)]
 pub async fn remediate_redis(
     spec: &RedisSpec,
     url: &SecretString,
