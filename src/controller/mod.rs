@@ -284,11 +284,14 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
     // running go on (dropping it would abort them mid-action) until they end or time is up.
     readiness.set_watches_running(false);
     let running = ctx.in_flight();
-    if running > 0 {
-        tracing::info!(running, timeout = ?config.shutdown_timeout, "waiting for running reconciles");
+    let jobs = ctx.work.running_total();
+    if running > 0 || jobs > 0 {
+        tracing::info!(running, jobs, timeout = ?config.shutdown_timeout, "waiting for running reconciles and background jobs");
     }
+    // Background jobs see the stop too (a flush stops after its round); their end, and the Event
+    // that says how they went, is waited for like a reconcile's.
     let drained = async {
-        while ctx.in_flight() > 0 {
+        while ctx.in_flight() > 0 || ctx.work.running_total() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -298,8 +301,9 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
         _ = tokio::time::sleep(config.shutdown_timeout) => {
             tracing::warn!(
                 running = ctx.in_flight(),
+                jobs = ctx.work.running_total(),
                 timeout = ?config.shutdown_timeout,
-                "reconciles still running at the shutdown timeout; stopping without them"
+                "reconciles still running at the shutdown timeout (or background jobs); stopping without them"
             );
         }
     }

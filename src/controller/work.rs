@@ -193,6 +193,16 @@ impl Work {
             .map_or(0, |jobs| jobs.running.len())
     }
 
+    /// How many jobs run (or wait for their turn), all tiers together.
+    pub fn running_total(&self) -> usize {
+        self.tiers
+            .lock()
+            .expect("work lock")
+            .values()
+            .map(|jobs| jobs.running.len())
+            .sum()
+    }
+
     /// Forget tiers that no longer exist (their running jobs finish into nothing).
     pub fn retain_tiers(&self, live_uids: &HashSet<String>) {
         self.tiers

@@ -194,7 +194,11 @@ async fn soak(length: Duration, seed: u64) {
             &Gvr::of::<Deployment>(),
             json!({
                 "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": WORKLOAD, "namespace": NAMESPACE},
+                // The workload's owner lets the tier restart it.
+                "metadata": {
+                    "name": WORKLOAD, "namespace": NAMESPACE,
+                    "annotations": {"tierguard.dev/restart-for": crate::support::drill::TIER},
+                },
                 "spec": {
                     "selector": {"matchLabels": {"app": WORKLOAD}},
                     "template": {
