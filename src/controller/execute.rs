@@ -413,7 +413,13 @@ pub async fn execute(
                     let destinations = ctx.network.destinations.clone();
                     let reason = reason.clone();
                     let stop = ctx.stop.clone();
+                    let (probe, uid) = (ctx.work.probe(), tier_uid(tier));
                     background(ctx, tier, JobKind::Audit, action, now, async move {
+                        // The audit reports what the remediation decided with it left, so it
+                        // waits for that to end (within the audit's own budget).
+                        while probe.is_running(&uid, JobKind::Remediate) {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
                         let run =
                             audit_redis(&spec, &url, &destinations.redis, &reason, now, &stop)
                                 .await;

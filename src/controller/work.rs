@@ -87,6 +87,20 @@ struct TierJobs {
     finished: Vec<Finished>,
 }
 
+/// See [`Work::probe`].
+#[derive(Clone)]
+pub struct JobProbe(Arc<Mutex<HashMap<String, TierJobs>>>);
+
+impl JobProbe {
+    pub fn is_running(&self, uid: &str, kind: JobKind) -> bool {
+        self.0
+            .lock()
+            .expect("work lock")
+            .get(uid)
+            .is_some_and(|jobs| jobs.running.contains(&kind))
+    }
+}
+
 /// The controller's background jobs.
 pub struct Work {
     budget: Budget,
@@ -191,6 +205,12 @@ impl Work {
             .expect("work lock")
             .get(uid)
             .map_or(0, |jobs| jobs.running.len())
+    }
+
+    /// Whether a job of `kind` runs (or waits for its turn) for the tier, readable from inside
+    /// another job: an audit waits for the remediation decided with it.
+    pub fn probe(&self) -> JobProbe {
+        JobProbe(self.tiers.clone())
     }
 
     /// How many jobs run (or wait for their turn), all tiers together.
