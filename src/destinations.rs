@@ -37,14 +37,17 @@ pub enum Purpose {
     Webhooks,
     /// Redis, and every node of a Redis Cluster.
     Redis,
+    /// The breaker probe's calls to the dependency behind the breaker (the mem0 API).
+    Probe,
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 4] = [
+    pub const ALL: [Purpose; 5] = [
         Purpose::Metrics,
         Purpose::Warming,
         Purpose::Webhooks,
         Purpose::Redis,
+        Purpose::Probe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Purpose {
             Purpose::Warming => "warming",
             Purpose::Webhooks => "webhooks",
             Purpose::Redis => "redis",
+            Purpose::Probe => "probe",
         }
     }
 
@@ -63,6 +67,7 @@ impl Purpose {
             Purpose::Warming => "--warming-destinations",
             Purpose::Webhooks => "--webhook-destinations",
             Purpose::Redis => "--redis-destinations",
+            Purpose::Probe => "--probe-destinations",
         }
     }
 }
@@ -83,6 +88,9 @@ pub const NOTIFICATION_HOSTS: [&str; 3] = [
     "events.pagerduty.com",
     "events.eu.pagerduty.com",
 ];
+
+/// The mem0 API's host, allowed for the breaker probe by default besides the private ranges.
+pub const PROBE_HOSTS: [&str; 1] = ["api.mem0.ai"];
 
 /// Most entries of one allow-list shown in a refusal.
 const SHOWN_ENTRIES: usize = 6;
@@ -259,6 +267,9 @@ impl AllowList {
         let mut entries: Vec<&str> = PRIVATE_RANGES.to_vec();
         if purpose == Purpose::Webhooks {
             entries.extend(NOTIFICATION_HOSTS);
+        }
+        if purpose == Purpose::Probe {
+            entries.extend(PROBE_HOSTS);
         }
         AllowList::parse(purpose, &entries).expect("the defaults parse")
     }
@@ -523,6 +534,7 @@ pub struct Destinations {
     pub warming: AllowList,
     pub webhooks: AllowList,
     pub redis: AllowList,
+    pub probe: AllowList,
 }
 
 impl Default for Destinations {
@@ -534,6 +546,7 @@ impl Default for Destinations {
             warming: AllowList::default_for(Purpose::Warming),
             webhooks: AllowList::default_for(Purpose::Webhooks),
             redis: AllowList::default_for(Purpose::Redis),
+            probe: AllowList::default_for(Purpose::Probe),
         }
     }
 }
@@ -546,6 +559,7 @@ impl Destinations {
             warming: AllowList::any(Purpose::Warming),
             webhooks: AllowList::any(Purpose::Webhooks),
             redis: AllowList::any(Purpose::Redis),
+            probe: AllowList::any(Purpose::Probe),
         }
     }
 
@@ -556,6 +570,7 @@ impl Destinations {
             warming: AllowList::parse(Purpose::Warming, entries)?,
             webhooks: AllowList::parse(Purpose::Webhooks, entries)?,
             redis: AllowList::parse(Purpose::Redis, entries)?,
+            probe: AllowList::parse(Purpose::Probe, entries)?,
         })
     }
 
@@ -565,6 +580,7 @@ impl Destinations {
             Purpose::Warming => &self.warming,
             Purpose::Webhooks => &self.webhooks,
             Purpose::Redis => &self.redis,
+            Purpose::Probe => &self.probe,
         }
     }
 
@@ -574,6 +590,7 @@ impl Destinations {
             Purpose::Warming => self.warming = list,
             Purpose::Webhooks => self.webhooks = list,
             Purpose::Redis => self.redis = list,
+            Purpose::Probe => self.probe = list,
         }
     }
 }
@@ -613,6 +630,7 @@ pub struct Network {
     pub metrics: reqwest::Client,
     pub warming: reqwest::Client,
     pub webhooks: reqwest::Client,
+    pub probe: reqwest::Client,
 }
 
 impl Network {
@@ -631,6 +649,7 @@ impl Network {
             metrics: client(Purpose::Metrics)?,
             warming: client(Purpose::Warming)?,
             webhooks: client(Purpose::Webhooks)?,
+            probe: client(Purpose::Probe)?,
             destinations: Arc::new(destinations),
         })
     }
@@ -769,6 +788,7 @@ mod tests {
             assert!(!l.holds("127.0.0.1".parse().unwrap()), "no loopback");
             assert!(!l.holds("8.8.8.8".parse().unwrap()));
             assert_eq!(l.names("hooks.slack.com"), purpose == Purpose::Webhooks);
+            assert_eq!(l.names("api.mem0.ai"), purpose == Purpose::Probe);
         }
     }
 

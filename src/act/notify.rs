@@ -68,9 +68,20 @@ fn hhmm(at: Timestamp) -> String {
     at.strftime("%H:%M UTC").to_string()
 }
 
-/// What the signals said at the last reading, one line per known signal.
-pub fn impact_lines(observed: Option<&Observation>, mitigations: &[Mitigation]) -> Vec<String> {
-    let mut lines = Vec::new();
+/// The incident's measured impact (the share of users affected, failed requests, the peaks),
+/// then what the signals said at the last reading and the mitigations in force.
+pub fn impact_lines(
+    incident: Option<&IncidentSummary>,
+    observed: Option<&Observation>,
+    mitigations: &[Mitigation],
+) -> Vec<String> {
+    let mut lines = match incident.and_then(|i| i.impact.as_ref()) {
+        Some(impact) => crate::policy::impact::lines(impact),
+        None => vec![
+            "Share of users affected and failed requests: not measured (no reading was taken during the incident)"
+                .to_owned(),
+        ],
+    };
     if let Some(o) = observed {
         let signals: Vec<String> = Signal::ALL
             .iter()
@@ -86,7 +97,7 @@ pub fn impact_lines(observed: Option<&Observation>, mitigations: &[Mitigation]) 
             lines.push(format!("Signals at last reading: {}", signals.join(", ")));
         }
     }
-    if lines.is_empty() {
+    if observed.is_none() {
         lines.push("No signal readings available".to_owned());
     }
     for m in mitigations {
@@ -98,7 +109,6 @@ pub fn impact_lines(observed: Option<&Observation>, mitigations: &[Mitigation]) 
             .join(", ");
         lines.push(format!("Mitigation {} in force: {overrides}", m.name));
     }
-    lines.push("Affected users and failed requests: not measured by tierguard".to_owned());
     lines
 }
 
@@ -128,6 +138,11 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
             n.escalated_because.as_deref().unwrap_or("not resolved yet")
         )),
         NotifyKind::Resolved => Some(format!("{} - Resolved", hhmm(ctx.now))),
+        NotifyKind::Diagnosed => Some(format!(
+            "{} - Diagnosis: {}",
+            hhmm(ctx.now),
+            n.escalated_because.as_deref().unwrap_or("see the incident")
+        )),
     };
     timeline.extend(now_line);
     let report = format!(
@@ -135,7 +150,7 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
         ctx.namespace, ctx.tier, n.incident_id
     );
     let next_steps = match n.kind {
-        NotifyKind::Opened | NotifyKind::Escalated => {
+        NotifyKind::Opened | NotifyKind::Escalated | NotifyKind::Diagnosed => {
             let mut steps = vec![
                 format!(
                     "Automatic remediation under way ({title} runbook): {}",
@@ -143,6 +158,9 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
                 ),
                 format!("Level {} responder: follow the {title} runbook", n.level),
             ];
+            if let Some(diagnosis) = ctx.incident.and_then(|i| i.diagnosis.as_ref()) {
+                steps.insert(0, format!("Diagnosis: {diagnosis}"));
+            }
             if !n.escalation_plan.is_empty() {
                 steps.push(format!("Escalation: {}", n.escalation_plan));
             }
@@ -164,11 +182,12 @@ pub fn communication(n: &Notification, ctx: &Context<'_>) -> Communication {
         NotifyKind::Opened => "MITIGATING".to_owned(),
         NotifyKind::Escalated => format!("ESCALATED (level {})", n.level),
         NotifyKind::Resolved => "RESOLVED".to_owned(),
+        NotifyKind::Diagnosed => "INVESTIGATING (diagnosed)".to_owned(),
     };
     Communication {
         subject,
         timeline,
-        impact: impact_lines(ctx.observed, ctx.mitigations),
+        impact: impact_lines(ctx.incident, ctx.observed, ctx.mitigations),
         next_steps,
         status,
     }
@@ -535,6 +554,15 @@ mod tests {
                     what: "Traffic reduced to 5%".into(),
                 },
             ],
+            diagnosis: None,
+            impact: Some(crate::api::IncidentImpact {
+                requests: 12000.0,
+                affected_requests: 1200.0,
+                failed_requests: 84.4,
+                measured_seconds: 1680.0,
+                samples: 56,
+                ..crate::api::IncidentImpact::new(crate::api::ImpactScope::Canary)
+            }),
             report: None,
         };
         let observed = Observation {
@@ -555,6 +583,8 @@ mod tests {
              - 03:12 UTC - Anomaly detected: P50 latency 1250 ms\n\
              - 03:12 UTC - Traffic reduced to 5%\n\
              - 03:40 UTC - Resolved\n\nImpact:\n\
+             - 10% of users affected (the canary's share of the traffic: ~1200 of ~12000 requests during the incident)\n\
+             - Failed requests: ~84, over 28m0s of readings\n\
              - Signals at last reading: P50 latency 1250.0 ms, error rate 1.5%\n";
         assert!(text.starts_with(expected_start), "{text}");
         assert!(text.contains("Next Steps:\n- Root cause investigation in progress\n"));

@@ -147,11 +147,23 @@ pub fn render(incident: &IncidentSummary, ctx: &ReportContext<'_>) -> String {
     }
 
     let _ = writeln!(md, "\n## Root Cause\n");
-    let _ = writeln!(md, "To be determined during post-mortem.");
+    if let Some(diagnosis) = &incident.diagnosis {
+        let _ = writeln!(md, "Diagnosis by tierguard: {diagnosis}.\n");
+        let _ = writeln!(md, "To be confirmed during post-mortem.");
+    } else {
+        let _ = writeln!(md, "To be determined during post-mortem.");
+    }
 
     let _ = writeln!(md, "\n## Impact\n");
-    for line in impact_lines(ctx.observed, ctx.mitigations) {
+    for line in impact_lines(Some(incident), ctx.observed, ctx.mitigations) {
         let _ = writeln!(md, "- {line}");
+    }
+    let offsets = crate::policy::impact::since_detection(incident.started_at, &incident.timeline);
+    if !offsets.is_empty() {
+        let _ = writeln!(md, "\n### Time from detection\n");
+        for line in offsets {
+            let _ = writeln!(md, "- {line}");
+        }
     }
 
     let _ = writeln!(md, "\n## Action Items\n");
@@ -450,6 +462,8 @@ mod tests {
                     what: "System stable".into(),
                 },
             ],
+            diagnosis: None,
+            impact: None,
             report: None,
         }
     }
@@ -475,7 +489,8 @@ mod tests {
             "**Escalation:** escalated to level 2 because unresolved 15m after its automatic response started; level 3",
             "## Timeline\n\n- 03:12 UTC - Anomaly detected\n- 03:12 UTC - Rollback initiated: traffic reduced to 5%\n- 2026-11-26 00:05 UTC - System stable\n- 03:40 UTC - Resolved\n",
             "## Root Cause\n\nTo be determined during post-mortem.",
-            "## Impact\n\n- No signal readings available\n",
+            "## Impact\n\n- Share of users affected and failed requests: not measured (no reading was taken during the incident)\n- No signal readings available\n",
+            "### Time from detection\n\n- +30s: Rollback initiated: traffic reduced to 5%\n- +20h53m0s: System stable\n",
             "- [ ] Re-deployment plan approved",
             "- [ ] Verify all metrics returned to normal",
             "- [x] Document incident timeline",

@@ -66,6 +66,13 @@ pub const DURATIONS: &[Bound] = &[
     bound("notify", "escalate.nearActionLead", hours(24)),
 ];
 
+/// The longest timeout of one call of the breaker probe: it runs inside a reconcile.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest and longest breaker probe interval: a tenant cannot make the controller hammer
+/// mem0, nor diagnose an outage only once a day.
+pub const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+pub const MAX_PROBE_INTERVAL: Duration = hours(1);
+
 /// The largest `after` of an escalation level.
 pub const MAX_ESCALATION_AFTER: Duration = hours(24);
 
@@ -138,6 +145,28 @@ pub fn escalation_rule() -> Rule {
         "an escalation level's after must be at most {max}"
     )))
     .field_path(".escalation")
+}
+
+/// The rule bounding `breaker.probe.timeout`.
+pub fn probe_timeout_rule() -> Rule {
+    Rule::new(format!(
+        "duration(self.timeout) <= duration('{MAX_PROBE_TIMEOUT}')"
+    ))
+    .message(Message::Message(format!(
+        "timeout must be at most {MAX_PROBE_TIMEOUT}"
+    )))
+    .field_path(".timeout")
+}
+
+/// The rule bounding `breaker.probe.interval`.
+pub fn probe_interval_rule() -> Rule {
+    Rule::new(format!(
+        "duration(self.interval) >= duration('{MIN_PROBE_INTERVAL}') && duration(self.interval) <= duration('{MAX_PROBE_INTERVAL}')"
+    ))
+    .message(Message::Message(format!(
+        "interval must be between {MIN_PROBE_INTERVAL} and {MAX_PROBE_INTERVAL}"
+    )))
+    .field_path(".interval")
 }
 
 /// The rule of the smallest interval.
@@ -240,6 +269,10 @@ pub fn clamp(spec: &MemoryTierSpec) -> MemoryTierSpec {
         *value = (*value).min(max_of(section, field));
     }
     s.metrics.interval = s.metrics.interval.max(MIN_INTERVAL);
+    if let Some(probe) = &mut s.breaker.probe {
+        probe.timeout = probe.timeout.min(MAX_PROBE_TIMEOUT);
+        probe.interval = probe.interval.clamp(MIN_PROBE_INTERVAL, MAX_PROBE_INTERVAL);
+    }
     for level in &mut s.notify.escalation {
         level.after = level.after.min(MAX_ESCALATION_AFTER);
     }

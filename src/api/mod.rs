@@ -8,6 +8,8 @@ pub mod bounds;
 pub mod conditions;
 mod duration;
 pub mod exporter;
+pub mod impact;
+pub mod probe;
 pub mod signals;
 mod spec;
 mod status;
@@ -16,12 +18,14 @@ pub mod vocabulary;
 
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
 pub use exporter::RedisExporterSpec;
+pub use impact::{IncidentImpact, Peak};
+pub use probe::{BreakerDiagnosis, ProbeReading, RateLimitShed};
 pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals};
 pub use spec::*;
 pub use status::*;
 pub use vocabulary::{
-    ActionKind, ActionOutcome, ConditionType, MitigationName, Reason, RollbackCriterion,
-    RollbackPhase, Runbook, Subject,
+    ActionKind, ActionOutcome, ConditionType, ImpactScope, MitigationName, ProbeClass, Reason,
+    RollbackCriterion, RollbackPhase, Runbook, Subject,
 };
 
 use kube::CustomResourceExt;

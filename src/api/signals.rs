@@ -312,6 +312,10 @@ macro_rules! signal_table {
             /// whole service's signals.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub without_cohorts: Option<String>,
+            /// What the breaker probe found, when one ran for this observation
+            /// (`spec.breaker.probe`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub breaker_probe: Option<super::ProbeReading>,
             /// Why each unknown signal is unknown, by signal name.
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             pub unknown: BTreeMap<String, String>,

@@ -334,6 +334,62 @@ pub struct BreakerSpec {
     /// A breaker that reopens within this long after closing continues its open clock (the closed
     /// gap itself does not count). With 0s, the default, every reopening starts a new clock.
     pub bridge_closed_gaps: Duration,
+    /// Diagnose why the breaker is open (the runbook's steps 1 to 3): while it is open, the
+    /// controller calls mem0's health URL and an authenticated URL, at most once per interval,
+    /// and follows the runbook's decision tree for what it finds (down, auth failure, rate
+    /// limited, healthy). Without it, an open breaker is only waited out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<BreakerProbeSpec>,
+}
+
+/// How the controller checks the mem0 API while the breaker is open. The URLs must be allowed
+/// destinations of the controller (`--probe-destinations`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = bounds::probe_timeout_rule())]
+#[x_kube(validation = bounds::probe_interval_rule())]
+#[x_kube(validation = kube::core::Rule::new("!has(self.authUrl) || has(self.apiKeySecretRef)").message("authUrl needs apiKeySecretRef: the authenticated call carries the API key").field_path(".apiKeySecretRef"))]
+pub struct BreakerProbeSpec {
+    /// mem0's health endpoint (the runbook's step 1), e.g. https://api.mem0.ai/v1/health. A
+    /// failure or no answer within the timeout means mem0 is down.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
+    pub health_url: String,
+    /// An endpoint that needs the API key (the runbook's key check), e.g.
+    /// https://api.mem0.ai/v1/users/me: 401 or 403 means the key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
+    pub auth_url: Option<String>,
+    /// Secret key holding the mem0 API key (MEM0_API_KEY), sent as
+    /// `Authorization: <authScheme> <key>`. It is never logged or shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// The scheme of the Authorization header (the runbook's `Bearer`; mem0's own API uses
+    /// `Token`).
+    #[serde(default = "default_auth_scheme")]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$")
+    )]
+    pub auth_scheme: String,
+    /// At most one probe per interval while the breaker is open (a 429's Retry-After waits
+    /// longer).
+    #[serde(default = "default_probe_interval")]
+    pub interval: Duration,
+    /// Timeout of each call of a probe.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_auth_scheme() -> String {
+    "Bearer".into()
+}
+
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_probe_timeout() -> Duration {
+    Duration::from_secs(3)
 }
 
 impl Default for BreakerSpec {
@@ -345,6 +401,7 @@ impl Default for BreakerSpec {
             reset_after: Duration::from_secs(60),
             max_open_duration: Duration::from_secs(4 * 3600),
             bridge_closed_gaps: Duration::ZERO,
+            probe: None,
         }
     }
 }

@@ -235,6 +235,13 @@ pub struct IncidentSummary {
     /// Timeline entries: what happened when.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineEntry>,
+    /// Why it happened as far as tierguard could tell (the breaker probe's finding and the
+    /// runbook's advice for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
+    /// What it cost, measured while it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<super::IncidentImpact>,
     /// Where the full report is stored (ConfigMap/key), once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
@@ -596,6 +603,12 @@ pub struct BreakerTrack {
     pub mitigated_since: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mitigation_reason: Option<String>,
+    /// Why the breaker is open, as the last probe found it (spec.breaker.probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<super::BreakerDiagnosis>,
+    /// The canary held down while mem0 rate-limits the application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_shed: Option<super::RateLimitShed>,
 }
 
 impl BreakerTrack {
@@ -731,6 +744,16 @@ pub struct OpenIncident {
     pub escalated_near_action: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub escalated_on_action: bool,
+    /// Escalated because of the breaker probe's finding (an auth failure pages level 2 at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalated_on_diagnosis: bool,
+    /// Why it happened as far as tierguard could tell (the breaker probe's finding and the
+    /// runbook's advice for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
+    /// What it cost so far, measured at every reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<super::IncidentImpact>,
 }
 
 fn is_empty_timeline(t: &std::sync::Arc<Vec<TimelineEntry>>) -> bool {
@@ -753,6 +776,6 @@ pub(super) fn timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::S
     schemars::json_schema!({"type": "string", "format": "date-time"})
 }
 
-fn optional_timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(super) fn optional_timestamp_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "format": "date-time", "nullable": true})
 }

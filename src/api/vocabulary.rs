@@ -211,6 +211,54 @@ words! {
         StampedeServeStale = "stampede-serve-stale",
         StampedeTtl = "stampede-ttl",
         StampedeShedLoad = "stampede-shed-load",
+        /// mem0 rate-limits the application: the canary (the traffic that calls mem0) is
+        /// reduced until writes succeed again.
+        BreakerRateLimitShed = "breaker-rate-limit-shed",
+    }
+}
+
+words! {
+    /// Which traffic an incident hits.
+    pub enum ImpactScope {
+        /// The canary's share of the traffic (the path that calls mem0 and takes the new code).
+        Canary = "canary",
+        /// Every request of the service (the cache and Redis are shared).
+        Service = "service",
+    }
+}
+
+words! {
+    /// Why the circuit breaker is open, as the breaker probe found it (the runbook's decision
+    /// tree, Incident #1 step 3).
+    pub enum ProbeClass {
+        /// The health call failed or timed out: mem0 is down; wait (the 4-hour rule).
+        Down = "Down",
+        /// mem0 refuses the API key (401 or 403): rotate MEM0_API_KEY.
+        AuthFailure = "AuthFailure",
+        /// mem0 answers 429: reduce the request rate until writes succeed again.
+        RateLimited = "RateLimited",
+        /// mem0 is fine and the breaker is still open: the trouble is on the application's side.
+        Healthy = "Healthy",
+    }
+}
+
+impl ProbeClass {
+    /// The runbook's instruction for this finding.
+    pub const fn advice(self) -> &'static str {
+        match self {
+            ProbeClass::Down => {
+                "mem0 API is DOWN: monitor https://status.mem0.ai; the circuit breaker recovers when the service is restored and the system continues with its fallback (degraded memory); no immediate action unless the outage exceeds 4 hours"
+            }
+            ProbeClass::AuthFailure => {
+                "mem0 refuses the API key (401/403): rotate the API key (fly secrets set MEM0_API_KEY=<new_key>); the outage will not heal by itself"
+            }
+            ProbeClass::RateLimited => {
+                "mem0 rate-limits the application (429): the canary is reduced (CANARY_SAMPLE_RATE) until mem0 writes succeed again, then ramps back; review the mem0 plan limits"
+            }
+            ProbeClass::Healthy => {
+                "mem0 is healthy but the breaker stays open: the problem is on the application's side; the breaker auto-resets after 60s of successful requests; restarting the workers (scale up by one, then back) is a last resort for a human, never done automatically"
+            }
+        }
     }
 }
 
@@ -265,6 +313,8 @@ words! {
         NoStampede = "NoStampede",
         BreakerOpened = "BreakerOpened",
         BreakerClosed = "BreakerClosed",
+        /// The breaker probe found why the breaker is open (or found something else than before).
+        BreakerDiagnosed = "BreakerDiagnosed",
         NotRolledBack = "NotRolledBack",
         SignalsUnknown = "SignalsUnknown",
         MemoryRead = "MemoryRead",

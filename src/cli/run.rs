@@ -109,6 +109,10 @@ pub struct RunArgs {
     /// --metrics-destinations). Default: the private address ranges.
     #[arg(long, env = "TIERGUARD_REDIS_DESTINATIONS", value_delimiter = ',')]
     pub redis_destinations: Vec<String>,
+    /// Where the breaker probe (spec.breaker.probe) may call the dependency behind the breaker
+    /// (as --metrics-destinations). Default: the private address ranges and api.mem0.ai.
+    #[arg(long, env = "TIERGUARD_PROBE_DESTINATIONS", value_delimiter = ',')]
+    pub probe_destinations: Vec<String>,
     /// After SIGTERM, how long running reconciles may take to finish (a Redis flush stops after
     /// its current round) before the controller exits without them. Keep it a few seconds below
     /// the pod's terminationGracePeriodSeconds.
@@ -125,6 +129,7 @@ impl RunArgs {
             (Purpose::Warming, &self.warming_destinations),
             (Purpose::Webhooks, &self.webhook_destinations),
             (Purpose::Redis, &self.redis_destinations),
+            (Purpose::Probe, &self.probe_destinations),
         ] {
             if !entries.is_empty() {
                 destinations

@@ -164,6 +164,16 @@ async fn check_destinations(
     if let Some(endpoint) = &spec.warming.endpoint {
         wanted.push(("spec.warming.endpoint".into(), Purpose::Warming, endpoint));
     }
+    if let Some(probe) = &spec.breaker.probe {
+        wanted.push((
+            "spec.breaker.probe.healthUrl".into(),
+            Purpose::Probe,
+            &probe.health_url,
+        ));
+        if let Some(url) = &probe.auth_url {
+            wanted.push(("spec.breaker.probe.authUrl".into(), Purpose::Probe, url));
+        }
+    }
     for hook in &secrets.webhooks {
         wanted.push((
             format!("spec.notify.webhooks[{}]", hook.name),

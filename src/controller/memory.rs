@@ -176,6 +176,9 @@ fn recover(status: &MemoryTierStatus) -> PolicyMemory {
             escalation_plan: None,
             escalated_near_action: false,
             escalated_on_action: false,
+            escalated_on_diagnosis: false,
+            diagnosis: incident.diagnosis.clone(),
+            impact: incident.impact.clone(),
         });
     }
     for mitigation in &status.mitigations {
@@ -286,6 +289,8 @@ mod tests {
                 escalation_level: 2,
                 escalation: None,
                 timeline: vec![],
+                diagnosis: None,
+                impact: None,
                 report: None,
             }],
             mitigations: vec![Mitigation {

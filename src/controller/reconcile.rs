@@ -269,7 +269,19 @@ async fn observe(
     config: ObserveConfig,
 ) -> Result<Observation, ConfigError> {
     let observer = ctx.observer(&t.uid, config)?;
-    let observation = observer.lock().await.observe().await;
+    let mut observer = observer.lock().await;
+    let mut observation = observer.observe().await;
+    // The last probe as the stored memory has it, so a new leader does not probe again at once.
+    let last_probe = t
+        .tier
+        .status
+        .as_ref()
+        .and_then(|s| s.policy.as_ref())
+        .and_then(|doc| memory::decode(doc).ok())
+        .and_then(|m| m.breaker.diagnosis);
+    observer
+        .probe_if_due(&mut observation, last_probe.as_ref())
+        .await;
     Ok(observation)
 }
 

@@ -11,6 +11,7 @@
 //! connections); the controller holds one per MemoryTier.
 
 pub mod histogram;
+pub mod probe;
 pub mod prometheus;
 pub mod queries;
 pub mod redis;
@@ -65,6 +66,8 @@ pub enum ConfigError {
     RedisUrl(String),
     #[error("spec.redis.maxMemory: {0}")]
     MaxMemory(String),
+    #[error("{0}")]
+    ProbeKey(#[from] probe::BadKey),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
     /// A URL or address that is not an allowed destination of its kind.
@@ -127,6 +130,8 @@ pub struct ObserveConfig {
     pub rate_window: Duration,
     /// spec.canary.cohortLabel.
     pub cohorts: crate::api::CohortLabel,
+    /// spec.breaker.probe, with its key.
+    pub probe: Option<probe::ProbeConfig>,
 }
 
 impl ObserveConfig {
@@ -164,7 +169,20 @@ impl ObserveConfig {
                 })
             }
         };
+        let probe = match &spec.breaker.probe {
+            None => None,
+            Some(p) => {
+                let key = match &p.api_key_secret_ref {
+                    Some(r) => Some(SecretString::from(
+                        resolve("spec.breaker.probe.apiKeySecretRef", r).await?,
+                    )),
+                    None => None,
+                };
+                Some(probe::ProbeConfig::new(p, key))
+            }
+        };
         Ok(ObserveConfig {
+            probe,
             prometheus,
             scrape_url: metrics.scrape.as_ref().map(|s| s.url.clone()),
             queries: QuerySet::from_spec(spec),
@@ -235,6 +253,12 @@ pub struct Observer {
     prometheus: Option<PrometheusClient>,
     scraper: Option<Scraper>,
     redis: Option<RedisObserver>,
+    /// The breaker probe's HTTP client (its own allow-list).
+    probe_http: reqwest::Client,
+    prober: Option<probe::Prober>,
+    /// When this observer last probed, and the Retry-After it was given: the memory in status
+    /// says the same, but may lag behind a status write.
+    last_probe: Option<(Timestamp, Option<Timestamp>)>,
 }
 
 impl Observer {
@@ -257,6 +281,9 @@ impl Observer {
             prometheus: None,
             scraper: None,
             redis: None,
+            probe_http: network.probe.clone(),
+            prober: None,
+            last_probe: None,
         };
         observer.build(None)?;
         Ok(observer)
@@ -319,6 +346,10 @@ impl Observer {
                     )),
                 }
             }
+        };
+        self.prober = match &config.probe {
+            None => None,
+            Some(p) => Some(probe::Prober::new(self.probe_http.clone(), p.clone())?),
         };
         let same_redis = old.as_ref().map(|o| &o.redis) == Some(&config.redis);
         self.redis = match &config.redis {
@@ -432,6 +463,42 @@ impl Observer {
     }
 }
 
+impl Observer {
+    /// Probe the dependency behind the breaker if a probe is due (see
+    /// [`crate::policy::diagnosis::probe_due`]): the breaker is seen open in `obs`, and neither
+    /// the last probe in the policy's memory (`last`) nor this observer's own forbids one yet.
+    /// The reading goes into `obs`.
+    pub async fn probe_if_due(
+        &mut self,
+        obs: &mut Observation,
+        last: Option<&crate::api::BreakerDiagnosis>,
+    ) {
+        let Some(prober) = &self.prober else {
+            return;
+        };
+        let now = Timestamp::now();
+        let remembered = last.map(|d| (d.last_probe_at, d.not_before));
+        let latest = [remembered, self.last_probe]
+            .into_iter()
+            .flatten()
+            .max_by_key(|(at, _)| *at);
+        let state = obs.breaker_state;
+        if !crate::policy::diagnosis::probe_due(prober.config().interval, latest, state, now) {
+            return;
+        }
+        let reading = prober.probe().await;
+        let not_before = reading.retry_after_seconds.and_then(|s| {
+            reading
+                .at
+                .checked_add(jiff::SignedDuration::from_secs(s as i64))
+                .ok()
+        });
+        self.last_probe = Some((reading.at, not_before));
+        tracing::info!(class = %reading.class, detail = %reading.detail, "breaker probe");
+        obs.breaker_probe = Some(reading);
+    }
+}
+
 /// Reasons quote what sources answered: escaped and cut before they reach status.
 fn bound_reasons(obs: &mut Observation) {
     let cut = |reason: &mut String| *reason = crate::remote::text::reason(reason);
@@ -480,5 +547,7 @@ pub async fn observe_once(
 ) -> Result<Observation, ConfigError> {
     let config = ObserveConfig::resolve(spec, secrets).await?;
     let mut observer = Observer::new(config)?;
-    Ok(observer.observe().await)
+    let mut observation = observer.observe().await;
+    observer.probe_if_due(&mut observation, None).await;
+    Ok(observation)
 }

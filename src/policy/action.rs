@@ -55,7 +55,7 @@ pub struct Notification {
     pub incident_id: String,
     pub runbook: Runbook,
     pub trigger: String,
-    /// For an escalation: why.
+    /// For an escalation: why; for a diagnosis: what was found and the runbook's advice.
     #[serde(default)]
     pub escalated_because: Option<String>,
     /// Who is notified next and when, or why nobody else is.
@@ -103,4 +103,6 @@ pub enum NotifyKind {
     Escalated,
     /// The incident is over.
     Resolved,
+    /// The breaker probe found why the breaker is open (the finding is in `escalated_because`).
+    Diagnosed,
 }

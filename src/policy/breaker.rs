@@ -184,7 +184,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
             )
         }
     };
-    let mitigated = m.breaker.mitigated_since.is_some();
+    let mitigated = m.breaker.mitigated_since.is_some() || m.breaker.rate_limit_shed.is_some();
     incidents::track(
         step,
         m,

@@ -67,6 +67,33 @@ pub(crate) fn note(
     }
 }
 
+/// Record why the open incident of `runbook` happened, as far as tierguard could tell.
+pub(crate) fn set_diagnosis(
+    step: &mut Step,
+    m: &mut PolicyMemory,
+    runbook: Runbook,
+    diagnosis: String,
+) {
+    if let Some(incident) = find_mut(m, runbook) {
+        incident.diagnosis = Some(diagnosis);
+        step.touch(runbook);
+    }
+}
+
+/// The notification of a new finding about an open incident, to the level already notified.
+pub(crate) fn diagnosed(incident: &OpenIncident, finding: String) -> Notification {
+    Notification {
+        level: incident.notified_level,
+        kind: NotifyKind::Diagnosed,
+        incident_id: incident.id.clone(),
+        runbook: incident.runbook,
+        trigger: incident.trigger.clone(),
+        escalated_because: Some(finding),
+        escalation_plan: incident.escalation_plan.clone().unwrap_or_default(),
+        message: message(incident, incident.notified_level, "INVESTIGATING"),
+    }
+}
+
 /// Open an incident for `runbook` unless one is open already; notify the first escalation level.
 pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, trigger: &str) {
     if find(m, runbook).is_some() {
@@ -93,6 +120,9 @@ pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, trig
         escalation_plan: None,
         escalated_near_action: false,
         escalated_on_action: false,
+        escalated_on_diagnosis: false,
+        diagnosis: None,
+        impact: Some(super::impact::start(step, runbook)),
     };
     m.open_incidents.push(incident);
     step.touch(runbook);
@@ -163,6 +193,21 @@ fn action_state(
     (near, taken)
 }
 
+/// Why the incident of `runbook` must reach level 2 now, whatever its rule: the breaker probe
+/// found the API key refused, an outage that will not heal by waiting.
+fn urgent(m: &PolicyMemory, runbook: Runbook) -> Option<String> {
+    let d = m.breaker.diagnosis.as_ref()?;
+    (runbook == Runbook::CircuitBreakerOpen && d.class == crate::api::ProbeClass::AuthFailure).then(
+        || {
+            format!(
+                "diagnosis {}; {}",
+                super::diagnosis::describe(d),
+                d.class.advice()
+            )
+        },
+    )
+}
+
 /// Why a wait-and-see incident does not escalate, in the runbook's words where it has some.
 fn why_wait(step: &Step, runbook: Runbook, rule: Escalate) -> String {
     let max = step.spec.breaker.max_open_duration;
@@ -220,6 +265,7 @@ fn plan(step: &Step, incident: &OpenIncident, rule: Escalate, levels: &[(u8, Dur
 fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook) -> Vec<u8> {
     let rule = rule_for(step, m, runbook);
     let (near, taken) = action_state(step, m, runbook);
+    let urgent = urgent(m, runbook);
     let mut levels: Vec<(u8, Duration)> = step
         .spec
         .notify
@@ -253,6 +299,17 @@ fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook) -> Vec<
         reached = *first;
     }
     let next_above = |reached: u8| levels.iter().map(|(l, _)| *l).find(|l| *l > reached);
+    if let Some(why) = urgent.filter(|_| !incident.escalated_on_diagnosis && reached > 0) {
+        incident.escalated_on_diagnosis = true;
+        if let Some(level) = levels
+            .iter()
+            .map(|(l, _)| *l)
+            .find(|l| *l > reached && *l >= 2)
+        {
+            due.push((level, Some(why)));
+            reached = level;
+        }
+    }
     match rule {
         Escalate::Unresolved => {
             let responding = incident
@@ -445,6 +502,8 @@ pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> Incid
         escalation_level: incident.notified_level,
         escalation: escalation_text(incident),
         timeline: incident.timeline.to_vec(),
+        diagnosis: incident.diagnosis.clone(),
+        impact: incident.impact.clone(),
         report: None,
     }
 }
@@ -464,6 +523,15 @@ fn message(incident: &OpenIncident, level: u8, status: &str) -> String {
             entry.at.strftime("%H:%M:%S UTC"),
             entry.what
         ));
+    }
+    if let Some(diagnosis) = &incident.diagnosis {
+        text.push_str(&format!("\nDiagnosis: {diagnosis}\n"));
+    }
+    if let Some(impact) = &incident.impact {
+        text.push_str("\nImpact:\n");
+        for line in super::impact::lines(impact) {
+            text.push_str(&format!("- {line}\n"));
+        }
     }
     if let Some(escalation) = escalation_text(incident) {
         text.push_str(&format!("\nEscalation: {escalation}\n"));

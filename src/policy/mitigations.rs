@@ -82,6 +82,20 @@ pub fn active(spec: &MemoryTierSpec, m: &PolicyMemory) -> Vec<Mitigation> {
             ]),
         });
     }
+    if let Some(shed) = &m.breaker.rate_limit_shed {
+        out.push(Mitigation {
+            name: MitigationName::BreakerRateLimitShed,
+            reason: "mem0 rate-limits the application (HTTP 429): the canary is reduced until mem0 writes succeed again".to_owned(),
+            since: shed.since,
+            until: format!(
+                "the canary is back at {}: +{} each time mem0 write success stays at {}% or more for {interval}",
+                format_rate(spec.canary.sample_rate),
+                format_rate(spec.canary.ramp_step),
+                super::signals::num(super::breaker::MEM0_WRITE_ALERT_BELOW_PERCENT)
+            ),
+            overrides: overrides([(CANARY_SAMPLE_RATE, format_rate(shed.canary_rate))]),
+        });
+    }
     if let Some(s) = &m.stampede {
         let over = format!(
             "the canary is back at its baseline and no stampede for {interval} (hit rate ≥ {}% or P50 ≤ {} ms)",

@@ -38,7 +38,9 @@
 
 mod action;
 pub mod breaker;
+pub mod diagnosis;
 pub mod effective;
+pub mod impact;
 pub mod incidents;
 pub mod mitigations;
 pub mod redis;
@@ -247,6 +249,8 @@ pub(crate) struct Step<'a> {
     pub deploy: Option<(i64, i64)>,
     /// This observation's stampede sample.
     pub stampede_sample: Sample,
+    /// The breaker probe found something new in this observation.
+    pub diagnosed: bool,
 }
 
 impl Step<'_> {
@@ -290,12 +294,14 @@ pub fn decide(
         cold_start: None,
         deploy: None,
         stampede_sample: Sample::Unknown,
+        diagnosed: false,
     };
 
     // Observation: trackers and windows move in every mode, so that the status always shows the
     // truth and a tier un-paused mid-breach acts on what really held.
     redis::observe(&mut step, &mut m);
     breaker::observe(&mut step, &mut m);
+    diagnosis::observe(&mut step, &mut m, observation.breaker_probe.as_ref());
     rollback::observe(&mut step, &mut m);
     stampede::observe(&mut step, &mut m);
     if let Some(generation) = ctx.generation {
@@ -323,8 +329,10 @@ pub fn decide(
         rollback::step(&mut step, &mut m);
         rollback::ramp(&mut step, &mut m);
         breaker::step(&mut step, &mut m);
+        diagnosis::step(&mut step, &mut m);
         stampede::step(&mut step, &mut m);
         redis::step(&mut step, &mut m);
+        impact::measure(&mut step, &mut m);
         incidents::escalate(&mut step, &mut m);
     }
 
@@ -535,7 +543,12 @@ fn phase_of(spec: &MemoryTierSpec, m: &PolicyMemory, active: &[Mitigation]) -> P
     }
     let reduced = spec.canary.reduced_rate.min(spec.canary.sample_rate);
     let stampede_ramping = m.stampede.as_ref().is_some_and(|s| s.canary_rate > reduced);
-    if m.ramp.is_some() || stampede_ramping {
+    let rate_limit_ramping = m
+        .breaker
+        .rate_limit_shed
+        .as_ref()
+        .is_some_and(|s| s.canary_rate > reduced);
+    if m.ramp.is_some() || stampede_ramping || rate_limit_ramping {
         return Phase::Recovering;
     }
     let troubled = !active.is_empty()
@@ -747,7 +760,13 @@ fn conditions_of(
             Truth::True,
             Reason::BreakerOpened,
             if breaker::clock_running(m) {
-                format!("open for {}", signals::span(breaker::open_for(m)))
+                let found = m
+                    .breaker
+                    .diagnosis
+                    .as_ref()
+                    .map(|d| format!("; diagnosis {}", diagnosis::describe(d)))
+                    .unwrap_or_default();
+                format!("open for {}{found}", signals::span(breaker::open_for(m)))
             } else {
                 format!(
                     "closed again; the outage ends once it has stayed closed for {}",

@@ -179,6 +179,8 @@ struct World {
     resume: Option<String>,
     restarts: u32,
     resumes: u32,
+    /// What the breaker probe finds when it runs, and a 429's Retry-After in seconds.
+    probe: Option<(crate::api::ProbeClass, Option<u64>)>,
 }
 
 impl World {
@@ -339,6 +341,38 @@ pub fn run_files(
 }
 
 /// Run a scenario against a MemoryTier.
+/// The reading of a probe made now, if one is due as the controller would make it.
+fn probe_reading(
+    tier: &MemoryTier,
+    world: &World,
+    memory: &crate::api::PolicyMemory,
+    now: Timestamp,
+) -> Option<crate::api::ProbeReading> {
+    let spec = tier.spec.breaker.probe.as_ref()?;
+    let (class, retry_after) = world.probe?;
+    let last = memory
+        .breaker
+        .diagnosis
+        .as_ref()
+        .map(|d| (d.last_probe_at, d.not_before));
+    let due = crate::policy::diagnosis::probe_due(
+        spec.interval.as_std(),
+        last,
+        world.obs.breaker_state,
+        now,
+    );
+    due.then(|| crate::api::ProbeReading {
+        at: now,
+        class,
+        detail: match retry_after {
+            Some(s) => format!("scenario: {class} (Retry-After {s}s)"),
+            None => format!("scenario: {class}"),
+        },
+        retry_after_seconds: retry_after,
+        latency_ms: None,
+    })
+}
+
 pub fn run(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, SimulateError> {
     run_inner(tier, scenario).map_err(|(field, message)| SimulateError::Scenario {
         path: PathBuf::from("<scenario>"),
@@ -364,6 +398,7 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
             .and_then(|a| a.get(RESUME_ANNOTATION).cloned()),
         restarts: 0,
         resumes: 0,
+        probe: None,
     };
     world
         .apply(&scenario.signals, start)
@@ -406,10 +441,25 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
                     .map_err(|e| (format!("timeline[{next_step}].event"), e))?;
                 inputs.push(format!("event {}", event.as_str()));
             }
+            if let Some(answer) = step.probe {
+                if tier.spec.breaker.probe.is_none() {
+                    return Err((
+                        format!("timeline[{next_step}].probe"),
+                        "the manifest sets no spec.breaker.probe: nothing would probe".to_owned(),
+                    ));
+                }
+                let retry = step.probe_retry_after.map(|d| d.as_std().as_secs());
+                world.probe = answer.map(|class| (class, retry));
+                inputs.push(match answer {
+                    Some(class) => format!("the breaker probe finds {class}"),
+                    None => "the breaker probe finds nothing".to_owned(),
+                });
+            }
             next_step += 1;
         }
         world.obs.at = Some(now);
         world.draw().map_err(|e| ("signals".to_owned(), e))?;
+        world.obs.breaker_probe = probe_reading(tier, &world, replay.memory(), now);
         let meta = TierMeta {
             generation: Some(world.generation),
             resume_token: world.resume.clone(),

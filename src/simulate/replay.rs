@@ -104,6 +104,11 @@ impl<'a> Replay<'a> {
         self.last.insert(decision)
     }
 
+    /// The memory the next step starts from.
+    pub fn memory(&self) -> &PolicyMemory {
+        &self.memory
+    }
+
     /// The record of the run, `seconds` long; none when no step ran.
     pub fn finish(self, seconds: f64) -> Option<Outcome> {
         Some(Outcome {

@@ -26,6 +26,9 @@
 //!     event: resume                                    # a human sets tierguard.dev/resume
 //!   - at: 50m
 //!     event: deploy                                    # the spec's generation goes up by one
+//!   - at: 55m
+//!     probe: AuthFailure                               # what spec.breaker.probe finds from now on
+//!     probeRetryAfter: 30s                             # with RateLimited: the 429's Retry-After
 //! ```
 //!
 //! A signal left out of `signals` is unknown until a `set` gives it a value. Besides the
@@ -88,6 +91,20 @@ pub struct TimelineStep {
     /// Something that happens.
     #[serde(default)]
     pub event: Option<ScenarioEvent>,
+    /// What the breaker probe (`spec.breaker.probe`) finds from then on, whenever it runs
+    /// (Down, AuthFailure, RateLimited or Healthy; `null`: it finds nothing, as before any).
+    #[serde(default, deserialize_with = "probe_answer")]
+    pub probe: Option<Option<crate::api::ProbeClass>>,
+    /// With `probe: RateLimited`: the Retry-After of the 429.
+    #[serde(default)]
+    pub probe_retry_after: Option<Duration>,
+}
+
+/// `probe: X` (some class) and `probe: null` (none) apart from a missing `probe`.
+fn probe_answer<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<crate::api::ProbeClass>>, D::Error> {
+    Option::<crate::api::ProbeClass>::deserialize(d).map(Some)
 }
 
 /// Things that happen besides signal changes.

@@ -134,6 +134,8 @@ impl Trial {
                     evictions_per_second: None,
                 }),
                 event: None,
+                probe: None,
+                probe_retry_after: None,
             });
         }
         Scenario {

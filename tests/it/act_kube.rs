@@ -302,6 +302,8 @@ fn incident(id: &str, minute: u32, resolved: bool) -> IncidentSummary {
             at: start,
             what: "Memory critical: unlinking session:*".into(),
         }],
+        diagnosis: None,
+        impact: None,
         report: None,
     }
 }

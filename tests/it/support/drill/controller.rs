@@ -55,6 +55,7 @@ impl ControllerProcess {
             .args(["--warming-destinations", "127.0.0.0/8"])
             .args(["--webhook-destinations", "127.0.0.0/8"])
             .args(["--redis-destinations", "127.0.0.0/8"])
+            .args(["--probe-destinations", "127.0.0.0/8"])
             .args(extra)
             .env("NO_COLOR", "1")
             .env(
