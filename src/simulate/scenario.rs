@@ -448,8 +448,19 @@ fn check(s: &Scenario) -> Result<(), ScenarioProblem> {
         );
     }
     for (i, step) in s.timeline.iter().enumerate() {
-        if step.set.is_none() && step.event.is_none() {
-            return problem(format!("timeline[{i}]"), "needs `set` or `event`".into());
+        if step.set.is_none() && step.event.is_none() && step.probe.is_none() {
+            return problem(
+                format!("timeline[{i}]"),
+                "needs `set`, `event` or `probe`".into(),
+            );
+        }
+        if step.probe_retry_after.is_some()
+            && step.probe != Some(Some(crate::api::ProbeClass::RateLimited))
+        {
+            return problem(
+                format!("timeline[{i}].probeRetryAfter"),
+                "only a RateLimited probe answer carries a Retry-After".into(),
+            );
         }
         if step.every.is_some_and(|e| e.is_zero()) {
             return problem(

@@ -1291,3 +1291,285 @@ mod runbook_words {
         });
     }
 }
+
+/// Incident #1's decision tree on the breaker probe's finding (`spec.breaker.probe`): the probe
+/// runs while the breaker is open, at most once per interval, and what it finds decides.
+mod breaker_diagnosis {
+    use super::*;
+
+    /// A tier whose breaker probe runs every 10 s; seconds stand for minutes.
+    fn probed(extra: Value) -> Value {
+        let mut spec = json!({
+            "breaker": {
+                "maxOpenDuration": "1h",
+                "probe": {
+                    "healthUrl": "http://mem0.example/v1/health",
+                    "authUrl": "http://mem0.example/v1/users/me",
+                    "apiKeySecretRef": {"name": "mem0", "key": "apiKey"},
+                    "interval": "10s",
+                    "timeout": "2s",
+                },
+            },
+            "canary": {"rampInterval": "10s"},
+            "rollback": {"breakerOpenFor": "2h", "mem0WriteSuccessFor": "1h"},
+        });
+        json_patch::merge(&mut spec, &extra);
+        spec
+    }
+
+    /// The notifications of a run.
+    fn notifications(outcome: &Outcome) -> Vec<tierguard::policy::Notification> {
+        outcome
+            .entries
+            .iter()
+            .filter_map(|e| match &e.what {
+                EntryKind::Action {
+                    action: Action::Notify(n),
+                    ..
+                } => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const AUTH: &str = "
+  - {at: 10s, set: {breakerState: open, mem0WriteSuccessPercent: 0}, probe: AuthFailure}
+  - {at: 60s, set: {breakerState: closed, mem0WriteSuccessPercent: 100}}";
+
+    #[test]
+    fn an_auth_failure_pages_level_two_at_once_with_the_key_rotation() {
+        check(&Row {
+            name: "breaker open, key refused",
+            spec: probed(json!({})),
+            tick: "1s",
+            duration: "100s",
+            timeline: AUTH,
+            expect: &[
+                START[0],
+                START[1],
+                "10 phase Healthy->Degraded",
+                "10 alert breaker BreakerOpened",
+                "10 incident CircuitBreakerOpen opened L1",
+                // No wait for maxOpenDuration (1h here): level 2 at once.
+                "10 incident CircuitBreakerOpen escalated L2",
+                "10 alert breaker BreakerDiagnosed",
+                "10 notify L1 Opened",
+                "10 notify L2 Escalated",
+                "70 breaker open->closed",
+                "80 phase Degraded->Healthy",
+                "80 incident CircuitBreakerOpen resolved L2",
+                "80 record CircuitBreakerOpen",
+                "80 notify L2 Resolved",
+            ],
+            effective: &[
+                ("CANARY_SAMPLE_RATE", "0.1"),
+                ("MEM0_READS_ENABLED", "true"),
+            ],
+        });
+        let outcome = run(probed(json!({})), "1s", "100s", AUTH);
+        let page = notifications(&outcome)
+            .into_iter()
+            .find(|n| n.level == 2 && n.kind == tierguard::policy::NotifyKind::Escalated)
+            .expect("level 2 is paged");
+        let why = page.escalated_because.unwrap_or_default();
+        assert!(why.contains("AuthFailure"), "{why}");
+        assert!(
+            why.contains("fly secrets set MEM0_API_KEY=<new_key>"),
+            "{why}"
+        );
+        // The incident keeps the finding for the report.
+        let record = outcome
+            .entries
+            .iter()
+            .find_map(|e| match &e.what {
+                EntryKind::Action {
+                    action: Action::RecordIncident { incident, .. },
+                    ..
+                } => Some(incident.clone()),
+                _ => None,
+            })
+            .expect("the incident is recorded");
+        assert!(
+            record
+                .diagnosis
+                .as_deref()
+                .is_some_and(|d| d.starts_with("AuthFailure: scenario")),
+            "{record:?}"
+        );
+        assert!(
+            record
+                .timeline
+                .iter()
+                .any(|e| e.what.starts_with("Diagnosis AuthFailure")),
+            "{:?}",
+            record.timeline
+        );
+    }
+
+    #[test]
+    fn rate_limiting_sheds_the_canary_until_writes_succeed_then_ramps_back() {
+        check(&Row {
+            name: "breaker open, 429 with Retry-After",
+            spec: probed(json!({"canary": {"sampleRate": 0.2, "reducedRate": 0.05, "rampStep": 0.05}})),
+            tick: "1s",
+            duration: "100s",
+            timeline: "
+  - {at: 10s, set: {breakerState: open, mem0WriteSuccessPercent: 80}, probe: RateLimited, probeRetryAfter: 25s}
+  - {at: 20s, probe: Healthy}
+  - {at: 40s, set: {breakerState: closed, mem0WriteSuccessPercent: 99.5}}",
+            expect: &[
+                START[0],
+                START[1],
+                "10 phase Healthy->Degraded",
+                "10 alert breaker BreakerOpened",
+                "10 incident CircuitBreakerOpen opened L1",
+                "10 alert breaker BreakerDiagnosed",
+                // The runbook's CANARY_SAMPLE_RATE=0.05 (canary.reducedRate), at once.
+                "10 breaker 0.2->0.05",
+                "10 render CANARY_SAMPLE_RATE=0.05",
+                "10 notify L1 Opened",
+                // The 429's Retry-After (25 s) holds the next probe past the 10 s interval.
+                "35 alert breaker BreakerDiagnosed",
+                "35 notify L1 Diagnosed",
+                // Writes succeed again from 40 s: one step per rampInterval of success.
+                "50 phase Degraded->Recovering",
+                "50 breaker open->closed",
+                "50 ramp 0.05->0.1",
+                "50 render CANARY_SAMPLE_RATE=0.1",
+                "61 ramp 0.1->0.15",
+                "61 render CANARY_SAMPLE_RATE=0.15",
+                "72 phase Recovering->Degraded",
+                "72 ramp 0.15->0.2",
+                "72 render CANARY_SAMPLE_RATE=0.2",
+                "73 phase Degraded->Healthy",
+                "73 incident CircuitBreakerOpen resolved L1",
+                "73 record CircuitBreakerOpen",
+                "73 notify L1 Resolved",
+            ],
+            effective: &[("CANARY_SAMPLE_RATE", "0.2")],
+        });
+    }
+
+    #[test]
+    fn writes_still_failing_keep_the_canary_down() {
+        let outcome = run(
+            probed(json!({})),
+            "1s",
+            "120s",
+            "
+  - {at: 10s, set: {breakerState: open, mem0WriteSuccessPercent: 80}, probe: RateLimited}
+  - {at: 40s, set: {breakerState: closed}}",
+        );
+        assert_eq!(
+            outcome.last.effective.config["CANARY_SAMPLE_RATE"],
+            "0.05",
+            "{:#?}",
+            lines(&outcome)
+        );
+        assert!(
+            outcome
+                .last
+                .mitigations
+                .iter()
+                .any(|m| m.name == tierguard::api::MitigationName::BreakerRateLimitShed)
+        );
+    }
+
+    #[test]
+    fn a_healthy_dependency_gets_the_step_four_advice_and_no_restart() {
+        let spec = probed(json!({
+            "target": {"restartOnChange": true, "workloadRef": {"kind": "Deployment", "name": "app"}},
+        }));
+        check(&Row {
+            name: "breaker open, mem0 healthy",
+            spec: spec.clone(),
+            tick: "1s",
+            duration: "100s",
+            timeline: "
+  - {at: 10s, set: {breakerState: open}}
+  - {at: 25s, probe: Healthy}
+  - {at: 50s, set: {breakerState: closed}}",
+            expect: &[
+                START[0],
+                START[1],
+                "10 phase Healthy->Degraded",
+                "10 alert breaker BreakerOpened",
+                "10 incident CircuitBreakerOpen opened L1",
+                "10 notify L1 Opened",
+                // Found later: a notification of its own to whoever knows of the incident.
+                "25 alert breaker BreakerDiagnosed",
+                "25 notify L1 Diagnosed",
+                "60 breaker open->closed",
+                "70 phase Degraded->Healthy",
+                "70 incident CircuitBreakerOpen resolved L1",
+                "70 record CircuitBreakerOpen",
+                "70 notify L1 Resolved",
+            ],
+            effective: &[("CANARY_SAMPLE_RATE", "0.1")],
+        });
+        let outcome = run(
+            spec,
+            "1s",
+            "100s",
+            "
+  - {at: 10s, set: {breakerState: open}}
+  - {at: 25s, probe: Healthy}",
+        );
+        let advice = notifications(&outcome)
+            .into_iter()
+            .find(|n| n.kind == tierguard::policy::NotifyKind::Diagnosed)
+            .and_then(|n| n.escalated_because)
+            .expect("the diagnosis is notified");
+        assert!(advice.contains("application's side"), "{advice}");
+        assert!(advice.contains("60s of successful requests"), "{advice}");
+    }
+
+    #[test]
+    fn a_dependency_that_is_down_waits_for_max_open_duration() {
+        check(&Row {
+            name: "breaker open, mem0 down",
+            spec: probed(
+                json!({"breaker": {"maxOpenDuration": "30s"}, "notify": {"escalate": {"nearActionLead": "10s"}}}),
+            ),
+            tick: "1s",
+            duration: "100s",
+            timeline: "
+  - {at: 10s, set: {breakerState: open}, probe: Down}
+  - {at: 60s, set: {breakerState: closed}}",
+            expect: &[
+                START[0],
+                START[1],
+                "10 phase Healthy->Degraded",
+                "10 alert breaker BreakerOpened",
+                "10 incident CircuitBreakerOpen opened L1",
+                "10 alert breaker BreakerDiagnosed",
+                "10 notify L1 Opened",
+                // The runbook's wait: escalation and mem0 off only as maxOpenDuration says.
+                "30 incident CircuitBreakerOpen escalated L2",
+                "30 notify L2 Escalated",
+                "40 breaker open->mem0-off",
+                "40 incident CircuitBreakerOpen escalated L3",
+                "40 render MEM0_READS_ENABLED=false MEM0_SHADOW_MODE=false",
+                "40 notify L3 Escalated",
+                "70 breaker open->closed",
+                "70 breaker mem0-off->closed",
+                "70 render MEM0_READS_ENABLED=true MEM0_SHADOW_MODE=true",
+                "80 phase Degraded->Healthy",
+                "80 incident CircuitBreakerOpen resolved L3",
+                "80 record CircuitBreakerOpen",
+                "80 notify L3 Resolved",
+            ],
+            effective: &[("MEM0_READS_ENABLED", "true")],
+        });
+    }
+
+    #[test]
+    fn a_probe_answer_without_a_probe_in_the_spec_is_refused() {
+        let yaml = format!(
+            "tick: 1s\nduration: 10s\nsignals:{HEALTHY}\ntimeline:\n  - {{at: 1s, probe: Down}}"
+        );
+        let scenario = simulate::scenario::parse(&yaml).unwrap();
+        let err = simulate::run(&tier(json!({})), &scenario).unwrap_err();
+        assert!(err.to_string().contains("spec.breaker.probe"), "{err}");
+    }
+}
