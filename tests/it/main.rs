@@ -14,6 +14,7 @@ mod alert_rules;
 mod apiserver;
 mod argocd_health;
 mod backtest;
+mod breaker_probe;
 mod check;
 mod clinic_backend;
 mod cohorts;

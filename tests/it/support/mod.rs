@@ -10,6 +10,7 @@ pub mod history;
 pub mod hostile;
 pub mod http;
 pub mod live_app;
+pub mod mem0;
 pub mod redis_cluster;
 pub mod servers;
 pub mod tiers;
