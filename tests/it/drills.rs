@@ -341,6 +341,237 @@ async fn circuit_breaker_outage_drill() {
     d.finish().await;
 }
 
+#[test]
+fn circuit_breaker_auth_failure() {
+    let _one_at_a_time = drill::serial();
+    drill::runtime().block_on(circuit_breaker_auth_failure_drill());
+}
+
+/// mem0's API key is refused: the application's mem0 calls fail and its breaker opens. The
+/// controller probes mem0 (the runbook's steps 1 and 2: health, then an authenticated call),
+/// finds it up and the key refused (401), and follows the runbook's tree for it: level 2 is
+/// paged at once with the instruction to rotate MEM0_API_KEY, instead of waiting out
+/// `maxOpenDuration` (60s here) for an outage that will not heal. The key is rotated, the breaker
+/// closes, and the incident report says what was found and what it cost.
+async fn circuit_breaker_auth_failure_drill() {
+    use crate::support::http::Recorder as Webhooks;
+    use crate::support::mem0::{Mem0Mode, Mem0StandIn};
+
+    let mem0 = Mem0StandIn::start(drill::MEM0_API_KEY).await;
+    let hooks = Webhooks::start().await;
+    let mut d = Drill::start(Setup {
+        name: "circuit-breaker-auth-failure",
+        redis_args: vec![],
+        tier: json!({
+            "breaker": {"maxOpenDuration": "60s", "probe": {
+                "healthUrl": mem0.health_url(),
+                "authUrl": mem0.auth_url(),
+                "apiKeySecretRef": {"name": "clinic-mem0", "key": "apiKey"},
+                "interval": "2s",
+                "timeout": "1s",
+            }},
+            "notify": {"webhooks": [{"name": "oncall", "format": "Generic", "url": hooks.url("/hook")}]},
+        }),
+        serve_args: vec![],
+        replicas: 1,
+    })
+    .await;
+    d.skip_replay(
+        "the breaker probe's findings decide the escalation and are not in Prometheus (the backtest has no probe input)",
+    );
+    d.start_load(LoadShape::default());
+    d.wait_steady(0.0).await;
+    let baseline = d.config_history()[0].data.clone();
+    assert!(
+        mem0.probes().is_empty(),
+        "no probe while the breaker is closed"
+    );
+
+    // The key is refused: mem0 answers 401 to the authenticated call, and the app's calls fail.
+    mem0.set(Mem0Mode::KeyRefused(401));
+    let (refused, _) = d
+        .fault("mem0 refuses the API key", json!({"mem0_outage": true}))
+        .await;
+    let opened = d.wait_demo_breaker("open", secs(20)).await;
+
+    // Diagnosis: an Event, status, and level 2 paged at once.
+    let diagnosed = d.wait_event("BreakerDiagnosed", secs(20)).await;
+    assert_eq!(diagnosed.type_, "Warning");
+    assert!(
+        diagnosed.note.contains("AuthFailure") && diagnosed.note.contains("MEM0_API_KEY"),
+        "{}",
+        diagnosed.note
+    );
+    let paged = d
+        .wait("the level-2 page", secs(20), |_| {
+            hooks
+                .requests_to("/hook")
+                .into_iter()
+                .find(|r| r.body["level"] == 2)
+                .map(|r| r.body)
+                .ok_or_else(|| format!("{} webhook calls", hooks.requests_to("/hook").len()))
+        })
+        .await;
+    let paged_at = Timestamp::now();
+    let page = paged.to_string();
+    assert!(
+        page.contains("fly secrets set MEM0_API_KEY=<new_key>"),
+        "{page}"
+    );
+    assert!(page.contains("AuthFailure"), "{page}");
+    let status = d
+        .wait_status("the incident at level 2 in status", secs(10), |s| {
+            s.incidents
+                .iter()
+                .any(|i| i.runbook == Runbook::CircuitBreakerOpen && i.escalation_level == 2)
+                .then(|| s.clone())
+        })
+        .await;
+    let incident = status
+        .incidents
+        .iter()
+        .find(|i| i.runbook == Runbook::CircuitBreakerOpen)
+        .expect("the incident is in status");
+    assert!(
+        incident
+            .diagnosis
+            .as_deref()
+            .is_some_and(|x| x.starts_with("AuthFailure: ")),
+        "{incident:?}"
+    );
+    let outage_since = policy(&status)
+        .and_then(|m| m.breaker.outage_since)
+        .expect("the outage is on record");
+    assert!(
+        between(outage_since, paged_at) < 30.0,
+        "level 2 was paged {:.1}s after the outage began: not at once",
+        between(outage_since, paged_at)
+    );
+    assert!(
+        policy(&status).is_some_and(|m| m.breaker.mitigated_since.is_none()),
+        "no 60s wait, no mitigation yet: the page came first"
+    );
+    d.measure(
+        "detection-to-page",
+        between(diagnosed.at, paged_at),
+        format!(
+            "breaker open (demo) at {:+.2}s, diagnosed at {:+.2}s, level 2 paged by {:+.2}s",
+            d.since_fault(opened),
+            d.since_fault(diagnosed.at),
+            d.since_fault(paged_at)
+        ),
+    );
+
+    // The outage goes on until someone rotates the key: the probe keeps finding the same, at
+    // most once per interval (2s) though the controller reconciles every second, and nothing
+    // else happens (no mitigation, no further page).
+    tokio::time::sleep(secs(7)).await;
+    let probes = mem0.probes();
+    assert!(probes.len() >= 3, "{} probes in 7s", probes.len());
+    for pair in probes.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= Duration::from_millis(1900), "probes {gap:?} apart");
+    }
+
+    assert_eq!(
+        d.config_history().len(),
+        1,
+        "an auth failure changes no flag"
+    );
+    assert!(
+        hooks
+            .requests_to("/hook")
+            .iter()
+            .all(|r| r.body["level"].as_u64() <= Some(2)),
+        "no level 3 before maxOpenDuration"
+    );
+
+    // The key is rotated: mem0 accepts the app's calls again and the breaker closes.
+    mem0.set(Mem0Mode::Up);
+    let (rotated, _) = d
+        .fault("MEM0_API_KEY rotated", json!({"mem0_outage": false}))
+        .await;
+    d.wait_demo_breaker("closed", secs(30)).await;
+    let report = incident_report(&d, "Circuit Breaker Open").await;
+    d.attach(
+        &format!("incident report ({})", drill::INCIDENTS_CONFIG_MAP),
+        &report,
+    );
+    for line in [
+        "Diagnosis by tierguard: AuthFailure: health HTTP 200; authenticated call answered HTTP 401",
+        "Diagnosis AuthFailure",
+        "Escalated to level 2 (senior engineer): diagnosis AuthFailure",
+        "% of users affected (the canary's share of the traffic:",
+        "Failed requests: ~",
+        "Peak mem0 write success:",
+        "### Time from detection",
+    ] {
+        assert!(
+            report.contains(line),
+            "the report lacks {line:?}:\n{report}"
+        );
+    }
+    assert!(!report.contains("not measured"), "{report}");
+    let healthy = d
+        .wait_status("Healthy again", secs(40), |s| {
+            (s.phase == Some(Phase::Healthy) && s.incidents.iter().all(|i| i.resolved_at.is_some()))
+                .then(|| s.clone())
+        })
+        .await;
+    assert!(healthy.mitigations.is_empty());
+    let history: Vec<_> = d.config_history().into_iter().map(|v| v.data).collect();
+    assert_eq!(
+        history,
+        vec![baseline],
+        "no flag changed during the incident"
+    );
+    assert_no_warming_and_no_remediation(&d);
+    assert_each_decision_taken_once(&d);
+
+    // The key is nowhere: not in status, Events, webhook bodies or the controller's logs.
+    let outputs = [
+        ("status", serde_json::to_string(&d.status()).unwrap()),
+        (
+            "Events",
+            d.events()
+                .iter()
+                .map(|e| e.note.clone())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        (
+            "webhook bodies",
+            hooks
+                .requests_to("/hook")
+                .iter()
+                .map(|r| r.body.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        (
+            "controller logs",
+            d.all_controller_logs()
+                .into_iter()
+                .map(|(_, text)| text)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        ("incident report", report.clone()),
+    ];
+    for (what, text) in outputs {
+        assert!(
+            !text.contains(drill::MEM0_API_KEY),
+            "the mem0 API key appears in the {what}"
+        );
+    }
+    d.measure(
+        "outage",
+        between(refused, rotated),
+        "key refused until rotated",
+    );
+    d.finish().await;
+}
+
 // ---- Incident #2: cache stampede ------------------------------------------------------------
 
 #[test]
