@@ -15,7 +15,8 @@ use super::signals::num;
 use super::window::elapsed;
 use super::{Step, mitigations};
 use crate::api::{
-    ImpactScope, IncidentImpact, MemoryLevel, Peak, PolicyMemory, Runbook, Signal, TimelineEntry,
+    ImpactScope, IncidentImpact, MemoryLevel, OpenIncident, Peak, PolicyMemory, Runbook, Signal,
+    TimelineEntry,
 };
 
 /// Which traffic an incident of `runbook` hits.
@@ -31,105 +32,127 @@ pub(crate) fn start(_step: &Step, runbook: Runbook) -> IncidentImpact {
     IncidentImpact::new(scope(runbook))
 }
 
+/// What one reading adds to an incident's impact, worked out once per step.
+pub(crate) struct Reading {
+    canary_rate: f64,
+    rate_window: f64,
+    longest_gap: f64,
+    thresholds: Thresholds,
+}
+
+pub(crate) fn reading(step: &Step, m: &PolicyMemory) -> Reading {
+    Reading {
+        canary_rate: effective_canary_rate(step, m),
+        rate_window: step.spec.metrics.rate_window.as_std().as_secs_f64(),
+        longest_gap: 2.0 * step.spec.metrics.interval.as_std().as_secs_f64(),
+        thresholds: thresholds(step, m),
+    }
+}
+
 /// Add this reading to every open incident's impact.
 pub(crate) fn measure(step: &mut Step, m: &mut PolicyMemory) {
     if m.open_incidents.is_empty() {
         return;
     }
-    let canary_rate = effective_canary_rate(step, m);
-    let rate_window = step.spec.metrics.rate_window.as_std().as_secs_f64();
-    let longest_gap = 2.0 * step.spec.metrics.interval.as_std().as_secs_f64();
-    let thresholds = thresholds(step, m);
-    let signals = &step.signals;
-    let now = step.now;
+    let r = reading(step, m);
     let mut touched = Vec::new();
     for incident in &mut m.open_incidents {
-        let impact = incident
-            .impact
-            .get_or_insert_with(|| IncidentImpact::new(scope(incident.runbook)));
-        let dt = impact.last_sample_at.map_or(0.0, |last| {
-            elapsed(now, last).as_secs_f64().min(longest_gap)
-        });
-        // Traffic: the service's, and the affected share of it.
-        if let Some(requests) = signals.requests.filter(|r| *r >= 0.0)
-            && rate_window > 0.0
-        {
-            let served = requests / rate_window * dt;
-            let canary_cohort = signals
-                .canary
-                .as_ref()
-                .and_then(|c| Some((c.requests?, c.error_rate_percent)));
-            let (affected, failed, service_wide) = match impact.scope {
-                ImpactScope::Service => (
-                    served,
-                    signals.error_rate_percent.map(|e| served * e / 100.0),
-                    false,
-                ),
-                ImpactScope::Canary => match canary_cohort {
-                    Some((canary_requests, canary_errors)) => {
-                        let share = if requests > 0.0 {
-                            (canary_requests / requests).clamp(0.0, 1.0)
-                        } else {
-                            0.0
-                        };
-                        let affected = served * share;
-                        (affected, canary_errors.map(|e| affected * e / 100.0), false)
-                    }
-                    None => (
-                        served * canary_rate,
-                        signals.error_rate_percent.map(|e| served * e / 100.0),
-                        true,
-                    ),
-                },
-            };
-            impact.requests += served;
-            impact.affected_requests += affected;
-            if let Some(failed) = failed.filter(|f| f.is_finite()) {
-                impact.failed_requests += failed;
-            }
-            impact.failed_service_wide |= service_wide;
-            impact.measured_seconds += dt;
-            impact.samples = impact.samples.saturating_add(1);
-        }
-        impact.last_sample_at = Some(now);
-        // Peaks of the signals past their thresholds.
-        for (signal, threshold, lower_is_worse) in thresholds_for(incident.runbook, &thresholds) {
-            let Some(value) = value_of(signals, signal, incident.runbook) else {
-                continue;
-            };
-            let breaches = if lower_is_worse {
-                value < threshold
-            } else {
-                value > threshold
-            };
-            if !breaches {
-                continue;
-            }
-            let worse = |p: &Peak| {
-                if lower_is_worse {
-                    value < p.value
-                } else {
-                    value > p.value
-                }
-            };
-            let entry = impact.peaks.get(signal.name());
-            if entry.is_none_or(worse) {
-                impact.peaks.insert(
-                    signal.name().to_owned(),
-                    Peak {
-                        value,
-                        at: now,
-                        threshold,
-                        lower_is_worse,
-                    },
-                );
-            }
-        }
+        add(step, &r, incident);
         touched.push(incident.runbook);
     }
     // The status shows the impact as it grows.
     for runbook in touched {
         step.touch(runbook);
+    }
+}
+
+/// Add this reading to one incident's impact (also the one resolved in this step, whose last
+/// stretch counts too).
+pub(crate) fn add(step: &Step, r: &Reading, incident: &mut OpenIncident) {
+    let signals = &step.signals;
+    let now = step.now;
+    let impact = incident
+        .impact
+        .get_or_insert_with(|| IncidentImpact::new(scope(incident.runbook)));
+    if impact.last_sample_at == Some(now) {
+        return;
+    }
+    let dt = impact.last_sample_at.map_or(0.0, |last| {
+        elapsed(now, last).as_secs_f64().min(r.longest_gap)
+    });
+    // Traffic: the service's, and the affected share of it.
+    if let Some(requests) = signals.requests.filter(|r| *r >= 0.0)
+        && r.rate_window > 0.0
+    {
+        let served = requests / r.rate_window * dt;
+        let canary_cohort = signals
+            .canary
+            .as_ref()
+            .and_then(|c| Some((c.requests?, c.error_rate_percent)));
+        let (affected, failed, service_wide) = match impact.scope {
+            ImpactScope::Service => (
+                served,
+                signals.error_rate_percent.map(|e| served * e / 100.0),
+                false,
+            ),
+            ImpactScope::Canary => match canary_cohort {
+                Some((canary_requests, canary_errors)) => {
+                    let share = if requests > 0.0 {
+                        (canary_requests / requests).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    let affected = served * share;
+                    (affected, canary_errors.map(|e| affected * e / 100.0), false)
+                }
+                None => (
+                    served * r.canary_rate,
+                    signals.error_rate_percent.map(|e| served * e / 100.0),
+                    true,
+                ),
+            },
+        };
+        impact.requests += served;
+        impact.affected_requests += affected;
+        if let Some(failed) = failed.filter(|f| f.is_finite()) {
+            impact.failed_requests += failed;
+        }
+        impact.failed_service_wide |= service_wide;
+        impact.measured_seconds += dt;
+        impact.samples = impact.samples.saturating_add(1);
+    }
+    impact.last_sample_at = Some(now);
+    // Peaks of the signals past their thresholds.
+    for (signal, threshold, lower_is_worse) in thresholds_for(incident.runbook, &r.thresholds) {
+        let Some(value) = value_of(signals, signal, incident.runbook) else {
+            continue;
+        };
+        let breaches = if lower_is_worse {
+            value < threshold
+        } else {
+            value > threshold
+        };
+        if !breaches {
+            continue;
+        }
+        let worse = |p: &Peak| {
+            if lower_is_worse {
+                value < p.value
+            } else {
+                value > p.value
+            }
+        };
+        if impact.peaks.get(signal.name()).is_none_or(worse) {
+            impact.peaks.insert(
+                signal.name().to_owned(),
+                Peak {
+                    value,
+                    at: now,
+                    threshold,
+                    lower_is_worse,
+                },
+            );
+        }
     }
 }
 

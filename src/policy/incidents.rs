@@ -425,6 +425,8 @@ pub(crate) fn resolve(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, r
     let Some(mut incident) = take(m, runbook) else {
         return;
     };
+    let reading = super::impact::reading(step, m);
+    super::impact::add(step, &reading, &mut incident);
     if incident.timeline.len() < MAX_TIMELINE {
         Arc::make_mut(&mut incident.timeline).push(TimelineEntry {
             at: step.now,

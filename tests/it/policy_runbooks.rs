@@ -1573,3 +1573,106 @@ mod breaker_diagnosis {
         assert!(err.to_string().contains("spec.breaker.probe"), "{err}");
     }
 }
+
+/// The incident's measured impact: what the report's Impact section and the communication
+/// template's "[X]% of users affected" are written from.
+mod impact {
+    use super::*;
+    use tierguard::act::report::{ReportContext, render};
+    use tierguard::api::IncidentSummary;
+
+    fn recorded(outcome: &Outcome) -> IncidentSummary {
+        outcome
+            .entries
+            .iter()
+            .find_map(|e| match &e.what {
+                EntryKind::Action {
+                    action: Action::RecordIncident { incident, .. },
+                    ..
+                } => Some(incident.clone()),
+                _ => None,
+            })
+            .expect("the incident is recorded")
+    }
+
+    fn report(incident: &IncidentSummary) -> String {
+        render(
+            incident,
+            &ReportContext {
+                namespace: "n",
+                tier: "t",
+                now: incident.resolved_at.unwrap(),
+                observed: None,
+                mitigations: &[],
+            },
+        )
+    }
+
+    #[test]
+    fn a_stampede_hits_the_whole_service_and_counts_its_failed_requests() {
+        // 3000 requests per 5m rate window: 10 a second; 2% of them fail during the stampede.
+        let outcome = run(
+            json!({"stampede": {"for": "30s"}, "canary": {"rampInterval": "1m"}}),
+            "10s",
+            "10m",
+            "
+  - {at: 0s, set: {requests: 3000}}
+  - {at: 60s, set: {cacheHitRatePercent: 80, p50LatencyMs: 800, errorRatePercent: 2}}
+  - {at: 100s, set: {cacheHitRatePercent: 70}}
+  - {at: 150s, set: {cacheHitRatePercent: 97, p50LatencyMs: 300, errorRatePercent: 0}}",
+        );
+        let incident = recorded(&outcome);
+        let impact = incident.impact.clone().expect("measured");
+        // Opened at 90 s (30 s of breach), resolved at 210 s: 120 s of readings at 10 req/s.
+        assert_eq!(impact.measured_seconds, 120.0, "{impact:?}");
+        assert_eq!(impact.requests, 1200.0);
+        assert_eq!(impact.affected_requests, 1200.0);
+        // 2% of the requests of the readings at 100 to 140 s (10 s each; the one at 90 s opens
+        // the incident and starts the clock).
+        assert_eq!(impact.failed_requests, 2.0 / 100.0 * 10.0 * 5.0 * 10.0);
+        assert_eq!(impact.affected_percent(), Some(100.0));
+        let hit = &impact.peaks["cacheHitRatePercent"];
+        assert_eq!((hit.value, hit.threshold), (70.0, 95.0));
+        assert_eq!(impact.peaks["p50LatencyMs"].value, 800.0);
+
+        let md = report(&incident);
+        for line in [
+            "- 100% of users affected (the whole service: ~1200 of ~1200 requests during the incident)\n",
+            "- Failed requests: ~10, over 2m0s of readings\n",
+            "- Peak cache hit rate: 70% at 00:01:40 UTC (below 95%)\n",
+            "- Peak P50 latency: 800 ms at 00:01:30 UTC (above 500 ms)\n",
+            "### Time from detection\n",
+        ] {
+            assert!(md.contains(line), "missing {line:?} in\n{md}");
+        }
+        assert!(!md.contains("not measured"), "{md}");
+    }
+
+    #[test]
+    fn a_breaker_hits_the_canary_cohort_share() {
+        // 3000 requests per window, 300 of them the canary's (10%), 40% of those failing.
+        let outcome = run(
+            json!({"canary": {"rampInterval": "1m"}}),
+            "10s",
+            "10m",
+            "
+  - {at: 0s, set: {requests: 3000, cohorts: {canary: {requests: 300, errorRatePercent: 0}, stable: {requests: 2700, errorRatePercent: 0}}}}
+  - {at: 60s, set: {breakerState: open, mem0WriteSuccessPercent: 60, cohorts: {canary: {errorRatePercent: 40}}}}
+  - {at: 120s, set: {breakerState: closed, mem0WriteSuccessPercent: 100, cohorts: {canary: {errorRatePercent: 0}}}}",
+        );
+        let incident = recorded(&outcome);
+        let impact = incident.impact.clone().expect("measured");
+        let share = impact.affected_requests / impact.requests;
+        assert!((share - 0.1).abs() < 1e-9, "{impact:?}");
+        // Failed: 40% of the canary's 1 req/s over the readings from 70 s to 120 s... while open.
+        assert!(!impact.failed_service_wide);
+        assert_eq!(impact.failed_requests, 0.4 * 1.0 * 10.0 * 5.0, "{impact:?}");
+        assert_eq!(impact.peaks["mem0WriteSuccessPercent"].value, 60.0);
+        let md = report(&incident);
+        assert!(
+            md.contains("- 10% of users affected (the canary's share of the traffic:"),
+            "{md}"
+        );
+        assert!(md.contains("- Failed requests: ~20,"), "{md}");
+    }
+}
