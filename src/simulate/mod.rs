@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-use crate::api::{KIND, MemoryTier, Observation, Phase, RESUME_ANNOTATION, Signal, validate};
+use crate::api::{
+    KIND, MemoryTier, Observation, Phase, ProbeClass, RESUME_ANNOTATION, Signal, validate,
+};
 use crate::policy::{Action, Change, Decision};
 pub use replay::{Replay, TierMeta};
 pub use scenario::{Input, Scenario, ScenarioEvent, SignalPatch, TimelineStep};
@@ -364,9 +366,19 @@ fn probe_reading(
     due.then(|| crate::api::ProbeReading {
         at: now,
         class,
-        detail: match retry_after {
-            Some(s) => format!("scenario: {class} (Retry-After {s}s)"),
-            None => format!("scenario: {class}"),
+        // What the real probe would say of such an answer, marked as scripted.
+        detail: match (class, retry_after) {
+            (ProbeClass::Down, _) => "health: no answer (scripted)".to_owned(),
+            (ProbeClass::AuthFailure, _) => {
+                "authenticated call answered HTTP 401: the API key is refused (scripted)".to_owned()
+            }
+            (ProbeClass::RateLimited, Some(s)) => {
+                format!("health answered HTTP 429 (Retry-After {s}s) (scripted)")
+            }
+            (ProbeClass::RateLimited, None) => "health answered HTTP 429 (scripted)".to_owned(),
+            (ProbeClass::Healthy, _) => {
+                "health HTTP 200; authenticated call HTTP 200 (scripted)".to_owned()
+            }
         },
         retry_after_seconds: retry_after,
         latency_ms: None,
@@ -451,8 +463,8 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
                 let retry = step.probe_retry_after.map(|d| d.as_std().as_secs());
                 world.probe = answer.map(|class| (class, retry));
                 inputs.push(match answer {
-                    Some(class) => format!("the breaker probe finds {class}"),
-                    None => "the breaker probe finds nothing".to_owned(),
+                    Some(class) => format!("probe answers from now on: {class}"),
+                    None => "probe answers from now on: none".to_owned(),
                 });
             }
             next_step += 1;
@@ -460,6 +472,9 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
         world.obs.at = Some(now);
         world.draw().map_err(|e| ("signals".to_owned(), e))?;
         world.obs.breaker_probe = probe_reading(tier, &world, replay.memory(), now);
+        if let Some(probe) = &world.obs.breaker_probe {
+            inputs.push(format!("breaker probe: {}: {}", probe.class, probe.detail));
+        }
         let meta = TierMeta {
             generation: Some(world.generation),
             resume_token: world.resume.clone(),

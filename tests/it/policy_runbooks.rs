@@ -1393,7 +1393,7 @@ mod breaker_diagnosis {
             record
                 .diagnosis
                 .as_deref()
-                .is_some_and(|d| d.starts_with("AuthFailure: scenario")),
+                .is_some_and(|d| d.starts_with("AuthFailure: authenticated call answered HTTP 401")),
             "{record:?}"
         );
         assert!(
