@@ -35,7 +35,8 @@ pub enum Action {
     Notify(Notification),
     /// Write (or update) the incident report: runbook phase 4.
     RecordIncident {
-        incident: IncidentSummary,
+        // Boxed: a summary with its impact is far larger than any other action.
+        incident: Box<IncidentSummary>,
         reason: String,
     },
     /// A Kubernetes Event on the MemoryTier.

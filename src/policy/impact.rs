@@ -265,8 +265,14 @@ pub fn lines(impact: &IncidentImpact) -> Vec<String> {
             whole(impact.affected_requests),
             whole(impact.requests)
         )),
+        None if impact.samples == 0 => out.push(format!(
+            "Share of users affected not measured: no request rate was read during the incident ({traffic} is affected)"
+        )),
+        None if impact.measured_seconds == 0.0 => out.push(format!(
+            "Share of users affected: measured from the next reading on, the incident has just begun ({traffic} is affected)"
+        )),
         None => out.push(format!(
-            "Share of users affected not measured yet: no request rate was read during the incident ({traffic} is affected)"
+            "No requests were served during the incident ({traffic} is affected)"
         )),
     }
     if impact.samples > 0 {

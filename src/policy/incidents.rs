@@ -447,7 +447,7 @@ pub(crate) fn resolve(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, r
         }));
     }
     step.actions.push(Action::RecordIncident {
-        incident: summary.clone(),
+        incident: Box::new(summary.clone()),
         reason: format!("{} incident resolved: {reason}", runbook.title()),
     });
     step.changes.push(Change::Incident {

@@ -1385,7 +1385,7 @@ mod breaker_diagnosis {
                 EntryKind::Action {
                     action: Action::RecordIncident { incident, .. },
                     ..
-                } => Some(incident.clone()),
+                } => Some((**incident).clone()),
                 _ => None,
             })
             .expect("the incident is recorded");
@@ -1589,7 +1589,7 @@ mod impact {
                 EntryKind::Action {
                     action: Action::RecordIncident { incident, .. },
                     ..
-                } => Some(incident.clone()),
+                } => Some((**incident).clone()),
                 _ => None,
             })
             .expect("the incident is recorded")
