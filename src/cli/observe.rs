@@ -147,6 +147,15 @@ pub fn render_text(tier: &str, obs: &Observation) -> String {
         out.push_str(&format!("  {:<width$}  {shown}\n", signal.name()));
     }
     out.push_str(&render_cohorts(obs, width));
+    // The runbook's step 1 to 3 in one line, when the breaker was open and a probe is set.
+    if let Some(p) = &obs.breaker_probe {
+        out.push_str(&format!(
+            "\nbreaker probe: {}: {}\n  {}\n",
+            p.class,
+            p.detail,
+            p.class.advice()
+        ));
+    }
     if !obs.sources.is_empty() {
         out.push_str("\nsources\n");
         let width = obs.sources.iter().map(|s| s.name.len()).max().unwrap_or(0);
@@ -274,6 +283,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("cohorts: none (no reason given)"), "{text}");
+        assert!(!text.contains("breaker probe"), "no probe ran: {text}");
+        obs.breaker_probe = Some(crate::api::ProbeReading {
+            at: "2026-12-02T03:00:00Z".parse().unwrap(),
+            class: crate::api::ProbeClass::RateLimited,
+            detail: "health answered HTTP 429 (Retry-After 30s)".into(),
+            retry_after_seconds: Some(30),
+            latency_ms: Some(12),
+        });
+        let text = render_text("ns/tier", &obs);
+        assert!(
+            text.contains("breaker probe: RateLimited: health answered HTTP 429 (Retry-After 30s)\n  mem0 rate-limits"),
+            "{text}"
+        );
     }
 
     #[test]
