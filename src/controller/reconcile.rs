@@ -151,6 +151,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
             return Err(Error::Observe(e));
         }
     };
+    ctx.metrics.count_probe(&t.namespace, &t.name, &observation);
     let decided = decide(ctx, &t, &observation).await?;
     if ctx.stop.is_cancelled() {
         // Nothing was done yet: the next leader decides again from the same status.

@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::api::{
     ActionKind, ActionOutcome, MemoryTierSpec, Mitigation, MitigationName, Observation, Phase,
-    PolicyMemory, Signal,
+    PolicyMemory, ProbeClass, Signal,
 };
 use crate::policy::thresholds;
 
@@ -45,6 +45,13 @@ pub struct PhaseLabels {
 pub struct TierLabels {
     pub namespace: String,
     pub tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub namespace: String,
+    pub tier: String,
+    pub class: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +140,7 @@ pub struct Metrics {
     pub tier_threshold: Family<ThresholdLabels, Gauge<f64, AtomicU64>>,
     pub tier_mitigation: Family<MitigationLabels, Gauge>,
     pub redis_evicted_keys: Family<TierLabels, Counter>,
+    pub breaker_probes: Family<ProbeLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -232,6 +240,12 @@ impl Default for Metrics {
             "Redis's evicted_keys counter of each MemoryTier's Redis (summed over masters); it resets when Redis restarts, so rate() gives the eviction rate of the runbook's alert",
             redis_evicted_keys.clone(),
         );
+        let breaker_probes = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "breaker_probes",
+            "Breaker probes made for each MemoryTier (spec.breaker.probe), by what they found: Down, AuthFailure, RateLimited or Healthy",
+            breaker_probes.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -249,6 +263,7 @@ impl Default for Metrics {
             tier_threshold,
             tier_mitigation,
             redis_evicted_keys,
+            breaker_probes,
             leader,
         }
     }
@@ -377,6 +392,19 @@ impl Metrics {
         counter.inc_by(raw.saturating_sub(counter.get()));
     }
 
+    /// Count the breaker probe this observation made, if it made one.
+    pub fn count_probe(&self, namespace: &str, tier: &str, observation: &Observation) {
+        if let Some(probe) = &observation.breaker_probe {
+            self.breaker_probes
+                .get_or_create(&ProbeLabels {
+                    namespace: namespace.to_owned(),
+                    tier: tier.to_owned(),
+                    class: probe.class.as_str().to_owned(),
+                })
+                .inc();
+        }
+    }
+
     /// Forget a deleted tier's series.
     pub fn forget_tier(&self, namespace: &str, tier: &str) {
         for p in ALL_PHASES {
@@ -396,6 +424,13 @@ impl Metrics {
             });
         }
         self.set_evicted_keys(namespace, tier, None);
+        for class in ProbeClass::ALL {
+            self.breaker_probes.remove(&ProbeLabels {
+                namespace: namespace.to_owned(),
+                tier: tier.to_owned(),
+                class: class.as_str().to_owned(),
+            });
+        }
     }
 }
 
@@ -548,6 +583,37 @@ mod tests {
         assert_eq!(
             Format::negotiate(Some("application/openmetrics-text; version=1.0.0")),
             Format::OpenMetrics
+        );
+    }
+
+    #[test]
+    fn breaker_probes_are_counted_by_finding_and_forgotten_with_the_tier() {
+        let metrics = Metrics::default();
+        let probed = |class| Observation {
+            breaker_probe: Some(crate::api::ProbeReading {
+                at: "2026-12-02T03:00:00Z".parse().unwrap(),
+                class,
+                detail: String::new(),
+                retry_after_seconds: None,
+                latency_ms: None,
+            }),
+            ..Observation::default()
+        };
+        metrics.count_probe("clinic", "backend", &probed(ProbeClass::AuthFailure));
+        metrics.count_probe("clinic", "backend", &probed(ProbeClass::AuthFailure));
+        metrics.count_probe("clinic", "backend", &Observation::default());
+        let text = metrics.render_as(Format::Text);
+        assert!(
+            text.contains(
+                "tierguard_breaker_probes_total{namespace=\"clinic\",tier=\"backend\",class=\"AuthFailure\"} 2"
+            ),
+            "{text}"
+        );
+        metrics.forget_tier("clinic", "backend");
+        assert!(
+            !metrics
+                .render_as(Format::Text)
+                .contains("class=\"AuthFailure\"")
         );
     }
 
