@@ -34,6 +34,8 @@ fn healthy() -> Observation {
         redis_evicted_keys: Some(0),
         redis_run_id: Some("9a1f3c5e7b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a".into()),
         redis_uptime_seconds: Some(86_400),
+        // Traffic, so that an open incident measures its impact at every step.
+        requests: Some(3000.0),
         ..Observation::default()
     }
 }

@@ -459,3 +459,110 @@ async fn a_probe_url_outside_the_allow_list_stalls_the_tier() {
         "nothing reached the refused host"
     );
 }
+
+async fn flags(client: &Client) -> Option<BTreeMap<String, String>> {
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), NS)
+        .get_opt("backend-flags")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|cm| cm.data)
+}
+
+/// mem0 answers 429: the canary goes to the reduced rate at once, stays there while writes fail,
+/// and ramps back once they succeed again; a healthy mem0 found later is notified with the
+/// runbook's step-4 advice, and nothing is restarted.
+#[tokio::test]
+async fn a_rate_limit_sheds_the_canary_until_writes_succeed_and_a_healthy_mem0_gets_the_advice() {
+    tierguard::install_crypto_provider();
+    let server = support::api_server().await;
+    let client = server.client();
+    let app = LiveApp::start(Duration::from_millis(100));
+    let mem0 = Mem0StandIn::start(KEY).await;
+    mem0.set(Mem0Mode::RateLimited(1));
+    let hooks = Recorder::start().await;
+    create_secret(&client, "mem0", "apiKey", KEY).await;
+    Api::<MemoryTier>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &probed_tier(&app, &mem0, &hooks))
+        .await
+        .unwrap();
+    controller(client.clone(), support::loopback());
+    let baseline = wait_for("the first render", Duration::from_secs(20), || {
+        flags(&client)
+    })
+    .await;
+    assert_eq!(baseline["CANARY_SAMPLE_RATE"], "0.1");
+
+    app.update(|p| {
+        p.breaker = 1.0;
+        p.mem0_success_percent = 80.0;
+    });
+    wait_for("the canary at 0.05", Duration::from_secs(20), || async {
+        flags(&client)
+            .await
+            .filter(|f| f["CANARY_SAMPLE_RATE"] == "0.05")
+    })
+    .await;
+    let status = tier_now(&client).await.status.unwrap();
+    let shed = status
+        .mitigations
+        .iter()
+        .find(|m| m.name == tierguard::api::MitigationName::BreakerRateLimitShed)
+        .expect("the mitigation is listed");
+    assert!(shed.until.contains("mem0 write success"), "{shed:?}");
+
+    // mem0 recovers and the probe finds it healthy while the breaker is still open.
+    mem0.set(Mem0Mode::Up);
+    let advice = wait_for(
+        "the Healthy diagnosis notified",
+        Duration::from_secs(20),
+        || async {
+            hooks
+                .requests_to("/hook")
+                .into_iter()
+                .find(|r| r.body["kind"] == "diagnosed")
+                .map(|r| r.body)
+        },
+    )
+    .await;
+    let text = advice.to_string();
+    assert!(text.contains("Healthy"), "{text}");
+    assert!(text.contains("application's side"), "{text}");
+    assert_eq!(
+        flags(&client).await.unwrap()["CANARY_SAMPLE_RATE"],
+        "0.05",
+        "writes still fail: the canary stays down"
+    );
+
+    // Writes succeed and the breaker closes: the canary ramps back to its baseline.
+    app.update(|p| {
+        p.breaker = 0.0;
+        p.mem0_success_percent = 100.0;
+    });
+    wait_for(
+        "the canary back at 0.1",
+        Duration::from_secs(30),
+        || async {
+            flags(&client)
+                .await
+                .filter(|f| f["CANARY_SAMPLE_RATE"] == "0.1")
+        },
+    )
+    .await;
+    let events = server.list_json(&kube_testserver::Gvr::of::<
+        k8s_openapi::api::events::v1::Event,
+    >());
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["reason"] == "WorkloadRestart" || e["reason"] == "WorkloadRestarted"),
+        "nothing is restarted"
+    );
+    let found: Vec<&str> = events
+        .iter()
+        .filter(|e| e["reason"] == "BreakerDiagnosed")
+        .filter_map(|e| e["note"].as_str())
+        .collect();
+    assert!(found.iter().any(|n| n.contains("RateLimited")), "{found:?}");
+    assert!(found.iter().any(|n| n.contains("Healthy")), "{found:?}");
+}
