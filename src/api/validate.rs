@@ -220,6 +220,12 @@ fn value_problems(tier: &MemoryTier) -> Vec<Problem> {
     if let Some(endpoint) = &spec.warming.endpoint {
         urls.push(("spec.warming.endpoint".into(), endpoint));
     }
+    if let Some(probe) = &spec.breaker.probe {
+        urls.push(("spec.breaker.probe.healthUrl".into(), &probe.health_url));
+        if let Some(url) = &probe.auth_url {
+            urls.push(("spec.breaker.probe.authUrl".into(), url));
+        }
+    }
     for (i, hook) in spec.notify.webhooks.iter().enumerate() {
         if let Some(url) = &hook.url {
             urls.push((format!("spec.notify.webhooks[{i}].url"), url));
@@ -653,5 +659,48 @@ mod tests {
         doc["spec"]["notify"] = json!({"escalation": [
             {"level": 1, "after": "0s"}, {"level": 2, "after": "30m"}, {"level": 3, "after": "15m"}]});
         assert_eq!(paths(&doc), ["spec.notify.escalation"]);
+    }
+
+    #[test]
+    fn the_breaker_probe_is_bounded_and_needs_its_key_for_the_authenticated_call() {
+        let probe = |extra: Value| {
+            let mut doc = minimal();
+            let mut p = json!({"healthUrl": "https://api.mem0.ai/v1/health"});
+            json_patch::merge(&mut p, &extra);
+            doc["spec"]["breaker"] = json!({"probe": p});
+            doc
+        };
+        let tier = validate_document(&probe(json!({}))).expect("valid");
+        let p = tier.spec.breaker.probe.unwrap();
+        assert_eq!(
+            (
+                p.interval.to_string(),
+                p.timeout.to_string(),
+                p.auth_scheme.as_str()
+            ),
+            ("1m".to_owned(), "3s".to_owned(), "Bearer")
+        );
+        assert_eq!(
+            paths(&probe(
+                json!({"authUrl": "https://api.mem0.ai/v1/users/me"})
+            )),
+            ["spec.breaker.probe.apiKeySecretRef"]
+        );
+        assert_eq!(
+            paths(&probe(json!({"timeout": "30s"}))),
+            ["spec.breaker.probe.timeout"]
+        );
+        assert_eq!(
+            paths(&probe(json!({"interval": "100ms"}))),
+            ["spec.breaker.probe.interval"]
+        );
+        assert_eq!(
+            paths(&probe(json!({"healthUrl": "https://"}))),
+            ["spec.breaker.probe.healthUrl"]
+        );
+        assert_eq!(
+            paths(&probe(json!({"authScheme": "Bearer x"}))),
+            ["spec.breaker.probe.authScheme"]
+        );
     }
 }

@@ -27,11 +27,6 @@ pub fn scope(runbook: Runbook) -> ImpactScope {
     }
 }
 
-/// The impact of an incident opening now.
-pub(crate) fn start(_step: &Step, runbook: Runbook) -> IncidentImpact {
-    IncidentImpact::new(scope(runbook))
-}
-
 /// What one reading adds to an incident's impact, worked out once per step.
 pub(crate) struct Reading {
     canary_rate: f64,

@@ -122,7 +122,9 @@ pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, trig
         escalated_on_action: false,
         escalated_on_diagnosis: false,
         diagnosis: None,
-        impact: Some(super::impact::start(step, runbook)),
+        impact: Some(crate::api::IncidentImpact::new(super::impact::scope(
+            runbook,
+        ))),
     };
     m.open_incidents.push(incident);
     step.touch(runbook);
