@@ -124,11 +124,20 @@ fn announce(step: &mut Step, m: &mut PolicyMemory, d: &BreakerDiagnosis) {
         Runbook::CircuitBreakerOpen,
         format!("{found}; {}", d.class.advice()),
     );
-    // An auth failure pages level 2 through the escalation; anything else tells whoever knows of
-    // the incident already, unless they are being told in this very step.
-    if d.class != ProbeClass::AuthFailure
-        && let Some(incident) = incidents::find(m, Runbook::CircuitBreakerOpen)
+    // An auth failure pages level 2 through the escalation, unless level 2 was told already;
+    // anything else tells whoever knows of the incident, unless they are told in this very step.
+    let level_two = step
+        .spec
+        .notify
+        .escalation
+        .iter()
+        .map(|l| l.level)
+        .filter(|l| *l >= 2)
+        .min();
+    if let Some(incident) = incidents::find(m, Runbook::CircuitBreakerOpen)
         && incident.notified_level > 0
+        && !(d.class == ProbeClass::AuthFailure
+            && level_two.is_some_and(|l| l > incident.notified_level))
         && !step
             .actions
             .iter()

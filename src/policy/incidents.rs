@@ -303,10 +303,12 @@ fn escalate_one(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook) -> Vec<
     let next_above = |reached: u8| levels.iter().map(|(l, _)| *l).find(|l| *l > reached);
     if let Some(why) = urgent.filter(|_| !incident.escalated_on_diagnosis && reached > 0) {
         incident.escalated_on_diagnosis = true;
+        // Level 2 (the first configured level from 2 on), unless it was reached already.
         if let Some(level) = levels
             .iter()
             .map(|(l, _)| *l)
-            .find(|l| *l > reached && *l >= 2)
+            .find(|l| *l >= 2)
+            .filter(|l| *l > reached)
         {
             due.push((level, Some(why)));
             reached = level;

@@ -1564,6 +1564,38 @@ mod breaker_diagnosis {
     }
 
     #[test]
+    fn an_auth_failure_found_after_level_two_was_paged_pages_nobody_more() {
+        let outcome = run(
+            probed(
+                json!({"breaker": {"maxOpenDuration": "30s"}, "notify": {"escalate": {"nearActionLead": "20s"}}}),
+            ),
+            "1s",
+            "60s",
+            "
+  - {at: 10s, set: {breakerState: open}}
+  - {at: 25s, probe: AuthFailure}",
+        );
+        let escalations: Vec<String> = lines(&outcome)
+            .into_iter()
+            .filter(|l| l.contains("escalated"))
+            .collect();
+        // Level 2 when maxOpenDuration drew near (20 s), level 3 when mem0 was switched off
+        // (40 s); the auth failure at 25 s finds level 2 told already.
+        assert_eq!(
+            escalations,
+            [
+                "20 incident CircuitBreakerOpen escalated L2",
+                "40 incident CircuitBreakerOpen escalated L3"
+            ]
+        );
+        assert!(
+            lines(&outcome).contains(&"25 notify L2 Diagnosed".to_owned()),
+            "the finding is still told: {:#?}",
+            lines(&outcome)
+        );
+    }
+
+    #[test]
     fn a_probe_answer_without_a_probe_in_the_spec_is_refused() {
         let yaml = format!(
             "tick: 1s\nduration: 10s\nsignals:{HEALTHY}\ntimeline:\n  - {{at: 1s, probe: Down}}"
