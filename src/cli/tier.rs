@@ -343,6 +343,14 @@ pub fn render_status(tier: &MemoryTier, now: Timestamp) -> String {
             "  {} ({}, level {}): {state}\n    trigger: {}",
             i.id, i.runbook, i.escalation_level, i.trigger
         );
+        if let Some(diagnosis) = &i.diagnosis {
+            let _ = writeln!(out, "    diagnosis: {diagnosis}");
+        }
+        if let Some(impact) = &i.impact {
+            for line in crate::policy::impact::lines(impact) {
+                let _ = writeln!(out, "    impact:  {line}");
+            }
+        }
         if let Some(report) = &i.report {
             let _ = writeln!(out, "    report:  {report}");
         }
