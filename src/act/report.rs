@@ -146,6 +146,13 @@ pub fn render(incident: &IncidentSummary, ctx: &ReportContext<'_>) -> String {
         let _ = writeln!(md, "- {} - Resolved", when(end));
     }
 
+    if !incident.findings.is_empty() {
+        let _ = writeln!(md, "\n## Diagnosis\n");
+        for finding in &incident.findings {
+            let _ = writeln!(md, "- {finding}");
+        }
+    }
+
     let _ = writeln!(md, "\n## Root Cause\n");
     let _ = writeln!(md, "To be determined during post-mortem.");
 

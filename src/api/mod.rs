@@ -5,6 +5,7 @@
 //! API server.
 
 pub mod bounds;
+pub mod clinics;
 pub mod conditions;
 mod duration;
 pub mod exporter;
@@ -14,6 +15,7 @@ mod status;
 pub mod validate;
 pub mod vocabulary;
 
+pub use clinics::{ClinicBreakdown, ClinicCache, ClinicRate, ClinicsSpec, StampedeSource};
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
 pub use exporter::RedisExporterSpec;
 pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals};

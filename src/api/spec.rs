@@ -676,6 +676,9 @@ pub struct StampedeSpec {
     pub recover_above_percent: f64,
     /// Treat a Redis cold start (run_id changed or uptime went back) as a stampede at once.
     pub cold_start: bool,
+    /// Cache hits and misses per clinic: name the clinics that miss, detect a stampede confined
+    /// to a few hot clinics, and warm those clinics.
+    pub clinics: super::ClinicsSpec,
 }
 
 impl Default for StampedeSpec {
@@ -686,6 +689,7 @@ impl Default for StampedeSpec {
             for_duration: Duration::from_secs(60),
             recover_above_percent: 90.0,
             cold_start: true,
+            clinics: super::ClinicsSpec::default(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct MemoryTierStatus {
     /// Redis memory level, last remediation and audit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_report: Option<MemoryReport>,
+    /// Where the cache stampede being handled comes from: the clinics that miss, likely causes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stampede_source: Option<super::StampedeSource>,
     /// Recent actions, newest first (at most twenty); in DryRun, what would have been done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_actions: Vec<ActionRecord>,
@@ -235,6 +238,9 @@ pub struct IncidentSummary {
     /// Timeline entries: what happened when.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineEntry>,
+    /// What the diagnosis found: where the trouble comes from and what fills what (latest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
     /// Where the full report is stored (ConfigMap/key), once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
@@ -424,6 +430,39 @@ pub struct PolicyMemory {
     /// Whether that render was only recorded (DryRun): in Enforce it is then rendered for real.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rendered_dry_run: bool,
+    /// What may start a stampede, seen lately: generation changes and Redis restarts.
+    #[serde(default, skip_serializing_if = "CacheClues::is_idle")]
+    pub cache_clues: CacheClues,
+}
+
+/// What the stampede diagnosis names as likely causes, remembered for a while.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheClues {
+    /// The cache generation last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
+    /// The last generation change: when, and from what to what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_change: Option<Clue>,
+    /// The last Redis restart: when, and how it was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_restart: Option<Clue>,
+}
+
+impl CacheClues {
+    pub fn is_idle(&self) -> bool {
+        *self == CacheClues::default()
+    }
+}
+
+/// Something seen at a time.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Clue {
+    #[schemars(schema_with = "timestamp_schema")]
+    pub at: Timestamp,
+    pub what: String,
 }
 
 /// The breach windows of the rollback criteria and of the stampede detector.
@@ -622,6 +661,9 @@ pub struct StampedeState {
     /// How long the stampede condition has been absent.
     #[serde(default, skip_serializing_if = "WindowState::is_idle")]
     pub clear: WindowState,
+    /// Where it comes from, as last diagnosed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<super::StampedeSource>,
 }
 
 /// Redis as the policy tracks it between reconciles.
@@ -731,6 +773,9 @@ pub struct OpenIncident {
     pub escalated_near_action: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub escalated_on_action: bool,
+    /// What the diagnosis found, latest first-hand (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
 }
 
 fn is_empty_timeline(t: &std::sync::Arc<Vec<TimelineEntry>>) -> bool {

@@ -262,6 +262,16 @@ words! {
         Evictions = "Evictions",
         StampedeDetected = "StampedeDetected",
         ColdStart = "ColdStart",
+        /// A stampede confined to a few hot clinics (the service's hit rate may still look fine).
+        HotClinicStampede = "HotClinicStampede",
+        /// The count of Redis keys without a TTL keeps growing: a leak.
+        KeysWithoutTtlGrowing = "KeysWithoutTtlGrowing",
+        /// Redis maxmemory raised within spec.redis.remediation.maxMemoryCeiling.
+        MaxMemoryRaised = "MaxMemoryRaised",
+        /// Redis maxmemory put back to its value before the incident.
+        MaxMemoryRestored = "MaxMemoryRestored",
+        /// Redis refused CONFIG (renamed command, ACL): maxmemory cannot be raised.
+        ConfigRefused = "ConfigRefused",
         NoStampede = "NoStampede",
         BreakerOpened = "BreakerOpened",
         BreakerClosed = "BreakerClosed",

@@ -354,18 +354,23 @@ pub async fn execute(
                     Some("spec.target.workloadRef is not set".into()),
                 ),
             },
-            Action::WarmCache { trigger, reason } => {
+            Action::WarmCache {
+                trigger,
+                reason,
+                clinic_ids,
+            } => {
                 let http = ctx.network.warming.clone();
                 let top_n = TopN::of(tier, ctx, secrets);
                 let warming = tier.spec.warming.clone();
                 let token = secrets.warm_token.clone();
-                let (trigger, reason) = (*trigger, reason.clone());
+                let (trigger, reason, missing) = (*trigger, reason.clone(), clinic_ids.clone());
                 background(ctx, tier, JobKind::Warm, action, now, async move {
                     let top_n = top_n.clinics().await;
                     let run = warm::warm_cache(
                         &http,
                         &warming,
                         token.as_ref(),
+                        &missing,
                         &top_n,
                         trigger,
                         &reason,

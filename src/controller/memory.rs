@@ -222,6 +222,7 @@ fn recover(status: &MemoryTierStatus) -> PolicyMemory {
                     canary_rate: rate.unwrap_or(f64::INFINITY),
                     recovering: WindowState::default(),
                     clear: WindowState::default(),
+                    source: None,
                 });
             }
             _ => {}

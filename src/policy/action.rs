@@ -26,6 +26,10 @@ pub enum Action {
     WarmCache {
         trigger: WarmTrigger,
         reason: String,
+        /// The clinics seen missing (most misses first, bounded by
+        /// `stampede.clinics.warmAtMost`), warmed before the configured ones.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        clinic_ids: Vec<i64>,
     },
     /// Delete non-critical keys and old generations (SCAN + UNLINK within the spec's budgets).
     RemediateRedis { level: MemoryLevel, reason: String },

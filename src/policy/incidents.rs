@@ -67,9 +67,57 @@ pub(crate) fn note(
     }
 }
 
+/// Most findings an incident keeps, and the longest one.
+const MAX_FINDINGS: usize = 16;
+const MAX_FINDING_CHARS: usize = 600;
+
+fn bounded(findings: Vec<String>) -> Vec<String> {
+    findings
+        .into_iter()
+        .take(MAX_FINDINGS)
+        .map(|f| {
+            if f.chars().count() > MAX_FINDING_CHARS {
+                let mut cut: String = f.chars().take(MAX_FINDING_CHARS - 1).collect();
+                cut.push('…');
+                cut
+            } else {
+                f
+            }
+        })
+        .collect()
+}
+
+/// Replace what the diagnosis of the open incident of `runbook` found (no change, no update).
+pub(crate) fn set_findings(
+    step: &mut Step,
+    m: &mut PolicyMemory,
+    runbook: Runbook,
+    findings: Vec<String>,
+) {
+    let findings = bounded(findings);
+    if let Some(incident) = find_mut(m, runbook)
+        && incident.findings != findings
+    {
+        incident.findings = findings;
+        step.touch(runbook);
+    }
+}
+
 /// Open an incident for `runbook` unless one is open already; notify the first escalation level.
 pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, trigger: &str) {
+    open_with_findings(step, m, runbook, trigger, Vec::new());
+}
+
+/// [`open`], with what the diagnosis found at once (the first notification carries it).
+pub(crate) fn open_with_findings(
+    step: &mut Step,
+    m: &mut PolicyMemory,
+    runbook: Runbook,
+    trigger: &str,
+    findings: Vec<String>,
+) {
     if find(m, runbook).is_some() {
+        set_findings(step, m, runbook, findings);
         return;
     }
     let id = format!(
@@ -93,6 +141,7 @@ pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, trig
         escalation_plan: None,
         escalated_near_action: false,
         escalated_on_action: false,
+        findings: bounded(findings),
     };
     m.open_incidents.push(incident);
     step.touch(runbook);
@@ -445,6 +494,7 @@ pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> Incid
         escalation_level: incident.notified_level,
         escalation: escalation_text(incident),
         timeline: incident.timeline.to_vec(),
+        findings: incident.findings.clone(),
         report: None,
     }
 }
@@ -452,12 +502,19 @@ pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> Incid
 /// The runbooks' communication template, filled in.
 fn message(incident: &OpenIncident, level: u8, status: &str) -> String {
     let mut text = format!(
-        "[INCIDENT] {} - mem0-redis memory tier\nIncident: {} (level {level}: {})\nTrigger: {}\n\nTimeline:\n",
+        "[INCIDENT] {} - mem0-redis memory tier\nIncident: {} (level {level}: {})\nTrigger: {}\n",
         incident.runbook.title(),
         incident.id,
         role(level),
         incident.trigger,
     );
+    if !incident.findings.is_empty() {
+        text.push_str("\nDiagnosis:\n");
+        for finding in &incident.findings {
+            text.push_str(&format!("- {finding}\n"));
+        }
+    }
+    text.push_str("\nTimeline:\n");
     for entry in incident.timeline.iter() {
         text.push_str(&format!(
             "- {} - {}\n",

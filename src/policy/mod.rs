@@ -38,6 +38,7 @@
 
 mod action;
 pub mod breaker;
+pub mod clinics;
 pub mod effective;
 pub mod incidents;
 pub mod mitigations;
@@ -247,6 +248,8 @@ pub(crate) struct Step<'a> {
     pub deploy: Option<(i64, i64)>,
     /// This observation's stampede sample.
     pub stampede_sample: Sample,
+    /// This observation's per-clinic cache readings, judged.
+    pub clinics: Option<clinics::ClinicView>,
 }
 
 impl Step<'_> {
@@ -290,11 +293,13 @@ pub fn decide(
         cold_start: None,
         deploy: None,
         stampede_sample: Sample::Unknown,
+        clinics: None,
     };
 
     // Observation: trackers and windows move in every mode, so that the status always shows the
     // truth and a tier un-paused mid-breach acts on what really held.
     redis::observe(&mut step, &mut m);
+    clinics::track_clues(&step, &mut m);
     breaker::observe(&mut step, &mut m);
     rollback::observe(&mut step, &mut m);
     stampede::observe(&mut step, &mut m);
@@ -722,10 +727,15 @@ fn conditions_of(
             Truth::True,
             if s.trigger == WarmTrigger::ColdStart {
                 Reason::ColdStart
+            } else if s.source.as_ref().is_some_and(|src| src.confined) {
+                Reason::HotClinicStampede
             } else {
                 Reason::StampedeDetected
             },
-            s.reason.clone(),
+            match &s.source {
+                Some(source) => format!("{}; {}", s.reason, clinics::lines(source).join("; ")),
+                None => s.reason.clone(),
+            },
         ),
         None if !stampede_known => TierCondition::new(
             ConditionType::CacheStampede,
