@@ -216,7 +216,7 @@ mod tests {
             2,
         );
         let names: Vec<&str> = b.clinics.iter().map(|c| c.clinic.as_str()).collect();
-        assert_eq!(names, ["2", "4"]);
+        assert_eq!(names, ["2", "1"]);
         assert_eq!(b.omitted, 2);
         assert_eq!(b.omitted_lookups, 12.0);
         assert_eq!(b.total_lookups(), 172.0);

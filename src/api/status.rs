@@ -336,7 +336,7 @@ pub struct RemediationOutcome {
 }
 
 /// What one key audit found.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditOutcome {
     #[schemars(schema_with = "timestamp_schema")]
@@ -349,10 +349,19 @@ pub struct AuditOutcome {
     /// The largest sampled keys with their size in bytes, largest first.
     #[serde(default)]
     pub largest_keys: Vec<KeySize>,
+    /// Sampled keys without a TTL.
+    #[serde(default)]
+    pub without_ttl: u64,
+    /// Examples of keys without a TTL (at most ten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without_ttl_examples: Vec<String>,
+    /// The prefixes holding the most bytes (at most ten).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bytes_by_prefix: BTreeMap<String, u64>,
 }
 
 /// A key and its memory usage.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeySize {
     pub key: String,
@@ -702,6 +711,23 @@ pub struct RedisTrack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_timestamp_schema")]
     pub last_remediation_at: Option<Timestamp>,
+    /// Remediations asked for since memory became critical (option B waits for two).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub remediation_runs: u32,
+    /// The keys-without-TTL count and its leak alert.
+    #[serde(default, skip_serializing_if = "super::TtlLeakTrack::is_idle")]
+    pub keys_without_ttl: super::TtlLeakTrack,
+    /// maxmemory as raised by tierguard, with the original value to put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_raise: Option<super::MaxMemoryRaise>,
+    /// Whether the escalation with the audit's findings (no ceiling, or the ceiling reached)
+    /// was made in this incident.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalated_still_critical: bool,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How long Redis memory usage has stayed above each level's threshold.

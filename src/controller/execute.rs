@@ -412,6 +412,33 @@ pub async fn execute(
                 }
                 None => no_redis(now, action),
             },
+            Action::SetMaxMemory {
+                bytes,
+                from,
+                ceiling,
+                restore,
+                reason,
+            } => match &secrets.redis_url {
+                // A few short commands: done in the reconcile, within their own timeouts.
+                Some(url) => {
+                    let change = crate::act::redis::maxmemory::MaxMemoryChange {
+                        bytes: *bytes,
+                        from: *from,
+                        ceiling: *ceiling,
+                        restore: *restore,
+                    };
+                    crate::act::redis::maxmemory::change_max_memory(
+                        url,
+                        &ctx.network.destinations.redis,
+                        change,
+                        reason,
+                        now,
+                    )
+                    .await
+                    .1
+                }
+                None => no_redis(now, action),
+            },
             Action::AuditRedis { reason } => match &secrets.redis_url {
                 Some(url) => {
                     let (spec, url) = (tier.spec.redis.clone(), url.clone());

@@ -176,6 +176,7 @@ fn recover(status: &MemoryTierStatus) -> PolicyMemory {
             escalation_plan: None,
             escalated_near_action: false,
             escalated_on_action: false,
+            findings: incident.findings.clone(),
         });
     }
     for mitigation in &status.mitigations {
@@ -285,6 +286,7 @@ mod tests {
                 started_at: at(60),
                 resolved_at: None,
                 escalation_level: 2,
+                findings: vec![],
                 escalation: None,
                 timeline: vec![],
                 report: None,

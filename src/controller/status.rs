@@ -225,6 +225,7 @@ mod tests {
                 generation: Some(1),
                 resume_token: None,
                 applied: AppliedConfig::Unknown,
+                last_audit: None,
             },
         );
         let executed = Executed {

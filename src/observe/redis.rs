@@ -607,7 +607,7 @@ fn scrub(message: &str, password: Option<&str>, url: &str) -> String {
 mod tests {
     use super::*;
 
-    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\nuptime_in_seconds:42\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:4194304\r\n\r\n# Stats\r\nevicted_keys:7\r\nkeyspace_hits:90\r\nkeyspace_misses:10\r\n";
+    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\nuptime_in_seconds:42\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:4194304\r\n\r\n# Stats\r\nevicted_keys:7\r\nkeyspace_hits:90\r\nkeyspace_misses:10\r\n\r\n# Keyspace\r\ndb0:keys=10,expires=4,avg_ttl=0\r\ndb2:keys=5,expires=5,avg_ttl=1\r\n";
 
     fn node(used: u64, max: u64, run_id: &str, uptime: u64) -> NodeInfo {
         NodeInfo {
@@ -618,7 +618,21 @@ mod tests {
             keyspace_misses: 2,
             run_id: run_id.into(),
             uptime_in_seconds: uptime,
+            keys_without_ttl: 3,
         }
+    }
+
+    #[test]
+    fn keys_without_ttl_are_keys_minus_expires_over_databases() {
+        assert_eq!(keys_without_ttl("# Keyspace\r\n"), Ok(0));
+        assert_eq!(
+            keys_without_ttl("db0:keys=3,expires=1,avg_ttl=0\r\ndb15:keys=7,expires=0,avg_ttl=0\r\n"),
+            Ok(9)
+        );
+        // A db line without its fields is named, not read as zero.
+        assert!(keys_without_ttl("db0:keys=3,avg_ttl=0").unwrap_err().contains("expires"));
+        // Other lines with a colon are not keyspace lines.
+        assert_eq!(keys_without_ttl("dbfilename:dump.rdb\r\nrun_id:x"), Ok(0));
     }
 
     #[test]
@@ -634,6 +648,7 @@ mod tests {
                 keyspace_misses: 10,
                 run_id: "abc123".into(),
                 uptime_in_seconds: 42,
+                keys_without_ttl: 6,
             }
         );
         let e = NodeInfo::parse(&INFO.replace("evicted_keys:7\r\n", "")).unwrap_err();

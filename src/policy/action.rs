@@ -35,6 +35,15 @@ pub enum Action {
     RemediateRedis { level: MemoryLevel, reason: String },
     /// Audit keys without TTL and the largest keys, into status.
     AuditRedis { reason: String },
+    /// CONFIG SET maxmemory `bytes`, expecting it at `from` now (already at `bytes` is done); never
+    /// above `ceiling`. A restore puts back the value before the incident.
+    SetMaxMemory {
+        bytes: u64,
+        from: u64,
+        ceiling: u64,
+        restore: bool,
+        reason: String,
+    },
     /// Notify an escalation level.
     Notify(Notification),
     /// Write (or update) the incident report: runbook phase 4.
@@ -77,6 +86,7 @@ impl Action {
             Action::WarmCache { .. } => ActionKind::WarmCache,
             Action::RemediateRedis { .. } => ActionKind::RemediateRedis,
             Action::AuditRedis { .. } => ActionKind::AuditRedis,
+            Action::SetMaxMemory { .. } => ActionKind::SetMaxMemory,
             Action::Notify(_) => ActionKind::Notify,
             Action::RecordIncident { .. } => ActionKind::RecordIncident,
             Action::Event { .. } => ActionKind::Event,
@@ -91,6 +101,7 @@ impl Action {
             | Action::WarmCache { reason, .. }
             | Action::RemediateRedis { reason, .. }
             | Action::AuditRedis { reason }
+            | Action::SetMaxMemory { reason, .. }
             | Action::RecordIncident { reason, .. } => reason,
             Action::Notify(Notification { message, .. }) | Action::Event { message, .. } => message,
         }

@@ -528,3 +528,62 @@ fn message(incident: &OpenIncident, level: u8, status: &str) -> String {
     text.push_str(&format!("\nStatus: {status}"));
     text
 }
+
+/// Escalate the open incident of `runbook` to the next level at once, because of `why` (the
+/// automatic response has run out: what is left needs a person), whatever its escalation rule.
+pub(crate) fn escalate_because(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, why: &str) {
+    let mut levels: Vec<(u8, Duration)> = step
+        .spec
+        .notify
+        .escalation
+        .iter()
+        .map(|l| (l.level, l.after))
+        .collect();
+    levels.sort_unstable();
+    levels.dedup_by_key(|(level, _)| *level);
+    let rule = rule_for(step, m, runbook);
+    let now = step.now;
+    let Some(incident) = find_mut(m, runbook) else {
+        return;
+    };
+    let Some(level) = levels
+        .iter()
+        .map(|(l, _)| *l)
+        .find(|l| *l > incident.notified_level)
+    else {
+        return;
+    };
+    let kind = if incident.notified_level == 0 {
+        NotifyKind::Opened
+    } else {
+        NotifyKind::Escalated
+    };
+    incident.notified_level = level;
+    incident.escalated_because = Some(why.to_owned());
+    let what = format!("Escalated to level {level} ({}): {why}", role(level));
+    if incident.timeline.len() < MAX_TIMELINE {
+        Arc::make_mut(&mut incident.timeline).push(TimelineEntry {
+            at: now,
+            what: what.clone(),
+        });
+    }
+    incident.escalation_plan = Some(plan(step, incident, rule, &levels));
+    step.actions.push(Action::Notify(Notification {
+        level,
+        kind,
+        incident_id: incident.id.clone(),
+        runbook,
+        trigger: incident.trigger.clone(),
+        escalated_because: Some(why.to_owned()),
+        escalation_plan: incident.escalation_plan.clone().unwrap_or_default(),
+        message: message(incident, level, "INVESTIGATING"),
+    }));
+    step.changes.push(Change::Incident {
+        id: incident.id.clone(),
+        runbook,
+        what: IncidentChange::Escalated,
+        level,
+        reason: what,
+    });
+    step.touch(runbook);
+}

@@ -77,6 +77,9 @@ pub struct DecideContext {
     pub resume_token: Option<String>,
     /// What the target ConfigMap holds now.
     pub applied: AppliedConfig,
+    /// The last Redis key audit (`status.memoryReport.lastAudit`): its findings go into the Redis
+    /// memory incident.
+    pub last_audit: Option<crate::api::AuditOutcome>,
 }
 
 /// The state of the target ConfigMap, as the caller last read it.
@@ -416,6 +419,7 @@ fn rank(action: &Action) -> u8 {
         Action::RestartWorkload { .. } => 2,
         Action::RemediateRedis { .. } => 3,
         Action::AuditRedis { .. } => 4,
+        Action::SetMaxMemory { .. } => 4,
         Action::RecordIncident { .. } => 5,
         Action::Notify(_) => 6,
         Action::Event { .. } => 7,
@@ -435,6 +439,9 @@ pub fn action_event(action: &Action, dry_run: bool) -> Option<Action> {
         Action::WarmCache { reason, .. } => format!("{verb}warm the cache: {reason}"),
         Action::RemediateRedis { reason, .. } => format!("{verb}remediate Redis: {reason}"),
         Action::AuditRedis { reason } => format!("{verb}audit Redis keys: {reason}"),
+        Action::SetMaxMemory { bytes, reason, .. } => {
+            format!("{verb}set Redis maxmemory to {bytes} bytes: {reason}")
+        }
         Action::Notify(_) | Action::RecordIncident { .. } | Action::Event { .. } => {
             return None;
         }

@@ -633,12 +633,19 @@ impl<'a> History<'a> {
                     keyspace_misses: count(Signal::RedisKeyspaceMisses).unwrap_or(0),
                     run_id: parts.run_id.clone().unwrap_or_default(),
                     uptime_in_seconds: count(Signal::RedisUptimeSeconds).unwrap_or(0),
+                    keys_without_ttl: 0,
                 },
             );
         }
         match redis::aggregate(&infos, self.plan.fallback_max) {
             Ok(reading) => {
                 reading.apply(obs);
+                // Not read from history: unknown, never the zero the reading carries.
+                let _ = obs.set(Signal::RedisKeysWithoutTtl, None);
+                obs.unknown.insert(
+                    Signal::RedisKeysWithoutTtl.name().to_owned(),
+                    "not read from history".to_owned(),
+                );
                 for (signal, reason) in missing_optional {
                     let _ = obs.set(signal, None);
                     obs.unknown.insert(signal.name().to_owned(), reason);

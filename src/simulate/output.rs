@@ -154,6 +154,9 @@ fn action_text(action: &Action, changed: &[(String, Option<String>, Option<Strin
         }
         Action::RemediateRedis { reason, .. } => format!("remediate-redis: {reason}"),
         Action::AuditRedis { reason } => format!("audit-redis: {reason}"),
+        Action::SetMaxMemory { bytes, reason, .. } => {
+            format!("set-maxmemory {bytes}: {reason}")
+        }
         Action::Notify(n) => {
             format!(
                 "notify level {} ({:?}) about {}",

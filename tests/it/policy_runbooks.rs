@@ -812,6 +812,7 @@ mod mode_switches {
             generation: Some(1),
             resume_token: None,
             applied: AppliedConfig::Unknown,
+            last_audit: None,
         }
     }
 
