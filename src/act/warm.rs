@@ -90,7 +90,11 @@ pub struct WarmRun {
 /// the observer resolved (at most `topN.count`), without duplicates and in their order.
 pub fn clinics_to_warm(spec: &WarmingSpec, missing: &[i64], top_n: &[i64]) -> Vec<i64> {
     let mut seen = std::collections::HashSet::new();
-    let missing: Vec<i64> = missing.iter().copied().filter(|id| seen.insert(*id)).collect();
+    let missing: Vec<i64> = missing
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect();
     let configured = configured_clinics(spec, top_n, &mut seen);
     missing.into_iter().chain(configured).collect()
 }
@@ -223,7 +227,10 @@ mod tests {
         // The clinics seen missing come first, merged with the configured ones.
         assert_eq!(clinics_to_warm(&s, &[7, 2, 7], &[]), [7, 2, 1, 3]);
         assert_eq!(clinics_to_warm(&s2, &[5], &[9, 5, 8]), [5, 9, 8]);
-        assert_eq!(clinics_to_warm(&spec(serde_json::json!({})), &[4], &[]), [4]);
+        assert_eq!(
+            clinics_to_warm(&spec(serde_json::json!({})), &[4], &[]),
+            [4]
+        );
     }
 
     #[test]

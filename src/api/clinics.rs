@@ -25,7 +25,10 @@ pub struct ClinicsSpec {
     /// Read the cache hits and misses per clinic.
     pub enabled: bool,
     /// The label of `cache_hits_total` / `cache_misses_total` naming the clinic.
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    )]
     pub label: String,
     /// How many clinics are kept per observation: the busiest by cache lookups.
     #[schemars(range(min = 1, max = 200))]
@@ -111,7 +114,11 @@ fn is_zero_f64(n: &f64) -> bool {
 impl ClinicBreakdown {
     /// Keep the `keep` busiest of `readings` (odd values dropped, names cut), most lookups first;
     /// ties go by name so that the same readings always keep the same clinics.
-    pub fn busiest(label: &str, readings: impl IntoIterator<Item = ClinicCache>, keep: u32) -> Self {
+    pub fn busiest(
+        label: &str,
+        readings: impl IntoIterator<Item = ClinicCache>,
+        keep: u32,
+    ) -> Self {
         let mut all: Vec<ClinicCache> = readings
             .into_iter()
             .filter(|c| {

@@ -114,7 +114,9 @@ async fn by_label(
             .into_iter()
             .filter_map(|s| Some((s.labels.get(label)?.clone(), s.value)))
             .collect()),
-        Ok(InstantValue::Scalar(_)) => Err(format!("{promql} returned a scalar, not one series per clinic")),
+        Ok(InstantValue::Scalar(_)) => Err(format!(
+            "{promql} returned a scalar, not one series per clinic"
+        )),
         Err(e) => Err(format!("prometheus: {e}")),
     }
 }

@@ -626,11 +626,17 @@ mod tests {
     fn keys_without_ttl_are_keys_minus_expires_over_databases() {
         assert_eq!(keys_without_ttl("# Keyspace\r\n"), Ok(0));
         assert_eq!(
-            keys_without_ttl("db0:keys=3,expires=1,avg_ttl=0\r\ndb15:keys=7,expires=0,avg_ttl=0\r\n"),
+            keys_without_ttl(
+                "db0:keys=3,expires=1,avg_ttl=0\r\ndb15:keys=7,expires=0,avg_ttl=0\r\n"
+            ),
             Ok(9)
         );
         // A db line without its fields is named, not read as zero.
-        assert!(keys_without_ttl("db0:keys=3,avg_ttl=0").unwrap_err().contains("expires"));
+        assert!(
+            keys_without_ttl("db0:keys=3,avg_ttl=0")
+                .unwrap_err()
+                .contains("expires")
+        );
         // Other lines with a colon are not keyspace lines.
         assert_eq!(keys_without_ttl("dbfilename:dump.rdb\r\nrun_id:x"), Ok(0));
     }

@@ -142,11 +142,14 @@ pub(crate) fn track_clues(step: &Step, m: &mut PolicyMemory) {
 
 /// The clues seen since `since`, oldest first.
 fn causes(m: &PolicyMemory, since: Timestamp) -> Vec<String> {
-    let mut found: Vec<&Clue> = [&m.cache_clues.generation_change, &m.cache_clues.redis_restart]
-        .into_iter()
-        .flatten()
-        .filter(|c| c.at >= since)
-        .collect();
+    let mut found: Vec<&Clue> = [
+        &m.cache_clues.generation_change,
+        &m.cache_clues.redis_restart,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|c| c.at >= since)
+    .collect();
     found.sort_by_key(|c| c.at);
     found
         .into_iter()
@@ -242,12 +245,23 @@ pub fn lines(source: &StampedeSource) -> Vec<String> {
 }
 
 /// The hot-clinic trigger in words.
-pub fn confined_reason(spec: &MemoryTierSpec, view: &ClinicView, service_hit: Option<f64>) -> String {
+pub fn confined_reason(
+    spec: &MemoryTierSpec,
+    view: &ClinicView,
+    service_hit: Option<f64>,
+) -> String {
     let names: Vec<String> = view
         .worst_hit_rate
         .iter()
         .filter(|c| c.hit_rate_percent < spec.stampede.hit_rate_below_percent)
-        .map(|c| format!("{}={} at {}%", view.label, c.clinic, num(c.hit_rate_percent)))
+        .map(|c| {
+            format!(
+                "{}={} at {}%",
+                view.label,
+                c.clinic,
+                num(c.hit_rate_percent)
+            )
+        })
         .collect();
     format!(
         "{} clinic(s) below {}% cache hit rate carry {}% of cache lookups (at least {}%) for {} ({}), while the service's hit rate is {}: a stampede confined to hot clinics",
@@ -287,14 +301,13 @@ mod tests {
     #[test]
     fn hot_clinics_that_miss_are_named_even_when_the_service_hits() {
         // Clinics 1 and 2 hit only 70%; 40 quiet clinics always hit; the service is at 96.1%.
-        let mut rows: Vec<(String, f64, f64)> = vec![
-            ("1".into(), 840.0, 360.0),
-            ("2".into(), 420.0, 180.0),
-        ];
+        let mut rows: Vec<(String, f64, f64)> =
+            vec![("1".into(), 840.0, 360.0), ("2".into(), 420.0, 180.0)];
         for i in 10..50 {
             rows.push((i.to_string(), 300.0, 0.0));
         }
-        let rows: Vec<(&str, f64, f64)> = rows.iter().map(|(c, h, m)| (c.as_str(), *h, *m)).collect();
+        let rows: Vec<(&str, f64, f64)> =
+            rows.iter().map(|(c, h, m)| (c.as_str(), *h, *m)).collect();
         let b = breakdown(&rows);
         let hits: f64 = b.clinics.iter().map(|c| c.hits).sum();
         assert!(100.0 * hits / b.total_lookups() > 95.0);

@@ -107,8 +107,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         if holds_for(&m.windows.stampede, spec.stampede.for_duration)
             && let Some(view) = confined_view
         {
-            let reason =
-                clinics::confined_reason(spec, &view, step.signals.cache_hit_rate_percent);
+            let reason = clinics::confined_reason(spec, &view, step.signals.cache_hit_rate_percent);
             activate(step, m, WarmTrigger::Stampede, reason);
         } else if holds_for(&m.windows.stampede, spec.stampede.for_duration) {
             let reason = format!(
@@ -276,6 +275,22 @@ fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason:
     }
     let source = clinics::source(step, m, step.now, step.clinics.as_ref());
     let findings = clinics::lines(&source);
+    // The source, said once in its own Event, when there is more to say than the trigger: the
+    // clinics, or a likely cause of a detected stampede.
+    let worth_saying = step.clinics.is_some()
+        || (trigger == WarmTrigger::Stampede && !source.likely_causes.is_empty());
+    if worth_saying {
+        step.changes.push(Change::Alert {
+            subject: Subject::Stampede,
+            code: if source.confined {
+                crate::api::Reason::HotClinicStampede
+            } else {
+                crate::api::Reason::StampedeDetected
+            },
+            warning: true,
+            message: format!("stampede source: {}", findings.join("; ")),
+        });
+    }
     let rate = spec
         .canary
         .reduced_rate
@@ -307,7 +322,12 @@ fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason:
     });
     incidents::open_with_findings(step, m, Runbook::CacheStampede, &reason, findings.clone());
     for finding in findings {
-        incidents::note(step, m, Runbook::CacheStampede, format!("Diagnosis: {finding}"));
+        incidents::note(
+            step,
+            m,
+            Runbook::CacheStampede,
+            format!("Diagnosis: {finding}"),
+        );
     }
     let ids = missing(step);
     let warmed = match (spec.warming.triggers.contains(&trigger), ids.is_empty()) {
@@ -315,7 +335,10 @@ fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason:
         (true, true) => "cache warming requested; ".to_owned(),
         (true, false) => format!(
             "cache warming requested, the missing clinics first ({}); ",
-            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+            ids.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     incidents::note(

@@ -19,6 +19,7 @@ mod clinic_backend;
 mod cohorts;
 mod controller;
 mod crd;
+mod diagnosis;
 mod drills;
 mod e2e;
 mod hostile_answers;

@@ -34,7 +34,9 @@ pub struct MaxMemoryChange {
 /// How it went.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MaxMemoryError {
-    #[error("{bytes} bytes is above the ceiling spec.redis.remediation.maxMemoryCeiling ({ceiling} bytes): not sent")]
+    #[error(
+        "{bytes} bytes is above the ceiling spec.redis.remediation.maxMemoryCeiling ({ceiling} bytes): not sent"
+    )]
     AboveCeiling { bytes: u64, ceiling: u64 },
     #[error("Redis has no memory limit (maxmemory 0): nothing to raise")]
     NoLimit,
@@ -42,9 +44,13 @@ pub enum MaxMemoryError {
         "maxmemory is {now} bytes, neither the {from} tierguard saw nor the target {bytes}: changed outside tierguard, left alone"
     )]
     ChangedElsewhere { now: u64, from: u64, bytes: u64 },
-    #[error("Redis refuses CONFIG: the command is renamed or disabled (rename-command) on this server: {0}")]
+    #[error(
+        "Redis refuses CONFIG: the command is renamed or disabled (rename-command) on this server: {0}"
+    )]
     Renamed(String),
-    #[error("Redis refuses CONFIG: the ACL user may not run it (needs +config|get and +config|set): {0}")]
+    #[error(
+        "Redis refuses CONFIG: the ACL user may not run it (needs +config|get and +config|set): {0}"
+    )]
     Denied(String),
     #[error("CONFIG SET maxmemory failed: {0}")]
     Failed(String),
@@ -88,9 +94,12 @@ pub async fn read_max_memory(con: &MultiplexedConnection) -> Result<u64, MaxMemo
         .await
         .map_err(|e| classify(&e))?;
     match answer.as_slice() {
-        [_, value] => value
-            .parse::<u64>()
-            .map_err(|_| MaxMemoryError::Failed(format!("CONFIG GET maxmemory answered {:?}", crate::remote::text::shown(value, 40)))),
+        [_, value] => value.parse::<u64>().map_err(|_| {
+            MaxMemoryError::Failed(format!(
+                "CONFIG GET maxmemory answered {:?}",
+                crate::remote::text::shown(value, 40)
+            ))
+        }),
         _ => Err(MaxMemoryError::Failed(
             "CONFIG GET maxmemory answered no value".into(),
         )),

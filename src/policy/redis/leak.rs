@@ -78,7 +78,9 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) -> Option<String> {
             message: message.clone(),
         });
         step.actions.push(Action::AuditRedis {
-            reason: format!("keys without TTL growing ({grew} over the window): find which prefixes leak"),
+            reason: format!(
+                "keys without TTL growing ({grew} over the window): find which prefixes leak"
+            ),
         });
         return Some(message);
     }
