@@ -32,6 +32,7 @@ mod observe_metrics;
 mod observe_redis;
 mod policy_properties;
 mod policy_runbooks;
+mod redis_diagnosis;
 mod servers_smoke;
 mod shutdown;
 mod simulate;
