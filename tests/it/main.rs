@@ -27,6 +27,7 @@ mod kubectl_plugin;
 mod manifests;
 mod observability;
 mod observe_cli;
+mod observe_clinics;
 mod observe_latency;
 mod observe_metrics;
 mod observe_redis;
