@@ -37,10 +37,14 @@ pub struct ClinicsSpec {
     /// `spec.metrics.rateWindow` (the runbook's `HAVING COUNT(*) > 100`).
     #[schemars(range(min = 0.0, max = 1000000000.0))]
     pub min_lookups: f64,
-    /// A stampede confined to a few hot clinics: the clinics whose hit rate is below
-    /// `stampede.hitRateBelowPercent` carry at least this share of all cache lookups (percent),
-    /// for `stampede.for`, even while the hit rate of the whole service is still above the
-    /// threshold.
+    /// A clinic is cold when its hit rate is below this percentage. Lower than the service's
+    /// threshold: one clinic's rate swings more than the average (first requests, expiring
+    /// keys), and a stampede on a clinic misses far more than that.
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub cold_below_percent: f64,
+    /// A stampede confined to a few hot clinics: the cold clinics carry at least this share of
+    /// all cache lookups (percent), for `stampede.for`, even while the hit rate of the whole
+    /// service is still above `stampede.hitRateBelowPercent`.
     #[schemars(range(min = 0.1, max = 100.0))]
     pub traffic_share_percent: f64,
     /// Most missing clinics warmed per warming (the ones with the most misses first); the
@@ -56,6 +60,7 @@ impl Default for ClinicsSpec {
             label: "clinic_id".into(),
             keep: 50,
             min_lookups: 100.0,
+            cold_below_percent: 80.0,
             traffic_share_percent: 10.0,
             warm_at_most: 10,
         }

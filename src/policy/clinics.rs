@@ -3,7 +3,7 @@
 //!
 //! From the busiest clinics' cache readings, a clinic is judged once it has
 //! `stampede.clinics.minLookups` lookups over the rate window; it is *cold* when its hit rate is
-//! below `stampede.hitRateBelowPercent`. When the cold clinics carry at least
+//! below `stampede.clinics.coldBelowPercent`. When the cold clinics carry at least
 //! `stampede.clinics.trafficSharePercent` of all lookups, the stampede is there even if the
 //! service's hit rate still looks fine: a few hot clinics can miss on every request while the
 //! hundreds of quiet ones keep the average above the threshold. The P50 condition does not apply
@@ -42,7 +42,7 @@ pub fn view(spec: &MemoryTierSpec, breakdown: &ClinicBreakdown) -> Option<Clinic
     if !settings.enabled || !(total > 0.0 && total.is_finite()) {
         return None;
     }
-    let threshold = spec.stampede.hit_rate_below_percent;
+    let threshold = settings.cold_below_percent;
     let mut judged: Vec<ClinicRate> = breakdown
         .clinics
         .iter()
@@ -210,7 +210,7 @@ pub fn lines(source: &StampedeSource) -> Vec<String> {
     let mut out = Vec::new();
     if source.cold_clinics > 0 {
         out.push(format!(
-            "{} clinic(s) below the hit-rate threshold carry {}% of cache lookups{}",
+            "{} cold clinic(s) carry {}% of cache lookups{}",
             source.cold_clinics,
             num(source.cold_traffic_percent),
             if source.confined {
@@ -253,7 +253,7 @@ pub fn confined_reason(
     let names: Vec<String> = view
         .worst_hit_rate
         .iter()
-        .filter(|c| c.hit_rate_percent < spec.stampede.hit_rate_below_percent)
+        .filter(|c| c.hit_rate_percent < spec.stampede.clinics.cold_below_percent)
         .map(|c| {
             format!(
                 "{}={} at {}%",
@@ -266,7 +266,7 @@ pub fn confined_reason(
     format!(
         "{} clinic(s) below {}% cache hit rate carry {}% of cache lookups (at least {}%) for {} ({}), while the service's hit rate is {}: a stampede confined to hot clinics",
         view.cold,
-        num(spec.stampede.hit_rate_below_percent),
+        num(spec.stampede.clinics.cold_below_percent),
         num(view.cold_share_percent),
         num(spec.stampede.clinics.traffic_share_percent),
         spec.stampede.for_duration,
