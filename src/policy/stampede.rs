@@ -228,10 +228,13 @@ fn diagnose(step: &mut Step, m: &mut PolicyMemory) {
     };
     let before = state.source.clone();
     let mut source = clinics::source(step, m, state.started_at, step.clinics.as_ref());
-    if step.clinics.is_none()
+    let nothing_cold = step.clinics.as_ref().is_none_or(|v| v.cold == 0);
+    if nothing_cold
         && let Some(before) = &before
+        && (before.cold_clinics > 0 || step.clinics.is_none())
     {
-        // No per-clinic readings this time: the clinics last named stay named.
+        // No clinic is cold now (they recover, or nothing was read): the clinics last named as
+        // the source stay named, for the report.
         source = crate::api::StampedeSource {
             likely_causes: source.likely_causes,
             at: before.at,
