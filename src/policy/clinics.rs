@@ -73,15 +73,16 @@ pub fn view(spec: &MemoryTierSpec, breakdown: &ClinicBreakdown) -> Option<Clinic
         .collect();
     let cold_count = cold.len() as u32;
 
-    let mut most_misses: Vec<ClinicRate> =
-        judged.iter().filter(|c| c.misses > 0.0).cloned().collect();
+    // Only clinics that miss more than the service may are named: a healthy clinic is no source.
+    let service_threshold = spec.stampede.hit_rate_below_percent;
+    judged.retain(|c| c.misses > 0.0 && c.hit_rate_percent < service_threshold);
+    let mut most_misses: Vec<ClinicRate> = judged.clone();
     most_misses.sort_by(|a, b| {
         b.misses
             .total_cmp(&a.misses)
             .then_with(|| a.clinic.cmp(&b.clinic))
     });
     most_misses.truncate(CLINICS_NAMED);
-    judged.retain(|c| c.misses > 0.0);
     judged.sort_by(|a, b| {
         a.hit_rate_percent
             .total_cmp(&b.hit_rate_percent)
