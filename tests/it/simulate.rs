@@ -693,9 +693,18 @@ fn the_timeline_shows_where_a_hot_clinic_stampede_comes_from() {
         .expect("the stampede's source in the timeline");
     assert_eq!(t(source), 420.0, "{source}");
     let message = source["message"].as_str().unwrap();
-    assert!(message.contains("worst hit rate: clinic_id=5: 70% hits"), "{message}");
-    assert!(!message.contains("clinic_id=11"), "healthy clinics are not named: {message}");
-    assert!(message.contains("likely cause: cache generation change"), "{message}");
+    assert!(
+        message.contains("worst hit rate: clinic_id=5: 70% hits"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("clinic_id=11"),
+        "healthy clinics are not named: {message}"
+    );
+    assert!(
+        message.contains("likely cause: cache generation change"),
+        "{message}"
+    );
     assert!(message.contains("from 41 to 42"), "{message}");
     let warm = actions(&lines, "warm-cache");
     assert_eq!(warm.len(), 1, "{warm:?}");
@@ -717,7 +726,9 @@ fn the_timeline_shows_the_keys_without_ttl_leak_before_any_memory_level() {
         .expect("the leak alert");
     assert_eq!(t(leak), 960.0, "{leak}");
     assert!(
-        !alerts.iter().any(|l| l["code"].as_str().unwrap_or("").starts_with("Memory")),
+        !alerts
+            .iter()
+            .any(|l| l["code"].as_str().unwrap_or("").starts_with("Memory")),
         "no memory level: {alerts:?}"
     );
     assert_eq!(actions(&lines, "audit-redis").len(), 1);
