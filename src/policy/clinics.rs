@@ -39,7 +39,7 @@ pub struct ClinicView {
 pub fn view(spec: &MemoryTierSpec, breakdown: &ClinicBreakdown) -> Option<ClinicView> {
     let settings = &spec.stampede.clinics;
     let total = breakdown.total_lookups();
-    if !settings.enabled || !(total > 0.0 && total.is_finite()) {
+    if !(settings.enabled && total > 0.0 && total.is_finite()) {
         return None;
     }
     let threshold = settings.cold_below_percent;
