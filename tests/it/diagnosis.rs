@@ -529,3 +529,33 @@ fn without_a_ceiling_or_when_config_is_refused_it_escalates_with_the_audit() {
         );
     }
 }
+
+#[test]
+fn a_redis_restart_is_named_as_the_likely_cause() {
+    let timeline = format!(
+        "  - {{at: 0s, set: {{clinics: {}}}}}\n  - {{at: 60s, event: redis-restart}}\n  - {{at: 70s, set: {{clinics: {}}}}}",
+        clinics(""),
+        clinics(HOT_CLINICS_COLD),
+    );
+    let outcome = run(json!({}), "2m", &timeline);
+    let source = outcome
+        .last
+        .memory
+        .stampede
+        .as_ref()
+        .and_then(|s| s.source.clone())
+        .expect("the cold start is handled as a stampede, with its source");
+    assert!(
+        source
+            .likely_causes
+            .iter()
+            .any(|c| c.starts_with("Redis restart: Redis restarted (run_id")),
+        "{source:?}"
+    );
+    // The clinics that miss after the restart are named as the readings come in.
+    assert_eq!(
+        source.most_misses.first().map(|c| c.clinic.as_str()),
+        Some("5"),
+        "{source:?}"
+    );
+}
