@@ -228,13 +228,15 @@ fn diagnose(step: &mut Step, m: &mut PolicyMemory) {
     };
     let before = state.source.clone();
     let mut source = clinics::source(step, m, state.started_at, step.clinics.as_ref());
-    let nothing_cold = step.clinics.as_ref().is_none_or(|v| v.cold == 0);
-    if nothing_cold
+    // The clinics are named as at the stampede's worst (the largest share of lookups on cold
+    // clinics): while they recover, or when nothing was read, the report still names what it was.
+    let milder = step.clinics.as_ref().is_none_or(|v| {
+        v.cold_share_percent < before.as_ref().map_or(0.0, |b| b.cold_traffic_percent)
+    });
+    if milder
         && let Some(before) = &before
         && (before.cold_clinics > 0 || step.clinics.is_none())
     {
-        // No clinic is cold now (they recover, or nothing was read): the clinics last named as
-        // the source stay named, for the report.
         source = crate::api::StampedeSource {
             likely_causes: source.likely_causes,
             at: before.at,
