@@ -68,6 +68,7 @@ fn bench(c: &mut Criterion) {
         generation: Some(1),
         resume_token: None,
         applied: AppliedConfig::Unknown,
+        last_audit: None,
     };
 
     // A steady state: memory after an hour of healthy 10 s ticks.
@@ -91,6 +92,53 @@ fn bench(c: &mut Criterion) {
                 black_box(&memory),
                 black_box(&obs),
                 now,
+                &ctx,
+            )
+        })
+    });
+
+    // A hot-clinic stampede being handled, with the largest per-clinic table a tier may keep
+    // (200 clinics): the diagnosis runs at every step.
+    let mut clinics: Vec<tierguard::api::ClinicCache> = (0..400)
+        .map(|i| tierguard::api::ClinicCache {
+            clinic: i.to_string(),
+            hits: 1000.0 + i as f64,
+            misses: 5.0,
+        })
+        .collect();
+    clinics[0].hits = 20_000.0;
+    clinics[0].misses = 30_000.0;
+    let hot_obs = Observation {
+        clinics: Some(tierguard::api::ClinicBreakdown::busiest(
+            "clinic_id",
+            clinics,
+            tierguard::api::clinics::MAX_CLINICS_KEPT,
+        )),
+        ..healthy()
+    };
+    let mut hot = PolicyMemory::default();
+    for i in 0..30 {
+        hot = decide(
+            &spec,
+            &hot,
+            &hot_obs,
+            start + SignedDuration::from_secs(i * 10),
+            &ctx,
+        )
+        .memory;
+    }
+    assert!(
+        hot.stampede.is_some(),
+        "the bench's hot clinic is a stampede"
+    );
+    let hot_now = start + SignedDuration::from_secs(300);
+    c.bench_function("decide one step (hot-clinic stampede, 200 clinics)", |b| {
+        b.iter(|| {
+            decide(
+                black_box(&spec),
+                black_box(&hot),
+                black_box(&hot_obs),
+                hot_now,
                 &ctx,
             )
         })

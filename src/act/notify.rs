@@ -543,6 +543,7 @@ mod tests {
             started_at: ts("2026-11-25T03:12:00Z"),
             resolved_at: None,
             escalation_level: 1,
+            findings: vec![],
             escalation: None,
             timeline: vec![
                 TimelineEntry {

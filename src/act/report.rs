@@ -146,6 +146,13 @@ pub fn render(incident: &IncidentSummary, ctx: &ReportContext<'_>) -> String {
         let _ = writeln!(md, "- {} - Resolved", when(end));
     }
 
+    if !incident.findings.is_empty() {
+        let _ = writeln!(md, "\n## Diagnosis\n");
+        for finding in &incident.findings {
+            let _ = writeln!(md, "- {finding}");
+        }
+    }
+
     let _ = writeln!(md, "\n## Root Cause\n");
     if let Some(diagnosis) = &incident.diagnosis {
         let _ = writeln!(md, "Diagnosis by tierguard: {diagnosis}.\n");
@@ -446,6 +453,7 @@ mod tests {
             trigger: "P50 latency 1250 ms > 1000 ms for 10m".into(),
             started_at: ts("2026-11-25T03:12:00Z"),
             resolved_at: resolved.then(|| ts("2026-11-25T03:40:00Z")),
+            findings: vec![],
             escalation_level: 2,
             escalation: Some("escalated to level 2 because unresolved 15m after its automatic response started; level 3 (technical lead) is notified if it is still unresolved 30m after its automatic response started".into()),
             timeline: vec![

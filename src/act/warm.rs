@@ -85,10 +85,25 @@ pub struct WarmRun {
     pub record: ActionRecord,
 }
 
-/// The clinics to warm: `spec.warming.clinicIds` when given, else the top-N ids the observer
-/// resolved (at most `topN.count`), without duplicates and in their order.
-pub fn clinics_to_warm(spec: &WarmingSpec, top_n: &[i64]) -> Vec<i64> {
+/// The clinics to warm: first the ones the policy saw missing (already bounded by
+/// `stampede.clinics.warmAtMost`), then `spec.warming.clinicIds` when given, else the top-N ids
+/// the observer resolved (at most `topN.count`), without duplicates and in their order.
+pub fn clinics_to_warm(spec: &WarmingSpec, missing: &[i64], top_n: &[i64]) -> Vec<i64> {
     let mut seen = std::collections::HashSet::new();
+    let missing: Vec<i64> = missing
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect();
+    let configured = configured_clinics(spec, top_n, &mut seen);
+    missing.into_iter().chain(configured).collect()
+}
+
+fn configured_clinics(
+    spec: &WarmingSpec,
+    top_n: &[i64],
+    seen: &mut std::collections::HashSet<i64>,
+) -> Vec<i64> {
     if spec.clinic_ids.is_empty() {
         let limit = spec.top_n.as_ref().map_or(usize::MAX, |q| q.count as usize);
         top_n
@@ -112,6 +127,7 @@ pub async fn warm_cache(
     http: &reqwest::Client,
     spec: &WarmingSpec,
     token: Option<&SecretString>,
+    missing: &[i64],
     top_n: &[i64],
     trigger: WarmTrigger,
     reason: &str,
@@ -131,7 +147,7 @@ pub async fn warm_cache(
     let Some(endpoint) = spec.endpoint.as_deref() else {
         return skipped(WarmSkipped::NoEndpoint);
     };
-    let clinics = clinics_to_warm(spec, top_n);
+    let clinics = clinics_to_warm(spec, missing, top_n);
     if clinics.is_empty() {
         return skipped(WarmSkipped::NoClinics);
     }
@@ -203,11 +219,18 @@ mod tests {
     #[test]
     fn spec_clinics_win_over_top_n_and_duplicates_go() {
         let s = spec(serde_json::json!({"clinicIds": [1, 2, 2, 3]}));
-        assert_eq!(clinics_to_warm(&s, &[9, 8]), [1, 2, 3]);
-        let s = spec(serde_json::json!({"topN": {"query": "q", "count": 2}}));
-        assert_eq!(clinics_to_warm(&s, &[9, 9, 8, 7]), [9, 8]);
-        assert_eq!(clinics_to_warm(&s, &[9, 8, 7]), [9, 8]);
-        assert!(clinics_to_warm(&spec(serde_json::json!({})), &[]).is_empty());
+        assert_eq!(clinics_to_warm(&s, &[], &[9, 8]), [1, 2, 3]);
+        let s2 = spec(serde_json::json!({"topN": {"query": "q", "count": 2}}));
+        assert_eq!(clinics_to_warm(&s2, &[], &[9, 9, 8, 7]), [9, 8]);
+        assert_eq!(clinics_to_warm(&s2, &[], &[9, 8, 7]), [9, 8]);
+        assert!(clinics_to_warm(&spec(serde_json::json!({})), &[], &[]).is_empty());
+        // The clinics seen missing come first, merged with the configured ones.
+        assert_eq!(clinics_to_warm(&s, &[7, 2, 7], &[]), [7, 2, 1, 3]);
+        assert_eq!(clinics_to_warm(&s2, &[5], &[9, 5, 8]), [5, 9, 8]);
+        assert_eq!(
+            clinics_to_warm(&spec(serde_json::json!({})), &[4], &[]),
+            [4]
+        );
     }
 
     #[test]

@@ -85,6 +85,8 @@ impl<'de> Deserialize<'de> for ExporterMetrics {
         if let Some(signal) = map.keys().find(|s| default_metric(**s).is_none()) {
             let why = if *signal == Signal::RedisUsedMemoryPercent {
                 "is computed from used and max memory, not read from a metric"
+            } else if signal.source() == super::signals::Source::Redis {
+                "is not read from history (a backtest has it unknown)"
             } else {
                 "is an application signal: override its PromQL in spec.metrics.queries"
             };
@@ -134,8 +136,15 @@ mod tests {
     #[test]
     fn every_redis_signal_but_the_share_has_an_exporter_metric() {
         for signal in Signal::ALL {
-            let expected =
-                signal.source() == Source::Redis && *signal != Signal::RedisUsedMemoryPercent;
+            // The share is computed; the keys without TTL (two exporter metrics) and the cache
+            // generation (an application key) are not read from history.
+            let expected = signal.source() == Source::Redis
+                && !matches!(
+                    signal,
+                    Signal::RedisUsedMemoryPercent
+                        | Signal::RedisKeysWithoutTtl
+                        | Signal::RedisCacheGeneration
+                );
             assert_eq!(default_metric(*signal).is_some(), expected, "{signal}");
         }
     }

@@ -5,21 +5,25 @@
 //! API server.
 
 pub mod bounds;
+pub mod clinics;
 pub mod conditions;
 mod duration;
 pub mod exporter;
 pub mod impact;
 pub mod probe;
+pub mod redis_next;
 pub mod signals;
 mod spec;
 mod status;
 pub mod validate;
 pub mod vocabulary;
 
+pub use clinics::{ClinicBreakdown, ClinicCache, ClinicRate, ClinicsSpec, StampedeSource};
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
 pub use exporter::RedisExporterSpec;
 pub use impact::{IncidentImpact, Peak};
 pub use probe::{BreakerDiagnosis, ProbeReading, RateLimitShed};
+pub use redis_next::{CountSample, MaxMemoryRaise, TtlLeakSpec, TtlLeakTrack};
 pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals};
 pub use spec::*;
 pub use status::*;

@@ -316,6 +316,13 @@ macro_rules! signal_table {
             /// (`spec.breaker.probe`).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub breaker_probe: Option<super::ProbeReading>,
+            /// Cache hits and misses of the busiest clinics (`spec.stampede.clinics`), whichever
+            /// source read them.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub clinics: Option<super::ClinicBreakdown>,
+            /// Why there are no per-clinic readings, when there are none.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub without_clinics: Option<String>,
             /// Why each unknown signal is unknown, by signal name.
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             pub unknown: BTreeMap<String, String>,
@@ -388,6 +395,8 @@ macro_rules! signal_table {
             pub canary: Option<CohortSignals<'a>>,
             /// The stable cohort's signals, when cohorts are observed.
             pub stable: Option<CohortSignals<'a>>,
+            /// The busiest clinics' cache readings, when observed.
+            pub clinics: Option<&'a super::ClinicBreakdown>,
         }
 
         /// One cohort's signals as the policy reads them.
@@ -406,6 +415,7 @@ macro_rules! signal_table {
                     $($redis_field: o.$redis_field.as_ref().and_then(SignalType::view),)+
                     canary: o.cohorts.as_ref().map(|c| cohort(&c.canary)),
                     stable: o.cohorts.as_ref().map(|c| cohort(&c.stable)),
+                    clinics: o.clinics.as_ref(),
                 }
             }
         }
@@ -524,6 +534,16 @@ signal_table! {
     /// Redis uptime in seconds (the smallest over masters).
     RedisUptimeSeconds, redis_uptime_seconds: u64 = "redisUptimeSeconds" {
         title: "Redis uptime", unit: Seconds, telemetry: true, report: false,
+    }
+    /// Keys without a TTL (INFO keyspace: keys minus keys with an expiry, summed over databases
+    /// and masters); a growing count is a leak.
+    RedisKeysWithoutTtl, redis_keys_without_ttl: u64 = "redisKeysWithoutTtl" {
+        title: "Redis keys without TTL", unit: Count, telemetry: true, report: true,
+    }
+    /// The current cache generation (the value of
+    /// `spec.redis.remediation.currentGeneration.redisKey`); a change invalidates the cache.
+    RedisCacheGeneration, redis_cache_generation: String = "redisCacheGeneration" {
+        title: "cache generation", unit: Id, telemetry: false, report: false,
     }
     }
 }

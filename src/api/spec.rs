@@ -439,6 +439,9 @@ pub struct RedisSpec {
     pub evictions: EvictionAlert,
     /// What the controller may delete at the critical level.
     pub remediation: RemediationSpec,
+    /// Alert when the count of keys without a TTL keeps growing (a leak), before memory is
+    /// critical.
+    pub keys_without_ttl: super::TtlLeakSpec,
 }
 
 /// Memory-usage alert levels in percent of maxmemory (the runbooks' WATCH / WARNING / CRITICAL).
@@ -537,6 +540,15 @@ pub struct RemediationSpec {
     pub batch_size: u32,
     /// Least time between two remediation runs.
     pub cooldown: Duration,
+    /// Option B of the runbook: when memory stays critical after two remediation runs, raise
+    /// maxmemory with CONFIG SET in steps up to this ceiling (a quantity such as 1gb or 2Gi);
+    /// the original value is put back when the incident ends. Unset: escalate instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$"))]
+    pub max_memory_ceiling: Option<String>,
+    /// Each raise adds this share of the original maxmemory (percent; at least 1 MiB).
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub max_memory_step_percent: f64,
 }
 
 impl Default for RemediationSpec {
@@ -550,6 +562,8 @@ impl Default for RemediationSpec {
             max_duration: Duration::from_secs(30),
             batch_size: 500,
             cooldown: Duration::from_secs(600),
+            max_memory_ceiling: None,
+            max_memory_step_percent: 10.0,
         }
     }
 }
@@ -733,6 +747,9 @@ pub struct StampedeSpec {
     pub recover_above_percent: f64,
     /// Treat a Redis cold start (run_id changed or uptime went back) as a stampede at once.
     pub cold_start: bool,
+    /// Cache hits and misses per clinic: name the clinics that miss, detect a stampede confined
+    /// to a few hot clinics, and warm those clinics.
+    pub clinics: super::ClinicsSpec,
 }
 
 impl Default for StampedeSpec {
@@ -743,6 +760,7 @@ impl Default for StampedeSpec {
             for_duration: Duration::from_secs(60),
             recover_above_percent: 90.0,
             cold_start: true,
+            clinics: super::ClinicsSpec::default(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct MemoryTierStatus {
     /// Redis memory level, last remediation and audit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_report: Option<MemoryReport>,
+    /// Where the cache stampede being handled comes from: the clinics that miss, likely causes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stampede_source: Option<super::StampedeSource>,
     /// Recent actions, newest first (at most twenty); in DryRun, what would have been done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_actions: Vec<ActionRecord>,
@@ -242,6 +245,9 @@ pub struct IncidentSummary {
     /// What it cost, measured while it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impact: Option<super::IncidentImpact>,
+    /// What the diagnosis found: where the trouble comes from and what fills what (latest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
     /// Where the full report is stored (ConfigMap/key), once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
@@ -337,7 +343,7 @@ pub struct RemediationOutcome {
 }
 
 /// What one key audit found.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditOutcome {
     #[schemars(schema_with = "timestamp_schema")]
@@ -350,10 +356,19 @@ pub struct AuditOutcome {
     /// The largest sampled keys with their size in bytes, largest first.
     #[serde(default)]
     pub largest_keys: Vec<KeySize>,
+    /// Sampled keys without a TTL.
+    #[serde(default)]
+    pub without_ttl: u64,
+    /// Examples of keys without a TTL (at most ten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without_ttl_examples: Vec<String>,
+    /// The prefixes holding the most bytes (at most ten).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bytes_by_prefix: BTreeMap<String, u64>,
 }
 
 /// A key and its memory usage.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeySize {
     pub key: String,
@@ -431,6 +446,39 @@ pub struct PolicyMemory {
     /// Whether that render was only recorded (DryRun): in Enforce it is then rendered for real.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rendered_dry_run: bool,
+    /// What may start a stampede, seen lately: generation changes and Redis restarts.
+    #[serde(default, skip_serializing_if = "CacheClues::is_idle")]
+    pub cache_clues: CacheClues,
+}
+
+/// What the stampede diagnosis names as likely causes, remembered for a while.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheClues {
+    /// The cache generation last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
+    /// The last generation change: when, and from what to what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_change: Option<Clue>,
+    /// The last Redis restart: when, and how it was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_restart: Option<Clue>,
+}
+
+impl CacheClues {
+    pub fn is_idle(&self) -> bool {
+        *self == CacheClues::default()
+    }
+}
+
+/// Something seen at a time.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Clue {
+    #[schemars(schema_with = "timestamp_schema")]
+    pub at: Timestamp,
+    pub what: String,
 }
 
 /// The breach windows of the rollback criteria and of the stampede detector.
@@ -635,6 +683,9 @@ pub struct StampedeState {
     /// How long the stampede condition has been absent.
     #[serde(default, skip_serializing_if = "WindowState::is_idle")]
     pub clear: WindowState,
+    /// Where it comes from, as last diagnosed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<super::StampedeSource>,
 }
 
 /// Redis as the policy tracks it between reconciles.
@@ -673,6 +724,23 @@ pub struct RedisTrack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_timestamp_schema")]
     pub last_remediation_at: Option<Timestamp>,
+    /// Remediations asked for since memory became critical (option B waits for two).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub remediation_runs: u32,
+    /// The keys-without-TTL count and its leak alert.
+    #[serde(default, skip_serializing_if = "super::TtlLeakTrack::is_idle")]
+    pub keys_without_ttl: super::TtlLeakTrack,
+    /// maxmemory as raised by tierguard, with the original value to put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_raise: Option<super::MaxMemoryRaise>,
+    /// Whether the escalation with the audit's findings (no ceiling, or the ceiling reached)
+    /// was made in this incident.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalated_still_critical: bool,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How long Redis memory usage has stayed above each level's threshold.
@@ -754,6 +822,9 @@ pub struct OpenIncident {
     /// What it cost so far, measured at every reading.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impact: Option<super::IncidentImpact>,
+    /// What the diagnosis found, latest first-hand (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
 }
 
 fn is_empty_timeline(t: &std::sync::Arc<Vec<TimelineEntry>>) -> bool {

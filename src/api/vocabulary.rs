@@ -151,6 +151,8 @@ words! {
         WarmCache = "warm-cache",
         RemediateRedis = "remediate-redis",
         AuditRedis = "audit-redis",
+        /// CONFIG SET maxmemory: raise within the ceiling, or put the original back.
+        SetMaxMemory = "set-maxmemory",
         Notify = "notify",
         RecordIncident = "record-incident",
         Event = "event",
@@ -181,6 +183,7 @@ impl ActionKind {
             (ActionKind::WarmCache, _) => Reason::CacheWarmed,
             (ActionKind::RemediateRedis, _) => Reason::RedisRemediated,
             (ActionKind::AuditRedis, _) => Reason::RedisAudited,
+            (ActionKind::SetMaxMemory, _) => Reason::MaxMemoryRaised,
             (ActionKind::Notify, _) => Reason::Notified,
             (ActionKind::RecordIncident, _) => Reason::IncidentRecorded,
             (ActionKind::Event, _) => Reason::ActionTaken,
@@ -195,6 +198,7 @@ impl ActionKind {
             ActionKind::WarmCache => Some(Reason::CacheWarming),
             ActionKind::RemediateRedis => Some(Reason::RedisRemediation),
             ActionKind::AuditRedis => Some(Reason::RedisAudit),
+            ActionKind::SetMaxMemory => Some(Reason::RedisMemory),
             // Reported by their incident's change.
             ActionKind::Notify | ActionKind::RecordIncident | ActionKind::Event => None,
         }
@@ -310,6 +314,16 @@ words! {
         Evictions = "Evictions",
         StampedeDetected = "StampedeDetected",
         ColdStart = "ColdStart",
+        /// A stampede confined to a few hot clinics (the service's hit rate may still look fine).
+        HotClinicStampede = "HotClinicStampede",
+        /// The count of Redis keys without a TTL keeps growing: a leak.
+        KeysWithoutTtlGrowing = "KeysWithoutTtlGrowing",
+        /// Redis maxmemory raised within spec.redis.remediation.maxMemoryCeiling.
+        MaxMemoryRaised = "MaxMemoryRaised",
+        /// Redis maxmemory put back to its value before the incident.
+        MaxMemoryRestored = "MaxMemoryRestored",
+        /// Redis refused CONFIG (renamed command, ACL): maxmemory cannot be raised.
+        ConfigRefused = "ConfigRefused",
         NoStampede = "NoStampede",
         BreakerOpened = "BreakerOpened",
         BreakerClosed = "BreakerClosed",

@@ -364,18 +364,23 @@ pub async fn execute(
                     Some("spec.target.workloadRef is not set".into()),
                 ),
             },
-            Action::WarmCache { trigger, reason } => {
+            Action::WarmCache {
+                trigger,
+                reason,
+                clinic_ids,
+            } => {
                 let http = ctx.network.warming.clone();
                 let top_n = TopN::of(tier, ctx, secrets);
                 let warming = tier.spec.warming.clone();
                 let token = secrets.warm_token.clone();
-                let (trigger, reason) = (*trigger, reason.clone());
+                let (trigger, reason, missing) = (*trigger, reason.clone(), clinic_ids.clone());
                 background(ctx, tier, JobKind::Warm, action, now, async move {
                     let top_n = top_n.clinics().await;
                     let run = warm::warm_cache(
                         &http,
                         &warming,
                         token.as_ref(),
+                        &missing,
                         &top_n,
                         trigger,
                         &reason,
@@ -414,6 +419,33 @@ pub async fn execute(
                             audit: None,
                         }
                     })
+                }
+                None => no_redis(now, action),
+            },
+            Action::SetMaxMemory {
+                bytes,
+                from,
+                ceiling,
+                restore,
+                reason,
+            } => match &secrets.redis_url {
+                // A few short commands: done in the reconcile, within their own timeouts.
+                Some(url) => {
+                    let change = crate::act::redis::maxmemory::MaxMemoryChange {
+                        bytes: *bytes,
+                        from: *from,
+                        ceiling: *ceiling,
+                        restore: *restore,
+                    };
+                    crate::act::redis::maxmemory::change_max_memory(
+                        url,
+                        &ctx.network.destinations.redis,
+                        change,
+                        reason,
+                        now,
+                    )
+                    .await
+                    .1
                 }
                 None => no_redis(now, action),
             },

@@ -179,6 +179,7 @@ fn recover(status: &MemoryTierStatus) -> PolicyMemory {
             escalated_on_diagnosis: false,
             diagnosis: incident.diagnosis.clone(),
             impact: incident.impact.clone(),
+            findings: incident.findings.clone(),
         });
     }
     for mitigation in &status.mitigations {
@@ -225,6 +226,7 @@ fn recover(status: &MemoryTierStatus) -> PolicyMemory {
                     canary_rate: rate.unwrap_or(f64::INFINITY),
                     recovering: WindowState::default(),
                     clear: WindowState::default(),
+                    source: None,
                 });
             }
             _ => {}
@@ -287,6 +289,7 @@ mod tests {
                 started_at: at(60),
                 resolved_at: None,
                 escalation_level: 2,
+                findings: vec![],
                 escalation: None,
                 timeline: vec![],
                 diagnosis: None,

@@ -324,6 +324,10 @@ async fn decide(
         generation: tier.metadata.generation,
         resume_token: tier.annotations().get(RESUME_ANNOTATION).cloned(),
         applied: applied_config(ctx, &t.namespace, &tier.spec.target.config_map_name).await?,
+        last_audit: previous
+            .memory_report
+            .as_ref()
+            .and_then(|r| r.last_audit.clone()),
     };
     let decision = policy::decide(
         &tier.spec,

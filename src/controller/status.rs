@@ -55,6 +55,11 @@ pub fn next_status(previous: &MemoryTierStatus, r: &Reconciled<'_>) -> MemoryTie
     }
 
     status.observed = Some(r.observation.clone());
+    status.stampede_source = decision
+        .memory
+        .stampede
+        .as_ref()
+        .and_then(|s| s.source.clone());
     status.effective = Some(decision.effective.clone());
     status.mitigations = decision.mitigations.clone();
 
@@ -220,6 +225,7 @@ mod tests {
                 generation: Some(1),
                 resume_token: None,
                 applied: AppliedConfig::Unknown,
+                last_audit: None,
             },
         );
         let executed = Executed {

@@ -10,6 +10,7 @@
 //! The [`Observer`] keeps what must survive between reconciles (the previous scrape, Redis
 //! connections); the controller holds one per MemoryTier.
 
+pub mod clinics;
 pub mod histogram;
 pub mod probe;
 pub mod prometheus;
@@ -104,6 +105,8 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// spec.redis.maxMemory in bytes, used when Redis reports maxmemory 0.
     pub max_memory: Option<u64>,
+    /// spec.redis.remediation.currentGeneration.redisKey: the key read as the cache generation.
+    pub generation_key: Option<String>,
 }
 
 // Compared to tell whether a reconcile's config changed (a rotated password reconnects).
@@ -112,6 +115,7 @@ impl PartialEq for RedisConfig {
         self.url.expose_secret() == other.url.expose_secret()
             && self.cluster == other.cluster
             && self.max_memory == other.max_memory
+            && self.generation_key == other.generation_key
     }
 }
 
@@ -132,6 +136,8 @@ pub struct ObserveConfig {
     pub cohorts: crate::api::CohortLabel,
     /// spec.breaker.probe, with its key.
     pub probe: Option<probe::ProbeConfig>,
+    /// spec.stampede.clinics: the cache per clinic, when enabled.
+    pub clinics: Option<clinics::ClinicsConfig>,
 }
 
 impl ObserveConfig {
@@ -166,6 +172,12 @@ impl ObserveConfig {
                     url: SecretString::from(url),
                     cluster: spec.redis.cluster,
                     max_memory,
+                    generation_key: spec
+                        .redis
+                        .remediation
+                        .current_generation
+                        .as_ref()
+                        .and_then(|g| g.redis_key.clone()),
                 })
             }
         };
@@ -191,6 +203,7 @@ impl ObserveConfig {
             timeout: metrics.timeout.as_std(),
             rate_window: metrics.rate_window.as_std(),
             cohorts: spec.canary.cohort_label.clone(),
+            clinics: clinics::ClinicsConfig::from_spec(spec),
         })
     }
 }
@@ -307,9 +320,12 @@ impl Observer {
         let config = &self.config;
         let timeout = config.timeout;
         // The previous scrape is kept only while what it is read against stays the same.
-        let old_config_same_cohorts = old
-            .as_ref()
-            .is_some_and(|o| o.cohorts == config.cohorts && o.rate_window == config.rate_window);
+        let old_config_same_cohorts = old.as_ref().is_some_and(|o| {
+            o.cohorts == config.cohorts
+                && o.rate_window == config.rate_window
+                && o.clinics == config.clinics
+        });
+        let scrape_clinics = config.clinics.as_ref().map(|c| (c.label.clone(), c.keep));
         // Prometheus wins when both metrics sources are set (the CRD forbids it anyway).
         self.prometheus = match &config.prometheus {
             Some(p) => Some(
@@ -337,13 +353,16 @@ impl Observer {
                         kept.set_timeout(timeout);
                         Some(kept)
                     }
-                    _ => Some(Scraper::new(
-                        self.http.clone(),
-                        url,
-                        timeout,
-                        config.rate_window,
-                        config.cohorts.clone(),
-                    )),
+                    _ => Some(
+                        Scraper::new(
+                            self.http.clone(),
+                            url,
+                            timeout,
+                            config.rate_window,
+                            config.cohorts.clone(),
+                        )
+                        .with_clinics(scrape_clinics),
+                    ),
                 }
             }
         };
@@ -369,7 +388,8 @@ impl Observer {
                     timeout,
                     self.redis_destinations.clone(),
                 )
-                .map_err(ConfigError::RedisUrl)?,
+                .map_err(ConfigError::RedisUrl)?
+                .with_generation_key(r.generation_key.clone()),
             ),
         };
         Ok(())
@@ -392,10 +412,22 @@ impl Observer {
         } = self;
         let breaker = config.breaker.as_str();
         let queries = &config.queries;
+        let clinic_config = config.clinics.as_ref();
 
         let prometheus_read = async {
             match prometheus.as_ref() {
-                Some(client) => Some(timed(deadline, client.read_signals(queries)).await),
+                Some(client) => Some(
+                    timed(deadline, async {
+                        let per_clinic = async {
+                            match clinic_config {
+                                Some(c) => Some(clinics::read_prometheus(client, c).await),
+                                None => None,
+                            }
+                        };
+                        futures::join!(client.read_signals(queries), per_clinic)
+                    })
+                    .await,
+                ),
                 None => None,
             }
         };
@@ -417,9 +449,13 @@ impl Observer {
         let late =
             |source: &str| format!("{source}: no answer within {timeout:?} (spec.metrics.timeout)");
         let mut app: Option<Readings> = None;
+        let mut per_clinic: Option<Result<crate::api::ClinicBreakdown, String>> = None;
         if let Some((answer, ms)) = from_prometheus {
             let (readings, health) = match answer {
-                Some((readings, failure)) => (Some(readings), failure),
+                Some(((readings, failure), clinics)) => {
+                    per_clinic = clinics;
+                    (Some(readings), failure)
+                }
                 None => (None, Some(late(SOURCE_PROMETHEUS))),
             };
             obs.sources.push(health_of(SOURCE_PROMETHEUS, health, ms));
@@ -427,11 +463,17 @@ impl Observer {
         }
         if let Some((answer, ms)) = from_scrape {
             let result = match answer {
-                Some(Ok(readings)) => Ok(readings),
+                Some(Ok((readings, clinics))) => {
+                    per_clinic = clinics.map(|c| c.map_err(|e| format!("{SOURCE_SCRAPE}: {e}")));
+                    Ok(readings)
+                }
                 Some(Err(e)) => Err(format!("{SOURCE_SCRAPE}: {e}")),
                 None => Err(late(SOURCE_SCRAPE)),
             };
             let failure = result.as_ref().err().cloned();
+            if let (Some(reason), true) = (&failure, config.clinics.is_some()) {
+                per_clinic = Some(Err(reason.clone()));
+            }
             obs.sources.push(health_of(SOURCE_SCRAPE, failure, ms));
             app = Some(result.unwrap_or_else(|reason| all_app(&reason)));
         }
@@ -439,6 +481,19 @@ impl Observer {
             all_app("no metrics source: set spec.metrics.prometheus or spec.metrics.scrape")
         });
         signals::set_readings(&mut obs, app, &config.cohorts, queries);
+        match per_clinic {
+            Some(Ok(breakdown)) => obs.clinics = Some(breakdown),
+            Some(Err(reason)) => obs.without_clinics = Some(reason),
+            None if config.clinics.is_some() && config.prometheus.is_some() => {
+                obs.without_clinics = Some(late(SOURCE_PROMETHEUS));
+            }
+            None if config.clinics.is_some() => {
+                obs.without_clinics = Some(
+                    "no metrics source: set spec.metrics.prometheus or spec.metrics.scrape".into(),
+                );
+            }
+            None => {}
+        }
 
         match from_redis {
             None => {
@@ -508,6 +563,7 @@ fn bound_reasons(obs: &mut Observation) {
         c.stable.unknown.values_mut().for_each(cut);
     }
     obs.without_cohorts.iter_mut().for_each(cut);
+    obs.without_clinics.iter_mut().for_each(cut);
     for source in &mut obs.sources {
         source.reason.iter_mut().for_each(cut);
     }

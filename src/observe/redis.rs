@@ -32,6 +32,36 @@ pub struct NodeInfo {
     pub keyspace_misses: u64,
     pub run_id: String,
     pub uptime_in_seconds: u64,
+    /// Keys without a TTL over every database (`INFO keyspace`: keys minus expires).
+    pub keys_without_ttl: u64,
+}
+
+/// Keys without a TTL in an `INFO` answer's keyspace lines (`db0:keys=10,expires=4,avg_ttl=0`),
+/// summed over databases; no database line means no keys.
+pub fn keys_without_ttl(info: &str) -> Result<u64, String> {
+    let mut total = 0u64;
+    for line in info.lines() {
+        let Some((db, fields)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let Some(number) = db.strip_prefix("db") else {
+            continue;
+        };
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let field = |name: &str| -> Result<u64, String> {
+            fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .ok_or_else(|| format!("INFO keyspace line {db} has no {name}"))?
+                .parse::<u64>()
+                .map_err(|_| format!("INFO keyspace line {db}: {name} is not a number"))
+        };
+        let (keys, expires) = (field("keys")?, field("expires")?);
+        total = total.saturating_add(keys.saturating_sub(expires));
+    }
+    Ok(total)
 }
 
 impl NodeInfo {
@@ -52,6 +82,7 @@ impl NodeInfo {
                 .get::<String>("run_id")
                 .ok_or("INFO has no field run_id")?,
             uptime_in_seconds: number("uptime_in_seconds")?,
+            keys_without_ttl: keys_without_ttl(info)?,
         })
     }
 }
@@ -67,6 +98,9 @@ pub struct RedisReading {
     pub keyspace_misses: u64,
     pub run_id: String,
     pub uptime_seconds: u64,
+    pub keys_without_ttl: u64,
+    /// The value of the generation key, when one is read (a missing key is an error).
+    pub generation: Option<Result<String, String>>,
 }
 
 impl RedisReading {
@@ -94,6 +128,15 @@ impl RedisReading {
         obs.redis_keyspace_misses = Some(self.keyspace_misses);
         obs.redis_run_id = Some(self.run_id.clone());
         obs.redis_uptime_seconds = Some(self.uptime_seconds);
+        obs.redis_keys_without_ttl = Some(self.keys_without_ttl);
+        match &self.generation {
+            Some(Ok(generation)) => obs.redis_cache_generation = Some(generation.clone()),
+            Some(Err(why)) => {
+                obs.unknown
+                    .insert(Signal::RedisCacheGeneration.name().to_owned(), why.clone());
+            }
+            None => {}
+        }
     }
 }
 
@@ -173,6 +216,10 @@ pub fn aggregate(
             .map(|n| n.uptime_in_seconds)
             .min()
             .unwrap_or(0),
+        keys_without_ttl: nodes
+            .values()
+            .fold(0u64, |all, n| all.saturating_add(n.keys_without_ttl)),
+        generation: None,
     })
 }
 
@@ -261,7 +308,12 @@ pub struct RedisObserver {
     /// Where the seed and every cluster node may be reached.
     destinations: AllowList,
     connections: BTreeMap<String, MultiplexedConnection>,
+    /// The key holding the current cache generation, read at every observation.
+    generation_key: Option<String>,
 }
+
+/// The longest cache generation value kept (it is an id; a longer value is cut).
+const MAX_GENERATION_CHARS: usize = 64;
 
 /// Most masters of a Redis Cluster read; a `CLUSTER NODES` answer listing more is refused before
 /// any node is contacted (each node is a connection, and the credentials go to each).
@@ -309,7 +361,36 @@ impl RedisObserver {
             timeout,
             destinations,
             connections: BTreeMap::new(),
+            generation_key: None,
         })
+    }
+
+    /// Also read `key` as the current cache generation.
+    pub fn with_generation_key(mut self, key: Option<String>) -> Self {
+        self.generation_key = key;
+        self
+    }
+
+    /// The generation key's value (standalone Redis, or the seed of a cluster).
+    async fn generation(&mut self, key: &str) -> Result<String, String> {
+        let client = self.client.clone();
+        let mut conn = self.connection("seed", &client).await?;
+        let answer = redis::cmd("GET")
+            .arg(key)
+            .query_async::<Option<String>>(&mut conn)
+            .await;
+        match answer {
+            Ok(Some(v)) => Ok(v.chars().take(MAX_GENERATION_CHARS).collect()),
+            Ok(None) => Err(format!(
+                "the generation key {:?} does not exist",
+                crate::remote::text::shown(key, 80)
+            )),
+            Err(e) => Err(format!(
+                "GET {}: {}",
+                crate::remote::text::shown(key, 80),
+                self.describe(&e)
+            )),
+        }
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) {
@@ -387,8 +468,16 @@ impl RedisObserver {
         NodeInfo::parse(&text)
     }
 
-    /// Read every node and combine.
+    /// Read every node and combine, and the generation key when one is set.
     pub async fn read(&mut self) -> Result<RedisReading, String> {
+        let mut reading = self.read_nodes().await?;
+        if let Some(key) = self.generation_key.clone() {
+            reading.generation = Some(self.generation(&key).await);
+        }
+        Ok(reading)
+    }
+
+    async fn read_nodes(&mut self) -> Result<RedisReading, String> {
         let seed_client = self.client.clone();
         if !self.cluster {
             let node = self.info("seed", &seed_client).await?;
@@ -518,7 +607,7 @@ fn scrub(message: &str, password: Option<&str>, url: &str) -> String {
 mod tests {
     use super::*;
 
-    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\nuptime_in_seconds:42\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:4194304\r\n\r\n# Stats\r\nevicted_keys:7\r\nkeyspace_hits:90\r\nkeyspace_misses:10\r\n";
+    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\nuptime_in_seconds:42\r\n\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:4194304\r\n\r\n# Stats\r\nevicted_keys:7\r\nkeyspace_hits:90\r\nkeyspace_misses:10\r\n\r\n# Keyspace\r\ndb0:keys=10,expires=4,avg_ttl=0\r\ndb2:keys=5,expires=5,avg_ttl=1\r\n";
 
     fn node(used: u64, max: u64, run_id: &str, uptime: u64) -> NodeInfo {
         NodeInfo {
@@ -529,7 +618,27 @@ mod tests {
             keyspace_misses: 2,
             run_id: run_id.into(),
             uptime_in_seconds: uptime,
+            keys_without_ttl: 3,
         }
+    }
+
+    #[test]
+    fn keys_without_ttl_are_keys_minus_expires_over_databases() {
+        assert_eq!(keys_without_ttl("# Keyspace\r\n"), Ok(0));
+        assert_eq!(
+            keys_without_ttl(
+                "db0:keys=3,expires=1,avg_ttl=0\r\ndb15:keys=7,expires=0,avg_ttl=0\r\n"
+            ),
+            Ok(9)
+        );
+        // A db line without its fields is named, not read as zero.
+        assert!(
+            keys_without_ttl("db0:keys=3,avg_ttl=0")
+                .unwrap_err()
+                .contains("expires")
+        );
+        // Other lines with a colon are not keyspace lines.
+        assert_eq!(keys_without_ttl("dbfilename:dump.rdb\r\nrun_id:x"), Ok(0));
     }
 
     #[test]
@@ -545,6 +654,7 @@ mod tests {
                 keyspace_misses: 10,
                 run_id: "abc123".into(),
                 uptime_in_seconds: 42,
+                keys_without_ttl: 6,
             }
         );
         let e = NodeInfo::parse(&INFO.replace("evicted_keys:7\r\n", "")).unwrap_err();

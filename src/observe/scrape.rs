@@ -361,6 +361,50 @@ fn increase(
         .sum()
 }
 
+/// The increase of `metric` per value of `label` from `prev` to `cur` (series without the label
+/// are left out; several series of one value, e.g. per cohort, are summed), scaled by `scale`.
+pub fn increase_by_label(
+    prev: &ScrapeSnapshot,
+    cur: &ScrapeSnapshot,
+    metric: &str,
+    label: &str,
+    scale: f64,
+) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for (key, now) in cur.values(metric) {
+        let Some(value) = key.1.get(label) else {
+            continue;
+        };
+        let delta = match prev.series.get(key) {
+            Some(&before) if now >= before => now - before,
+            _ => now,
+        };
+        *out.entry(value.clone()).or_insert(0.0) += delta * scale;
+    }
+    out
+}
+
+/// The per-clinic cache readings two consecutive scrapes give, over the rate window.
+pub fn derive_clinics(
+    prev: Option<&ScrapeSnapshot>,
+    cur: &ScrapeSnapshot,
+    label: &str,
+    keep: u32,
+    window_scale: f64,
+) -> Result<crate::api::ClinicBreakdown, String> {
+    let Some(prev) = prev else {
+        return Err("need two scrapes: per-clinic rates come from consecutive scrapes".to_owned());
+    };
+    if !cur.has_label(label) {
+        return Err(format!(
+            "no {CACHE_HITS_TOTAL} / {CACHE_MISSES_TOTAL} series carry the label {label}"
+        ));
+    }
+    let hits = increase_by_label(prev, cur, CACHE_HITS_TOTAL, label, window_scale);
+    let misses = increase_by_label(prev, cur, CACHE_MISSES_TOTAL, label, window_scale);
+    Ok(super::clinics::merge(label, hits, misses, keep))
+}
+
 fn missing(metric: &str) -> String {
     format!("metric {metric} not found in the scrape")
 }
@@ -540,8 +584,16 @@ pub struct Scraper {
     /// The rate window the `requests` signal is counted over.
     window: Duration,
     cohorts: CohortLabel,
+    /// The clinic label and how many clinics to keep, when per-clinic readings are wanted.
+    clinics: Option<(String, u32)>,
     previous: Option<(ScrapeSnapshot, std::time::Instant)>,
 }
+
+/// What one scrape gave: the signals, and the per-clinic readings when asked for.
+pub type ScrapeReadings = (
+    Readings,
+    Option<Result<crate::api::ClinicBreakdown, String>>,
+);
 
 impl Scraper {
     pub fn new(
@@ -557,8 +609,19 @@ impl Scraper {
             timeout,
             window,
             cohorts,
+            clinics: None,
             previous: None,
         }
+    }
+
+    /// Also read the cache per clinic, by `label`, keeping the `keep` busiest.
+    pub fn with_clinics(mut self, clinics: Option<(String, u32)>) -> Self {
+        self.clinics = clinics;
+        self
+    }
+
+    pub fn clinics(&self) -> Option<&(String, u32)> {
+        self.clinics.as_ref()
     }
 
     pub fn url(&self) -> &str {
@@ -614,7 +677,7 @@ impl Scraper {
     }
 
     /// Scrape, derive the signals against the previous scrape, and remember this one.
-    pub async fn read_signals(&mut self, breaker: &str) -> Result<Readings, String> {
+    pub async fn read_signals(&mut self, breaker: &str) -> Result<ScrapeReadings, String> {
         let current = self.fetch().await?;
         let now = std::time::Instant::now();
         let previous = self.previous.as_ref();
@@ -629,8 +692,11 @@ impl Scraper {
             scale,
             &self.cohorts,
         );
+        let clinics = self.clinics.as_ref().map(|(label, keep)| {
+            derive_clinics(previous.map(|(p, _)| p), &current, label, *keep, scale)
+        });
         self.previous = Some((current, now));
-        Ok(readings)
+        Ok((readings, clinics))
     }
 
     /// Forget the previous scrape (the next one starts over).

@@ -26,11 +26,24 @@ pub enum Action {
     WarmCache {
         trigger: WarmTrigger,
         reason: String,
+        /// The clinics seen missing (most misses first, bounded by
+        /// `stampede.clinics.warmAtMost`), warmed before the configured ones.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        clinic_ids: Vec<i64>,
     },
     /// Delete non-critical keys and old generations (SCAN + UNLINK within the spec's budgets).
     RemediateRedis { level: MemoryLevel, reason: String },
     /// Audit keys without TTL and the largest keys, into status.
     AuditRedis { reason: String },
+    /// CONFIG SET maxmemory `bytes`, expecting it at `from` now (already at `bytes` is done); never
+    /// above `ceiling`. A restore puts back the value before the incident.
+    SetMaxMemory {
+        bytes: u64,
+        from: u64,
+        ceiling: u64,
+        restore: bool,
+        reason: String,
+    },
     /// Notify an escalation level.
     Notify(Notification),
     /// Write (or update) the incident report: runbook phase 4.
@@ -74,6 +87,7 @@ impl Action {
             Action::WarmCache { .. } => ActionKind::WarmCache,
             Action::RemediateRedis { .. } => ActionKind::RemediateRedis,
             Action::AuditRedis { .. } => ActionKind::AuditRedis,
+            Action::SetMaxMemory { .. } => ActionKind::SetMaxMemory,
             Action::Notify(_) => ActionKind::Notify,
             Action::RecordIncident { .. } => ActionKind::RecordIncident,
             Action::Event { .. } => ActionKind::Event,
@@ -88,6 +102,7 @@ impl Action {
             | Action::WarmCache { reason, .. }
             | Action::RemediateRedis { reason, .. }
             | Action::AuditRedis { reason }
+            | Action::SetMaxMemory { reason, .. }
             | Action::RecordIncident { reason, .. } => reason,
             Action::Notify(Notification { message, .. }) | Action::Event { message, .. } => message,
         }

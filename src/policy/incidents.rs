@@ -80,6 +80,42 @@ pub(crate) fn set_diagnosis(
     }
 }
 
+/// Most findings an incident keeps, and the longest one.
+const MAX_FINDINGS: usize = 16;
+const MAX_FINDING_CHARS: usize = 600;
+
+fn bounded(findings: Vec<String>) -> Vec<String> {
+    findings
+        .into_iter()
+        .take(MAX_FINDINGS)
+        .map(|f| {
+            if f.chars().count() > MAX_FINDING_CHARS {
+                let mut cut: String = f.chars().take(MAX_FINDING_CHARS - 1).collect();
+                cut.push('…');
+                cut
+            } else {
+                f
+            }
+        })
+        .collect()
+}
+
+/// Replace what the diagnosis of the open incident of `runbook` found (no change, no update).
+pub(crate) fn set_findings(
+    step: &mut Step,
+    m: &mut PolicyMemory,
+    runbook: Runbook,
+    findings: Vec<String>,
+) {
+    let findings = bounded(findings);
+    if let Some(incident) = find_mut(m, runbook)
+        && incident.findings != findings
+    {
+        incident.findings = findings;
+        step.touch(runbook);
+    }
+}
+
 /// The notification of a new finding about an open incident, to the level already notified.
 pub(crate) fn diagnosed(incident: &OpenIncident, finding: String) -> Notification {
     Notification {
@@ -96,7 +132,19 @@ pub(crate) fn diagnosed(incident: &OpenIncident, finding: String) -> Notificatio
 
 /// Open an incident for `runbook` unless one is open already; notify the first escalation level.
 pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, trigger: &str) {
+    open_with_findings(step, m, runbook, trigger, Vec::new());
+}
+
+/// [`open`], with what the diagnosis found at once (the first notification carries it).
+pub(crate) fn open_with_findings(
+    step: &mut Step,
+    m: &mut PolicyMemory,
+    runbook: Runbook,
+    trigger: &str,
+    findings: Vec<String>,
+) {
     if find(m, runbook).is_some() {
+        set_findings(step, m, runbook, findings);
         return;
     }
     let id = format!(
@@ -125,6 +173,7 @@ pub(crate) fn open(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, trig
         impact: Some(crate::api::IncidentImpact::new(super::impact::scope(
             runbook,
         ))),
+        findings: bounded(findings),
     };
     m.open_incidents.push(incident);
     step.touch(runbook);
@@ -510,6 +559,7 @@ pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> Incid
         timeline: incident.timeline.to_vec(),
         diagnosis: incident.diagnosis.clone(),
         impact: incident.impact.clone(),
+        findings: incident.findings.clone(),
         report: None,
     }
 }
@@ -517,12 +567,19 @@ pub fn summary(incident: &OpenIncident, resolved_at: Option<Timestamp>) -> Incid
 /// The runbooks' communication template, filled in.
 fn message(incident: &OpenIncident, level: u8, status: &str) -> String {
     let mut text = format!(
-        "[INCIDENT] {} - mem0-redis memory tier\nIncident: {} (level {level}: {})\nTrigger: {}\n\nTimeline:\n",
+        "[INCIDENT] {} - mem0-redis memory tier\nIncident: {} (level {level}: {})\nTrigger: {}\n",
         incident.runbook.title(),
         incident.id,
         role(level),
         incident.trigger,
     );
+    if !incident.findings.is_empty() {
+        text.push_str("\nDiagnosis:\n");
+        for finding in &incident.findings {
+            text.push_str(&format!("- {finding}\n"));
+        }
+    }
+    text.push_str("\nTimeline:\n");
     for entry in incident.timeline.iter() {
         text.push_str(&format!(
             "- {} - {}\n",
@@ -544,4 +601,63 @@ fn message(incident: &OpenIncident, level: u8, status: &str) -> String {
     }
     text.push_str(&format!("\nStatus: {status}"));
     text
+}
+
+/// Escalate the open incident of `runbook` to the next level at once, because of `why` (the
+/// automatic response has run out: what is left needs a person), whatever its escalation rule.
+pub(crate) fn escalate_because(step: &mut Step, m: &mut PolicyMemory, runbook: Runbook, why: &str) {
+    let mut levels: Vec<(u8, Duration)> = step
+        .spec
+        .notify
+        .escalation
+        .iter()
+        .map(|l| (l.level, l.after))
+        .collect();
+    levels.sort_unstable();
+    levels.dedup_by_key(|(level, _)| *level);
+    let rule = rule_for(step, m, runbook);
+    let now = step.now;
+    let Some(incident) = find_mut(m, runbook) else {
+        return;
+    };
+    let Some(level) = levels
+        .iter()
+        .map(|(l, _)| *l)
+        .find(|l| *l > incident.notified_level)
+    else {
+        return;
+    };
+    let kind = if incident.notified_level == 0 {
+        NotifyKind::Opened
+    } else {
+        NotifyKind::Escalated
+    };
+    incident.notified_level = level;
+    incident.escalated_because = Some(why.to_owned());
+    let what = format!("Escalated to level {level} ({}): {why}", role(level));
+    if incident.timeline.len() < MAX_TIMELINE {
+        Arc::make_mut(&mut incident.timeline).push(TimelineEntry {
+            at: now,
+            what: what.clone(),
+        });
+    }
+    incident.escalation_plan = Some(plan(step, incident, rule, &levels));
+    step.actions.push(Action::Notify(Notification {
+        level,
+        kind,
+        incident_id: incident.id.clone(),
+        runbook,
+        trigger: incident.trigger.clone(),
+        escalated_because: Some(why.to_owned()),
+        escalation_plan: incident.escalation_plan.clone().unwrap_or_default(),
+        message: message(incident, level, "INVESTIGATING"),
+    }));
+    step.changes.push(Change::Incident {
+        id: incident.id.clone(),
+        runbook,
+        what: IncidentChange::Escalated,
+        level,
+        reason: what,
+    });
+    step.touch(runbook);
 }

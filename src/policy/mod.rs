@@ -39,6 +39,7 @@
 mod action;
 pub mod breaker;
 pub mod diagnosis;
+pub mod clinics;
 pub mod effective;
 pub mod impact;
 pub mod incidents;
@@ -78,6 +79,9 @@ pub struct DecideContext {
     pub resume_token: Option<String>,
     /// What the target ConfigMap holds now.
     pub applied: AppliedConfig,
+    /// The last Redis key audit (`status.memoryReport.lastAudit`): its findings go into the Redis
+    /// memory incident.
+    pub last_audit: Option<crate::api::AuditOutcome>,
 }
 
 /// The state of the target ConfigMap, as the caller last read it.
@@ -251,6 +255,8 @@ pub(crate) struct Step<'a> {
     pub stampede_sample: Sample,
     /// The breaker probe found something new in this observation.
     pub diagnosed: bool,
+    /// This observation's per-clinic cache readings, judged.
+    pub clinics: Option<clinics::ClinicView>,
 }
 
 impl Step<'_> {
@@ -295,11 +301,13 @@ pub fn decide(
         deploy: None,
         stampede_sample: Sample::Unknown,
         diagnosed: false,
+        clinics: None,
     };
 
     // Observation: trackers and windows move in every mode, so that the status always shows the
     // truth and a tier un-paused mid-breach acts on what really held.
     redis::observe(&mut step, &mut m);
+    clinics::track_clues(&step, &mut m);
     breaker::observe(&mut step, &mut m);
     diagnosis::observe(&mut step, &mut m, observation.breaker_probe.as_ref());
     rollback::observe(&mut step, &mut m);
@@ -419,6 +427,7 @@ fn rank(action: &Action) -> u8 {
         Action::RestartWorkload { .. } => 2,
         Action::RemediateRedis { .. } => 3,
         Action::AuditRedis { .. } => 4,
+        Action::SetMaxMemory { .. } => 4,
         Action::RecordIncident { .. } => 5,
         Action::Notify(_) => 6,
         Action::Event { .. } => 7,
@@ -438,6 +447,9 @@ pub fn action_event(action: &Action, dry_run: bool) -> Option<Action> {
         Action::WarmCache { reason, .. } => format!("{verb}warm the cache: {reason}"),
         Action::RemediateRedis { reason, .. } => format!("{verb}remediate Redis: {reason}"),
         Action::AuditRedis { reason } => format!("{verb}audit Redis keys: {reason}"),
+        Action::SetMaxMemory { bytes, reason, .. } => {
+            format!("{verb}set Redis maxmemory to {bytes} bytes: {reason}")
+        }
         Action::Notify(_) | Action::RecordIncident { .. } | Action::Event { .. } => {
             return None;
         }
@@ -735,10 +747,15 @@ fn conditions_of(
             Truth::True,
             if s.trigger == WarmTrigger::ColdStart {
                 Reason::ColdStart
+            } else if s.source.as_ref().is_some_and(|src| src.confined) {
+                Reason::HotClinicStampede
             } else {
                 Reason::StampedeDetected
             },
-            s.reason.clone(),
+            match &s.source {
+                Some(source) => format!("{}; {}", s.reason, clinics::lines(source).join("; ")),
+                None => s.reason.clone(),
+            },
         ),
         None if !stampede_known => TierCondition::new(
             ConditionType::CacheStampede,

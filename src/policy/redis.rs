@@ -9,6 +9,11 @@
 //! The eviction rate is computed from the evicted_keys readings exactly as Prometheus's `rate()`
 //! computes it from samples, so the PrometheusRule and the controller fire at the same moment.
 
+mod ceiling;
+mod leak;
+
+pub use ceiling::{OPTION_C, audit_lines};
+
 use super::incidents;
 use super::signals::num;
 use super::window::{OnUnknown, Sample, at_least, elapsed, feed, holds_for};
@@ -97,6 +102,7 @@ pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
     if let Some(up) = s.redis_uptime_seconds {
         r.uptime_seconds = Some(up);
     }
+    leak::observe(step, m);
 
     if let Some(raw) = s.redis_evicted_keys {
         record_evictions(step, m, raw);
@@ -306,6 +312,15 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         });
     }
 
+    if level < MemoryLevel::Critical {
+        m.redis.remediation_runs = 0;
+    }
+    let leak = leak::step(step, m);
+    if let Some(alert) = &leak {
+        incidents::note(step, m, Runbook::RedisMemory, alert.clone());
+    }
+    let spec = &step.spec.redis;
+
     if level == MemoryLevel::Critical && spec.remediation.enabled {
         let cooled = m
             .redis
@@ -313,6 +328,7 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
             .is_none_or(|last| at_least(step.now, last, spec.remediation.cooldown));
         if cooled {
             m.redis.last_remediation_at = Some(step.now);
+            m.redis.remediation_runs = m.redis.remediation_runs.saturating_add(1);
             let reason = format!(
                 "Redis memory {} above critical {}% for {}: unlink non-critical keys and old cache generations (cooldown {})",
                 used_text(),
@@ -340,18 +356,29 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
         }
     }
 
-    let trouble = Some(level >= MemoryLevel::Warning || m.redis.eviction_alert);
+    ceiling::step(step, m);
+
+    let leaking = m.redis.keys_without_ttl.alert;
+    let trouble = Some(level >= MemoryLevel::Warning || m.redis.eviction_alert || leaking);
     let alert = m.redis.eviction_alert;
     let trigger = || {
         if level >= MemoryLevel::Warning {
             format!("Redis memory {}: level {}", used_text(), level.as_str())
         } else if alert {
             format!("Redis evicts {} keys over {window}", rate_text())
+        } else if let Some(leak) = &leak {
+            leak.clone()
+        } else if leaking {
+            "Redis keys without TTL keep growing".to_owned()
         } else {
             "Redis memory".to_owned()
         }
     };
     incidents::track(step, m, Runbook::RedisMemory, trouble, trigger, true);
+    if incidents::find(m, Runbook::RedisMemory).is_some() {
+        let lines = ceiling::findings(step, m);
+        incidents::set_findings(step, m, Runbook::RedisMemory, lines);
+    }
 }
 
 /// How long usage must stay above a level's threshold to enter it.

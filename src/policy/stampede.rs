@@ -13,6 +13,7 @@
 //! stampede lasts, a hit rate that dips again only pauses the ramp; a new cold start warms again
 //! and puts the canary back to the reduced rate.
 
+use super::clinics;
 use super::incidents;
 use super::signals::num;
 use super::window::{OnUnknown, Sample, feed, holds_for, restart};
@@ -27,9 +28,20 @@ pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
     let p50 = step.signals.p50_latency_ms;
     let low_hits = hit.map(|h| h < s.hit_rate_below_percent);
     let slow = p50.map(|p| p > s.p50_latency_above_ms);
-    let sample = match (low_hits, slow) {
-        (Some(true), Some(true)) => Sample::Holds(hit),
-        (Some(false), _) | (_, Some(false)) => Sample::Broken,
+    let service = match (low_hits, slow) {
+        (Some(true), Some(true)) => Some(true),
+        (Some(false), _) | (_, Some(false)) => Some(false),
+        _ => None,
+    };
+    // A stampede confined to hot clinics holds whatever the service's averages say.
+    step.clinics = step
+        .signals
+        .clinics
+        .and_then(|b| clinics::view(step.spec, b));
+    let confined = step.clinics.as_ref().map(|v| v.confined);
+    let sample = match (service, confined) {
+        (Some(true), _) | (_, Some(true)) => Sample::Holds(hit),
+        (Some(false), _) => Sample::Broken,
         _ => Sample::Unknown,
     };
     step.stampede_sample = sample;
@@ -38,12 +50,38 @@ pub(crate) fn observe(step: &mut Step, m: &mut PolicyMemory) {
 
 /// Ask for warming when `trigger` is among `warming.triggers`.
 pub(crate) fn warm(step: &mut Step, trigger: WarmTrigger, reason: &str) {
+    warm_clinics(step, trigger, reason, Vec::new());
+}
+
+/// Ask for warming, the clinics seen missing first.
+fn warm_clinics(step: &mut Step, trigger: WarmTrigger, reason: &str, clinic_ids: Vec<i64>) {
     if step.spec.warming.triggers.contains(&trigger) {
         step.actions.push(Action::WarmCache {
             trigger,
             reason: reason.to_owned(),
+            clinic_ids,
         });
     }
+}
+
+/// The clinics this observation saw missing.
+fn missing(step: &Step) -> Vec<i64> {
+    step.clinics
+        .as_ref()
+        .map(|v| v.missing_ids.clone())
+        .unwrap_or_default()
+}
+
+/// Whether the service's own signals show the stampede now (not only the clinics).
+fn service_shows_it(step: &Step) -> bool {
+    let s = &step.spec.stampede;
+    step.signals
+        .cache_hit_rate_percent
+        .is_some_and(|h| h < s.hit_rate_below_percent)
+        && step
+            .signals
+            .p50_latency_ms
+            .is_some_and(|p| p > s.p50_latency_above_ms)
 }
 
 /// Start, ramp and end the stampede response.
@@ -51,16 +89,27 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     let spec = step.spec;
     let cold_start = step.cold_start.clone();
     if let Some(why) = &cold_start {
-        warm(
+        let ids = missing(step);
+        warm_clinics(
             step,
             WarmTrigger::ColdStart,
             &format!("Redis cold start: {why}"),
+            ids,
         );
     }
     let cold_start = cold_start.filter(|_| spec.stampede.cold_start);
 
     let Some(state) = m.stampede.as_mut() else {
-        if holds_for(&m.windows.stampede, spec.stampede.for_duration) {
+        let confined_view = step
+            .clinics
+            .clone()
+            .filter(|v| v.confined && !service_shows_it(step));
+        if holds_for(&m.windows.stampede, spec.stampede.for_duration)
+            && let Some(view) = confined_view
+        {
+            let reason = clinics::confined_reason(spec, &view, step.signals.cache_hit_rate_percent);
+            activate(step, m, WarmTrigger::Stampede, reason);
+        } else if holds_for(&m.windows.stampede, spec.stampede.for_duration) {
             let reason = format!(
                 "cache hit rate {}% below {}% with P50 latency {} above {} ms for {}",
                 step.signals
@@ -108,10 +157,12 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
             reason: reason.clone(),
         });
         incidents::note(step, m, Runbook::CacheStampede, reason);
+        diagnose(step, m);
         return;
     }
 
     feed_recovery(step, state);
+    diagnose(step, m);
 
     let interval = spec.canary.ramp_interval;
     let baseline = spec.canary.sample_rate;
@@ -170,9 +221,44 @@ pub(crate) fn step(step: &mut Step, m: &mut PolicyMemory) {
     }
 }
 
+/// Renew the stampede's source (the clinics and likely causes) and the incident's findings.
+fn diagnose(step: &mut Step, m: &mut PolicyMemory) {
+    let Some(state) = m.stampede.as_ref() else {
+        return;
+    };
+    let before = state.source.clone();
+    let mut source = clinics::source(step, m, state.started_at, step.clinics.as_ref());
+    // The clinics are named as at the stampede's worst (the largest share of lookups on cold
+    // clinics): while they recover, or when nothing was read, the report still names what it was.
+    let milder = step.clinics.as_ref().is_none_or(|v| {
+        v.cold_share_percent < before.as_ref().map_or(0.0, |b| b.cold_traffic_percent)
+    });
+    if milder
+        && let Some(before) = &before
+        && (before.cold_clinics > 0 || step.clinics.is_none())
+    {
+        source = crate::api::StampedeSource {
+            likely_causes: source.likely_causes,
+            at: before.at,
+            ..before.clone()
+        };
+    }
+    if before.as_ref() == Some(&source) {
+        return;
+    }
+    let lines = clinics::lines(&source);
+    if let Some(state) = m.stampede.as_mut() {
+        state.source = Some(source);
+    }
+    incidents::set_findings(step, m, Runbook::CacheStampede, lines);
+}
+
 /// Feed this observation into the recovery and all-clear windows.
 fn feed_recovery(step: &Step, state: &mut StampedeState) {
+    // Hot clinics still missing keep the ramp from starting, whatever the service's average.
+    let confined = step.clinics.as_ref().is_some_and(|v| v.confined);
     let recovered = match step.signals.cache_hit_rate_percent {
+        Some(_) if confined => Sample::Broken,
         Some(h) if h > step.spec.stampede.recover_above_percent => Sample::Holds(Some(h)),
         Some(_) => Sample::Broken,
         None => Sample::Unknown,
@@ -189,7 +275,26 @@ fn feed_recovery(step: &Step, state: &mut StampedeState) {
 fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason: String) {
     let spec = step.spec;
     if trigger == WarmTrigger::Stampede {
-        warm(step, WarmTrigger::Stampede, &reason);
+        let ids = missing(step);
+        warm_clinics(step, WarmTrigger::Stampede, &reason, ids);
+    }
+    let source = clinics::source(step, m, step.now, step.clinics.as_ref());
+    let findings = clinics::lines(&source);
+    // The source, said once in its own Event, when there is more to say than the trigger: the
+    // clinics, or a likely cause of a detected stampede.
+    let worth_saying = step.clinics.is_some()
+        || (trigger == WarmTrigger::Stampede && !source.likely_causes.is_empty());
+    if worth_saying {
+        step.changes.push(Change::Alert {
+            subject: Subject::Stampede,
+            code: if source.confined {
+                crate::api::Reason::HotClinicStampede
+            } else {
+                crate::api::Reason::StampedeDetected
+            },
+            warning: true,
+            message: format!("stampede source: {}", findings.join("; ")),
+        });
     }
     let rate = spec
         .canary
@@ -203,6 +308,7 @@ fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason:
         canary_rate: rate,
         recovering: WindowState::default(),
         clear: WindowState::default(),
+        source: Some(source),
     };
     // This observation is the recovery windows' first sample.
     feed_recovery(step, &mut state);
@@ -219,11 +325,26 @@ fn activate(step: &mut Step, m: &mut PolicyMemory, trigger: WarmTrigger, reason:
             super::effective::format_rate(rate)
         ),
     });
-    incidents::open(step, m, Runbook::CacheStampede, &reason);
-    let warmed = if spec.warming.triggers.contains(&trigger) {
-        "cache warming requested; "
-    } else {
-        ""
+    incidents::open_with_findings(step, m, Runbook::CacheStampede, &reason, findings.clone());
+    for finding in findings {
+        incidents::note(
+            step,
+            m,
+            Runbook::CacheStampede,
+            format!("Diagnosis: {finding}"),
+        );
+    }
+    let ids = missing(step);
+    let warmed = match (spec.warming.triggers.contains(&trigger), ids.is_empty()) {
+        (false, _) => String::new(),
+        (true, true) => "cache warming requested; ".to_owned(),
+        (true, false) => format!(
+            "cache warming requested, the missing clinics first ({}); ",
+            ids.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     incidents::note(
         step,

@@ -240,6 +240,8 @@ pub struct Plan {
     /// spec.redis.maxMemory, used where Redis reports maxmemory 0.
     pub fallback_max: Option<u64>,
     pub exporter_selector: String,
+    /// The per-clinic cache queries (spec.stampede.clinics), read as the controller reads them.
+    pub clinics: Option<crate::observe::clinics::ClinicsConfig>,
 }
 
 /// Where a query comes from, for error messages.
@@ -292,6 +294,7 @@ impl Plan {
                 .as_deref()
                 .and_then(|q| redis::parse_quantity(q).ok()),
             exporter_selector: exporter.selector.clone(),
+            clinics: crate::observe::clinics::ClinicsConfig::from_spec(spec),
         }
     }
 
@@ -302,7 +305,12 @@ impl Plan {
             .app
             .iter()
             .map(|(_, q, _)| q)
-            .chain(self.redis.iter().map(|(_, q)| q));
+            .chain(self.redis.iter().map(|(_, q)| q))
+            .chain(
+                self.clinics
+                    .iter()
+                    .flat_map(|c| [&c.hits_query, &c.misses_query]),
+            );
         for q in all {
             if !out.contains(q) {
                 out.push(q.clone());
@@ -546,6 +554,26 @@ impl<'a> History<'a> {
             Some(reason) => redis::set_all_unknown(&mut obs, reason),
             None => self.redis_at(i, &mut obs),
         }
+        if let Some(c) = &self.plan.clinics {
+            let by_clinic = |promql: &str| -> BTreeMap<String, f64> {
+                self.matrix(promql)
+                    .at(i)
+                    .filter(|(_, v)| v.is_finite())
+                    .filter_map(|(labels, v)| Some((labels.get(&c.label)?.clone(), v)))
+                    .collect()
+            };
+            let (hits, misses) = (by_clinic(&c.hits_query), by_clinic(&c.misses_query));
+            if hits.is_empty() && misses.is_empty() {
+                obs.without_clinics = Some(format!(
+                    "no cache_hits_total / cache_misses_total series carry the label {} at this time",
+                    c.label
+                ));
+            } else {
+                obs.clinics = Some(crate::observe::clinics::merge(
+                    &c.label, hits, misses, c.keep,
+                ));
+            }
+        }
         obs
     }
 
@@ -633,12 +661,19 @@ impl<'a> History<'a> {
                     keyspace_misses: count(Signal::RedisKeyspaceMisses).unwrap_or(0),
                     run_id: parts.run_id.clone().unwrap_or_default(),
                     uptime_in_seconds: count(Signal::RedisUptimeSeconds).unwrap_or(0),
+                    keys_without_ttl: 0,
                 },
             );
         }
         match redis::aggregate(&infos, self.plan.fallback_max) {
             Ok(reading) => {
                 reading.apply(obs);
+                // Not read from history: unknown, never the zero the reading carries.
+                let _ = obs.set(Signal::RedisKeysWithoutTtl, None);
+                obs.unknown.insert(
+                    Signal::RedisKeysWithoutTtl.name().to_owned(),
+                    "not read from history".to_owned(),
+                );
                 for (signal, reason) in missing_optional {
                     let _ = obs.set(signal, None);
                     obs.unknown.insert(signal.name().to_owned(), reason);

@@ -177,6 +177,11 @@ struct World {
     uptime_set: Option<(u64, Timestamp)>,
     evicted: f64,
     evictions_per_second: f64,
+    keys_without_ttl: f64,
+    keys_without_ttl_per_second: f64,
+    /// spec.stampede.clinics: the label and how many clinics an observation keeps.
+    clinic_label: String,
+    clinics_kept: u32,
     generation: i64,
     resume: Option<String>,
     restarts: u32,
@@ -222,8 +227,30 @@ impl World {
                 Signal::RedisUptimeSeconds => {
                     self.uptime_set = self.obs.redis_uptime_seconds.map(|up| (up, now));
                 }
+                Signal::RedisKeysWithoutTtl => {
+                    self.keys_without_ttl = self.obs.redis_keys_without_ttl.unwrap_or(0) as f64;
+                }
                 _ => {}
             }
+        }
+        if let Some(v) = patch.keys_without_ttl_per_second {
+            self.keys_without_ttl_per_second = v.unwrap_or(0.0);
+            if self.obs.redis_keys_without_ttl.is_none() && self.keys_without_ttl_per_second > 0.0 {
+                self.obs.redis_keys_without_ttl = Some(self.keys_without_ttl as u64);
+            }
+        }
+        if let Some(clinics) = &patch.clinics {
+            self.obs.clinics = clinics.as_ref().map(|c| {
+                crate::api::ClinicBreakdown::busiest(
+                    &self.clinic_label,
+                    c.iter().map(|(id, c)| crate::api::ClinicCache {
+                        clinic: id.clone(),
+                        hits: c.hits,
+                        misses: c.misses,
+                    }),
+                    self.clinics_kept,
+                )
+            });
         }
         if let Some(v) = patch.evictions_per_second {
             self.evictions_per_second = v.unwrap_or(0.0);
@@ -253,6 +280,10 @@ impl World {
                     self.obs.redis_evicted_keys = Some(0);
                 }
                 self.evicted = 0.0;
+                if self.obs.redis_keys_without_ttl.is_some() {
+                    self.obs.redis_keys_without_ttl = Some(0);
+                }
+                self.keys_without_ttl = 0.0;
             }
             ScenarioEvent::Resume => {
                 self.resumes += 1;
@@ -269,6 +300,10 @@ impl World {
         if self.evictions_per_second > 0.0 && self.obs.redis_evicted_keys.is_some() {
             self.evicted += self.evictions_per_second * dt;
             self.obs.redis_evicted_keys = Some(self.evicted.floor() as u64);
+        }
+        if self.keys_without_ttl_per_second > 0.0 && self.obs.redis_keys_without_ttl.is_some() {
+            self.keys_without_ttl += self.keys_without_ttl_per_second * dt;
+            self.obs.redis_keys_without_ttl = Some(self.keys_without_ttl.floor() as u64);
         }
         if let Some((base, at)) = self.uptime_set {
             let up = base.saturating_add(crate::policy::window::elapsed(now, at).as_secs());
@@ -402,6 +437,10 @@ fn run_inner(tier: &MemoryTier, scenario: &Scenario) -> Result<Outcome, (String,
         uptime_set: None,
         evicted: 0.0,
         evictions_per_second: 0.0,
+        keys_without_ttl: 0.0,
+        keys_without_ttl_per_second: 0.0,
+        clinic_label: tier.spec.stampede.clinics.label.clone(),
+        clinics_kept: tier.spec.stampede.clinics.keep,
         generation: tier.metadata.generation.unwrap_or(1),
         resume: tier
             .metadata

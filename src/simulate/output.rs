@@ -137,9 +137,26 @@ fn action_text(action: &Action, changed: &[(String, Option<String>, Option<Strin
             format!("render-config {keys}: {reason}")
         }
         Action::RestartWorkload { reason, .. } => format!("restart-workload: {reason}"),
-        Action::WarmCache { trigger, reason } => format!("warm-cache ({trigger:?}): {reason}"),
+        Action::WarmCache {
+            trigger,
+            reason,
+            clinic_ids,
+        } => {
+            if clinic_ids.is_empty() {
+                format!("warm-cache ({trigger:?}): {reason}")
+            } else {
+                let ids: Vec<String> = clinic_ids.iter().map(i64::to_string).collect();
+                format!(
+                    "warm-cache ({trigger:?}) clinics {} first: {reason}",
+                    ids.join(",")
+                )
+            }
+        }
         Action::RemediateRedis { reason, .. } => format!("remediate-redis: {reason}"),
         Action::AuditRedis { reason } => format!("audit-redis: {reason}"),
+        Action::SetMaxMemory { bytes, reason, .. } => {
+            format!("set-maxmemory {bytes}: {reason}")
+        }
         Action::Notify(n) => {
             format!(
                 "notify level {} ({:?}) about {}",

@@ -60,6 +60,7 @@ impl<'a> Replay<'a> {
             generation: meta.generation,
             resume_token: meta.resume_token.clone(),
             applied: self.applied.clone(),
+            last_audit: None,
         };
         let decision = decide(self.spec, &self.memory, observation, now, &ctx);
         let phase = decision.phase;

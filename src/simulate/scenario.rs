@@ -33,7 +33,10 @@
 //!
 //! A signal left out of `signals` is unknown until a `set` gives it a value. Besides the
 //! observation's signals, `set` accepts `redisEvictionsPerSecond`: the evicted_keys counter then
-//! grows at that rate. A change takes effect at the first tick at or after its `at`.
+//! grows at that rate; `redisKeysWithoutTtlPerSecond`: the count of keys without a TTL grows at
+//! that rate (a leak); and `clinics`: the cache lookups per clinic over the rate window, e.g.
+//! `clinics: {"5": {hits: 20, misses: 380}, "9": {hits: 3000, misses: 10}}` (`null`: no
+//! per-clinic readings). A change takes effect at the first tick at or after its `at`.
 
 use std::collections::BTreeMap;
 
@@ -133,6 +136,18 @@ impl ScenarioEvent {
 pub const EVICTIONS_PER_SECOND: &str = "redisEvictionsPerSecond";
 /// The key of a patch that holds per-cohort values.
 pub const COHORTS: &str = "cohorts";
+/// The scenario-only input that makes the keys-without-TTL count grow at a rate.
+pub const KEYS_WITHOUT_TTL_PER_SECOND: &str = "redisKeysWithoutTtlPerSecond";
+/// The key of a patch that holds the cache lookups per clinic.
+pub const CLINICS: &str = "clinics";
+
+/// One clinic's cache lookups over the rate window, as a scenario sets them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClinicInput {
+    pub hits: f64,
+    pub misses: f64,
+}
 
 /// What a scenario sets a signal to: a value, or a draw at every tick from a seeded generator
 /// (an A/A day is one line per signal, not a line per tick).
@@ -185,6 +200,10 @@ pub struct SignalPatch {
     pub cohorts: BTreeMap<Cohort, Inputs>,
     /// Scenario only: the evicted_keys counter grows at this many keys per second.
     pub evictions_per_second: Option<Option<f64>>,
+    /// Scenario only: the keys-without-TTL count grows at this many keys per second.
+    pub keys_without_ttl_per_second: Option<Option<f64>>,
+    /// The cache lookups per clinic (`Some(None)`: none read).
+    pub clinics: Option<Option<BTreeMap<String, ClinicInput>>>,
 }
 
 impl SignalPatch {
@@ -208,7 +227,12 @@ static PATCH_NAMES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock
     Signal::ALL
         .iter()
         .map(|s| s.name())
-        .chain([EVICTIONS_PER_SECOND, COHORTS])
+        .chain([
+            EVICTIONS_PER_SECOND,
+            COHORTS,
+            KEYS_WITHOUT_TTL_PER_SECOND,
+            CLINICS,
+        ])
         .collect()
 });
 
@@ -237,6 +261,8 @@ struct PatchVisitor {
 enum Entry {
     Signal(Signal, Option<Input>),
     EvictionsPerSecond(Option<f64>),
+    KeysWithoutTtlPerSecond(Option<f64>),
+    Clinics(Option<BTreeMap<String, ClinicInput>>),
     Cohorts(BTreeMap<Cohort, Inputs>),
 }
 
@@ -261,6 +287,21 @@ impl<'de> serde::de::DeserializeSeed<'de> for EntrySeed<'_> {
         use serde::de::Error;
         if !self.cohort && self.key == EVICTIONS_PER_SECOND {
             return Option::<f64>::deserialize(d).map(Entry::EvictionsPerSecond);
+        }
+        if !self.cohort && self.key == KEYS_WITHOUT_TTL_PER_SECOND {
+            return Option::<f64>::deserialize(d).map(Entry::KeysWithoutTtlPerSecond);
+        }
+        if !self.cohort && self.key == CLINICS {
+            let clinics = Option::<BTreeMap<String, ClinicInput>>::deserialize(d)?;
+            if let Some(bad) = clinics.iter().flatten().find(|(_, c)| {
+                !(c.hits.is_finite() && c.misses.is_finite() && c.hits >= 0.0 && c.misses >= 0.0)
+            }) {
+                return Err(D::Error::custom(format!(
+                    "clinic {:?}: hits and misses must be finite numbers ≥ 0",
+                    bad.0
+                )));
+            }
+            return Ok(Entry::Clinics(clinics));
         }
         if !self.cohort && self.key == COHORTS {
             let cohorts = BTreeMap::<Cohort, CohortPatch>::deserialize(d)?;
@@ -339,6 +380,10 @@ impl<'de> serde::de::Visitor<'de> for PatchVisitor {
                     patch.values.insert(signal, value);
                 }
                 Entry::EvictionsPerSecond(rate) => patch.evictions_per_second = Some(rate),
+                Entry::KeysWithoutTtlPerSecond(rate) => {
+                    patch.keys_without_ttl_per_second = Some(rate)
+                }
+                Entry::Clinics(clinics) => patch.clinics = Some(clinics),
                 Entry::Cohorts(cohorts) => patch.cohorts = cohorts,
             }
         }
@@ -501,13 +546,18 @@ fn check(s: &Scenario) -> Result<(), ScenarioProblem> {
 }
 
 fn check_patch(p: &SignalPatch, path: &str) -> Result<(), ScenarioProblem> {
-    if let Some(Some(rate)) = p.evictions_per_second
-        && !(rate.is_finite() && rate >= 0.0)
-    {
-        return Err(ScenarioProblem {
-            path: format!("{path}.{EVICTIONS_PER_SECOND}"),
-            message: format!("must be a finite number ≥ 0, found {rate}"),
-        });
+    for (name, rate) in [
+        (EVICTIONS_PER_SECOND, p.evictions_per_second),
+        (KEYS_WITHOUT_TTL_PER_SECOND, p.keys_without_ttl_per_second),
+    ] {
+        if let Some(Some(rate)) = rate
+            && !(rate.is_finite() && rate >= 0.0)
+        {
+            return Err(ScenarioProblem {
+                path: format!("{path}.{name}"),
+                message: format!("must be a finite number ≥ 0, found {rate}"),
+            });
+        }
     }
     Ok(())
 }
@@ -534,6 +584,23 @@ pub fn describe(p: &SignalPatch) -> String {
         parts.insert(
             EVICTIONS_PER_SECOND.to_owned(),
             show(rate.map(|r| r.to_string())),
+        );
+    }
+    if let Some(rate) = p.keys_without_ttl_per_second {
+        parts.insert(
+            KEYS_WITHOUT_TTL_PER_SECOND.to_owned(),
+            show(rate.map(|r| r.to_string())),
+        );
+    }
+    if let Some(clinics) = &p.clinics {
+        parts.insert(
+            CLINICS.to_owned(),
+            show(clinics.as_ref().map(|c| {
+                c.iter()
+                    .map(|(id, c)| format!("{id}:{}/{}", c.hits, c.misses))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })),
         );
     }
     parts

@@ -246,6 +246,7 @@ fn changes_something(action: &Action) -> bool {
             | Action::WarmCache { .. }
             | Action::RemediateRedis { .. }
             | Action::AuditRedis { .. }
+            | Action::SetMaxMemory { .. }
             | Action::RestartWorkload { .. }
     )
 }

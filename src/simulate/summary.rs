@@ -270,7 +270,9 @@ pub fn summarize(outcome: &Outcome, step_seconds: f64, unknown: UnknownTally) ->
                     what: level.as_str().to_owned(),
                     reason: reason.clone(),
                 }),
-                Action::WarmCache { trigger, reason } => warmups.push(ActionLine {
+                Action::WarmCache {
+                    trigger, reason, ..
+                } => warmups.push(ActionLine {
                     at,
                     what: serde_json::to_value(trigger)
                         .ok()

@@ -101,6 +101,7 @@ impl Trial {
                 (Cohort::Stable, cohort(stable, t.error_percent, t.p50_ms)),
             ]),
             evictions_per_second: None,
+            ..SignalPatch::default()
         };
         let (canary_errors, canary_p50) = match self.regression {
             Regression::None => (t.error_percent, t.p50_ms),
@@ -132,6 +133,7 @@ impl Trial {
                         cohort(canary, canary_errors, canary_p50),
                     )]),
                     evictions_per_second: None,
+                    ..SignalPatch::default()
                 }),
                 event: None,
                 probe: None,

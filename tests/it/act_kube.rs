@@ -298,6 +298,7 @@ fn incident(id: &str, minute: u32, resolved: bool) -> IncidentSummary {
         }),
         escalation_level: 1,
         escalation: None,
+        findings: vec![],
         timeline: vec![TimelineEntry {
             at: start,
             what: "Memory critical: unlinking session:*".into(),

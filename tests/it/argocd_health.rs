@@ -132,6 +132,7 @@ impl Reconciler {
                 generation: self.tier.metadata.generation,
                 resume_token: self.resume.clone(),
                 applied: AppliedConfig::Unknown,
+                last_audit: None,
             };
             self.status = tierguard::controller::status::decided(
                 &self.status,

@@ -651,7 +651,7 @@ fn text_output_has_the_timeline_and_the_summary() {
         "rollbacks: 1",
         "config changes: 2",
         "remediations that would have run: 0",
-        "redisUsedMemoryPercent, redisUsedMemoryBytes, redisMaxMemoryBytes, redisEvictedKeys, redisKeyspaceHits, redisKeyspaceMisses, redisRunId, redisUptimeSeconds 100.0% (181 steps): Prometheus holds no redis_exporter series",
+        "redisUsedMemoryPercent, redisUsedMemoryBytes, redisMaxMemoryBytes, redisEvictedKeys, redisKeyspaceHits, redisKeyspaceMisses, redisRunId, redisUptimeSeconds, redisKeysWithoutTtl, redisCacheGeneration 100.0% (181 steps): Prometheus holds no redis_exporter series",
         "range requests), policy",
     ] {
         assert!(text.contains(needed), "missing {needed:?} in:\n{text}");

@@ -794,6 +794,284 @@ async fn cache_stampede_drill() {
     d.finish().await;
 }
 
+/// A bulk job that keeps invalidating `clinics` (the stampede runbook's "bulk updates trigger
+/// mass invalidation"): their cache keys are unlinked every 100 ms until it is stopped.
+struct BulkInvalidation {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl BulkInvalidation {
+    fn start(d: &Drill, clinics: &[u32]) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut con = d.redis.client();
+        let patterns: Vec<String> = clinics
+            .iter()
+            .map(|c| format!("cache:clinic:{c}:*"))
+            .collect();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut unlinked = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                for pattern in &patterns {
+                    let mut cursor = 0u64;
+                    loop {
+                        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query(&mut con)
+                            .expect("SCAN");
+                        if !keys.is_empty() {
+                            let n: u64 = redis::cmd("UNLINK")
+                                .arg(&keys)
+                                .query(&mut con)
+                                .expect("UNLINK");
+                            unlinked += n;
+                        }
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            unlinked
+        });
+        BulkInvalidation {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for BulkInvalidation {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn hot_clinic_stampede() {
+    let _one_at_a_time = drill::serial();
+    drill::runtime().block_on(hot_clinic_stampede_drill());
+}
+
+/// Two hot clinics (5 and 8) lose their cache over and over to a bulk job while the other
+/// clinics keep hitting: the service's P50 stays low, so its own signals never show a stampede.
+/// The controller reads the cache per clinic (`sum by (clinic_id)`), sees the cold clinics carry
+/// more than `stampede.clinics.trafficSharePercent` of the lookups, names them in status, the
+/// Event and the incident report, and warms exactly them first; once the bulk job ends their hit
+/// rate comes back and the canary ramps back.
+async fn hot_clinic_stampede_drill() {
+    const COLD: [u32; 2] = [5, 8];
+    let mut d = Drill::start(Setup {
+        name: "hot-clinic-stampede",
+        redis_args: vec![],
+        // The drill's traffic is a hundred requests a second over 5s windows: a clinic is judged
+        // from 20 lookups (the runbook's 100 over 15 minutes, scaled like the windows).
+        tier: json!({"stampede": {"clinics": {"minLookups": 20, "trafficSharePercent": 8}}}),
+        serve_args: vec![],
+        replicas: 1,
+    })
+    .await;
+    d.start_load(LoadShape {
+        rps: 100,
+        ..LoadShape::default()
+    });
+    d.wait_steady(95.0).await;
+    let baseline = d.config_history()[0].data.clone();
+    assert!(
+        d.status().unwrap().stampede_source.is_none(),
+        "no stampede before the fault"
+    );
+
+    let fault = d.origin("a bulk job starts invalidating clinics 5 and 8 every 100 ms");
+    let mut bulk = BulkInvalidation::start(&d, &COLD);
+
+    let (detected, status) = d
+        .wait_status("the hot-clinic stampede in status", secs(40), |s| {
+            let c = s
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "CacheStampede" && c.status == "True")?;
+            if c.reason != "HotClinicStampede" {
+                return None;
+            }
+            Some((policy(s)?.stampede?.started_at, s.clone()))
+        })
+        .await;
+    let source = status
+        .stampede_source
+        .clone()
+        .expect("status.stampedeSource");
+    assert!(source.confined, "{source:?}");
+    let named: BTreeSet<String> = source
+        .worst_hit_rate
+        .iter()
+        .take(2)
+        .map(|c| c.clinic.clone())
+        .collect();
+    assert_eq!(
+        named,
+        BTreeSet::from(["5".to_owned(), "8".to_owned()]),
+        "the cold clinics are the worst: {source:?}"
+    );
+    assert!(
+        source
+            .most_misses
+            .iter()
+            .take(2)
+            .all(|c| c.clinic == "5" || c.clinic == "8"),
+        "{source:?}"
+    );
+    // The service's own signals did not show it: the P50 stayed under stampede.p50LatencyAboveMs.
+    let p50 = status
+        .observed
+        .as_ref()
+        .and_then(|o| o.p50_latency_ms)
+        .unwrap_or_default();
+    assert!(
+        p50 < 500.0,
+        "P50 {p50} ms: the service-wide rule could have fired"
+    );
+    let hit = status
+        .observed
+        .as_ref()
+        .and_then(|o| o.cache_hit_rate_percent);
+    d.measure(
+        "detection",
+        between(fault, detected),
+        format!(
+            "service hit rate {} and P50 {p50:.0} ms at detection; cold clinics {:.1}% of lookups",
+            hit.map_or("?".into(), |h| format!("{h:.1}%")),
+            source.cold_traffic_percent
+        ),
+    );
+    let event = d.wait_event("HotClinicStampede", secs(10)).await;
+    assert!(
+        event.note.contains("clinic_id=5") && event.note.contains("clinic_id=8"),
+        "{}",
+        event.note
+    );
+
+    // The warm call: the missing clinics first, then the configured hot ones.
+    let warms = d
+        .wait(
+            "the controller's warm call served by the demo",
+            secs(20),
+            |d| {
+                let calls = d.warm_calls();
+                (!calls.is_empty())
+                    .then_some(calls)
+                    .ok_or("no POST /admin/cache/warm yet".to_owned())
+            },
+        )
+        .await;
+    assert_eq!(warms.len(), 1, "{warms:?}");
+    // The order asked for, as the demo logged it.
+    let requested = d.demo.log();
+    let requested = requested
+        .lines()
+        .find(|l| l.contains("cache warm"))
+        .and_then(|l| l.split("requested=[").nth(1))
+        .and_then(|r| r.split(']').next())
+        .unwrap_or_default()
+        .to_owned();
+    let ids: Vec<u32> = requested
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    assert_eq!(
+        ids[..2].iter().copied().collect::<BTreeSet<u32>>(),
+        BTreeSet::from(COLD),
+        "the missing clinics are warmed first: {requested}"
+    );
+    assert_eq!(
+        ids[2..],
+        [1, 2, 3],
+        "then the configured ones not already warmed: {requested}"
+    );
+    let mitigated = d
+        .wait_config(
+            "serve stale and the canary at the reduced rate",
+            secs(20),
+            |c| c[CACHE_SERVE_STALE] == "true" && c[CANARY_SAMPLE_RATE] == "0.05",
+        )
+        .await;
+    d.measure(
+        "detection-to-action",
+        between(detected, mitigated.applied_at),
+        "ConfigMap mounted with the stampede overlays",
+    );
+
+    // While the bulk job runs the canary stays reduced, whatever the service's average says.
+    tokio::time::sleep(secs(6)).await;
+    let still = d.status().unwrap();
+    assert!(still.stampede_source.is_some());
+    assert_eq!(
+        still
+            .effective
+            .as_ref()
+            .and_then(|e| e.canary_sample_rate.clone())
+            .as_deref(),
+        Some("0.05"),
+        "no ramp while the hot clinics miss"
+    );
+
+    let ended = d.mark("the bulk job ends");
+    let unlinked = bulk.stop();
+    assert!(unlinked > 0, "the bulk job removed cache keys");
+    let back = d
+        .wait_config("the ConfigMap back on the baseline", secs(90), |c| {
+            *c == baseline
+        })
+        .await;
+    let report = incident_report(&d, "Cache Stampede").await;
+    let diagnosis = report
+        .split("## Diagnosis")
+        .nth(1)
+        .and_then(|r| r.split("## Root Cause").next())
+        .unwrap_or_else(|| panic!("no Diagnosis section: {report}"));
+    assert!(
+        diagnosis.contains("most misses: clinic_id=") && diagnosis.contains("clinic_id=8"),
+        "the report names the clinics: {report}"
+    );
+    assert!(report.contains("confined to hot clinics"), "{report}");
+    d.attach("incident report", &report);
+    let healthy = d
+        .wait_status("Healthy on the baseline", secs(30), |s| {
+            (s.phase == Some(Phase::Healthy)).then(|| s.clone())
+        })
+        .await;
+    assert!(
+        healthy.stampede_source.is_none(),
+        "the source goes with the stampede"
+    );
+    assert!(
+        !phases(&d).contains(&Phase::RollingBack),
+        "{:?}",
+        phases(&d)
+    );
+    assert_each_decision_taken_once(&d);
+    d.measure(
+        "time to recovery",
+        between(ended, back.applied_at),
+        format!(
+            "from the bulk job's end to the baseline ConfigMap ({unlinked} keys unlinked by it)"
+        ),
+    );
+    d.finish().await;
+}
+
 // ---- Incident #3: Redis out of memory -------------------------------------------------------
 
 #[test]

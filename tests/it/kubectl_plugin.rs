@@ -125,6 +125,7 @@ fn rolling_back(tier: &MemoryTier) -> MemoryTierStatus {
             generation: tier.metadata.generation,
             resume_token: None,
             applied: AppliedConfig::Unknown,
+            last_audit: None,
         };
         let obs = observation(p50);
         status = tierguard::controller::status::decided(&status, &tier.spec, &obs, &ctx, now);

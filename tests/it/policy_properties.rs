@@ -190,6 +190,7 @@ fn ctx(resume: Option<&str>) -> DecideContext {
         generation: Some(1),
         resume_token: resume.map(str::to_owned),
         applied: AppliedConfig::Unknown,
+        last_audit: None,
     }
 }
 

@@ -90,6 +90,7 @@ fn lines(outcome: &Outcome) -> Vec<String> {
                 Action::WarmCache { trigger, .. } => format!("{t} warm {trigger:?}"),
                 Action::RemediateRedis { .. } => format!("{t} remediate"),
                 Action::AuditRedis { .. } => format!("{t} audit"),
+                Action::SetMaxMemory { bytes, .. } => format!("{t} maxmemory {bytes}"),
                 Action::RecordIncident { incident, .. } => {
                     format!("{t} record {}", incident.runbook)
                 }
@@ -812,6 +813,7 @@ mod mode_switches {
             generation: Some(1),
             resume_token: None,
             applied: AppliedConfig::Unknown,
+            last_audit: None,
         }
     }
 
@@ -975,6 +977,7 @@ mod eviction_counter {
             generation: Some(1),
             resume_token: None,
             applied: AppliedConfig::Unknown,
+            last_audit: None,
         };
         let t0 = Timestamp::from_second(1_900_000_000).unwrap();
         let readings: [(i64, u64, &str); 5] = [
@@ -1220,6 +1223,10 @@ mod runbook_words {
                 "360 notify L1 Opened",
                 "960 remediate",
                 "960 audit",
+                // Still critical after the two runs (and their 30s), no maxMemoryCeiling: level 2
+                // at once with the audit's findings (option B needs a person).
+                "990 incident RedisMemory escalated L2",
+                "990 notify L2 Escalated",
             ],
             effective: &[],
         });
@@ -1250,8 +1257,10 @@ mod runbook_words {
                 "3660 audit",
                 "4260 remediate",
                 "4260 audit",
-                "4560 incident RedisMemory escalated L2",
-                "4560 notify L2 Escalated",
+                // Still critical after two runs, no maxMemoryCeiling: level 2 at once (before the
+                // timed 15m); level 3 stays timed from when critical began.
+                "4320 incident RedisMemory escalated L2",
+                "4320 notify L2 Escalated",
                 "4860 remediate",
                 "4860 audit",
                 "5460 incident RedisMemory escalated L3",

@@ -223,7 +223,9 @@ fn every_shipped_scenario_runs_against_the_shipped_example_manifest() {
     }
 }
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 13] = [
+    "hot-clinic-stampede",
+    "redis-leak",
     "circuit-breaker-outage",
     "cache-stampede",
     "redis-oom",
@@ -680,4 +682,55 @@ fn bad_input_gets_a_clear_error() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[test]
+fn the_timeline_shows_where_a_hot_clinic_stampede_comes_from() {
+    let lines = simulate_json(&defaults_manifest(), "hot-clinic-stampede");
+    let source = of_type(&lines, "alert")
+        .into_iter()
+        .find(|l| l["code"] == "HotClinicStampede")
+        .expect("the stampede's source in the timeline");
+    assert_eq!(t(source), 420.0, "{source}");
+    let message = source["message"].as_str().unwrap();
+    assert!(
+        message.contains("worst hit rate: clinic_id=5: 70% hits"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("clinic_id=11"),
+        "healthy clinics are not named: {message}"
+    );
+    assert!(
+        message.contains("likely cause: cache generation change"),
+        "{message}"
+    );
+    assert!(message.contains("from 41 to 42"), "{message}");
+    let warm = actions(&lines, "warm-cache");
+    assert_eq!(warm.len(), 1, "{warm:?}");
+    assert_eq!(warm[0]["clinicIds"], serde_json::json!([5, 8]));
+    let over = transitions(&lines, "stampede")
+        .into_iter()
+        .find(|l| l["to"] == "over")
+        .expect("the stampede ends");
+    assert_eq!(t(over), 1500.0, "{over}");
+}
+
+#[test]
+fn the_timeline_shows_the_keys_without_ttl_leak_before_any_memory_level() {
+    let lines = simulate_json(&defaults_manifest(), "redis-leak");
+    let alerts = of_type(&lines, "alert");
+    let leak = alerts
+        .iter()
+        .find(|l| l["code"] == "KeysWithoutTtlGrowing")
+        .expect("the leak alert");
+    assert_eq!(t(leak), 960.0, "{leak}");
+    assert!(
+        !alerts
+            .iter()
+            .any(|l| l["code"].as_str().unwrap_or("").starts_with("Memory")),
+        "no memory level: {alerts:?}"
+    );
+    assert_eq!(actions(&lines, "audit-redis").len(), 1);
+    assert!(actions(&lines, "remediate-redis").is_empty());
 }

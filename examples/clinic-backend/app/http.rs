@@ -376,6 +376,7 @@ async fn warm(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Byte
     tracing::info!(
         warmed = ?response.warmed,
         failed = response.failed.len(),
+        requested = ?request.clinic_ids,
         "cache warm"
     );
     let status = if response.failed.is_empty() {

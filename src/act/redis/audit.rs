@@ -171,8 +171,21 @@ impl AuditReport {
             sampled: self.sampled,
             without_ttl_by_prefix: self.without_ttl_by_prefix.clone(),
             largest_keys: self.largest_keys.clone(),
+            without_ttl: self.without_ttl,
+            without_ttl_examples: self.without_ttl_examples.iter().take(10).cloned().collect(),
+            bytes_by_prefix: top_by_value(&self.bytes_by_prefix, 10),
         }
     }
+}
+
+/// The `n` largest entries of a map, as a map.
+fn top_by_value(map: &BTreeMap<String, u64>, n: usize) -> BTreeMap<String, u64> {
+    let mut all: Vec<(&String, &u64)> = map.iter().collect();
+    all.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    all.into_iter()
+        .take(n)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
 }
 
 /// The prefix a key is counted under.

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod flush;
 pub mod glob;
+pub mod maxmemory;
 pub mod remediate;
 
 use std::time::{Duration, Instant};
