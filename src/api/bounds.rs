@@ -53,6 +53,7 @@ pub const DURATIONS: &[Bound] = &[
     bound("redis", "evictions.for", hours(24)),
     bound("redis", "remediation.maxDuration", minutes(10)),
     bound("redis", "remediation.cooldown", hours(7 * 24)),
+    bound("redis", "keysWithoutTtl.window", hours(24)),
     bound("metrics", "rateWindow", hours(24)),
     bound("metrics", "interval", hours(1)),
     bound("metrics", "timeout", minutes(1)),
@@ -184,7 +185,7 @@ pub fn interval_rule() -> Rule {
 /// whatever the CRD installed let through.
 pub fn clamp(spec: &MemoryTierSpec) -> MemoryTierSpec {
     let mut s = spec.clone();
-    let fields: [(&mut Duration, &str, &str); 27] = [
+    let fields: [(&mut Duration, &str, &str); 28] = [
         (&mut s.canary.ramp_interval, "canary", "rampInterval"),
         (&mut s.cache.ttl, "cache", "ttl"),
         (&mut s.cache.ttl_jitter, "cache", "ttlJitter"),
@@ -258,6 +259,11 @@ pub fn clamp(spec: &MemoryTierSpec) -> MemoryTierSpec {
         ),
         (&mut s.rollback.phase_hold, "rollback", "phaseHold"),
         (&mut s.stampede.for_duration, "stampede", "for"),
+        (
+            &mut s.redis.keys_without_ttl.window,
+            "redis",
+            "keysWithoutTtl.window",
+        ),
         (&mut s.warming.timeout, "warming", "timeout"),
         (
             &mut s.notify.escalate.near_action_lead,

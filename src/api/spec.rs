@@ -109,6 +109,7 @@ pub struct MemoryTierSpec {
     #[x_kube(validation = bounds::rule("redis", "evictions.for"))]
     #[x_kube(validation = bounds::rule("redis", "remediation.maxDuration"))]
     #[x_kube(validation = bounds::rule("redis", "remediation.cooldown"))]
+    #[x_kube(validation = bounds::rule("redis", "keysWithoutTtl.window"))]
     pub redis: RedisSpec,
 
     /// Where the live signals come from.
