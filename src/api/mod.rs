@@ -16,12 +16,12 @@ pub mod vocabulary;
 
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
 pub use exporter::RedisExporterSpec;
-pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals};
+pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals, SqlQueries};
 pub use spec::*;
 pub use status::*;
 pub use vocabulary::{
-    ActionKind, ActionOutcome, ConditionType, MitigationName, Reason, RollbackCriterion,
-    RollbackPhase, Runbook, Subject,
+    ActionKind, ActionOutcome, ConditionType, EventType, MitigationName, Reason,
+    RollbackCriterion, RollbackPhase, Runbook, Subject,
 };
 
 use kube::CustomResourceExt;

@@ -1,8 +1,9 @@
 //! Signals from the world, turned into one [`Observation`] per reconcile.
 //!
-//! Three sources, each optional: a Prometheus server ([`prometheus`]), or the application's
-//! /metrics endpoint scraped directly ([`scrape`]), for the application signals; and Redis
-//! `INFO` ([`redis`]) for the memory signals. They are read concurrently under one deadline
+//! Four sources, each optional: a Prometheus server ([`prometheus`]), the application's
+//! /metrics endpoint scraped directly ([`scrape`]), or its events table in PostgreSQL
+//! ([`postgres`]), for the application signals; and Redis `INFO` ([`redis`]) for the memory
+//! signals. They are read concurrently under one deadline
 //! (`spec.metrics.timeout`): a slow or dead source makes its own signals unknown and never
 //! holds the others past it. A signal that could not be read is absent, never zero, and
 //! `Observation::unknown` says why; `Observation::sources` says how each source answered.
@@ -11,6 +12,7 @@
 //! connections); the controller holds one per MemoryTier.
 
 pub mod histogram;
+pub mod postgres;
 pub mod prometheus;
 pub mod queries;
 pub mod redis;
@@ -27,6 +29,7 @@ use crate::api::Signal;
 use crate::api::{MemoryTierSpec, Observation, SecretKeyRef, SourceHealth};
 use crate::destinations::{AllowList, Network};
 use crate::secret::{ExposeSecret, SecretString};
+use postgres::{PostgresConfig, PostgresObserver};
 use prometheus::{PrometheusAuth, PrometheusClient};
 use queries::QuerySet;
 use redis::RedisObserver;
@@ -38,6 +41,7 @@ use signals::Readings;
 pub const SOURCE_PROMETHEUS: &str = "prometheus";
 pub const SOURCE_SCRAPE: &str = "scrape";
 pub const SOURCE_REDIS: &str = "redis";
+pub const SOURCE_POSTGRES: &str = "postgres";
 
 /// Why the observers cannot be set up from a spec. The controller shows it as a condition; the
 /// `observe` command exits non-zero with it.
@@ -63,6 +67,8 @@ pub enum ConfigError {
     ScrapeUrl(String),
     #[error("spec.redis.urlSecretRef: {0}")]
     RedisUrl(String),
+    #[error("spec.metrics.postgres.urlSecretRef: {0}")]
+    PostgresUrl(String),
     #[error("spec.redis.maxMemory: {0}")]
     MaxMemory(String),
     #[error("cannot build the HTTP client: {0}")]
@@ -117,6 +123,7 @@ impl PartialEq for RedisConfig {
 pub struct ObserveConfig {
     pub prometheus: Option<PrometheusConfig>,
     pub scrape_url: Option<String>,
+    pub postgres: Option<PostgresConfig>,
     pub queries: QuerySet,
     /// spec.breaker.name: the `breaker` label of the breaker-state gauge.
     pub breaker: String,
@@ -164,9 +171,18 @@ impl ObserveConfig {
                 })
             }
         };
+        let postgres = match &metrics.postgres {
+            None => None,
+            Some(source) => {
+                let url = resolve("spec.metrics.postgres.urlSecretRef", &source.url_secret_ref)
+                    .await?;
+                Some(PostgresConfig::from_spec(spec, source, url))
+            }
+        };
         Ok(ObserveConfig {
             prometheus,
             scrape_url: metrics.scrape.as_ref().map(|s| s.url.clone()),
+            postgres,
             queries: QuerySet::from_spec(spec),
             breaker: spec.breaker.name.clone(),
             redis,
@@ -232,8 +248,11 @@ pub struct Observer {
     http: reqwest::Client,
     /// Where Redis (and every node of a Redis Cluster) may be reached.
     redis_destinations: AllowList,
+    /// Where PostgreSQL may be reached: the metrics allow-list, since it is a metrics source.
+    postgres_destinations: AllowList,
     prometheus: Option<PrometheusClient>,
     scraper: Option<Scraper>,
+    postgres: Option<PostgresObserver>,
     redis: Option<RedisObserver>,
 }
 
@@ -254,8 +273,10 @@ impl Observer {
             config: config.clone(),
             http: network.metrics.clone(),
             redis_destinations: network.destinations.redis.clone(),
+            postgres_destinations: network.destinations.metrics.clone(),
             prometheus: None,
             scraper: None,
+            postgres: None,
             redis: None,
         };
         observer.build(None)?;
@@ -264,6 +285,11 @@ impl Observer {
 
     pub fn config(&self) -> &ObserveConfig {
         &self.config
+    }
+
+    /// The PostgreSQL source, when the tier reads one.
+    pub fn postgres(&self) -> Option<&PostgresObserver> {
+        self.postgres.as_ref()
     }
 
     /// Apply a new configuration (the spec or a Secret changed). What did not change keeps its
@@ -320,6 +346,23 @@ impl Observer {
                 }
             }
         };
+        // Prometheus, then the scrape, win over PostgreSQL (the CRD allows only one anyway). The
+        // pool survives while the configuration and the deadline stay the same.
+        let postgres = config
+            .postgres
+            .as_ref()
+            .filter(|_| config.prometheus.is_none() && config.scrape_url.is_none());
+        let same_postgres = old
+            .as_ref()
+            .is_some_and(|o| o.postgres == config.postgres && o.timeout == config.timeout);
+        self.postgres = match postgres {
+            None => None,
+            Some(_) if same_postgres && self.postgres.is_some() => self.postgres.take(),
+            Some(p) => Some(
+                PostgresObserver::new(p.clone(), timeout, self.postgres_destinations.clone())
+                    .map_err(ConfigError::PostgresUrl)?,
+            ),
+        };
         let same_redis = old.as_ref().map(|o| &o.redis) == Some(&config.redis);
         self.redis = match &config.redis {
             None => None,
@@ -356,6 +399,7 @@ impl Observer {
             config,
             prometheus,
             scraper,
+            postgres,
             redis,
             ..
         } = self;
@@ -374,14 +418,20 @@ impl Observer {
                 None => None,
             }
         };
+        let postgres_read = async {
+            match postgres.as_ref() {
+                Some(p) => Some(timed(deadline, p.read_signals()).await),
+                None => None,
+            }
+        };
         let redis_read = async {
             match redis.as_mut() {
                 Some(r) => Some(timed(deadline, r.read()).await),
                 None => None,
             }
         };
-        let (from_prometheus, from_scrape, from_redis) =
-            tokio::join!(prometheus_read, scrape_read, redis_read);
+        let (from_prometheus, from_scrape, from_postgres, from_redis) =
+            tokio::join!(prometheus_read, scrape_read, postgres_read, redis_read);
 
         let late =
             |source: &str| format!("{source}: no answer within {timeout:?} (spec.metrics.timeout)");
@@ -404,10 +454,25 @@ impl Observer {
             obs.sources.push(health_of(SOURCE_SCRAPE, failure, ms));
             app = Some(result.unwrap_or_else(|reason| all_app(&reason)));
         }
+        let mut sql_queries = None;
+        if let Some((answer, ms)) = from_postgres {
+            let (readings, health) = match answer {
+                Some((readings, failure)) => (Some(readings), failure),
+                None => (None, Some(late(SOURCE_POSTGRES))),
+            };
+            obs.sources.push(health_of(SOURCE_POSTGRES, health, ms));
+            app = Some(readings.unwrap_or_else(|| all_app(&late(SOURCE_POSTGRES))));
+            sql_queries = postgres.as_ref().map(|p| p.queries());
+        }
         let app = app.unwrap_or_else(|| {
-            all_app("no metrics source: set spec.metrics.prometheus or spec.metrics.scrape")
+            all_app(
+                "no metrics source: set spec.metrics.prometheus, spec.metrics.scrape or spec.metrics.postgres",
+            )
         });
-        signals::set_readings(&mut obs, app, &config.cohorts, queries);
+        match sql_queries {
+            Some(sql) => signals::set_readings(&mut obs, app, &config.cohorts, sql),
+            None => signals::set_readings(&mut obs, app, &config.cohorts, queries),
+        }
 
         match from_redis {
             None => {

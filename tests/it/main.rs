@@ -28,6 +28,7 @@ mod observability;
 mod observe_cli;
 mod observe_latency;
 mod observe_metrics;
+mod observe_postgres;
 mod observe_redis;
 mod policy_properties;
 mod policy_runbooks;
