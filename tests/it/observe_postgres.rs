@@ -251,7 +251,7 @@ async fn every_signal_comes_from_the_runbooks_queries_over_inserted_events() {
     assert_eq!(clinics.len(), 1, "{clinics:?}");
     assert_eq!(clinics[0].clinic.as_deref(), Some("c-1"));
     assert_eq!((clinics[0].hits, clinics[0].lookups), (100, 150));
-    let text = tierguard::cli::observe::render_clinics(&Ok(clinics));
+    let text = tierguard::cli::render_clinics(&Ok(clinics));
     assert!(text.contains("c-1") && text.contains("66.67 %"), "{text}");
 
     // Without the filter, the other application's 100 failed requests count: 107 of 200.

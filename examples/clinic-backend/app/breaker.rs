@@ -154,6 +154,13 @@ impl Breaker {
         }
         let name = inner.settings.name.clone();
         self.publish(&name, to);
+        let failures = match inner.phase {
+            Phase::Closed { failures } => failures,
+            _ => inner.settings.failure_threshold,
+        };
+        self.metrics.emit(|| {
+            super::events::Event::breaker_change(&name, to.label(), failures)
+        });
         self.metrics
             .breaker_transitions
             .get_or_create(&TransitionLabels {
