@@ -419,10 +419,16 @@ impl PostgresObserver {
         &self.queries
     }
 
-    /// How long one statement may run: most of the observation's deadline, so that the server's
-    /// own cancellation (and its reason) arrives before the deadline gives up on the answer.
+    /// How long one statement may run at most: most of the observation's deadline, so that the
+    /// server's own cancellation (and its reason) arrives before the deadline gives up on the
+    /// answer. A statement that starts late gets what is left of the deadline, less the margin.
     pub fn statement_timeout(&self) -> Duration {
-        (self.timeout * 4 / 5).max(Duration::from_millis(100))
+        self.timeout.saturating_sub(self.margin())
+    }
+
+    /// What is kept of the deadline for the server's answer to a cancelled statement.
+    fn margin(&self) -> Duration {
+        (self.timeout / 5).max(Duration::from_millis(50))
     }
 
     /// Every signal over the window ending now: the readings, and why the source is unhealthy
@@ -433,6 +439,7 @@ impl PostgresObserver {
 
     /// Every signal over the window ending at `end` (the server's now when `None`).
     pub async fn read_signals_at(&self, end: Option<Timestamp>) -> (Readings, Option<String>) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let all = |reason: &str| -> Readings {
             self.queries
                 .iter()
@@ -450,7 +457,7 @@ impl PostgresObserver {
         let stop = Mutex::new(None);
         let stop = &stop;
         let answers = join_all(self.queries.iter().map(|(key, query)| async move {
-            let answer = self.value(key.1, query, end, stop).await;
+            let answer = self.value(key.1, query, end, stop, deadline).await;
             (key, answer)
         }))
         .await;
@@ -492,8 +499,9 @@ impl PostgresObserver {
             "TRUE",
         );
         let end = end.map(|t| t.as_millisecond() as f64 / 1000.0);
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let rows = self
-            .rows(&sql, end, &Mutex::new(None))
+            .rows(&sql, end, &Mutex::new(None), deadline)
             .await
             .map_err(|f| format!("postgres: {}", f.reason))?;
         let mut out = Vec::with_capacity(rows.len().min(MAX_CLINICS));
@@ -563,6 +571,7 @@ impl PostgresObserver {
         sql: &str,
         end: Option<f64>,
         stop: &Mutex<Option<String>>,
+        deadline: tokio::time::Instant,
     ) -> Result<Vec<Row>, Failure> {
         let mut client = self.connect().await?;
         if let Some(reason) = stop.lock().ok().and_then(|s| s.clone()) {
@@ -571,7 +580,19 @@ impl PostgresObserver {
                 whole_source: true,
             });
         }
-        let timeout = self.statement_timeout();
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(self.margin());
+        if left < Duration::from_millis(10) {
+            return Err(Failure {
+                reason: format!(
+                    "no time left within spec.metrics.timeout ({:?}) for this query: the others took it",
+                    self.timeout
+                ),
+                whole_source: true,
+            });
+        }
+        let timeout = left.min(self.statement_timeout());
         let failed = |e: tokio_postgres::Error| {
             let (reason, whole_source) = describe(&e, &self.config, timeout);
             Failure {
@@ -618,13 +639,14 @@ impl PostgresObserver {
         query: &SqlQuery,
         end: Option<f64>,
         stop: &Mutex<Option<String>>,
+        deadline: tokio::time::Instant,
     ) -> Result<f64, Failure> {
         let own = |reason: String| Failure {
             reason,
             whole_source: false,
         };
         let rows = self
-            .rows(&query.sql, end, stop)
+            .rows(&query.sql, end, stop, deadline)
             .await
             .map_err(|f| {
                 // A query the spec wrote that fails is that signal's problem, unless the

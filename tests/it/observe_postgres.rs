@@ -398,7 +398,10 @@ async fn a_slow_query_stops_at_the_statement_timeout_and_a_lock_too() {
     load_events(&pg).await;
     let mut observer = observer(
         &reader_url(&pg),
-        json!({"queries": {"p99LatencyMs": "SELECT 1.0::float8 FROM pg_sleep(30)"}}),
+        json!({
+            "filter": "details->>'app' = 'clinic-backend'",
+            "queries": {"p99LatencyMs": "SELECT 1.0::float8 FROM pg_sleep(30)"},
+        }),
         "1500ms",
     )
     .await;
