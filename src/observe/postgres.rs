@@ -932,3 +932,122 @@ impl deadpool_postgres::Connect for CheckedConnect {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(source: serde_json::Value) -> PostgresConfig {
+        let mut postgres = serde_json::json!({"urlSecretRef": {"name": "db", "key": "url"}});
+        if let (Some(base), Some(extra)) = (postgres.as_object_mut(), source.as_object()) {
+            base.extend(extra.clone());
+        }
+        let spec: MemoryTierSpec = serde_json::from_value(serde_json::json!({
+            "target": {"configMapName": "f"},
+            "metrics": {"postgres": postgres, "rateWindow": "90s"},
+        }))
+        .unwrap();
+        let source = spec.metrics.postgres.clone().unwrap();
+        PostgresConfig::from_spec(&spec, &source, "postgres://u:pw@db:5432/app".into())
+    }
+
+    #[test]
+    fn built_in_queries_are_the_runbooks_over_the_window() {
+        let set = SqlSet::new(&config(serde_json::json!({})));
+        let sql = |scope, signal| set.get(scope, signal).unwrap().sql.clone();
+        let p95 = sql(Scope::Service, Signal::P95LatencyMs);
+        assert!(
+            p95.starts_with(
+                "SELECT (percentile_cont(0.95) WITHIN GROUP (ORDER BY processing_time_ms))::float8 FROM \"observability_events\" WHERE event_type = 'request_completed'"
+            ),
+            "{p95}"
+        );
+        assert!(p95.contains("make_interval(secs => $2::float8)"), "{p95}");
+        let errors = sql(Scope::Service, Signal::ErrorRatePercent);
+        assert!(
+            errors.starts_with("SELECT COUNT(CASE WHEN success = false THEN 1 END)::float8 / NULLIF(COUNT(*), 0) * 100"),
+            "{errors}"
+        );
+        let hits = sql(Scope::Service, Signal::CacheHitRatePercent);
+        assert!(hits.contains("cache_hit = true") && hits.contains("'cache_access'"), "{hits}");
+        let mem0 = sql(Scope::Service, Signal::Mem0WriteSuccessPercent);
+        assert!(mem0.contains("success = true") && mem0.contains("'mem0_write'"), "{mem0}");
+        let breaker = sql(Scope::Service, Signal::BreakerState);
+        assert!(
+            breaker.contains("details->>'state'")
+                && breaker.contains("ORDER BY created_at DESC LIMIT 1"),
+            "{breaker}"
+        );
+        // Per cohort, the default key of details; the breaker is one per service.
+        let canary = sql(Scope::Cohort(Cohort::Canary), Signal::Requests);
+        assert!(canary.contains("(details->>'cohort' = 'canary')"), "{canary}");
+        assert!(set.get(Scope::Cohort(Cohort::Stable), Signal::BreakerState).is_none());
+        // The window is the rate window unless set.
+        assert_eq!(config(serde_json::json!({})).window, Duration::from_secs(90));
+        assert_eq!(
+            config(serde_json::json!({"window": "15m"})).window,
+            Duration::from_secs(900)
+        );
+    }
+
+    #[test]
+    fn names_and_values_are_quoted() {
+        assert_eq!(quote_table("public.events"), "\"public\".\"events\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\\b'"), "E'a\\\\b'''");
+        let c = config(serde_json::json!({"cohort": {"column": "path"}, "filter": " app = 'x' "}));
+        assert_eq!(c.cohort_condition(Cohort::Stable), "(\"path\"::text = 'stable')");
+        let set = SqlSet::new(&c);
+        let sql = &set.get(Scope::Service, Signal::Requests).unwrap().sql;
+        assert!(sql.contains("AND (app = 'x') AND TRUE"), "{sql}");
+    }
+
+    #[test]
+    fn overrides_take_placeholders_and_are_bounded_to_two_rows() {
+        let c = config(serde_json::json!({"queries": {
+            "p50LatencyMs": "SELECT 1 FROM {table} WHERE {cohort};",
+            "errorRatePercent": "SELECT 2",
+        }}));
+        let set = SqlSet::new(&c);
+        let p50 = set.get(Scope::Cohort(Cohort::Canary), Signal::P50LatencyMs).unwrap();
+        assert!(p50.overridden);
+        assert_eq!(
+            p50.sql,
+            "SELECT * FROM (\nSELECT 1 FROM \"observability_events\" WHERE (details->>'cohort' = 'canary')\n) AS tierguard_override LIMIT 2"
+        );
+        assert!(set.get(Scope::Cohort(Cohort::Canary), Signal::ErrorRatePercent).is_none());
+        assert!(set.no_cohort_query(Signal::ErrorRatePercent).unwrap().contains("{cohort}"));
+    }
+
+    #[test]
+    fn breaker_states_in_any_spelling() {
+        assert_eq!(breaker_gauge("open"), Some(1.0));
+        assert_eq!(breaker_gauge(" CLOSED "), Some(0.0));
+        assert_eq!(breaker_gauge("half-open"), Some(2.0));
+        assert_eq!(breaker_gauge("half_open"), Some(2.0));
+        assert_eq!(breaker_gauge("2"), Some(2.0));
+        assert_eq!(breaker_gauge("3"), None);
+        assert_eq!(breaker_gauge("melted"), None);
+    }
+
+    #[test]
+    fn urls_give_one_tcp_host_and_never_echo_the_password() {
+        let parse = |u: &str| parse_url(&SecretString::from(u.to_owned()));
+        let (config, host, port) = parse("postgres://u:s3cret@db.example:6543/app?sslmode=verify-full").unwrap();
+        assert_eq!((host.as_str(), port), ("db.example", 6543));
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+        let (_, _, port) = parse("postgresql://u@db/app").unwrap();
+        assert_eq!(port, DEFAULT_PORT);
+        for bad in [
+            "http://u:s3cret@db/app",
+            "postgres://u:s3cret@db/app?host=/var/run/postgresql",
+            "postgres://u:s3cret@db/app?hostaddr=10.0.0.1",
+            "postgres://u:s3cret@db/app?sslmode=sometimes",
+            "postgres://u:s3cret@a,b/app",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(!err.contains("s3cret"), "{bad}: {err}");
+        }
+    }
+}

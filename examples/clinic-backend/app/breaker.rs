@@ -38,7 +38,7 @@ impl State {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             State::Closed => "closed",
             State::Open => "open",

@@ -204,6 +204,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         metrics.clone(),
     );
     let breaker = Arc::new(Breaker::new(initial.flags.breaker.clone(), metrics.clone()));
+    // The events table learns the breaker's state at start-up, not only at its first change.
+    metrics.emit(|| {
+        events::Event::breaker_change(&initial.flags.breaker.name, breaker.state().label(), 0)
+    });
     let mem0 = Arc::new(Mem0Client::new(
         Arc::new(FakeMem0::new(settings.mem0_latency)),
         breaker,
