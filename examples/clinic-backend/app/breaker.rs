@@ -198,7 +198,6 @@ impl Breaker {
         inner.settings = settings;
     }
 
-    #[cfg(test)]
     pub fn state(&self) -> State {
         self.lock().phase.state()
     }
