@@ -570,3 +570,114 @@ async fn a_host_outside_the_metrics_allow_list_is_never_connected_to() {
     let err = Observer::new(config).unwrap_err().to_string();
     assert!(err.contains("spec.metrics.postgres.urlSecretRef") && err.contains("postgres://"), "{err}");
 }
+
+/// `tierguard simulate --from-postgres`: the history is the table. An hour of requests every 5 s
+/// (100 ms each) with a stretch from minute 20 to 40 at 2000 ms, and the breaker open from minute
+/// 45 to 50. Worked out by hand: each step's 5-minute window holds 60 requests; P50
+/// (percentile_cont) passes 1000 ms once 30 of them are slow, i.e. at the first step at least
+/// 145 s into the slow stretch: minute 22.5; the rollback opens when that has held for
+/// p50LatencyFor (10m): minute 32.5. The breaker incident opens at the step of its change,
+/// minute 45.
+#[tokio::test]
+async fn a_backtest_reads_its_history_from_the_table() {
+    let pg = server().await;
+    // On the 30 s step grid, two hours ago.
+    let base = (jiff::Timestamp::now().as_second() - 7200) / 30 * 30;
+    pg.exec(&format!(
+        "INSERT INTO observability_events (created_at, event_type, processing_time_ms, success)
+           SELECT to_timestamp({base} + 5 * i), 'request_completed',
+                  CASE WHEN i * 5 >= 1200 AND i * 5 < 2400 THEN 2000 ELSE 100 END, true
+           FROM generate_series(-60, 720) AS i;
+         INSERT INTO observability_events (created_at, event_type, details) VALUES
+           (to_timestamp({base} - 60), 'circuit_breaker_state_change', '{{\"state\": \"closed\"}}'),
+           (to_timestamp({base} + 2700), 'circuit_breaker_state_change', '{{\"state\": \"open\"}}'),
+           (to_timestamp({base} + 3000), 'circuit_breaker_state_change', '{{\"state\": \"closed\"}}');"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("tier.yaml");
+    let tier = json!({
+        "apiVersion": "tierguard.dev/v1alpha1",
+        "kind": "MemoryTier",
+        "metadata": {"name": "clinic-backend", "namespace": "clinic"},
+        "spec": {
+            "target": {"configMapName": "clinic-backend-flags"},
+            "metrics": {"postgres": {"urlSecretRef": {"name": "events-db", "key": "url"}}},
+        },
+    });
+    std::fs::write(&manifest, serde_json::to_string_pretty(&tier).unwrap()).unwrap();
+    let at = |t: i64| jiff::Timestamp::from_second(t).unwrap().to_string();
+    let (start, end) = (at(base), at(base + 3600));
+    let secret = format!("events-db/url={}", reader_url(&pg));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            manifest.to_str().unwrap(),
+            "--start",
+            &start,
+            "--end",
+            &end,
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_tierguard"))
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("tierguard runs")
+    };
+    let out = run(&["--from-postgres", "--secret", &secret, "--output", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let opened: Vec<(String, i64)> = lines
+        .iter()
+        .filter(|l| l["type"] == "incident" && l["change"] == "opened")
+        .map(|l| {
+            let t: jiff::Timestamp = l["time"].as_str().unwrap().parse().unwrap();
+            (l["runbook"].as_str().unwrap().to_owned(), t.as_second() - base)
+        })
+        .collect();
+    assert_eq!(
+        opened,
+        vec![
+            ("CanaryRollback".to_owned(), 1950),
+            ("CircuitBreakerOpen".to_owned(), 2700)
+        ],
+        "{lines:#?}"
+    );
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["timings"]["postgresQueries"], 121 * 22, "{summary}");
+    let unknown: Vec<&str> = summary["unknown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["signal"].as_str())
+        .collect();
+    assert!(!unknown.contains(&"p50LatencyMs"), "{unknown:?}");
+    assert!(unknown.contains(&"redisUsedMemoryPercent"), "{unknown:?}");
+
+    // The URL on the command line, text output: the password is never printed.
+    let out = run(&["--from-postgres", &reader_url(&pg)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("History from PostgreSQL postgres://reader:***@127.0.0.1"), "{text}");
+    assert!(text.contains("PostgreSQL ") && text.contains(" queries), policy "), "{text}");
+    assert!(!text.contains(READER_PASSWORD), "{text}");
+
+    // Wrong credentials: a clear error, non-zero, without the password.
+    let wrong = pg.url_for("reader", "Wrong-Password-42", "postgres");
+    let out = run(&["--from-postgres", &wrong]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot read PostgreSQL at postgres://reader:***@")
+            && stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Wrong-Password-42"), "{stderr}");
+}
