@@ -20,8 +20,8 @@ pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals, SqlQ
 pub use spec::*;
 pub use status::*;
 pub use vocabulary::{
-    ActionKind, ActionOutcome, ConditionType, EventType, MitigationName, Reason,
-    RollbackCriterion, RollbackPhase, Runbook, Subject,
+    ActionKind, ActionOutcome, ConditionType, EventType, MitigationName, Reason, RollbackCriterion,
+    RollbackPhase, Runbook, Subject,
 };
 
 use kube::CustomResourceExt;

@@ -629,7 +629,10 @@ pub struct PostgresSource {
     /// The column naming the clinic of a `cache_access` event (the runbooks' "cache hit rate by
     /// clinic").
     #[serde(default = "default_clinic_column")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
     pub clinic_column: String,
 }
 
@@ -648,11 +651,17 @@ fn default_clinic_column() -> String {
 pub struct PostgresCohort {
     /// A column of the events table holding the cohort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
     pub column: Option<String>,
     /// A key of the events' `details` (JSON) holding the cohort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    )]
     pub details_key: Option<String>,
 }
 

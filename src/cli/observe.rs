@@ -86,12 +86,17 @@ fn secret_refs(spec: &MemoryTierSpec) -> Vec<SecretKeyRef> {
 pub fn render_clinics(
     answer: &Result<Vec<crate::observe::postgres::ClinicHitRate>, String>,
 ) -> String {
-    use crate::observe::postgres::{MIN_CLINIC_LOOKUPS, MAX_CLINICS};
+    use crate::observe::postgres::{MAX_CLINICS, MIN_CLINIC_LOOKUPS};
     let title = format!(
         "\ncache hit rate by clinic (postgres; clinics with more than {MIN_CLINIC_LOOKUPS} lookups, lowest first, at most {MAX_CLINICS})\n"
     );
     let clinics = match answer {
-        Err(reason) => return format!("{title}  unknown: {}\n", crate::remote::text::reason(reason)),
+        Err(reason) => {
+            return format!(
+                "{title}  unknown: {}\n",
+                crate::remote::text::reason(reason)
+            );
+        }
         Ok(c) if c.is_empty() => return format!("{title}  none\n"),
         Ok(c) => c,
     };

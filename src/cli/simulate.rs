@@ -68,11 +68,7 @@ pub struct SimulateArgs {
     pub compare: Option<PathBuf>,
     /// A Secret value for Prometheus's auth or the PostgreSQL URL, NAME/KEY=VALUE (repeatable),
     /// as for `observe`.
-    #[arg(
-        long = "secret",
-        value_name = "NAME/KEY=VALUE",
-        requires = "history"
-    )]
+    #[arg(long = "secret", value_name = "NAME/KEY=VALUE", requires = "history")]
     pub secrets: Vec<String>,
     /// The most policy steps one backtest replays.
     #[arg(long, value_name = "N", default_value_t = history::DEFAULT_MAX_STEPS, requires = "history")]

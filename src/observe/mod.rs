@@ -174,8 +174,8 @@ impl ObserveConfig {
         let postgres = match &metrics.postgres {
             None => None,
             Some(source) => {
-                let url = resolve("spec.metrics.postgres.urlSecretRef", &source.url_secret_ref)
-                    .await?;
+                let url =
+                    resolve("spec.metrics.postgres.urlSecretRef", &source.url_secret_ref).await?;
                 Some(PostgresConfig::from_spec(spec, source, url))
             }
         };

@@ -373,7 +373,9 @@ impl PostgresObserver {
         let tls = match pg.get_ssl_mode() {
             SslMode::Disable => None,
             _ => Some(tokio_postgres_rustls::MakeRustlsConnect::new(
-                crate::remote::redis::verified_tls_config()?.as_ref().clone(),
+                crate::remote::redis::verified_tls_config()?
+                    .as_ref()
+                    .clone(),
             )),
         };
         let mut pg = pg;
@@ -659,15 +661,17 @@ impl PostgresObserver {
                 Failure { whole_source, ..f }
             })?;
         let Some(row) = rows.first() else {
-            return Err(own(if signal == Signal::BreakerState && !query.overridden {
-                format!(
-                    "no {} event in {}",
-                    EventType::CircuitBreakerStateChange,
-                    self.config.table_name
-                )
-            } else {
-                "the query returned no row".to_owned()
-            }));
+            return Err(own(
+                if signal == Signal::BreakerState && !query.overridden {
+                    format!(
+                        "no {} event in {}",
+                        EventType::CircuitBreakerStateChange,
+                        self.config.table_name
+                    )
+                } else {
+                    "the query returned no row".to_owned()
+                },
+            ));
         };
         if rows.len() > 1 {
             return Err(own(
@@ -725,7 +729,9 @@ impl PostgresObserver {
                 format!(
                     "the latest {} event ({}) has no details->>'state'",
                     EventType::CircuitBreakerStateChange,
-                    at.as_deref().map(|t| text::shown(t, MAX_TEXT_CHARS)).unwrap_or_default()
+                    at.as_deref()
+                        .map(|t| text::shown(t, MAX_TEXT_CHARS))
+                        .unwrap_or_default()
                 )
             }
             _ => "the query answered NULL".to_owned(),
@@ -741,7 +747,12 @@ pub fn breaker_gauge(state: &str) -> Option<f64> {
         "closed" => BreakerState::Closed,
         "open" => BreakerState::Open,
         "half_open" | "halfopen" => BreakerState::HalfOpen,
-        other => return other.parse::<f64>().ok().filter(|g| BreakerState::from_gauge(*g).is_some()),
+        other => {
+            return other
+                .parse::<f64>()
+                .ok()
+                .filter(|g| BreakerState::from_gauge(*g).is_some());
+        }
     };
     Some(parsed.gauge())
 }
@@ -760,7 +771,10 @@ fn first_column(row: &Row) -> Result<Cell, String> {
     let ty = column.type_().clone();
     let get_err = |e: tokio_postgres::Error| format!("the first column ({ty}): {e}");
     let cell = match ty {
-        Type::FLOAT8 => row.try_get::<_, Option<f64>>(0).map_err(get_err)?.map(Cell::Number),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(0)
+            .map_err(get_err)?
+            .map(Cell::Number),
         Type::FLOAT4 => row
             .try_get::<_, Option<f32>>(0)
             .map_err(get_err)?
@@ -875,13 +889,15 @@ fn parse_url(url: &SecretString) -> Result<(tokio_postgres::Config, String, u16)
     let config: tokio_postgres::Config = parsed
         .as_str()
         .parse()
-        .map_err(|e: tokio_postgres::Error| {
-            scrub(&format!("{shown}: {e}"), &[url])
-        })?;
+        .map_err(|e: tokio_postgres::Error| scrub(&format!("{shown}: {e}"), &[url]))?;
     let host = match config.get_hosts() {
         [Host::Tcp(host)] => host.clone(),
         [] => return Err(format!("{shown}: the URL names no host")),
-        [_] => return Err(format!("{shown}: a Unix socket is not a network destination")),
+        [_] => {
+            return Err(format!(
+                "{shown}: a Unix socket is not a network destination"
+            ));
+        }
         _ => return Err(format!("{shown}: give exactly one host")),
     };
     let port = match config.get_ports() {
@@ -902,8 +918,10 @@ impl deadpool_postgres::Connect for CheckedConnect {
     fn connect(
         &self,
         pg_config: &tokio_postgres::Config,
-    ) -> BoxFuture<'_, Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>>
-    {
+    ) -> BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
         let mut config = pg_config.clone();
         let ip = self.checked.lock().ok().and_then(|slot| *slot);
         let tls = self.tls.clone();
@@ -969,9 +987,15 @@ mod tests {
             "{errors}"
         );
         let hits = sql(Scope::Service, Signal::CacheHitRatePercent);
-        assert!(hits.contains("cache_hit = true") && hits.contains("'cache_access'"), "{hits}");
+        assert!(
+            hits.contains("cache_hit = true") && hits.contains("'cache_access'"),
+            "{hits}"
+        );
         let mem0 = sql(Scope::Service, Signal::Mem0WriteSuccessPercent);
-        assert!(mem0.contains("success = true") && mem0.contains("'mem0_write'"), "{mem0}");
+        assert!(
+            mem0.contains("success = true") && mem0.contains("'mem0_write'"),
+            "{mem0}"
+        );
         let breaker = sql(Scope::Service, Signal::BreakerState);
         assert!(
             breaker.contains("details->>'state'")
@@ -980,10 +1004,19 @@ mod tests {
         );
         // Per cohort, the default key of details; the breaker is one per service.
         let canary = sql(Scope::Cohort(Cohort::Canary), Signal::Requests);
-        assert!(canary.contains("(details->>'cohort' = 'canary')"), "{canary}");
-        assert!(set.get(Scope::Cohort(Cohort::Stable), Signal::BreakerState).is_none());
+        assert!(
+            canary.contains("(details->>'cohort' = 'canary')"),
+            "{canary}"
+        );
+        assert!(
+            set.get(Scope::Cohort(Cohort::Stable), Signal::BreakerState)
+                .is_none()
+        );
         // The window is the rate window unless set.
-        assert_eq!(config(serde_json::json!({})).window, Duration::from_secs(90));
+        assert_eq!(
+            config(serde_json::json!({})).window,
+            Duration::from_secs(90)
+        );
         assert_eq!(
             config(serde_json::json!({"window": "15m"})).window,
             Duration::from_secs(900)
@@ -997,7 +1030,10 @@ mod tests {
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(literal("a\\b'"), "E'a\\\\b'''");
         let c = config(serde_json::json!({"cohort": {"column": "path"}, "filter": " app = 'x' "}));
-        assert_eq!(c.cohort_condition(Cohort::Stable), "(\"path\"::text = 'stable')");
+        assert_eq!(
+            c.cohort_condition(Cohort::Stable),
+            "(\"path\"::text = 'stable')"
+        );
         let set = SqlSet::new(&c);
         let sql = &set.get(Scope::Service, Signal::Requests).unwrap().sql;
         assert!(sql.contains("AND (app = 'x') AND TRUE"), "{sql}");
@@ -1010,14 +1046,23 @@ mod tests {
             "errorRatePercent": "SELECT 2",
         }}));
         let set = SqlSet::new(&c);
-        let p50 = set.get(Scope::Cohort(Cohort::Canary), Signal::P50LatencyMs).unwrap();
+        let p50 = set
+            .get(Scope::Cohort(Cohort::Canary), Signal::P50LatencyMs)
+            .unwrap();
         assert!(p50.overridden);
         assert_eq!(
             p50.sql,
             "SELECT * FROM (\nSELECT 1 FROM \"observability_events\" WHERE (details->>'cohort' = 'canary')\n) AS tierguard_override LIMIT 2"
         );
-        assert!(set.get(Scope::Cohort(Cohort::Canary), Signal::ErrorRatePercent).is_none());
-        assert!(set.no_cohort_query(Signal::ErrorRatePercent).unwrap().contains("{cohort}"));
+        assert!(
+            set.get(Scope::Cohort(Cohort::Canary), Signal::ErrorRatePercent)
+                .is_none()
+        );
+        assert!(
+            set.no_cohort_query(Signal::ErrorRatePercent)
+                .unwrap()
+                .contains("{cohort}")
+        );
     }
 
     #[test]
@@ -1034,7 +1079,8 @@ mod tests {
     #[test]
     fn urls_give_one_tcp_host_and_never_echo_the_password() {
         let parse = |u: &str| parse_url(&SecretString::from(u.to_owned()));
-        let (config, host, port) = parse("postgres://u:s3cret@db.example:6543/app?sslmode=verify-full").unwrap();
+        let (config, host, port) =
+            parse("postgres://u:s3cret@db.example:6543/app?sslmode=verify-full").unwrap();
         assert_eq!((host.as_str(), port), ("db.example", 6543));
         assert_eq!(config.get_ssl_mode(), SslMode::Require);
         let (_, _, port) = parse("postgresql://u@db/app").unwrap();

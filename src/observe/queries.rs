@@ -148,7 +148,6 @@ impl QuerySet {
     pub fn iter(&self) -> impl Iterator<Item = ((Scope, Signal), &Query)> {
         self.queries.iter().map(|(k, q)| (*k, q))
     }
-
 }
 
 /// Why a signal has no per-cohort query (an override without `{cohort}`): each source's query

@@ -105,7 +105,10 @@ fn all_unknown_with(obs: &Observation, needle: &str) {
             .unknown
             .get(name)
             .unwrap_or_else(|| panic!("{name} must be unknown: {obs:?}"));
-        assert!(reason.contains(needle), "{name}: {reason:?} lacks {needle:?}");
+        assert!(
+            reason.contains(needle),
+            "{name}: {reason:?} lacks {needle:?}"
+        );
     }
     assert_eq!(obs.p50_latency_ms, None);
     assert_eq!(obs.error_rate_percent, None);
@@ -231,7 +234,10 @@ async fn every_signal_comes_from_the_runbooks_queries_over_inserted_events() {
     assert_eq!(obs.breaker_state, Some(BreakerState::HalfOpen));
 
     // Per cohort, from details->>'cohort' (the default key: spec.canary.cohortLabel.name).
-    let cohorts = obs.cohorts.as_ref().expect("cohorts from details->>'cohort'");
+    let cohorts = obs
+        .cohorts
+        .as_ref()
+        .expect("cohorts from details->>'cohort'");
     close(cohorts.canary.error_rate_percent, 25.0, "canary error rate");
     close(cohorts.stable.error_rate_percent, 2.5, "stable error rate");
     close(cohorts.canary.requests, 20.0, "canary requests");
@@ -267,13 +273,18 @@ async fn every_signal_comes_from_the_runbooks_queries_over_inserted_events() {
     )
     .await;
     let obs = wide.observe().await;
-    close(obs.error_rate_percent, 107.0 / 200.0 * 100.0, "2h error rate");
+    close(
+        obs.error_rate_percent,
+        107.0 / 200.0 * 100.0,
+        "2h error rate",
+    );
 }
 
 #[tokio::test]
 async fn a_cohort_column_and_overrides_with_placeholders() {
     let pg = server().await;
-    pg.exec("ALTER TABLE observability_events ADD COLUMN path text").await;
+    pg.exec("ALTER TABLE observability_events ADD COLUMN path text")
+        .await;
     insert(
         &pg,
         40,
@@ -297,7 +308,11 @@ async fn a_cohort_column_and_overrides_with_placeholders() {
     .await;
     let obs = observer.observe().await;
     assert!(source(&obs, "postgres").ok, "{:?}", obs.sources);
-    close(obs.p50_latency_ms, 400.0, "override p50 (max over the service)");
+    close(
+        obs.p50_latency_ms,
+        400.0,
+        "override p50 (max over the service)",
+    );
     close(obs.mem0_write_success_percent, 99.5, "constant override");
     close(obs.error_rate_percent, 10.0, "error rate");
     // The cohort label's values are canary/stable and the column holds new/old: no cohort.
@@ -341,19 +356,42 @@ async fn empty_windows_and_null_details_are_unknown_not_zero() {
     let pg = server().await;
     let mut observer = observer(&reader_url(&pg), json!({}), "5s").await;
     let obs = observer.observe().await;
-    assert!(source(&obs, "postgres").ok, "an empty table is a healthy source: {:?}", obs.sources);
+    assert!(
+        source(&obs, "postgres").ok,
+        "an empty table is a healthy source: {:?}",
+        obs.sources
+    );
     for name in APP_SIGNALS {
-        assert!(obs.unknown.contains_key(name), "{name} must be unknown: {obs:?}");
+        assert!(
+            obs.unknown.contains_key(name),
+            "{name} must be unknown: {obs:?}"
+        );
     }
     assert_eq!(obs.requests, None);
-    assert!(obs.unknown["requests"].contains("no request_completed event"), "{:?}", obs.unknown);
-    assert!(obs.unknown["errorRatePercent"].contains("over the last 15m"), "{:?}", obs.unknown);
+    assert!(
+        obs.unknown["requests"].contains("no request_completed event"),
+        "{:?}",
+        obs.unknown
+    );
+    assert!(
+        obs.unknown["errorRatePercent"].contains("over the last 15m"),
+        "{:?}",
+        obs.unknown
+    );
     assert!(obs.unknown["cacheHitRatePercent"].contains("no cache_access event"));
     assert!(obs.unknown["mem0WriteSuccessPercent"].contains("no mem0_write event"));
     assert!(obs.unknown["breakerState"].contains("no circuit_breaker_state_change event"));
 
     // Only old events: the window is still empty.
-    insert(&pg, 10, "request_completed", "processing_time_ms, success", "100, true", "2 hours").await;
+    insert(
+        &pg,
+        10,
+        "request_completed",
+        "processing_time_ms, success",
+        "100, true",
+        "2 hours",
+    )
+    .await;
     let obs = observer.observe().await;
     assert_eq!(obs.error_rate_percent, None);
     assert_eq!(obs.p50_latency_ms, None);
@@ -375,10 +413,17 @@ async fn empty_windows_and_null_details_are_unknown_not_zero() {
         "{:?}",
         obs.unknown
     );
-    assert_eq!(obs.p50_latency_ms, None, "no processing time: no percentile");
+    assert_eq!(
+        obs.p50_latency_ms, None,
+        "no processing time: no percentile"
+    );
     assert!(obs.unknown["p50LatencyMs"].contains("processing_time_ms"));
     // The requests are there, with success = true: 0 % errors is a measurement, not a default.
-    close(obs.error_rate_percent, 0.0, "error rate of 5 successful requests");
+    close(
+        obs.error_rate_percent,
+        0.0,
+        "error rate of 5 successful requests",
+    );
     close(obs.requests, 5.0, "requests");
     // A lookup whose cache_hit is NULL is no hit, as in the runbooks' CASE WHEN.
     close(obs.cache_hit_rate_percent, 0.0, "one lookup, not a hit");
@@ -389,7 +434,11 @@ async fn empty_windows_and_null_details_are_unknown_not_zero() {
     // A state that is not one: unknown, with the state quoted.
     pg.exec("INSERT INTO observability_events (event_type, details) VALUES ('circuit_breaker_state_change', '{\"state\": \"melted\"}')").await;
     let obs = observer.observe().await;
-    assert!(obs.unknown["breakerState"].contains("\"melted\""), "{:?}", obs.unknown);
+    assert!(
+        obs.unknown["breakerState"].contains("\"melted\""),
+        "{:?}",
+        obs.unknown
+    );
 }
 
 #[tokio::test]
@@ -407,7 +456,11 @@ async fn a_slow_query_stops_at_the_statement_timeout_and_a_lock_too() {
     .await;
     let started = std::time::Instant::now();
     let obs = observer.observe().await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(obs.p99_latency_ms, None);
     let reason = &obs.unknown["p99LatencyMs"];
     assert!(reason.contains("statement timeout"), "{reason}");
@@ -427,13 +480,21 @@ async fn a_slow_query_stops_at_the_statement_timeout_and_a_lock_too() {
     let health = source(&obs, "postgres");
     assert!(!health.ok, "{health:?}");
     assert!(
-        health.reason.as_deref().unwrap().contains("statement timeout"),
+        health
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("statement timeout"),
         "{health:?}"
     );
     all_unknown_with(&obs, "statement timeout");
     locker.batch_execute("ROLLBACK").await.unwrap();
     let obs = plain.observe().await;
-    assert!(source(&obs, "postgres").ok, "after the lock: {:?}", obs.sources);
+    assert!(
+        source(&obs, "postgres").ok,
+        "after the lock: {:?}",
+        obs.sources
+    );
     close(obs.error_rate_percent, 53.5, "after the lock");
 }
 
@@ -472,12 +533,19 @@ async fn a_connection_ended_mid_observation_is_a_reason_and_the_next_one_reconne
         "{reason}"
     );
     let health = source(&obs, "postgres");
-    assert!(!health.ok, "a connection ended by the server is the source's: {health:?}");
+    assert!(
+        !health.ok,
+        "a connection ended by the server is the source's: {health:?}"
+    );
     // The pool drops the dead connections and opens new ones.
     let obs = observer.observe().await;
     assert!(source(&obs, "postgres").ok, "{:?}", obs.sources);
     close(obs.p95_latency_ms, 95.0, "p95 after reconnecting");
-    close(obs.error_rate_percent, 53.5, "error rate after reconnecting");
+    close(
+        obs.error_rate_percent,
+        53.5,
+        "error rate after reconnecting",
+    );
 }
 
 #[tokio::test]
@@ -490,7 +558,10 @@ async fn wrong_credentials_a_missing_table_and_a_server_down_are_reasons_without
     let health = source(&obs, "postgres");
     assert!(!health.ok);
     let reason = health.reason.as_deref().unwrap();
-    assert!(reason.contains("password authentication failed"), "{reason}");
+    assert!(
+        reason.contains("password authentication failed"),
+        "{reason}"
+    );
     all_unknown_with(&obs, "password authentication failed");
     let json = serde_json::to_string(&obs).unwrap();
     assert!(!json.contains("not-the-Password-77"), "{json}");
@@ -502,12 +573,17 @@ async fn wrong_credentials_a_missing_table_and_a_server_down_are_reasons_without
     let health = source(&obs, "postgres");
     assert!(!health.ok);
     let reason = health.reason.as_deref().unwrap();
-    assert!(reason.contains("does not exist") && reason.contains("app.events"), "{reason}");
+    assert!(
+        reason.contains("does not exist") && reason.contains("app.events"),
+        "{reason}"
+    );
     all_unknown_with(&obs, "does not exist");
 
     // A table the reader may not read.
-    pg.exec("CREATE TABLE secret_events (LIKE observability_events INCLUDING ALL)").await;
-    let mut observer = self::observer(&reader_url(&pg), json!({"table": "secret_events"}), "3s").await;
+    pg.exec("CREATE TABLE secret_events (LIKE observability_events INCLUDING ALL)")
+        .await;
+    let mut observer =
+        self::observer(&reader_url(&pg), json!({"table": "secret_events"}), "3s").await;
     let obs = observer.observe().await;
     all_unknown_with(&obs, "permission denied");
 
@@ -519,7 +595,11 @@ async fn wrong_credentials_a_missing_table_and_a_server_down_are_reasons_without
     )
     .await;
     let obs = observer.observe().await;
-    assert!(obs.unknown["requests"].contains("read-only transaction"), "{:?}", obs.unknown);
+    assert!(
+        obs.unknown["requests"].contains("read-only transaction"),
+        "{:?}",
+        obs.unknown
+    );
 
     // The server goes down: a reason, never a panic; it comes back: values again.
     let mut observer = self::observer(&reader_url(&pg), json!({}), "3s").await;
@@ -532,10 +612,18 @@ async fn wrong_credentials_a_missing_table_and_a_server_down_are_reasons_without
     for name in APP_SIGNALS {
         assert!(obs.unknown.contains_key(name), "{name}");
     }
-    assert!(!serde_json::to_string(&obs).unwrap().contains(READER_PASSWORD));
+    assert!(
+        !serde_json::to_string(&obs)
+            .unwrap()
+            .contains(READER_PASSWORD)
+    );
     pg.restart();
     let obs = observer.observe().await;
-    assert!(source(&obs, "postgres").ok, "after the restart: {:?}", obs.sources);
+    assert!(
+        source(&obs, "postgres").ok,
+        "after the restart: {:?}",
+        obs.sources
+    );
     close(obs.mem0_write_success_percent, 98.0, "after the restart");
 }
 
@@ -558,7 +646,10 @@ async fn a_host_outside_the_metrics_allow_list_is_never_connected_to() {
     let rows = pg
         .client()
         .await
-        .query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'tierguard'", &[])
+        .query(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'tierguard'",
+            &[],
+        )
         .await
         .unwrap();
     assert!(rows.is_empty(), "a refused host was connected to");
@@ -568,7 +659,10 @@ async fn a_host_outside_the_metrics_allow_list_is_never_connected_to() {
         .await
         .unwrap();
     let err = Observer::new(config).unwrap_err().to_string();
-    assert!(err.contains("spec.metrics.postgres.urlSecretRef") && err.contains("postgres://"), "{err}");
+    assert!(
+        err.contains("spec.metrics.postgres.urlSecretRef") && err.contains("postgres://"),
+        "{err}"
+    );
 }
 
 /// `tierguard simulate --from-postgres`: the history is the table. An hour of requests every 5 s
@@ -638,7 +732,10 @@ async fn a_backtest_reads_its_history_from_the_table() {
         .filter(|l| l["type"] == "incident" && l["change"] == "opened")
         .map(|l| {
             let t: jiff::Timestamp = l["time"].as_str().unwrap().parse().unwrap();
-            (l["runbook"].as_str().unwrap().to_owned(), t.as_second() - base)
+            (
+                l["runbook"].as_str().unwrap().to_owned(),
+                t.as_second() - base,
+            )
         })
         .collect();
     assert_eq!(
@@ -664,9 +761,19 @@ async fn a_backtest_reads_its_history_from_the_table() {
     // The URL on the command line, text output: the password is never printed.
     let out = run(&["--from-postgres", &reader_url(&pg)]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("History from PostgreSQL postgres://reader:***@127.0.0.1"), "{text}");
-    assert!(text.contains("PostgreSQL ") && text.contains(" queries), policy "), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("History from PostgreSQL postgres://reader:***@127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PostgreSQL ") && text.contains(" queries), policy "),
+        "{text}"
+    );
     assert!(!text.contains(READER_PASSWORD), "{text}");
 
     // Wrong credentials: a clear error, non-zero, without the password.

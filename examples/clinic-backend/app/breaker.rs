@@ -158,9 +158,8 @@ impl Breaker {
             Phase::Closed { failures } => failures,
             _ => inner.settings.failure_threshold,
         };
-        self.metrics.emit(|| {
-            super::events::Event::breaker_change(&name, to.label(), failures)
-        });
+        self.metrics
+            .emit(|| super::events::Event::breaker_change(&name, to.label(), failures));
         self.metrics
             .breaker_transitions
             .get_or_create(&TransitionLabels {

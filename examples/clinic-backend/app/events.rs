@@ -214,7 +214,10 @@ async fn write(
         batch.clear();
         let now_dropped = dropped.load(Ordering::Relaxed);
         if now_dropped > dropped_told {
-            tracing::warn!(dropped = now_dropped, "events dropped: the queue to PostgreSQL was full");
+            tracing::warn!(
+                dropped = now_dropped,
+                "events dropped: the queue to PostgreSQL was full"
+            );
             dropped_told = now_dropped;
         }
     }

@@ -517,12 +517,18 @@ impl PostgresServer {
                 .arg(dir.path())
                 .status()
                 .expect("chown the cluster's directory");
-            assert!(status.success(), "chown to postgres failed (is the Debian package installed?)");
+            assert!(
+                status.success(),
+                "chown to postgres failed (is the Debian package installed?)"
+            );
         }
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, POSTGRES_PASSWORD).unwrap();
         if is_root() {
-            let _ = Command::new("chown").args(["postgres:postgres"]).arg(&pwfile).status();
+            let _ = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&pwfile)
+                .status();
         }
         let data = dir.path().join("data");
         let out = as_postgres_user(&postgres_binary("initdb"))
