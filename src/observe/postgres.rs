@@ -654,7 +654,7 @@ impl PostgresObserver {
                 // A query the spec wrote that fails is that signal's problem, unless the
                 // connection is.
                 let whole_source =
-                    f.whole_source && !(query.overridden && !is_connection_failure(&f));
+                    f.whole_source && (!query.overridden || is_connection_failure(&f));
                 if whole_source && let Ok(mut first) = stop.lock() {
                     first.get_or_insert_with(|| f.reason.clone());
                 }

@@ -121,6 +121,7 @@ impl EventSink {
 
 /// The table's definition (docs/metrics.md), created when missing.
 pub fn create_table_sql(table: &str) -> String {
+    let index = format!("{}_type_time", table.replace('.', "_"));
     format!(
         "CREATE TABLE IF NOT EXISTS {table} (
             id bigserial PRIMARY KEY,
@@ -133,8 +134,7 @@ pub fn create_table_sql(table: &str) -> String {
             cache_hit boolean,
             details jsonb
         );
-        CREATE INDEX IF NOT EXISTS {index} ON {table} (event_type, created_at);",
-        index = format!("{}_type_time", table.replace('.', "_"))
+        CREATE INDEX IF NOT EXISTS {index} ON {table} (event_type, created_at);"
     )
 }
 
