@@ -459,7 +459,7 @@ impl PostgresObserver {
         let stop = Mutex::new(None);
         let stop = &stop;
         let answers = join_all(self.queries.iter().map(|(key, query)| async move {
-            let answer = self.value(key.1, query, end, stop, deadline).await;
+            let answer = self.value(key, query, end, stop, deadline).await;
             (key, answer)
         }))
         .await;
@@ -637,7 +637,7 @@ impl PostgresObserver {
     /// One signal's value from its query's first row and column.
     async fn value(
         &self,
-        signal: Signal,
+        (scope, signal): (Scope, Signal),
         query: &SqlQuery,
         end: Option<f64>,
         stop: &Mutex<Option<String>>,
@@ -683,7 +683,7 @@ impl PostgresObserver {
             Err(reason) => return Err(own(reason)),
         };
         match value {
-            Cell::Null => Err(own(self.null_reason(signal, query, row))),
+            Cell::Null => Err(own(self.null_reason((scope, signal), query, row))),
             Cell::Number(v) => Ok(v),
             Cell::Text(t) if signal == Signal::BreakerState => breaker_gauge(&t).ok_or_else(|| {
                 own(format!(
@@ -701,12 +701,19 @@ impl PostgresObserver {
     }
 
     /// Why a NULL answer is unknown, in the table's words.
-    fn null_reason(&self, signal: Signal, query: &SqlQuery, row: &Row) -> String {
+    fn null_reason(&self, (scope, signal): (Scope, Signal), query: &SqlQuery, row: &Row) -> String {
         if query.overridden {
             return "the query answered NULL".to_owned();
         }
         let window = humantime::format_duration(self.config.window);
-        let table = &self.config.table_name;
+        let table = match scope {
+            Scope::Service => self.config.table_name.clone(),
+            Scope::Cohort(c) => format!(
+                "{} where {}",
+                self.config.table_name,
+                self.config.cohort_condition(c)
+            ),
+        };
         match signal {
             Signal::P50LatencyMs | Signal::P95LatencyMs | Signal::P99LatencyMs => format!(
                 "no {} event with a processing_time_ms in {table} over the last {window}",
