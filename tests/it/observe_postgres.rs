@@ -788,3 +788,194 @@ async fn a_backtest_reads_its_history_from_the_table() {
     );
     assert!(!stderr.contains("Wrong-Password-42"), "{stderr}");
 }
+
+/// The controller itself on the SQL source, through the in-process API server: the status shows
+/// the signals read from the table; the server ending the controller's connections mid-run is
+/// absorbed (the pool reconnects); a table renamed away and a password changed under it are each
+/// a reason in `status.observed`, no value and never zero, and the tier recovers when they are
+/// put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_reports_what_the_table_says_and_why_when_it_cannot() {
+    use kube::api::{Api, PostParams};
+    use tierguard::api::MemoryTier;
+    use tierguard::controller::RunConfig;
+
+    tierguard::install_crypto_provider();
+    let pg = server().await;
+    // Requests over the last minute (a 5s window sees some of them), and a breaker state.
+    pg.exec(
+        "INSERT INTO observability_events (created_at, event_type, processing_time_ms, success)
+           SELECT now() + (i || ' milliseconds')::interval, 'request_completed', 120, true
+           FROM generate_series(0, 600000, 100) AS i;
+         INSERT INTO observability_events (event_type, details)
+           VALUES ('circuit_breaker_state_change', '{\"state\": \"closed\"}');",
+    )
+    .await;
+    let api_server = crate::support::api_server().await;
+    let client = api_server.client();
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("events-db".into()),
+            namespace: Some("clinic".into()),
+            labels: Some([("tierguard.dev/usable".to_owned(), "true".to_owned())].into()),
+            ..Default::default()
+        },
+        string_data: None,
+        data: Some(
+            [(
+                "url".to_owned(),
+                k8s_openapi::ByteString(reader_url(&pg).into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "clinic")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let tier = crate::support::tiers::tier(
+        "sql-tier",
+        "clinic",
+        json!({"metrics": {
+            "postgres": {"urlSecretRef": {"name": "events-db", "key": "url"}, "window": "5s"},
+            "interval": "1s",
+            "timeout": "800ms",
+        }}),
+    );
+    let tiers: Api<MemoryTier> = Api::namespaced(client.clone(), "clinic");
+    tiers.create(&PostParams::default(), &tier).await.unwrap();
+    let run = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            tierguard::controller::run(
+                client,
+                RunConfig {
+                    namespaces: vec!["clinic".into()],
+                    selector: None,
+                    metrics_addr: None,
+                    lease: None,
+                    instance: None,
+                    concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+                    destinations: crate::support::loopback(),
+                    background: Default::default(),
+                    shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+                },
+            )
+            .await
+            .expect("the controller runs");
+        })
+    };
+    // The first observation after `since` that satisfies `f`.
+    let observed = |what: &'static str, since: jiff::Timestamp, f: fn(&Observation) -> bool| {
+        let tiers = tiers.clone();
+        async move {
+            crate::support::wait_for(what, Duration::from_secs(30), || {
+                let tiers = tiers.clone();
+                async move {
+                    let t = tiers.get("sql-tier").await.ok()?;
+                    let o = t.status?.observed?;
+                    (o.at.is_some_and(|at| at > since) && f(&o)).then_some(o)
+                }
+            })
+            .await
+        }
+    };
+    let pg_ok = |o: &Observation| o.sources.iter().any(|s| s.name == "postgres" && s.ok);
+    let healthy = |o: &Observation| {
+        o.sources.iter().any(|s| s.name == "postgres" && s.ok)
+            && o.p50_latency_ms == Some(120.0)
+            && o.breaker_state == Some(BreakerState::Closed)
+    };
+    let first = observed(
+        "the signals from the table",
+        jiff::Timestamp::now(),
+        healthy,
+    )
+    .await;
+    assert_eq!(first.error_rate_percent, Some(0.0));
+
+    // The server ends every connection of the controller: the next observations still read.
+    let ended = jiff::Timestamp::now();
+    let rows = pg
+        .client()
+        .await
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tierguard'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "the controller holds connections");
+    observed("a reading after the connections ended", ended, healthy).await;
+
+    // The table is renamed away: a reason, no value.
+    let renamed = jiff::Timestamp::now();
+    pg.exec("ALTER TABLE observability_events RENAME TO observability_events_old")
+        .await;
+    let o = observed("the missing table in status", renamed, |o| {
+        o.sources.iter().any(|s| {
+            s.name == "postgres"
+                && !s.ok
+                && s.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("does not exist"))
+        })
+    })
+    .await;
+    assert_eq!(o.p50_latency_ms, None);
+    assert_eq!(o.requests, None);
+    assert!(
+        o.unknown["p50LatencyMs"].contains("observability_events"),
+        "{:?}",
+        o.unknown
+    );
+    pg.exec("ALTER TABLE observability_events_old RENAME TO observability_events")
+        .await;
+    observed("the table back", jiff::Timestamp::now(), healthy).await;
+
+    // The password changes under the controller and its connections end: a reason naming
+    // authentication, without the password; then the Secret follows and it reads again.
+    let changed = jiff::Timestamp::now();
+    pg.exec(
+        "ALTER ROLE reader PASSWORD 'rotated-Secret-2';
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tierguard';",
+    )
+    .await;
+    let o = observed("the failed authentication in status", changed, |o| {
+        o.sources.iter().any(|s| {
+            s.name == "postgres"
+                && !s.ok
+                && s.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("password authentication failed"))
+        })
+    })
+    .await;
+    assert_eq!(o.error_rate_percent, None);
+    let status = serde_json::to_string(&tiers.get("sql-tier").await.unwrap().status).unwrap();
+    assert!(!status.contains(READER_PASSWORD) && !status.contains("rotated-Secret-2"));
+    let rotated = pg.url_for("reader", "rotated-Secret-2", "postgres");
+    let mut secret = secret;
+    secret.data = Some(
+        [(
+            "url".to_owned(),
+            k8s_openapi::ByteString(rotated.into_bytes()),
+        )]
+        .into(),
+    );
+    secret.metadata.resource_version = None;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "clinic")
+        .replace("events-db", &PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let back = observed("reading again with the rotated password", changed, |o| {
+        o.sources.iter().any(|s| s.name == "postgres" && s.ok)
+    })
+    .await;
+    assert!(
+        pg_ok(&back) && back.p50_latency_ms == Some(120.0),
+        "{back:?}"
+    );
+    run.abort();
+}
