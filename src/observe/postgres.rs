@@ -458,8 +458,21 @@ impl PostgresObserver {
         // locked table or a dying server is said once, within the deadline, not hammered.
         let stop = Mutex::new(None);
         let stop = &stop;
+        // Each query gives up a little before the observation's deadline, so that the answers
+        // that came in are kept (the observation's deadline drops everything still running).
+        let give_up = deadline - self.margin() / 2;
         let answers = join_all(self.queries.iter().map(|(key, query)| async move {
-            let answer = self.value(key, query, end, stop, deadline).await;
+            let answer = tokio::time::timeout_at(give_up, self.value(key, query, end, stop, deadline))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure {
+                        reason: format!(
+                            "no answer within spec.metrics.timeout ({:?}): the server did not answer in time, not even to cancel the query",
+                            self.timeout
+                        ),
+                        whole_source: true,
+                    })
+                });
             (key, answer)
         }))
         .await;
@@ -502,6 +515,9 @@ impl PostgresObserver {
         );
         let end = end.map(|t| t.as_millisecond() as f64 / 1000.0);
         let deadline = tokio::time::Instant::now() + self.timeout;
+        self.connect()
+            .await
+            .map_err(|f| format!("postgres: {}", f.reason))?;
         let rows = self
             .rows(&sql, end, &Mutex::new(None), deadline)
             .await
@@ -522,8 +538,9 @@ impl PostgresObserver {
         Ok(out)
     }
 
-    /// Check the host against the allow-list, remember the address admitted, and take one
-    /// connection from the pool (made to that address when a new one is needed).
+    /// Check the host against the allow-list (once per observation), remember the address
+    /// admitted, and take one connection from the pool (made to that address when a new one is
+    /// needed).
     async fn connect(&self) -> Result<deadpool_postgres::Object, Failure> {
         let whole = |reason: String| Failure {
             reason,
@@ -541,7 +558,15 @@ impl PostgresObserver {
         if let Ok(mut slot) = self.checked.lock() {
             *slot = Some(ip);
         }
-        self.pool.get().await.map_err(|e| whole(self.pool_error(e)))
+        self.checkout().await
+    }
+
+    /// A connection from the pool (new ones to the address [`Self::connect`] admitted last).
+    async fn checkout(&self) -> Result<deadpool_postgres::Object, Failure> {
+        self.pool.get().await.map_err(|e| Failure {
+            reason: self.pool_error(e),
+            whole_source: true,
+        })
     }
 
     fn pool_error(&self, e: PoolError) -> String {
@@ -575,7 +600,9 @@ impl PostgresObserver {
         stop: &Mutex<Option<String>>,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<Row>, Failure> {
-        let mut client = self.connect().await?;
+        // The host was checked for this observation by `connect`: the queries only take
+        // connections.
+        let mut client = self.checkout().await?;
         if let Some(reason) = stop.lock().ok().and_then(|s| s.clone()) {
             return Err(Failure {
                 reason,

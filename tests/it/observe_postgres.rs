@@ -451,13 +451,13 @@ async fn a_slow_query_stops_at_the_statement_timeout_and_a_lock_too() {
             "filter": "details->>'app' = 'clinic-backend'",
             "queries": {"p99LatencyMs": "SELECT 1.0::float8 FROM pg_sleep(30)"},
         }),
-        "1500ms",
+        "3s",
     )
     .await;
     let started = std::time::Instant::now();
     let obs = observer.observe().await;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
@@ -475,7 +475,7 @@ async fn a_slow_query_stops_at_the_statement_timeout_and_a_lock_too() {
         .batch_execute("BEGIN; LOCK TABLE observability_events IN ACCESS EXCLUSIVE MODE;")
         .await
         .unwrap();
-    let mut plain = self::observer(&reader_url(&pg), json!({}), "1500ms").await;
+    let mut plain = self::observer(&reader_url(&pg), json!({}), "3s").await;
     let obs = plain.observe().await;
     let health = source(&obs, "postgres");
     assert!(!health.ok, "{health:?}");
