@@ -515,9 +515,12 @@ impl PostgresObserver {
         );
         let end = end.map(|t| t.as_millisecond() as f64 / 1000.0);
         let deadline = tokio::time::Instant::now() + self.timeout;
-        self.connect()
-            .await
-            .map_err(|f| format!("postgres: {}", f.reason))?;
+        // Back to the pool at once: the query takes its own.
+        drop(
+            self.connect()
+                .await
+                .map_err(|f| format!("postgres: {}", f.reason))?,
+        );
         let rows = self
             .rows(&sql, end, &Mutex::new(None), deadline)
             .await
