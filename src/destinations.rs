@@ -29,7 +29,7 @@ use ipnet::IpNet;
 /// What a request is for; each kind has its own allow-list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Purpose {
-    /// Prometheus queries and /metrics scrapes.
+    /// Prometheus queries, /metrics scrapes and PostgreSQL signal queries.
     Metrics,
     /// The application's cache-warming endpoint.
     Warming,
@@ -467,7 +467,7 @@ impl AllowList {
         self.admit(host, found).map_err(ResolveError::Refused)
     }
 
-    /// Check a URL (http, https, redis, rediss, unix) the way a request to it would be.
+    /// Check a URL (http, https, redis, rediss, postgres, unix) the way a request to it would be.
     pub async fn check_url(&self, url: &str) -> Result<(), Refused> {
         let target = Target::of(url)?;
         let Some((host, port)) = target.host_port else {
@@ -508,6 +508,7 @@ impl Target {
             "http" => 80,
             "https" => 443,
             "redis" | "rediss" | "valkey" | "valkeys" => 6379,
+            "postgres" | "postgresql" => crate::observe::postgres::DEFAULT_PORT,
             "unix" | "redis+unix" | "valkey+unix" => return Ok(Target { host_port: None }),
             other => {
                 return Err(Refused::Malformed(format!(

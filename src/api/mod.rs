@@ -24,12 +24,12 @@ pub use exporter::RedisExporterSpec;
 pub use impact::{IncidentImpact, Peak};
 pub use probe::{BreakerDiagnosis, ProbeReading, RateLimitShed};
 pub use redis_next::{CountSample, MaxMemoryRaise, TtlLeakSpec, TtlLeakTrack};
-pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals};
+pub use signals::{Observation, Signal, SignalQueries, SignalValue, Signals, SqlQueries};
 pub use spec::*;
 pub use status::*;
 pub use vocabulary::{
-    ActionKind, ActionOutcome, ConditionType, ImpactScope, MitigationName, ProbeClass, Reason,
-    RollbackCriterion, RollbackPhase, Runbook, Subject,
+    ActionKind, ActionOutcome, ConditionType, EventType, ImpactScope, MitigationName, ProbeClass,
+    Reason, RollbackCriterion, RollbackPhase, Runbook, Subject,
 };
 
 use kube::CustomResourceExt;

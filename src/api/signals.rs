@@ -20,7 +20,8 @@ use super::{BreakerState, SourceHealth};
 /// Where a signal is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// The application's metrics: Prometheus, or its /metrics scraped directly.
+    /// The application's metrics: Prometheus, its /metrics scraped directly, or its events in
+    /// PostgreSQL.
     App,
     /// Redis `INFO`.
     Redis,
@@ -615,7 +616,7 @@ impl<'de> Deserialize<'de> for SignalQueries {
         let map = BTreeMap::<Signal, String>::deserialize(d)?;
         if let Some(signal) = map.keys().find(|s| s.source() != Source::App) {
             return Err(serde::de::Error::custom(format!(
-                "{signal} is read from Redis, not with PromQL"
+                "{signal} is read from Redis, not with a query"
             )));
         }
         Ok(SignalQueries(map))
@@ -628,22 +629,60 @@ impl JsonSchema for SignalQueries {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        let mut properties = serde_json::Map::new();
-        for signal in Signal::app() {
-            properties.insert(
-                signal.name().to_owned(),
-                serde_json::json!({
-                    "type": "string",
-                    "maxLength": 4096,
-                    "description": format!("PromQL for: {}", signal.description()),
-                }),
-            );
-        }
-        json_schema!({
-            "type": "object",
-            "description": "PromQL overrides per signal; a signal without an override uses the built-in query.",
-            "properties": properties,
-        })
+        queries_schema("PromQL")
+    }
+}
+
+/// The schema of per-signal overrides in one query language.
+fn queries_schema(language: &str) -> Schema {
+    let mut properties = serde_json::Map::new();
+    for signal in Signal::app() {
+        properties.insert(
+            signal.name().to_owned(),
+            serde_json::json!({
+                "type": "string",
+                "maxLength": 4096,
+                "description": format!("{language} for: {}", signal.description()),
+            }),
+        );
+    }
+    json_schema!({
+        "type": "object",
+        "description": format!("{language} overrides per signal; a signal without an override uses the built-in query."),
+        "properties": properties,
+    })
+}
+
+/// SQL overrides, one per application signal (`spec.metrics.postgres.queries`): the same map as
+/// [`SignalQueries`], in another language.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SqlQueries(pub SignalQueries);
+
+impl SqlQueries {
+    pub fn get(&self, signal: Signal) -> Option<&str> {
+        self.0.get(signal)
+    }
+}
+
+impl Serialize for SqlQueries {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SqlQueries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SignalQueries::deserialize(d).map(SqlQueries)
+    }
+}
+
+impl JsonSchema for SqlQueries {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SqlQueries".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        queries_schema("SQL")
     }
 }
 

@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, MemoryTierStatus, RedisExporterSpec, SignalQueries, bounds};
+use super::{Duration, MemoryTierStatus, RedisExporterSpec, SignalQueries, SqlQueries, bounds};
 
 /// Desired state of a memory tier: the baseline configuration that humans and GitOps own, and the
 /// rules by which the controller may temporarily mitigate it during an incident.
@@ -114,7 +114,7 @@ pub struct MemoryTierSpec {
 
     /// Where the live signals come from.
     #[serde(default)]
-    #[x_kube(validation = kube::core::Rule::new("!(has(self.prometheus) && has(self.scrape))").message("set at most one of prometheus and scrape"))]
+    #[x_kube(validation = kube::core::Rule::new("(has(self.prometheus) ? 1 : 0) + (has(self.scrape) ? 1 : 0) + (has(self.postgres) ? 1 : 0) <= 1").message("set at most one of prometheus, scrape and postgres"))]
     #[x_kube(validation = kube::core::Rule::new("duration(self.timeout) < duration(self.interval)").message("timeout must be shorter than interval").field_path(".timeout"))]
     #[x_kube(validation = kube::core::Rule::new("duration(self.rateWindow) >= duration('1s')").message("rateWindow must be at least 1s").field_path(".rateWindow"))]
     #[x_kube(validation = bounds::rule("metrics", "rateWindow"))]
@@ -584,7 +584,8 @@ pub struct GenerationSource {
     pub value: Option<String>,
 }
 
-/// Where the signals come from: a Prometheus server, or the application's /metrics scraped directly.
+/// Where the signals come from: a Prometheus server, the application's /metrics scraped directly,
+/// or its events table in PostgreSQL.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MetricsSpec {
@@ -594,6 +595,9 @@ pub struct MetricsSpec {
     /// Scrape the application's Prometheus text endpoint directly (no Prometheus server needed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrape: Option<ScrapeSource>,
+    /// Query the application's events table in PostgreSQL (the runbooks' `observability_events`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSource>,
     /// PromQL label matchers selecting the application's series, without braces,
     /// e.g. `app="clinic-backend",namespace="clinic"`. Used by the built-in queries.
     #[schemars(length(max = 1024))]
@@ -620,6 +624,7 @@ impl Default for MetricsSpec {
         MetricsSpec {
             prometheus: None,
             scrape: None,
+            postgres: None,
             selector: String::new(),
             queries: SignalQueries::default(),
             rate_window: Duration::from_secs(5 * 60),
@@ -653,6 +658,83 @@ pub struct ScrapeSource {
     /// URL of the endpoint, e.g. http://clinic-backend.clinic:8000/metrics.
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
     pub url: String,
+}
+
+/// The application's events in a PostgreSQL table: the runbooks' `observability_events`, read
+/// with the runbooks' own queries (docs/metrics.md has the table contract).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.window) || (duration(self.window) >= duration('1s') && duration(self.window) <= duration('24h'))").message("window must be between 1s and 24h").field_path(".window"))]
+pub struct PostgresSource {
+    /// Secret key holding the connection URL, e.g.
+    /// `postgres://reader:PASSWORD@db.clinic:5432/app?sslmode=require`. TLS is as the URL's
+    /// sslmode says: disable, prefer (the default), or require / verify-ca / verify-full, which all
+    /// require TLS and verify the server's certificate and name against the system's roots.
+    pub url_secret_ref: SecretKeyRef,
+    /// The events table, optionally schema-qualified (`public.observability_events`).
+    #[serde(default = "default_events_table")]
+    #[schemars(
+        length(min = 1, max = 127),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+    )]
+    pub table: String,
+    /// How far back each query looks; spec.metrics.rateWindow when unset (the runbooks'
+    /// dashboards use 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// An SQL condition every built-in query adds to its WHERE clause, selecting this
+    /// application's events, e.g. `details->>'app' = 'clinic-backend'`. It runs in a read-only
+    /// transaction with the URL's own credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub filter: Option<String>,
+    /// SQL overrides per signal. Each query answers one row whose first column is the value (a
+    /// number; for breakerState a state name or 0/1/2), and may use `{table}`, `{start}`, `{end}`
+    /// (the window's bounds), `{filter}` and, to be read per cohort, `{cohort}` (a condition
+    /// selecting the cohort's events).
+    #[serde(default)]
+    pub queries: SqlQueries,
+    /// Where an event says which cohort served it: a column, or a key of `details`. The values are
+    /// spec.canary.cohortLabel's; unset, the `details` key named spec.canary.cohortLabel.name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<PostgresCohort>,
+    /// The column naming the clinic of a `cache_access` event (the runbooks' "cache hit rate by
+    /// clinic").
+    #[serde(default = "default_clinic_column")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub clinic_column: String,
+}
+
+fn default_events_table() -> String {
+    "observability_events".into()
+}
+
+fn default_clinic_column() -> String {
+    "clinic_id".into()
+}
+
+/// Where an event's cohort is: exactly one of a column and a `details` key.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.column) != has(self.detailsKey)").message("set exactly one of column and detailsKey"))]
+pub struct PostgresCohort {
+    /// A column of the events table holding the cohort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub column: Option<String>,
+    /// A key of the events' `details` (JSON) holding the cohort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    )]
+    pub details_key: Option<String>,
 }
 
 /// What an unknown signal means to a rollback window.

@@ -103,6 +103,21 @@ impl Runbook {
 }
 
 words! {
+    /// The `event_type` values of the application's events table (the runbooks'
+    /// `observability_events`) that the PostgreSQL source reads.
+    pub enum EventType {
+        /// One request served: `processing_time_ms`, `success`.
+        RequestCompleted = "request_completed",
+        /// One cache lookup: `cache_hit`, and the clinic.
+        CacheAccess = "cache_access",
+        /// One write to mem0: `success`.
+        Mem0Write = "mem0_write",
+        /// The breaker changed state: `details->>'state'`, `details->>'failure_count'`.
+        CircuitBreakerStateChange = "circuit_breaker_state_change",
+    }
+}
+
+words! {
     /// The runbook's rollback criteria ("When to Rollback").
     pub enum RollbackCriterion {
         P50Latency = "p50-latency",

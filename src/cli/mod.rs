@@ -5,7 +5,7 @@ mod observe;
 mod run;
 pub mod tier;
 
-pub use observe::{OutputFormat, render_text};
+pub use observe::{OutputFormat, render_clinics, render_text};
 mod redis;
 mod report;
 mod simulate;

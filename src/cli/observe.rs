@@ -52,7 +52,18 @@ pub async fn run(
     let observation = observer.observe().await;
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&observation)?),
-        OutputFormat::Text => print!("{}", render_text(&tier_name(&tier), &observation)),
+        OutputFormat::Text => {
+            print!("{}", render_text(&tier_name(&tier), &observation));
+            if let Some(postgres) = observer.postgres() {
+                let timeout = observer.config().timeout;
+                let by_clinic =
+                    match tokio::time::timeout(timeout, postgres.clinic_hit_rates(None)).await {
+                        Ok(answer) => answer,
+                        Err(_) => Err(format!("postgres: no answer within {timeout:?}")),
+                    };
+                print!("{}", render_clinics(&by_clinic));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -64,8 +75,46 @@ fn secret_refs(spec: &MemoryTierSpec) -> Vec<SecretKeyRef> {
         refs.extend(p.bearer_token_secret_ref.clone());
         refs.extend(p.basic_auth_secret_ref.clone());
     }
+    if let Some(p) = &spec.metrics.postgres {
+        refs.push(p.url_secret_ref.clone());
+    }
     refs.extend(spec.redis.url_secret_ref.clone());
     refs
+}
+
+/// The runbooks' "cache hit rate by clinic" (PostgreSQL source), lowest first, or why not.
+pub fn render_clinics(
+    answer: &Result<Vec<crate::observe::postgres::ClinicHitRate>, String>,
+) -> String {
+    use crate::observe::postgres::{MAX_CLINICS, MIN_CLINIC_LOOKUPS};
+    let title = format!(
+        "\ncache hit rate by clinic (postgres; clinics with more than {MIN_CLINIC_LOOKUPS} lookups, lowest first, at most {MAX_CLINICS})\n"
+    );
+    let clinics = match answer {
+        Err(reason) => {
+            return format!(
+                "{title}  unknown: {}\n",
+                crate::remote::text::reason(reason)
+            );
+        }
+        Ok(c) if c.is_empty() => return format!("{title}  none\n"),
+        Ok(c) => c,
+    };
+    let shown: Vec<String> = clinics
+        .iter()
+        .map(|c| crate::remote::text::one_line(c.clinic.as_deref().unwrap_or("(no clinic)")))
+        .collect();
+    let width = shown.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+    let mut out = title;
+    for (clinic, c) in shown.iter().zip(clinics) {
+        out.push_str(&format!(
+            "  {clinic:<width$}  {:>6.2} %  ({} of {} lookups hit)\n",
+            c.hit_rate_percent(),
+            c.hits,
+            c.lookups
+        ));
+    }
+    out
 }
 
 /// Secrets from the current kubeconfig's cluster, or why there is none.

@@ -20,18 +20,32 @@ pub struct SimulateArgs {
     /// A file holding one MemoryTier.
     pub manifest: PathBuf,
     /// The scenario: tick, duration, starting signals and a timeline of changes.
-    #[arg(long, required_unless_present = "from_prometheus", conflicts_with_all = ["from_prometheus", "incidents", "compare"])]
+    #[arg(long, required_unless_present_any = ["from_prometheus", "from_postgres"], conflicts_with_all = ["from_prometheus", "from_postgres", "incidents", "compare"])]
     pub scenario: Option<PathBuf>,
     /// Backtest: replay the tier's history read from this Prometheus (its root URL), with the
     /// queries the controller runs and redis_exporter's metrics for Redis.
-    #[arg(long, value_name = "URL", requires = "start")]
+    #[arg(long, value_name = "URL", requires = "start", group = "history")]
     pub from_prometheus: Option<String>,
+    /// Backtest: replay the tier's history from its events table in PostgreSQL (the runbooks'
+    /// observability_events, with spec.metrics.postgres's table, window, filter and queries):
+    /// each step's signals over the window ending at that step. Without a URL, the one in
+    /// spec.metrics.postgres.urlSecretRef (from --secret, the environment or the cluster). The
+    /// Redis signals are unknown: the table has no Redis history.
+    #[arg(
+        long,
+        value_name = "URL",
+        num_args = 0..=1,
+        requires = "start",
+        conflicts_with = "from_prometheus",
+        group = "history"
+    )]
+    pub from_postgres: Option<Option<String>>,
     /// Where the history starts: RFC 3339, `now`, or a time ago such as -7d, -36h or -90m.
     #[arg(
         long,
         value_name = "TIME",
         allow_hyphen_values = true,
-        requires = "from_prometheus"
+        requires = "history"
     )]
     pub start: Option<String>,
     /// Where it ends (same forms).
@@ -40,34 +54,31 @@ pub struct SimulateArgs {
         value_name = "TIME",
         allow_hyphen_values = true,
         default_value = "now",
-        requires = "from_prometheus"
+        requires = "history"
     )]
     pub end: String,
     /// One policy step every STEP (default: the tier's spec.metrics.interval).
-    #[arg(long, value_name = "DURATION", requires = "from_prometheus")]
+    #[arg(long, value_name = "DURATION", requires = "history")]
     pub step: Option<Duration>,
     /// Known incidents (YAML: kind, start, end): score detections, misses and false alarms.
-    #[arg(long, value_name = "FILE", requires = "from_prometheus")]
+    #[arg(long, value_name = "FILE", requires = "history")]
     pub incidents: Option<PathBuf>,
     /// A second MemoryTier to replay on the same history: print where their decisions differ.
-    #[arg(long, value_name = "OTHER_MANIFEST", requires = "from_prometheus")]
+    #[arg(long, value_name = "OTHER_MANIFEST", requires = "history")]
     pub compare: Option<PathBuf>,
-    /// A Secret value for Prometheus's auth, NAME/KEY=VALUE (repeatable), as for `observe`.
-    #[arg(
-        long = "secret",
-        value_name = "NAME/KEY=VALUE",
-        requires = "from_prometheus"
-    )]
+    /// A Secret value for Prometheus's auth or the PostgreSQL URL, NAME/KEY=VALUE (repeatable),
+    /// as for `observe`.
+    #[arg(long = "secret", value_name = "NAME/KEY=VALUE", requires = "history")]
     pub secrets: Vec<String>,
     /// The most policy steps one backtest replays.
-    #[arg(long, value_name = "N", default_value_t = history::DEFAULT_MAX_STEPS, requires = "from_prometheus")]
+    #[arg(long, value_name = "N", default_value_t = history::DEFAULT_MAX_STEPS, requires = "history")]
     pub max_steps: u64,
-    /// How long one range request to Prometheus may take.
+    /// How long one range request to Prometheus (one step's queries to PostgreSQL) may take.
     #[arg(
         long,
         value_name = "DURATION",
         default_value = "30s",
-        requires = "from_prometheus"
+        requires = "history"
     )]
     pub query_timeout: Duration,
     /// text: a readable timeline; json: one object per line (`t`, `type`, details).
@@ -76,10 +87,13 @@ pub struct SimulateArgs {
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    match (&args.scenario, &args.from_prometheus) {
-        (Some(scenario), _) => run_scenario(&args.manifest, scenario, args.output),
-        (None, Some(url)) => run_backtest(&args, url).await,
-        (None, None) => anyhow::bail!("give --scenario FILE or --from-prometheus URL"),
+    match (&args.scenario, &args.from_prometheus, &args.from_postgres) {
+        (Some(scenario), _, _) => run_scenario(&args.manifest, scenario, args.output),
+        (None, Some(url), _) => run_backtest(&args, url).await,
+        (None, None, Some(url)) => run_postgres_backtest(&args, url.as_deref()).await,
+        (None, None, None) => {
+            anyhow::bail!("give --scenario FILE, --from-prometheus URL or --from-postgres [URL]")
+        }
     }
 }
 
@@ -99,7 +113,14 @@ fn run_scenario(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_backtest(args: &SimulateArgs, url: &str) -> anyhow::Result<ExitCode> {
+/// The policies of a backtest (the manifest, and `--compare`'s), the known incidents and the range.
+fn backtest_inputs(
+    args: &SimulateArgs,
+) -> anyhow::Result<(
+    Vec<backtest::Policy>,
+    Option<Vec<score::KnownIncident>>,
+    history::Range,
+)> {
     let tier = simulate::load_manifest(&args.manifest)?;
     let mut policies = vec![backtest::Policy {
         path: args.manifest.clone(),
@@ -112,7 +133,6 @@ async fn run_backtest(args: &SimulateArgs, url: &str) -> anyhow::Result<ExitCode
         });
     }
     let known = args.incidents.as_deref().map(score::load).transpose()?;
-
     let now = Timestamp::now();
     let start = args.start.as_deref().unwrap_or("now");
     let start = history::parse_time(start, now).map_err(|e| anyhow::anyhow!("--start: {e}"))?;
@@ -122,7 +142,78 @@ async fn run_backtest(args: &SimulateArgs, url: &str) -> anyhow::Result<ExitCode
         .unwrap_or(policies[0].tier.spec.metrics.interval)
         .as_std();
     let range = history::Range::new(start, end, step, args.max_steps)?;
+    Ok((policies, known, range))
+}
 
+async fn run_postgres_backtest(args: &SimulateArgs, url: Option<&str>) -> anyhow::Result<ExitCode> {
+    use crate::observe::postgres::{PostgresConfig, PostgresObserver};
+    let (policies, known, range) = backtest_inputs(args)?;
+    let mut local = LocalSecrets::new().with_env();
+    for flag in &args.secrets {
+        local.add_flag(flag)?;
+    }
+    let mut observers = Vec::with_capacity(policies.len());
+    let mut shown_url = String::new();
+    for policy in &policies {
+        let spec = &policy.tier.spec;
+        let source = match &spec.metrics.postgres {
+            Some(source) => source.clone(),
+            None if url.is_some() => serde_json::from_value(serde_json::json!({
+                "urlSecretRef": {"name": "-", "key": "-"},
+            }))
+            .context("the default spec.metrics.postgres")?,
+            None => anyhow::bail!(
+                "{}: --from-postgres without a URL reads spec.metrics.postgres.urlSecretRef, and the tier has no spec.metrics.postgres",
+                policy.path.display()
+            ),
+        };
+        let url = match url {
+            Some(url) => url.to_owned(),
+            None => {
+                let reference = &source.url_secret_ref;
+                match local.get(reference) {
+                    Some(value) => value.to_owned(),
+                    None => {
+                        let cluster =
+                            cluster_secrets(policy.tier.metadata.namespace.as_deref()).await;
+                        let resolver = LocalThenCluster {
+                            local: local.clone(),
+                            cluster,
+                        };
+                        use crate::observe::secrets::SecretResolver;
+                        resolver
+                            .resolve(reference)
+                            .await
+                            .context("spec.metrics.postgres.urlSecretRef")?
+                    }
+                }
+            }
+        };
+        shown_url = crate::secret::redact_url(&url);
+        let config = PostgresConfig::from_spec(spec, &source, url);
+        let observer = PostgresObserver::new(
+            config,
+            args.query_timeout.as_std(),
+            crate::destinations::AllowList::any(crate::destinations::Purpose::Metrics),
+        )
+        .map_err(|e| anyhow::anyhow!("--from-postgres: {e}"))?;
+        observers.push(observer);
+    }
+    let report =
+        backtest::backtest_postgres(&observers, &shown_url, policies, range, known.as_deref())
+            .await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.output {
+        OutputFormat::Text => backtest::write_text(&mut out, &report)?,
+        OutputFormat::Json => backtest::write_json(&mut out, &report)?,
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_backtest(args: &SimulateArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let (policies, known, range) = backtest_inputs(args)?;
     let spec = &policies[0].tier.spec;
     let mut local = LocalSecrets::new().with_env();
     for flag in &args.secrets {

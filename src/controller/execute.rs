@@ -154,6 +154,13 @@ async fn check_destinations(
     if let Some(url) = &observe.scrape_url {
         wanted.push(("spec.metrics.scrape.url".into(), Purpose::Metrics, url));
     }
+    if let Some(p) = &observe.postgres {
+        wanted.push((
+            "spec.metrics.postgres.urlSecretRef".into(),
+            Purpose::Metrics,
+            p.url.expose_secret(),
+        ));
+    }
     if let Some(r) = &observe.redis {
         wanted.push((
             "spec.redis.urlSecretRef".into(),

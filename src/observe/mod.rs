@@ -1,8 +1,9 @@
 //! Signals from the world, turned into one [`Observation`] per reconcile.
 //!
-//! Three sources, each optional: a Prometheus server ([`prometheus`]), or the application's
-//! /metrics endpoint scraped directly ([`scrape`]), for the application signals; and Redis
-//! `INFO` ([`redis`]) for the memory signals. They are read concurrently under one deadline
+//! Four sources, each optional: a Prometheus server ([`prometheus`]), the application's
+//! /metrics endpoint scraped directly ([`scrape`]), or its events table in PostgreSQL
+//! ([`postgres`]), for the application signals; and Redis `INFO` ([`redis`]) for the memory
+//! signals. They are read concurrently under one deadline
 //! (`spec.metrics.timeout`): a slow or dead source makes its own signals unknown and never
 //! holds the others past it. A signal that could not be read is absent, never zero, and
 //! `Observation::unknown` says why; `Observation::sources` says how each source answered.
@@ -13,6 +14,7 @@
 pub mod clinics;
 pub mod histogram;
 pub mod probe;
+pub mod postgres;
 pub mod prometheus;
 pub mod queries;
 pub mod redis;
@@ -29,6 +31,7 @@ use crate::api::Signal;
 use crate::api::{MemoryTierSpec, Observation, SecretKeyRef, SourceHealth};
 use crate::destinations::{AllowList, Network};
 use crate::secret::{ExposeSecret, SecretString};
+use postgres::{PostgresConfig, PostgresObserver};
 use prometheus::{PrometheusAuth, PrometheusClient};
 use queries::QuerySet;
 use redis::RedisObserver;
@@ -40,6 +43,7 @@ use signals::Readings;
 pub const SOURCE_PROMETHEUS: &str = "prometheus";
 pub const SOURCE_SCRAPE: &str = "scrape";
 pub const SOURCE_REDIS: &str = "redis";
+pub const SOURCE_POSTGRES: &str = "postgres";
 
 /// Why the observers cannot be set up from a spec. The controller shows it as a condition; the
 /// `observe` command exits non-zero with it.
@@ -65,6 +69,8 @@ pub enum ConfigError {
     ScrapeUrl(String),
     #[error("spec.redis.urlSecretRef: {0}")]
     RedisUrl(String),
+    #[error("spec.metrics.postgres.urlSecretRef: {0}")]
+    PostgresUrl(String),
     #[error("spec.redis.maxMemory: {0}")]
     MaxMemory(String),
     #[error("{0}")]
@@ -124,6 +130,7 @@ impl PartialEq for RedisConfig {
 pub struct ObserveConfig {
     pub prometheus: Option<PrometheusConfig>,
     pub scrape_url: Option<String>,
+    pub postgres: Option<PostgresConfig>,
     pub queries: QuerySet,
     /// spec.breaker.name: the `breaker` label of the breaker-state gauge.
     pub breaker: String,
@@ -193,10 +200,19 @@ impl ObserveConfig {
                 Some(probe::ProbeConfig::new(p, key))
             }
         };
+        let postgres = match &metrics.postgres {
+            None => None,
+            Some(source) => {
+                let url =
+                    resolve("spec.metrics.postgres.urlSecretRef", &source.url_secret_ref).await?;
+                Some(PostgresConfig::from_spec(spec, source, url))
+            }
+        };
         Ok(ObserveConfig {
             probe,
             prometheus,
             scrape_url: metrics.scrape.as_ref().map(|s| s.url.clone()),
+            postgres,
             queries: QuerySet::from_spec(spec),
             breaker: spec.breaker.name.clone(),
             redis,
@@ -263,8 +279,11 @@ pub struct Observer {
     http: reqwest::Client,
     /// Where Redis (and every node of a Redis Cluster) may be reached.
     redis_destinations: AllowList,
+    /// Where PostgreSQL may be reached: the metrics allow-list, since it is a metrics source.
+    postgres_destinations: AllowList,
     prometheus: Option<PrometheusClient>,
     scraper: Option<Scraper>,
+    postgres: Option<PostgresObserver>,
     redis: Option<RedisObserver>,
     /// The breaker probe's HTTP client (its own allow-list).
     probe_http: reqwest::Client,
@@ -291,8 +310,10 @@ impl Observer {
             config: config.clone(),
             http: network.metrics.clone(),
             redis_destinations: network.destinations.redis.clone(),
+            postgres_destinations: network.destinations.metrics.clone(),
             prometheus: None,
             scraper: None,
+            postgres: None,
             redis: None,
             probe_http: network.probe.clone(),
             prober: None,
@@ -304,6 +325,11 @@ impl Observer {
 
     pub fn config(&self) -> &ObserveConfig {
         &self.config
+    }
+
+    /// The PostgreSQL source, when the tier reads one.
+    pub fn postgres(&self) -> Option<&PostgresObserver> {
+        self.postgres.as_ref()
     }
 
     /// Apply a new configuration (the spec or a Secret changed). What did not change keeps its
@@ -370,6 +396,23 @@ impl Observer {
             None => None,
             Some(p) => Some(probe::Prober::new(self.probe_http.clone(), p.clone())?),
         };
+        // Prometheus, then the scrape, win over PostgreSQL (the CRD allows only one anyway). The
+        // pool survives while the configuration and the deadline stay the same.
+        let postgres = config
+            .postgres
+            .as_ref()
+            .filter(|_| config.prometheus.is_none() && config.scrape_url.is_none());
+        let same_postgres = old
+            .as_ref()
+            .is_some_and(|o| o.postgres == config.postgres && o.timeout == config.timeout);
+        self.postgres = match postgres {
+            None => None,
+            Some(_) if same_postgres && self.postgres.is_some() => self.postgres.take(),
+            Some(p) => Some(
+                PostgresObserver::new(p.clone(), timeout, self.postgres_destinations.clone())
+                    .map_err(ConfigError::PostgresUrl)?,
+            ),
+        };
         let same_redis = old.as_ref().map(|o| &o.redis) == Some(&config.redis);
         self.redis = match &config.redis {
             None => None,
@@ -407,6 +450,7 @@ impl Observer {
             config,
             prometheus,
             scraper,
+            postgres,
             redis,
             ..
         } = self;
@@ -437,14 +481,20 @@ impl Observer {
                 None => None,
             }
         };
+        let postgres_read = async {
+            match postgres.as_ref() {
+                Some(p) => Some(timed(deadline, p.read_signals()).await),
+                None => None,
+            }
+        };
         let redis_read = async {
             match redis.as_mut() {
                 Some(r) => Some(timed(deadline, r.read()).await),
                 None => None,
             }
         };
-        let (from_prometheus, from_scrape, from_redis) =
-            tokio::join!(prometheus_read, scrape_read, redis_read);
+        let (from_prometheus, from_scrape, from_postgres, from_redis) =
+            tokio::join!(prometheus_read, scrape_read, postgres_read, redis_read);
 
         let late =
             |source: &str| format!("{source}: no answer within {timeout:?} (spec.metrics.timeout)");
@@ -477,10 +527,25 @@ impl Observer {
             obs.sources.push(health_of(SOURCE_SCRAPE, failure, ms));
             app = Some(result.unwrap_or_else(|reason| all_app(&reason)));
         }
+        let mut sql_queries = None;
+        if let Some((answer, ms)) = from_postgres {
+            let (readings, health) = match answer {
+                Some((readings, failure)) => (Some(readings), failure),
+                None => (None, Some(late(SOURCE_POSTGRES))),
+            };
+            obs.sources.push(health_of(SOURCE_POSTGRES, health, ms));
+            app = Some(readings.unwrap_or_else(|| all_app(&late(SOURCE_POSTGRES))));
+            sql_queries = postgres.as_ref().map(|p| p.queries());
+        }
         let app = app.unwrap_or_else(|| {
-            all_app("no metrics source: set spec.metrics.prometheus or spec.metrics.scrape")
+            all_app(
+                "no metrics source: set spec.metrics.prometheus, spec.metrics.scrape or spec.metrics.postgres",
+            )
         });
-        signals::set_readings(&mut obs, app, &config.cohorts, queries);
+        match sql_queries {
+            Some(sql) => signals::set_readings(&mut obs, app, &config.cohorts, sql),
+            None => signals::set_readings(&mut obs, app, &config.cohorts, queries),
+        }
         match per_clinic {
             Some(Ok(breakdown)) => obs.clinics = Some(breakdown),
             Some(Err(reason)) => obs.without_clinics = Some(reason),

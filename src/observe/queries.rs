@@ -148,9 +148,16 @@ impl QuerySet {
     pub fn iter(&self) -> impl Iterator<Item = ((Scope, Signal), &Query)> {
         self.queries.iter().map(|(k, q)| (*k, q))
     }
+}
 
-    /// Why a signal has no per-cohort query, if it has none.
-    pub fn no_cohort_query(&self, signal: Signal) -> Option<&str> {
+/// Why a signal has no per-cohort query (an override without `{cohort}`): each source's query
+/// set says.
+pub trait NoCohortQuery {
+    fn no_cohort_query(&self, signal: Signal) -> Option<&str>;
+}
+
+impl NoCohortQuery for QuerySet {
+    fn no_cohort_query(&self, signal: Signal) -> Option<&str> {
         self.no_cohort.get(&signal).map(String::as_str)
     }
 }

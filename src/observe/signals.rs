@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::queries::{QuerySet, Scope};
+use super::queries::{NoCohortQuery, Scope};
 use crate::api::signals::{Cohorts, Unit};
 use crate::api::{BreakerState, CohortLabel, Observation, Signal, SignalValue};
 
@@ -68,7 +68,7 @@ pub fn set_readings(
     obs: &mut Observation,
     readings: Readings,
     label: &CohortLabel,
-    queries: &QuerySet,
+    queries: &impl NoCohortQuery,
 ) {
     let mut cohorts = Cohorts::default();
     let mut any_cohort = false;

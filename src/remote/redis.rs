@@ -209,6 +209,11 @@ async fn tls(
     Ok(TlsConnector::from(config).connect(name, tcp).await?)
 }
 
+/// The verified rustls configuration (the system's roots), for other TLS clients.
+pub fn verified_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    tls_config(false)
+}
+
 /// The rustls configurations, built once: verified against the system's roots (as the redis crate
 /// does), or, for a URL ending in `#insecure`, accepting any certificate.
 fn tls_config(insecure: bool) -> Result<Arc<rustls::ClientConfig>, String> {

@@ -1,5 +1,5 @@
 //! A backtest: the policy replayed on a tier's own history (`tierguard simulate MANIFEST
-//! --from-prometheus URL --start T --end T`).
+//! --from-prometheus URL --start T --end T`, or `--from-postgres` for the events table).
 //!
 //! History is read once ([`history::read`]), every step of the range becomes the observation the
 //! controller would have read then, and the same [`Replay`] as a scenario's runs on it. The
@@ -22,7 +22,9 @@ use super::replay::{Replay, TierMeta};
 use super::score::{self, KnownIncident, Score};
 use super::summary::{self, At, Summary, Timings, UnknownTally};
 use crate::api::{MemoryTier, Observation, RESUME_ANNOTATION, Signal};
+use crate::observe::postgres::PostgresObserver;
 use crate::observe::prometheus::PrometheusClient;
+use crate::observe::signals::set_readings;
 
 /// A MemoryTier and the file it came from.
 #[derive(Clone, Debug)]
@@ -42,9 +44,33 @@ pub struct Run {
     pub redis_unknown: Option<String>,
 }
 
+/// Where a backtest's history was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistorySource {
+    Prometheus,
+    /// The application's events table (`spec.metrics.postgres`): each step's signals are the
+    /// runbooks' queries over the window ending at that step.
+    Postgres,
+}
+
+impl HistorySource {
+    pub fn name(self) -> &'static str {
+        match self {
+            HistorySource::Prometheus => "Prometheus",
+            HistorySource::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// Why every Redis signal is unknown in a backtest from PostgreSQL.
+pub const NO_REDIS_IN_POSTGRES: &str =
+    "a backtest from PostgreSQL has no Redis history (the controller reads Redis INFO live)";
+
 /// A backtest's result: one run, or two to compare.
 #[derive(Clone, Debug)]
 pub struct Report {
+    pub source: HistorySource,
+    /// Where the history was read (a PostgreSQL URL without its password).
     pub url: String,
     pub range: Range,
     pub runs: Vec<Run>,
@@ -79,6 +105,7 @@ pub async fn backtest(
         });
     }
     Ok(Report {
+        source: HistorySource::Prometheus,
         url: url.to_owned(),
         range,
         runs,
@@ -86,6 +113,8 @@ pub async fn backtest(
             prometheus_seconds: read.seconds,
             range_requests: read.requests,
             policy_seconds: started.elapsed().as_secs_f64(),
+            postgres_seconds: None,
+            postgres_queries: None,
         },
     })
 }
@@ -93,28 +122,126 @@ pub async fn backtest(
 /// Replay `tier` on every step of `history`, counting unknown signals as it goes.
 pub fn replay(tier: &MemoryTier, history: &History<'_>) -> (Outcome, UnknownTally) {
     let range = *history.range();
-    let meta = TierMeta {
-        generation: Some(tier.metadata.generation.unwrap_or(1)),
-        resume_token: tier
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(RESUME_ANNOTATION).cloned()),
-    };
-    let mut replay = Replay::new(&tier.spec);
-    let mut tally = UnknownTally::default();
-    let mut unknown: BTreeMap<Signal, String> = BTreeMap::new();
+    let mut stepper = Stepper::new(tier, range);
     for k in 0..range.steps {
-        let (t, at) = (range.offset(k), range.at(k));
-        let obs = history.observation(k);
-        tally.record(&obs, At { t, time: at });
-        let inputs = knownness(&mut unknown, &obs);
-        replay.step(t, at, &obs, &meta, inputs);
+        stepper.step(k, &history.observation(k));
     }
-    let outcome = replay
-        .finish(range.offset(range.steps - 1))
-        .expect("a range has at least one step");
-    (outcome, tally)
+    stepper.finish()
+}
+
+/// The replay of one tier, one observation at a time.
+struct Stepper<'a> {
+    range: Range,
+    meta: TierMeta,
+    replay: Replay<'a>,
+    tally: UnknownTally,
+    unknown: BTreeMap<Signal, String>,
+}
+
+impl<'a> Stepper<'a> {
+    fn new(tier: &'a MemoryTier, range: Range) -> Self {
+        Stepper {
+            range,
+            meta: TierMeta {
+                generation: Some(tier.metadata.generation.unwrap_or(1)),
+                resume_token: tier
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(RESUME_ANNOTATION).cloned()),
+            },
+            replay: Replay::new(&tier.spec),
+            tally: UnknownTally::default(),
+            unknown: BTreeMap::new(),
+        }
+    }
+
+    fn step(&mut self, k: u64, obs: &Observation) {
+        let (t, at) = (self.range.offset(k), self.range.at(k));
+        self.tally.record(obs, At { t, time: at });
+        let inputs = knownness(&mut self.unknown, obs);
+        self.replay.step(t, at, obs, &self.meta, inputs);
+    }
+
+    fn finish(self) -> (Outcome, UnknownTally) {
+        let outcome = self
+            .replay
+            .finish(self.range.offset(self.range.steps - 1))
+            .expect("a range has at least one step");
+        (outcome, self.tally)
+    }
+}
+
+/// Replay `policies` on the history of their events tables: at each step, every signal is read
+/// with the runbooks' queries over the window ending then (`observers[i]` reads policy `i`'s).
+/// The Redis signals are unknown ([`NO_REDIS_IN_POSTGRES`]). A first step that cannot be read
+/// at all (the server down, wrong credentials, no table) is an error; a later failing step is
+/// replayed with its signals unknown, as the controller would have seen it.
+pub async fn backtest_postgres(
+    observers: &[PostgresObserver],
+    shown_url: &str,
+    policies: Vec<Policy>,
+    range: Range,
+    known: Option<&[KnownIncident]>,
+) -> Result<Report, HistoryError> {
+    let mut read_seconds = 0.0;
+    let mut queries = 0u64;
+    let started = Instant::now();
+    let mut runs = Vec::with_capacity(policies.len());
+    for (policy, observer) in policies.into_iter().zip(observers) {
+        let mut stepper = Stepper::new(&policy.tier, range);
+        for k in 0..range.steps {
+            let at = range.at(k);
+            let reading = Instant::now();
+            let (readings, failure) = observer.read_signals_at(Some(at)).await;
+            read_seconds += reading.elapsed().as_secs_f64();
+            queries += observer.queries().iter().count() as u64;
+            if k == 0
+                && let Some(reason) = failure
+            {
+                return Err(HistoryError::Postgres {
+                    url: shown_url.to_owned(),
+                    reason,
+                });
+            }
+            let mut obs = Observation {
+                at: Some(at),
+                ..Observation::default()
+            };
+            set_readings(
+                &mut obs,
+                readings,
+                &observer.config().cohort_label,
+                observer.queries(),
+            );
+            crate::observe::redis::set_all_unknown(&mut obs, NO_REDIS_IN_POSTGRES);
+            stepper.step(k, &obs);
+        }
+        let (outcome, tally) = stepper.finish();
+        let summary = summary::summarize(&outcome, range.step.as_secs_f64(), tally);
+        let score = known.map(|k| score::score(k, &outcome, range.start, range.end()));
+        runs.push(Run {
+            redis_unknown: Some(NO_REDIS_IN_POSTGRES.to_owned()),
+            policy,
+            outcome,
+            summary,
+            score,
+        });
+    }
+    let policy_seconds = (started.elapsed().as_secs_f64() - read_seconds).max(0.0);
+    Ok(Report {
+        source: HistorySource::Postgres,
+        url: shown_url.to_owned(),
+        range,
+        runs,
+        timings: Timings {
+            prometheus_seconds: 0.0,
+            range_requests: 0,
+            policy_seconds,
+            postgres_seconds: Some(read_seconds),
+            postgres_queries: Some(queries),
+        },
+    })
 }
 
 /// Lines for the signals that became unknown (grouped by reason) or known again at this step.
@@ -159,7 +286,8 @@ pub fn write_text(out: &mut impl Write, report: &Report) -> io::Result<()> {
     let header = |out: &mut dyn Write| -> io::Result<()> {
         writeln!(
             out,
-            "History from Prometheus {}: {} to {}, one step every {} ({} steps)",
+            "History from {} {}: {} to {}, one step every {} ({} steps)",
+            report.source.name(),
             report.url,
             range.start,
             range.end(),
@@ -229,11 +357,18 @@ pub fn write_text(out: &mut impl Write, report: &Report) -> io::Result<()> {
         _ => {}
     }
     let t = &report.timings;
-    writeln!(
-        out,
-        "\nPrometheus {:.2} s ({} range requests), policy {:.2} s",
-        t.prometheus_seconds, t.range_requests, t.policy_seconds
-    )
+    match (report.source, t.postgres_seconds, t.postgres_queries) {
+        (HistorySource::Postgres, Some(seconds), Some(queries)) => writeln!(
+            out,
+            "\nPostgreSQL {seconds:.2} s ({queries} queries), policy {:.2} s",
+            t.policy_seconds
+        ),
+        _ => writeln!(
+            out,
+            "\nPrometheus {:.2} s ({} range requests), policy {:.2} s",
+            t.prometheus_seconds, t.range_requests, t.policy_seconds
+        ),
+    }
 }
 
 /// The JSON object of a run's summary.

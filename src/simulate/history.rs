@@ -350,6 +350,8 @@ pub enum HistoryError {
         /// (what the query is, its PromQL, the error), in the plan's order.
         failures: Vec<(String, String, PrometheusError)>,
     },
+    #[error("cannot read PostgreSQL at {url}: {reason}")]
+    Postgres { url: String, reason: String },
     #[error(
         "Prometheus at {url} holds no data for any of the tier's queries from {start} to {end}: check the range, spec.metrics.selector and spec.metrics.redisExporter.selector"
     )]

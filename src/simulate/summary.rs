@@ -99,6 +99,11 @@ pub struct Timings {
     pub prometheus_seconds: f64,
     pub range_requests: u64,
     pub policy_seconds: f64,
+    /// Reading the events table (a backtest from PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_queries: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

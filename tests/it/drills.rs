@@ -26,7 +26,7 @@ use tierguard::policy::effective::{
 };
 
 use drill::load::LoadShape;
-use drill::{Drill, HOT_CLINICS, Setup};
+use drill::{AppSource, Drill, HOT_CLINICS, Setup};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -156,24 +156,62 @@ async fn incident_report(d: &Drill, title: &str) -> String {
 #[test]
 fn circuit_breaker_outage() {
     let _one_at_a_time = drill::serial();
-    drill::runtime().block_on(circuit_breaker_outage_drill());
+    drill::runtime().block_on(circuit_breaker_outage_drill(AppSource::Prometheus));
+}
+
+/// The same drill with no Prometheus in the controller's picture: the demo writes its events to
+/// PostgreSQL and the tier reads them with the runbooks' queries (`spec.metrics.postgres`).
+#[test]
+fn circuit_breaker_outage_on_postgres() {
+    let _one_at_a_time = drill::serial();
+    drill::runtime().block_on(circuit_breaker_outage_drill(AppSource::Postgres));
 }
 
 /// mem0 goes down: the breaker opens and the controller alerts at once; the breaker stays open
 /// past `breaker.maxOpenDuration` (8s here, 4h in production), so mem0 reads and shadow writes are
 /// switched off in the ConfigMap and the demo stops calling mem0; mem0 comes back, the breaker
 /// closes, and after `canary.rampInterval` (3s) of a closed breaker the flags go back.
-async fn circuit_breaker_outage_drill() {
-    let mut d = Drill::start(Setup {
-        name: "circuit-breaker-outage",
-        redis_args: vec![],
-        tier: json!({}),
-        serve_args: vec![],
-        replicas: 1,
-    })
+async fn circuit_breaker_outage_drill(source: AppSource) {
+    let mut d = Drill::start_on(
+        Setup {
+            name: match source {
+                AppSource::Prometheus => "circuit-breaker-outage",
+                AppSource::Postgres => "circuit-breaker-outage-on-postgres",
+            },
+            redis_args: vec![],
+            tier: json!({}),
+            serve_args: vec![],
+            replicas: 1,
+        },
+        source,
+    )
     .await;
     d.start_load(LoadShape::default());
     d.wait_steady(0.0).await;
+    if source == AppSource::Postgres {
+        let status = d.status().expect("a status");
+        let sources: Vec<&str> = status
+            .observed
+            .as_ref()
+            .map(|o| o.sources.iter().map(|s| s.name.as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            sources.contains(&"postgres") && !sources.contains(&"prometheus"),
+            "the tier reads PostgreSQL only: {sources:?}"
+        );
+        let pg = d.events_db().expect("the events database");
+        let written: i64 = pg
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM observability_events WHERE event_type = 'request_completed'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(written > 0, "the demo wrote no request_completed event");
+    }
     let baseline = d.config_history()[0].data.clone();
     assert_eq!(baseline[MEM0_READS_ENABLED], "true");
     assert_eq!(baseline[MEM0_SHADOW_MODE], "true");

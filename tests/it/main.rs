@@ -31,6 +31,7 @@ mod observe_cli;
 mod observe_clinics;
 mod observe_latency;
 mod observe_metrics;
+mod observe_postgres;
 mod observe_redis;
 mod policy_properties;
 mod policy_runbooks;

@@ -510,7 +510,8 @@ async fn no_sources_configured_means_every_signal_unknown_with_the_reason() {
     let obs = Observer::new(config).unwrap().observe().await;
     assert!(obs.sources.is_empty());
     assert!(
-        why_of(&obs, "p50LatencyMs").contains("spec.metrics.prometheus or spec.metrics.scrape")
+        why_of(&obs, "p50LatencyMs")
+            .contains("spec.metrics.prometheus, spec.metrics.scrape or spec.metrics.postgres")
     );
     assert!(why_of(&obs, "redisRunId").contains("spec.redis.urlSecretRef is not set"));
     assert_eq!(obs.unknown.len(), tierguard::api::Signal::ALL.len());

@@ -38,7 +38,7 @@ impl State {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             State::Closed => "closed",
             State::Open => "open",
@@ -154,6 +154,12 @@ impl Breaker {
         }
         let name = inner.settings.name.clone();
         self.publish(&name, to);
+        let failures = match inner.phase {
+            Phase::Closed { failures } => failures,
+            _ => inner.settings.failure_threshold,
+        };
+        self.metrics
+            .emit(|| super::events::Event::breaker_change(&name, to.label(), failures));
         self.metrics
             .breaker_transitions
             .get_or_create(&TransitionLabels {
@@ -191,7 +197,6 @@ impl Breaker {
         inner.settings = settings;
     }
 
-    #[cfg(test)]
     pub fn state(&self) -> State {
         self.lock().phase.state()
     }

@@ -92,6 +92,13 @@ pub struct ServeArgs {
     /// How often the flags are re-read.
     #[arg(long, value_parser = duration, default_value = "200ms")]
     pub flags_poll: Duration,
+    /// Also write every request, cache lookup, mem0 write and breaker change to this PostgreSQL
+    /// database (postgres://user:password@host/db), as the runbooks' observability_events.
+    #[arg(long, env = "EVENTS_POSTGRES_URL", hide_env_values = true)]
+    pub events_postgres: Option<String>,
+    /// The events table (created when missing).
+    #[arg(long, default_value = "observability_events")]
+    pub events_table: String,
 }
 
 impl ServeArgs {
@@ -102,6 +109,8 @@ impl ServeArgs {
             flags_path: self.flags.clone(),
             admin_token: self.admin_token.clone(),
             flags_poll: self.flags_poll,
+            events_postgres: self.events_postgres.clone(),
+            events_table: self.events_table.clone(),
             settings: Settings {
                 clinics: self.clinics,
                 db_latency: self.db_latency,

@@ -185,6 +185,9 @@ impl Mem0Client {
                 .mem0_writes
                 .get_or_create(&mem0_write(result.is_ok(), true))
                 .inc();
+            let ok = result.is_ok();
+            this.metrics
+                .emit(|| super::events::Event::mem0_write(ok, true));
             if let Err(e) = result {
                 tracing::debug!(clinic_id = clinic, error = %e, "mem0 write failed");
             }

@@ -140,6 +140,8 @@ pub struct Metrics {
     pub session_writes: Family<TtlLabels, Counter>,
     pub flags_reloads: Counter,
     pub flags_reload_errors: Counter,
+    /// Where events are also written (`--events-postgres`), when they are.
+    pub events: std::sync::OnceLock<super::events::EventSink>,
 }
 
 impl Metrics {
@@ -168,6 +170,7 @@ impl Metrics {
             session_writes: Family::default(),
             flags_reloads: Counter::default(),
             flags_reload_errors: Counter::default(),
+            events: std::sync::OnceLock::new(),
         };
         for canary in COHORTS {
             for status in ["200", "404", "500", "503"] {
@@ -319,6 +322,13 @@ impl Metrics {
     }
 
     /// The exposition text.
+    /// Write an event to the events table, when there is one.
+    pub fn emit(&self, event: impl FnOnce() -> super::events::Event) {
+        if let Some(sink) = self.events.get() {
+            sink.send(event());
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -329,6 +339,7 @@ impl Metrics {
     /// Count one clinic API request, served by the canary or the stable path (`None`: refused
     /// before either was chosen).
     pub fn observe_request(&self, status: u16, seconds: f64, canary: Option<bool>) {
+        self.emit(|| super::events::Event::request(status, seconds, canary));
         let cohort = cohort(canary).to_owned();
         self.requests
             .get_or_create(&RequestLabels {

@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod cache;
 pub mod cli;
 pub mod db;
+pub mod events;
 pub mod faults;
 pub mod flags;
 pub mod http;
@@ -46,6 +47,9 @@ pub struct ServeConfig {
     pub admin_token: String,
     /// How often the flags source is read again.
     pub flags_poll: Duration,
+    /// Where the events are also written (the runbooks' observability_events), if anywhere.
+    pub events_postgres: Option<String>,
+    pub events_table: String,
     pub settings: Settings,
 }
 
@@ -87,6 +91,8 @@ impl ServeConfig {
             flags_path: flags_path.into(),
             admin_token: admin_token.to_owned(),
             flags_poll: Duration::from_millis(200),
+            events_postgres: None,
+            events_table: "observability_events".to_owned(),
             settings: Settings::default(),
         }
     }
@@ -180,6 +186,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let settings = config.settings.clone();
     let metrics = Arc::new(Metrics::new(1..=settings.clinics));
+    if let Some(url) = &config.events_postgres {
+        let sink = events::start(url, &config.events_table)
+            .await
+            .with_context(|| format!("--events-postgres {}", redacted(url)))?;
+        let _ = metrics.events.set(sink);
+    }
     let redis = cache::connect(&config.redis_url)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", redacted(&config.redis_url)))?;
@@ -192,6 +204,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         metrics.clone(),
     );
     let breaker = Arc::new(Breaker::new(initial.flags.breaker.clone(), metrics.clone()));
+    // The events table learns the breaker's state at start-up, not only at its first change.
+    metrics.emit(|| {
+        events::Event::breaker_change(&initial.flags.breaker.name, breaker.state().label(), 0)
+    });
     let mem0 = Arc::new(Mem0Client::new(
         Arc::new(FakeMem0::new(settings.mem0_latency)),
         breaker,

@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::AppState;
 use super::cache::{CacheKey, Item, Lookup, PutOutcome};
 use super::db::DbError;
+use super::events::Event;
 use super::flags::Flags;
 use super::mem0::ReadOutcome;
 use super::metrics::{PathLabels, clinic};
@@ -110,6 +111,7 @@ async fn fetch_through(
                     .cache_hits
                     .get_or_create(&clinic(key.clinic, canary))
                     .inc();
+                metrics.emit(|| Event::cache_access(key.clinic, true, canary));
                 return Ok((value, CacheStatus::Hit, Some(generation), None));
             }
             Ok(Lookup::Stale(value)) => {
@@ -117,6 +119,7 @@ async fn fetch_through(
                     .cache_hits
                     .get_or_create(&clinic(key.clinic, canary))
                     .inc();
+                metrics.emit(|| Event::cache_access(key.clinic, true, canary));
                 metrics.cache_stale_served.inc();
                 if let Some(refresh) = state.cache.begin_refresh(&key, generation) {
                     let state = state.clone();
@@ -138,6 +141,7 @@ async fn fetch_through(
         .cache_misses
         .get_or_create(&clinic(key.clinic, canary))
         .inc();
+    metrics.emit(|| Event::cache_access(key.clinic, false, canary));
     tracing::debug!(
         clinic_id = key.clinic,
         key = %key.redis_key(generation.unwrap_or(0)),

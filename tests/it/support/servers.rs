@@ -448,3 +448,215 @@ pub fn http_get_ok(port: u16, path: &str) -> bool {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
 }
+
+/// The superuser's password of a [`PostgresServer`].
+pub const POSTGRES_PASSWORD: &str = "tierguard-test-superuser";
+
+/// The newest PostgreSQL server binary directory (`/usr/lib/postgresql/<version>/bin`) holding
+/// `name`, or fail the test with the set-up instructions.
+pub fn postgres_binary(name: &str) -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let path = e.path().join("bin").join(name);
+            path.is_file().then_some((version, path))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p).unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL's `{name}` is not installed under /usr/lib/postgresql/*/bin. The tests need a \
+             real PostgreSQL server: run `scripts/setup` (it installs the Debian package)."
+        )
+    })
+}
+
+/// A real PostgreSQL server on a free loopback port, its cluster in a temporary directory.
+/// PostgreSQL refuses to run as root: as root, initdb and the server run as the `postgres` user
+/// (the Debian package creates it) through `setpriv`. Password authentication (SCRAM) over TCP.
+pub struct PostgresServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A command run as the server's user.
+fn as_postgres_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--reset-env",
+        ])
+        .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl PostgresServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown the cluster's directory");
+            assert!(
+                status.success(),
+                "chown to postgres failed (is the Debian package installed?)"
+            );
+        }
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, POSTGRES_PASSWORD).unwrap();
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&pwfile)
+                .status();
+        }
+        let data = dir.path().join("data");
+        let out = as_postgres_user(&postgres_binary("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut server = PostgresServer {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let data = self.dir.path().join("data");
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = as_postgres_user(&postgres_binary("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &self.port.to_string()])
+            .arg("-k")
+            .arg(self.dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=60",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn postgres");
+        self.child = Some(child);
+        let ready = postgres_binary("pg_isready");
+        let port = self.port;
+        wait_until("postgres", Duration::from_secs(30), || {
+            Command::new(&ready)
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        });
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://USER:PASSWORD@127.0.0.1:PORT/DB?sslmode=disable`.
+    pub fn url_for(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// The superuser's URL.
+    pub fn url(&self) -> String {
+        self.url_for("postgres", POSTGRES_PASSWORD, "postgres")
+    }
+
+    /// Run SQL as the superuser (statements separated by `;`), failing the test on an error.
+    pub async fn exec(&self, sql: &str) {
+        let client = self.client().await;
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("SQL failed: {e:?}\n{sql}"));
+    }
+
+    /// A superuser connection for set-up and assertions.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test postgres");
+        tokio::spawn(async move { drop(connection.await) });
+        client
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Stop at once (fast shutdown: open connections are ended).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,232 @@
+//! What one observation from the PostgreSQL source costs: a real PostgreSQL (the Debian package,
+//! started here in a temporary directory on a free loopback port, as the `postgres` user when run
+//! as root) holds the runbooks' `observability_events` with N events in the 5-minute window
+//! (requests, cache lookups over 100 clinics, mem0 writes, each with a cohort in `details`) and
+//! as many older ones; the index is the one docs/metrics.md recommends, `(event_type,
+//! created_at)`. Printed: the time of one observation with a warm pool (the 22 queries: every
+//! signal for the service and both cohorts), of the first one (the pool's connections opened),
+//! and of the "by clinic" query, with the controller's peak RSS delta.
+//!
+//! Run with `cargo bench --bench postgres` (release build); `BENCH_PG_EVENTS=10000,100000` picks
+//! the sizes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tierguard::api::MemoryTierSpec;
+use tierguard::destinations::{AllowList, Purpose};
+use tierguard::observe::postgres::{PostgresConfig, PostgresObserver};
+
+const RUNS: usize = 10;
+
+fn binary(name: &str) -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (scripts/setup)")
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let p = e.path().join("bin").join(name);
+            p.is_file().then_some((v, p))
+        })
+        .collect();
+    found.sort();
+    found.pop().expect("a PostgreSQL server binary").1
+}
+
+fn root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn as_postgres(program: &Path) -> Command {
+    if root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--reset-env",
+        ])
+        .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    if root() {
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+    }
+    let data = dir.path().join("data");
+    let out = as_postgres(&binary("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "-A", "trust", "--no-sync"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = as_postgres(&binary("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(dir.path())
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new(binary("pg_isready"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(Instant::now() < deadline, "postgres did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn load(url: &str, events: u64) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(async move { drop(connection.await) });
+    // In the window (the last 5 minutes) and as many in the hour before it.
+    let sql = format!(
+        "DROP TABLE IF EXISTS observability_events;
+         CREATE TABLE observability_events (
+            id bigserial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(),
+            event_type text NOT NULL, clinic_id text, cache_key text,
+            processing_time_ms double precision, success boolean, cache_hit boolean, details jsonb);
+         INSERT INTO observability_events (created_at, event_type, clinic_id, processing_time_ms, success, cache_hit, details)
+           SELECT now() - (random() * CASE WHEN i % 2 = 0 THEN 290 ELSE 3600 END + CASE WHEN i % 2 = 0 THEN 0 ELSE 600 END) * interval '1 second',
+                  (ARRAY['request_completed', 'cache_access', 'cache_access', 'mem0_write'])[1 + i % 4],
+                  (1 + i % 100)::text, 50 + random() * 900, random() > 0.01, random() > 0.1,
+                  jsonb_build_object('cohort', CASE WHEN i % 10 = 0 THEN 'canary' ELSE 'stable' END)
+           FROM generate_series(1, {}) AS i;
+         INSERT INTO observability_events (event_type, details) VALUES ('circuit_breaker_state_change', '{{\"state\": \"closed\"}}');
+         CREATE INDEX ON observability_events (event_type, created_at);
+         ANALYZE observability_events;",
+        events * 2
+    );
+    client.batch_execute(&sql).await.unwrap();
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    tierguard::install_crypto_provider();
+    let sizes: Vec<u64> = std::env::var("BENCH_PG_EVENTS")
+        .unwrap_or_else(|_| "10000,100000,1000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let server = start();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        server.port
+    );
+    let spec: MemoryTierSpec = serde_json::from_value(serde_json::json!({
+        "target": {"configMapName": "f"},
+        "metrics": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}, "timeout": "30s", "interval": "1m"},
+    }))
+    .unwrap();
+    let source = spec.metrics.postgres.clone().unwrap();
+    println!("PostgreSQL source, one observation (22 queries, 5m window; {RUNS} runs each):");
+    for events in sizes {
+        let loading = Instant::now();
+        load(&url, events).await;
+        let loaded = loading.elapsed();
+        let rss_before = peak_rss_kib();
+        let observer = PostgresObserver::new(
+            PostgresConfig::from_spec(&spec, &source, url.clone()),
+            Duration::from_secs(30),
+            AllowList::any(Purpose::Metrics),
+        )
+        .unwrap();
+        let first = Instant::now();
+        let (readings, failure) = observer.read_signals().await;
+        let first = first.elapsed();
+        assert!(failure.is_none(), "{failure:?}");
+        assert!(readings.values().all(|r| r.is_ok()), "{readings:?}");
+        let mut warm: Vec<Duration> = (0..RUNS).map(|_| Duration::ZERO).collect();
+        for slot in warm.iter_mut() {
+            let t = Instant::now();
+            let (_, failure) = observer.read_signals().await;
+            *slot = t.elapsed();
+            assert!(failure.is_none());
+        }
+        warm.sort();
+        let mut clinics: Vec<Duration> = Vec::new();
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let rows = observer.clinic_hit_rates(None).await.unwrap();
+            clinics.push(t.elapsed());
+            assert!(!rows.is_empty());
+        }
+        clinics.sort();
+        println!(
+            "  {events:>8} events in the window (+{events} older; loaded in {:.1} s): first {:.1} ms, warm p50 {:.1} ms, max {:.1} ms; by clinic p50 {:.1} ms; peak RSS +{} KiB",
+            loaded.as_secs_f64(),
+            ms(first),
+            ms(warm[RUNS / 2]),
+            ms(warm[RUNS - 1]),
+            ms(clinics[RUNS / 2]),
+            peak_rss_kib().saturating_sub(rss_before),
+        );
+    }
+}
