@@ -483,7 +483,23 @@ impl Observer {
         };
         let postgres_read = async {
             match postgres.as_ref() {
-                Some(p) => Some(timed(deadline, p.read_signals()).await),
+                Some(p) => Some(
+                    timed(deadline, async {
+                        // The runbooks' "cache hit rate by clinic", for the stampede's source.
+                        let per_clinic = async {
+                            match clinic_config {
+                                Some(c) => Some(
+                                    p.clinic_hit_rates(None)
+                                        .await
+                                        .map(|rows| postgres::clinic_breakdown(c, rows)),
+                                ),
+                                None => None,
+                            }
+                        };
+                        futures::join!(p.read_signals(), per_clinic)
+                    })
+                    .await,
+                ),
                 None => None,
             }
         };
@@ -530,7 +546,10 @@ impl Observer {
         let mut sql_queries = None;
         if let Some((answer, ms)) = from_postgres {
             let (readings, health) = match answer {
-                Some((readings, failure)) => (Some(readings), failure),
+                Some(((readings, failure), clinics)) => {
+                    per_clinic = clinics;
+                    (Some(readings), failure)
+                }
                 None => (None, Some(late(SOURCE_POSTGRES))),
             };
             obs.sources.push(health_of(SOURCE_POSTGRES, health, ms));
@@ -552,9 +571,13 @@ impl Observer {
             None if config.clinics.is_some() && config.prometheus.is_some() => {
                 obs.without_clinics = Some(late(SOURCE_PROMETHEUS));
             }
+            None if config.clinics.is_some() && postgres.is_some() => {
+                obs.without_clinics = Some(late(SOURCE_POSTGRES));
+            }
             None if config.clinics.is_some() => {
                 obs.without_clinics = Some(
-                    "no metrics source: set spec.metrics.prometheus or spec.metrics.scrape".into(),
+                    "no metrics source: set spec.metrics.prometheus, spec.metrics.scrape or spec.metrics.postgres"
+                        .into(),
                 );
             }
             None => {}

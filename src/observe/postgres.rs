@@ -332,6 +332,24 @@ impl ClinicHitRate {
     }
 }
 
+/// The runbooks' per-clinic rows as the stampede diagnosis reads them (the busiest `keep` of
+/// them); rows without a clinic are left out, as the metrics sources leave out series without the
+/// label.
+pub fn clinic_breakdown(
+    config: &super::clinics::ClinicsConfig,
+    rows: Vec<ClinicHitRate>,
+) -> crate::api::ClinicBreakdown {
+    let readings = rows.into_iter().filter_map(|row| {
+        let clinic = row.clinic?;
+        Some(crate::api::ClinicCache {
+            clinic,
+            hits: row.hits as f64,
+            misses: row.lookups.saturating_sub(row.hits) as f64,
+        })
+    });
+    crate::api::ClinicBreakdown::busiest(&config.label, readings, config.keep)
+}
+
 /// Why a query gave no value, and whether the source (not just this query) is at fault.
 #[derive(Clone, Debug, PartialEq)]
 struct Failure {

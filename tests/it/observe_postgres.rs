@@ -259,6 +259,17 @@ async fn every_signal_comes_from_the_runbooks_queries_over_inserted_events() {
     assert_eq!((clinics[0].hits, clinics[0].lookups), (100, 150));
     let text = tierguard::cli::render_clinics(&Ok(clinics));
     assert!(text.contains("c-1") && text.contains("66.67 %"), "{text}");
+    // The same rows are the observation's per-clinic readings, which the stampede diagnosis reads.
+    let breakdown = obs
+        .clinics
+        .as_ref()
+        .unwrap_or_else(|| panic!("per-clinic readings: {:?}", obs.without_clinics));
+    assert_eq!(breakdown.clinics.len(), 1, "{breakdown:?}");
+    assert_eq!(breakdown.clinics[0].clinic, "c-1");
+    assert_eq!(
+        (breakdown.clinics[0].hits, breakdown.clinics[0].misses),
+        (100.0, 50.0)
+    );
 
     // Without the filter, the other application's 100 failed requests count: 107 of 200.
     let mut unfiltered = self::observer(&reader_url(&pg), json!({}), "5s").await;
