@@ -155,7 +155,7 @@ async fn load(url: &str, events: u64) {
             processing_time_ms double precision, success boolean, cache_hit boolean, details jsonb);
          INSERT INTO observability_events (created_at, event_type, clinic_id, processing_time_ms, success, cache_hit, details)
            SELECT now() - (random() * CASE WHEN i % 2 = 0 THEN 290 ELSE 3600 END + CASE WHEN i % 2 = 0 THEN 0 ELSE 600 END) * interval '1 second',
-                  (ARRAY['request_completed', 'cache_access', 'cache_access', 'mem0_write'])[1 + i % 4],
+                  (ARRAY['request_completed', 'cache_access', 'cache_access', 'mem0_write'])[1 + (i / 2) % 4],
                   (1 + i % 100)::text, 50 + random() * 900, random() > 0.01, random() > 0.1,
                   jsonb_build_object('cohort', CASE WHEN i % 10 = 0 THEN 'canary' ELSE 'stable' END)
            FROM generate_series(1, {}) AS i;
@@ -212,15 +212,16 @@ async fn main() {
         }
         warm.sort();
         let mut clinics: Vec<Duration> = Vec::new();
+        let mut listed = 0;
         for _ in 0..RUNS {
             let t = Instant::now();
-            let rows = observer.clinic_hit_rates(None).await.unwrap();
+            // Clinics with more than 100 lookups only: none at the smallest size.
+            listed = observer.clinic_hit_rates(None).await.unwrap().len();
             clinics.push(t.elapsed());
-            assert!(!rows.is_empty());
         }
         clinics.sort();
         println!(
-            "  {events:>8} events in the window (+{events} older; loaded in {:.1} s): first {:.1} ms, warm p50 {:.1} ms, max {:.1} ms; by clinic p50 {:.1} ms; peak RSS +{} KiB",
+            "  {events:>8} events in the window (+{events} older; loaded in {:.1} s): first {:.1} ms, warm p50 {:.1} ms, max {:.1} ms; by clinic p50 {:.1} ms ({listed} clinics); peak RSS +{} KiB",
             loaded.as_secs_f64(),
             ms(first),
             ms(warm[RUNS / 2]),
