@@ -133,6 +133,8 @@ pub struct Metrics {
     pub tier_threshold: Family<ThresholdLabels, Gauge<f64, AtomicU64>>,
     pub tier_mitigation: Family<MitigationLabels, Gauge>,
     pub redis_evicted_keys: Family<TierLabels, Counter>,
+    pub tier_reconciled: Family<TierLabels, Gauge>,
+    pub status_writes: Counter,
     pub leader: Gauge,
 }
 
@@ -232,6 +234,18 @@ impl Default for Metrics {
             "Redis's evicted_keys counter of each MemoryTier's Redis (summed over masters); it resets when Redis restarts, so rate() gives the eviction rate of the runbook's alert",
             redis_evicted_keys.clone(),
         );
+        let tier_reconciled = Family::<TierLabels, Gauge>::default();
+        registry.register(
+            "tier_last_reconcile_timestamp_seconds",
+            "When each MemoryTier was last reconciled to the end (Unix seconds); status.observed is refreshed less often when nothing changes",
+            tier_reconciled.clone(),
+        );
+        let status_writes = Counter::default();
+        registry.register(
+            "status_writes",
+            "Status writes of MemoryTiers after a decision (a reconcile where only live readings moved writes none)",
+            status_writes.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -249,6 +263,8 @@ impl Default for Metrics {
             tier_threshold,
             tier_mitigation,
             redis_evicted_keys,
+            tier_reconciled,
+            status_writes,
             leader,
         }
     }
@@ -377,8 +393,22 @@ impl Metrics {
         counter.inc_by(raw.saturating_sub(counter.get()));
     }
 
+    /// Record that a tier was reconciled to the end at `at`.
+    pub fn set_reconciled(&self, namespace: &str, tier: &str, at: jiff::Timestamp) {
+        self.tier_reconciled
+            .get_or_create(&TierLabels {
+                namespace: namespace.to_owned(),
+                tier: tier.to_owned(),
+            })
+            .set(at.as_second());
+    }
+
     /// Forget a deleted tier's series.
     pub fn forget_tier(&self, namespace: &str, tier: &str) {
+        self.tier_reconciled.remove(&TierLabels {
+            namespace: namespace.to_owned(),
+            tier: tier.to_owned(),
+        });
         for p in ALL_PHASES {
             self.tier_phase.remove(&PhaseLabels {
                 namespace: namespace.to_owned(),

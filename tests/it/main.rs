@@ -31,6 +31,7 @@ mod observe_metrics;
 mod observe_redis;
 mod policy_properties;
 mod policy_runbooks;
+mod scale;
 mod servers_smoke;
 mod shutdown;
 mod simulate;
