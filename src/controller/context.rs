@@ -12,7 +12,8 @@ use super::events::EventPublisher;
 use super::leader::Leadership;
 use super::telemetry::Metrics;
 use super::work::Work;
-use crate::api::MemoryTierStatus;
+use crate::api::{MemoryTierSpec, MemoryTierStatus};
+use crate::observe::fleet::Fleet;
 use crate::destinations::Network;
 use crate::observe::{ConfigError, ObserveConfig, Observer};
 use crate::shutdown::Stop;
@@ -54,6 +55,8 @@ pub struct Context {
     pub status_refresh: Duration,
     /// Which reconciles run first when many are due.
     pub admission: super::admission::Admission,
+    /// The groups of tiers whose Prometheus queries are read together.
+    pub fleet: Fleet,
 }
 
 /// The memory of ticks not written, over the status written last.
@@ -105,6 +108,7 @@ impl Context {
             preflights: Mutex::default(),
             status_refresh: limits.status_refresh,
             admission: super::admission::Admission::new(limits.concurrency),
+            fleet: Fleet::default(),
         }
     }
 
@@ -205,10 +209,13 @@ impl Context {
         lags(written.get(uid).copied(), from_watch)
     }
 
-    /// The tier's observer, created or updated for `config` (an unchanged config keeps its state).
+    /// The tier's observer, created or updated for `config` (an unchanged config keeps its
+    /// state), and in the fleet group its Prometheus queries are read with, if any.
     pub fn observer(
         &self,
         uid: &str,
+        namespace: &str,
+        spec: &MemoryTierSpec,
         config: ObserveConfig,
     ) -> Result<Arc<tokio::sync::Mutex<Observer>>, ConfigError> {
         let mut observers = self.observers.lock().expect("observers lock");
@@ -220,13 +227,16 @@ impl Context {
                 && observer.config() != &config
             {
                 observer.update(config)?;
+                observer.set_fleet(None);
+                let member = self.fleet.join(namespace, spec, observer.config(), observer.http());
+                observer.set_fleet(member);
             }
             return Ok(existing);
         }
-        let observer = Arc::new(tokio::sync::Mutex::new(Observer::with_network(
-            config,
-            &self.network,
-        )?));
+        let mut observer = Observer::with_network(config, &self.network)?;
+        let member = self.fleet.join(namespace, spec, observer.config(), observer.http());
+        observer.set_fleet(member);
+        let observer = Arc::new(tokio::sync::Mutex::new(observer));
         observers.insert(uid.to_owned(), observer.clone());
         Ok(observer)
     }

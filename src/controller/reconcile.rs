@@ -305,7 +305,7 @@ async fn observe(
     t: &Tier<'_>,
     config: ObserveConfig,
 ) -> Result<Observation, ConfigError> {
-    let observer = ctx.observer(&t.uid, config)?;
+    let observer = ctx.observer(&t.uid, &t.namespace, &t.tier.spec, config)?;
     let observation = observer.lock().await.observe().await;
     Ok(observation)
 }

@@ -133,7 +133,7 @@ pub struct Metrics {
     pub tier_threshold: Family<ThresholdLabels, Gauge<f64, AtomicU64>>,
     pub tier_mitigation: Family<MitigationLabels, Gauge>,
     pub redis_evicted_keys: Family<TierLabels, Counter>,
-    pub tier_reconciled: Family<TierLabels, Gauge>,
+    pub tier_reconciled: Family<TierLabels, Gauge<f64, AtomicU64>>,
     pub status_writes: Counter,
     pub leader: Gauge,
 }
@@ -234,7 +234,7 @@ impl Default for Metrics {
             "Redis's evicted_keys counter of each MemoryTier's Redis (summed over masters); it resets when Redis restarts, so rate() gives the eviction rate of the runbook's alert",
             redis_evicted_keys.clone(),
         );
-        let tier_reconciled = Family::<TierLabels, Gauge>::default();
+        let tier_reconciled = Family::<TierLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "tier_last_reconcile_timestamp_seconds",
             "When each MemoryTier was last reconciled to the end (Unix seconds); status.observed is refreshed less often when nothing changes",
@@ -400,7 +400,7 @@ impl Metrics {
                 namespace: namespace.to_owned(),
                 tier: tier.to_owned(),
             })
-            .set(at.as_second());
+            .set(at.as_millisecond() as f64 / 1000.0);
     }
 
     /// Forget a deleted tier's series.

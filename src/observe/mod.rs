@@ -10,6 +10,7 @@
 //! The [`Observer`] keeps what must survive between reconciles (the previous scrape, Redis
 //! connections); the controller holds one per MemoryTier.
 
+pub mod fleet;
 pub mod histogram;
 pub mod prometheus;
 pub mod queries;
@@ -235,6 +236,8 @@ pub struct Observer {
     prometheus: Option<PrometheusClient>,
     scraper: Option<Scraper>,
     redis: Option<RedisObserver>,
+    /// The group this tier's Prometheus queries are read with, if any ([`fleet`]).
+    fleet: Option<fleet::FleetMember>,
 }
 
 impl Observer {
@@ -257,6 +260,7 @@ impl Observer {
             prometheus: None,
             scraper: None,
             redis: None,
+            fleet: None,
         };
         observer.build(None)?;
         Ok(observer)
@@ -264,6 +268,22 @@ impl Observer {
 
     pub fn config(&self) -> &ObserveConfig {
         &self.config
+    }
+
+    /// The HTTP client the observer reads with.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Read Prometheus with `member`'s group rather than with this tier's own queries (none:
+    /// with its own).
+    pub fn set_fleet(&mut self, member: Option<fleet::FleetMember>) {
+        self.fleet = member;
+    }
+
+    /// Whether Prometheus is read with a group.
+    pub fn in_fleet(&self) -> bool {
+        self.fleet.is_some()
     }
 
     /// Apply a new configuration (the spec or a Secret changed). What did not change keeps its
@@ -357,15 +377,17 @@ impl Observer {
             prometheus,
             scraper,
             redis,
+            fleet,
             ..
         } = self;
         let breaker = config.breaker.as_str();
         let queries = &config.queries;
 
         let prometheus_read = async {
-            match prometheus.as_ref() {
-                Some(client) => Some(timed(deadline, client.read_signals(queries)).await),
-                None => None,
+            match (fleet.as_ref(), prometheus.as_ref()) {
+                (Some(member), Some(_)) => Some(timed(deadline, member.read_signals()).await),
+                (None, Some(client)) => Some(timed(deadline, client.read_signals(queries)).await),
+                (_, None) => None,
             }
         };
         let scrape_read = async {
