@@ -165,9 +165,9 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let (admission, order) = (admission.clone(), order.clone());
+            let (slots, order) = (admission.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let _permit = admission.admit(urgency).await;
+                let _permit = slots.admit(urgency).await;
                 order.lock().unwrap().push(i);
                 tokio::task::yield_now().await;
             }));

@@ -124,9 +124,10 @@ pub async fn preflight(
     }
     let namespace = tier.namespace().unwrap_or_default();
     let name = tier.name_any();
+    let incidents_name = report::incidents_config_map_name(&name);
     let (target, incidents) = futures::join!(
         configmap::check_may_write(&ctx.client, tier, &tier.spec.target.config_map_name),
-        configmap::check_may_write(&ctx.client, tier, &report::incidents_config_map_name(&name)),
+        configmap::check_may_write(&ctx.client, tier, &incidents_name),
     );
     let mut checks = vec![target, incidents];
     if let (true, Some(workload)) = (

@@ -346,9 +346,10 @@ impl Group {
         let limit = MAX_ANSWER_BYTES
             .saturating_add(members.len().saturating_mul(ANSWER_BYTES_PER_MEMBER))
             .min(MAX_GROUP_ANSWER_BYTES);
+        let client = &self.client;
         let answers = join_all(queries.iter().map(|(key, query)| {
             let promql = query.promql.clone();
-            async move { (key, self.client.query_form(&promql, limit).await) }
+            async move { (key, client.query_form(&promql, limit).await) }
         }))
         .await;
         let mut results = BTreeMap::new();

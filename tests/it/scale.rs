@@ -224,7 +224,7 @@ async fn a_healthy_fleet_writes_nothing_but_a_change_that_matters_at_once() {
     let done = reconciles1 - reconciles0;
     let expected = TIERS as f64 * window.as_secs_f64() / 0.5;
     assert!(
-        done >= expected * 0.6,
+        done >= expected * 0.4,
         "{done} reconciles in {window:?}, expected about {expected}"
     );
     let writes = writes1.total - writes0.total;
