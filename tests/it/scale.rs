@@ -388,3 +388,239 @@ async fn under_full_load_a_new_tier_and_an_incident_go_before_healthy_ticks() {
     );
     run.abort();
 }
+
+/// Two tiers' series on one page, told apart by `tier`: `a` with its breaker open, `b` closed,
+/// counters growing with `step`.
+fn two_tiers_page(step: u64) -> String {
+    let n = 1000 + step * 20;
+    let mut out = String::new();
+    out.push_str("# TYPE http_requests_total counter\n");
+    for t in ["a", "b"] {
+        out.push_str(&format!(
+            "http_requests_total{{tier=\"{t}\",status=\"200\"}} {n}\n"
+        ));
+    }
+    // b fails one request in ten.
+    out.push_str(&format!(
+        "http_requests_total{{tier=\"b\",status=\"503\"}} {}\n",
+        n / 9
+    ));
+    out.push_str("# TYPE http_request_duration_seconds histogram\n");
+    for (t, fast) in [("a", n), ("b", n / 4)] {
+        out.push_str(&format!(
+            "http_request_duration_seconds_bucket{{tier=\"{t}\",le=\"0.05\"}} {fast}\nhttp_request_duration_seconds_bucket{{tier=\"{t}\",le=\"0.5\"}} {n}\nhttp_request_duration_seconds_bucket{{tier=\"{t}\",le=\"+Inf\"}} {n}\nhttp_request_duration_seconds_sum{{tier=\"{t}\"}} 1\nhttp_request_duration_seconds_count{{tier=\"{t}\"}} {n}\n"
+        ));
+    }
+    out.push_str("# TYPE circuit_breaker_state gauge\n");
+    for (t, state) in [("a", 1), ("b", 0)] {
+        out.push_str(&format!(
+            "circuit_breaker_state{{tier=\"{t}\",breaker=\"mem0\"}} {state}\n"
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_reading_one_prometheus_share_one_query_per_signal_split_back_per_tier() {
+    use tierguard::api::BreakerState;
+    use tierguard::observe::fleet::Fleet;
+    use tierguard::observe::secrets::LocalSecrets;
+    use tierguard::observe::{ObserveConfig, Observer};
+
+    let exporter = Arc::new(Exporter::start(&AppMetrics::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (exporter, stop) = (exporter.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut step = 0;
+            while !stop.load(Ordering::SeqCst) {
+                exporter.set_body(&two_tiers_page(step));
+                step += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let mut prometheus = support::servers::PrometheusServer::start(
+        &[exporter.target()],
+        Duration::from_millis(250),
+    );
+    // Rates need a few scrapes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let network = tierguard::destinations::Network::new(support::loopback()).unwrap();
+    let fleet = Fleet::default();
+    let spec = |selector: &str, extra: serde_json::Value| {
+        let mut metrics = json!({"prometheus": {"url": prometheus.url()}, "selector": selector, "rateWindow": "2s", "interval": "1s"});
+        json_patch::merge(&mut metrics, &extra);
+        support::tiers::tier("t", NS, json!({"metrics": metrics})).spec
+    };
+    let specs = [
+        ("a", spec(r#"tier="a""#, json!({}))),
+        ("b", spec(r#"tier="b""#, json!({}))),
+        // No series: unknown, with a reason, while the others are read.
+        ("ghost", spec(r#"tier="ghost""#, json!({}))),
+        // An exotic selector and an override read their own queries.
+        ("regex", spec(r#"tier=~"b""#, json!({}))),
+        (
+            "override",
+            spec(
+                r#"tier="a""#,
+                json!({"queries": {"breakerState": "max(circuit_breaker_state{tier=\"b\"})"}}),
+            ),
+        ),
+    ];
+    let mut observers = Vec::new();
+    for (name, spec) in &specs {
+        let config = ObserveConfig::resolve(spec, &LocalSecrets::default())
+            .await
+            .unwrap();
+        let mut observer = Observer::with_network(config, &network).unwrap();
+        let member = fleet.join(NS, spec, observer.config(), observer.http());
+        observer.set_fleet(member);
+        observers.push((*name, observer));
+    }
+    let grouped: Vec<&str> = observers
+        .iter()
+        .filter(|(_, o)| o.in_fleet())
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(grouped, ["a", "b", "ghost"]);
+    assert_eq!(fleet.groups(), 1);
+
+    let metrics_url = format!("{}/metrics", prometheus.url());
+    let requests = || async {
+        let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("prometheus_http_requests_total") && l.contains("handler=\"/api/v1/query\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = requests().await;
+    let mut seen = std::collections::BTreeMap::new();
+    for (name, observer) in observers.iter_mut().take(3) {
+        seen.insert(*name, observer.observe().await);
+    }
+    let grouped_requests = requests().await - before;
+    let per_tier = tierguard::observe::queries::QuerySet::from_spec(&specs[0].1)
+        .iter()
+        .count();
+    // One round for the group: one query per signal, not one per tier and signal.
+    assert_eq!(grouped_requests as usize, per_tier, "{grouped_requests}");
+
+    let a = &seen["a"];
+    let b = &seen["b"];
+    assert_eq!(a.breaker_state, Some(BreakerState::Open), "{a:?}");
+    assert_eq!(b.breaker_state, Some(BreakerState::Closed), "{b:?}");
+    assert!(a.error_rate_percent.is_some_and(|e| e < 0.01), "{a:?}");
+    assert!(b.error_rate_percent.is_some_and(|e| e > 5.0), "{b:?}");
+    assert!(a.p50_latency_ms.is_some_and(|p| p < 50.0), "{a:?}");
+    assert!(b.p50_latency_ms.is_some_and(|p| p > 50.0), "{b:?}");
+    let ghost = &seen["ghost"];
+    assert_eq!(ghost.breaker_state, None);
+    let reason = &ghost.unknown["breakerState"];
+    assert!(reason.contains("no data") && reason.contains("ghost"), "{reason}");
+    assert!(ghost.sources.iter().all(|s| s.ok), "{:?}", ghost.sources);
+
+    // The others read their own queries, as before.
+    for (name, observer) in observers.iter_mut().skip(3) {
+        seen.insert(*name, observer.observe().await);
+    }
+    assert_eq!(seen["regex"].breaker_state, Some(BreakerState::Closed));
+    assert_eq!(seen["override"].breaker_state, Some(BreakerState::Closed));
+
+    // Prometheus down: every member's signals unknown, Prometheus unhealthy, for each tier.
+    prometheus.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (_, observer) in observers.iter_mut().take(3) {
+        let o = observer.observe().await;
+        assert_eq!(o.breaker_state, None);
+        let source = o.sources.iter().find(|s| s.name == "prometheus").unwrap();
+        assert!(!source.ok, "{source:?}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    feeder.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_on_disjoint_shards_each_reconcile_their_own_under_their_own_lease() {
+    use tierguard::controller::LeaseConfig;
+    let server = support::api_server().await;
+    let admin = server.client();
+    let exporter = Arc::new(Exporter::start(&healthy(0, 0.0)));
+    let _traffic = Traffic::start(exporter.clone());
+    const SHARD_LABEL: &str = "tierguard.dev/shard";
+    for shard in ["a", "b"] {
+        for i in 0..3 {
+            let mut t = tier(&format!("{shard}-{i}"), &exporter.url(), "500ms");
+            t.metadata.labels = Some([(SHARD_LABEL.to_owned(), shard.to_owned())].into());
+            create(&admin, &t).await;
+        }
+    }
+    let replica = |shard: &str| {
+        let identity = format!("shard-{shard}-0");
+        let config = RunConfig {
+            namespaces: vec![NS.into()],
+            selector: Some(format!("{SHARD_LABEL}={shard}")),
+            metrics_addr: None,
+            lease: Some(LeaseConfig {
+                name: format!("tierguard-shard-{shard}"),
+                namespace: NS.into(),
+                identity: identity.clone(),
+                duration: Duration::from_secs(3),
+                grace: Duration::from_secs(1),
+            }),
+            instance: Some(identity.clone()),
+            concurrency: tierguard::controller::DEFAULT_CONCURRENCY,
+            destinations: support::loopback(),
+            background: Default::default(),
+            shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+            status_refresh: tierguard::controller::DEFAULT_STATUS_REFRESH,
+        };
+        let client = server.client_as(&identity);
+        tokio::spawn(async move {
+            tierguard::controller::run_until(client, config, tierguard::shutdown::Stop::new())
+                .await
+                .expect("the controller runs");
+        })
+    };
+    let (a, b) = (replica("a"), replica("b"));
+    for shard in ["a", "b"] {
+        for i in 0..3 {
+            rendered_within(&admin, &format!("{shard}-{i}"), Duration::from_secs(30)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Each shard's tiers, ConfigMaps and Events were written by that shard's controller only.
+    let mut checked = 0;
+    for write in server.writes() {
+        if write.path.contains("/leases") {
+            continue;
+        }
+        let object = write.path.rsplit('/').find(|p| {
+            (p.starts_with("a-") || p.starts_with("b-")) && p.len() >= 3
+        });
+        let Some(object) = object else { continue };
+        let user = write.user.clone().unwrap_or_default();
+        assert_eq!(
+            user,
+            format!("shard-{}-0", &object[..1]),
+            "{} {} written by {user}",
+            write.method,
+            write.path
+        );
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} writes of the shards' objects seen");
+    // Each shard holds its own lease.
+    for shard in ["a", "b"] {
+        let lease = server
+            .get_json(
+                &Gvr::of::<k8s_openapi::api::coordination::v1::Lease>(),
+                NS,
+                &format!("tierguard-shard-{shard}"),
+            )
+            .expect("the shard's lease");
+        assert_eq!(lease["spec"]["holderIdentity"], format!("shard-{shard}-0"));
+    }
+    a.abort();
+    b.abort();
+}
