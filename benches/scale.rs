@@ -15,8 +15,9 @@
 //! Options through the environment: TIERS (the largest fleet, default 1000; 1,000 and 3,000 run
 //! first when smaller), SIZES (the fleet sizes instead, e.g. `1000,3000`), MODES (`scrape`,
 //! `prometheus` or both, the default), INTERVAL (default 30s), ROUNDS (intervals measured,
-//! default 3), SCALE_LOG (a file for the controller's log), TIERGUARD_BIN (the controller binary,
-//! default target/release/tierguard).
+//! default 3), SCALE_LOG (a file for the controller's log), SCALE_ARGS (more arguments of
+//! `tierguard run`, e.g. `--status-refresh=0s` to write status at every tick as before the quiet
+//! steady state), TIERGUARD_BIN (the controller binary, default target/release/tierguard).
 
 #[path = "../tests/it/support/exporter.rs"]
 mod exporter;
@@ -293,6 +294,11 @@ fn start_controller(binary: &Path, kubeconfig: &Path, metrics_port: u16) -> Chil
         .args(["--metrics-destinations", "127.0.0.0/8"])
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+        .args(
+            std::env::var("SCALE_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env(
             "RUST_LOG",
             std::env::var("SCALE_RUST_LOG").unwrap_or_else(|_| "warn".into()),
