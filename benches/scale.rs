@@ -220,7 +220,10 @@ fn fleet_page(tiers: usize, step: u64) -> String {
     family(&mut out, "http_requests_total", "counter");
     for i in 0..tiers {
         let t = tier_name(i);
-        let _ = writeln!(out, "http_requests_total{{tier=\"{t}\",status=\"200\"}} {n}");
+        let _ = writeln!(
+            out,
+            "http_requests_total{{tier=\"{t}\",status=\"200\"}} {n}"
+        );
     }
     family(&mut out, "http_request_duration_seconds", "histogram");
     for i in 0..tiers {
@@ -396,7 +399,10 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
     let newcomer = {
         let name = "newcomer";
         server
-            .put_json(&gvr, manifest(name, Mode::Scrape, &exporter.url(), interval_s))
+            .put_json(
+                &gvr,
+                manifest(name, Mode::Scrape, &exporter.url(), interval_s),
+            )
             .expect("store the new MemoryTier");
         let created = Instant::now();
         let cms = Gvr::of::<k8s_openapi::api::core::v1::ConfigMap>();
@@ -562,7 +568,10 @@ fn main() {
     tierguard::install_crypto_provider();
     let largest: usize = env_or("TIERS", 1000);
     let sizes: Vec<usize> = match std::env::var("SIZES") {
-        Ok(list) => list.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        Ok(list) => list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
         Err(_) => [1000, 3000]
             .into_iter()
             .filter(|s| *s < largest)

@@ -32,9 +32,11 @@ impl Urgency {
     /// The urgency of reconciling `tier` as the watch cache has it.
     pub fn of(tier: &MemoryTier) -> Urgency {
         match &tier.status {
-            None | Some(MemoryTierStatus { phase: None | Some(Phase::Pending), .. }) => {
-                Urgency::New
-            }
+            None
+            | Some(MemoryTierStatus {
+                phase: None | Some(Phase::Pending),
+                ..
+            }) => Urgency::New,
             Some(status) if in_incident(status) => Urgency::Incident,
             Some(status) if status.observed_generation != tier.metadata.generation => Urgency::New,
             Some(_) => Urgency::Periodic,
@@ -46,8 +48,7 @@ fn in_incident(status: &MemoryTierStatus) -> bool {
     matches!(
         status.phase,
         Some(Phase::Degraded | Phase::RollingBack | Phase::RolledBack | Phase::Recovering)
-    )
-        || !status.mitigations.is_empty()
+    ) || !status.mitigations.is_empty()
         || status.incidents.iter().any(|i| i.resolved_at.is_none())
 }
 

@@ -13,8 +13,8 @@ use super::leader::Leadership;
 use super::telemetry::Metrics;
 use super::work::Work;
 use crate::api::{MemoryTierSpec, MemoryTierStatus};
-use crate::observe::fleet::Fleet;
 use crate::destinations::Network;
+use crate::observe::fleet::Fleet;
 use crate::observe::{ConfigError, ObserveConfig, Observer};
 use crate::shutdown::Stop;
 use jiff::Timestamp;
@@ -144,13 +144,10 @@ impl Context {
         let Some(policy) = next.policy.clone() else {
             return;
         };
-        self.pending.lock().expect("pending lock").insert(
-            uid.to_owned(),
-            PendingMemory {
-                over,
-                policy,
-            },
-        );
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(uid.to_owned(), PendingMemory { over, policy });
     }
 
     /// `status` (the tier's, as stored) with the memory of the ticks not written since, when it
@@ -228,13 +225,17 @@ impl Context {
             {
                 observer.update(config)?;
                 observer.set_fleet(None);
-                let member = self.fleet.join(namespace, spec, observer.config(), observer.http());
+                let member = self
+                    .fleet
+                    .join(namespace, spec, observer.config(), observer.http());
                 observer.set_fleet(member);
             }
             return Ok(existing);
         }
         let mut observer = Observer::with_network(config, &self.network)?;
-        let member = self.fleet.join(namespace, spec, observer.config(), observer.http());
+        let member = self
+            .fleet
+            .join(namespace, spec, observer.config(), observer.http());
         observer.set_fleet(member);
         let observer = Arc::new(tokio::sync::Mutex::new(observer));
         observers.insert(uid.to_owned(), observer.clone());

@@ -33,11 +33,11 @@ use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 
 pub use context::{Context, Limits};
-pub use quiet::DEFAULT_STATUS_REFRESH;
 pub use error::Error;
 pub use events::EventPublisher;
 pub use execute::Executed;
 pub use leader::{Leadership, LeaseConfig};
+pub use quiet::DEFAULT_STATUS_REFRESH;
 pub use reconcile::{Watched, error_policy, reconcile};
 
 use crate::api::MemoryTier;

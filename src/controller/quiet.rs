@@ -64,7 +64,11 @@ fn material(status: &MemoryTierStatus) -> MemoryTierStatus {
 /// Which signals are known and which sources answer, without the values or the reasons' text.
 fn readings_known(o: &Observation) -> Observation {
     Observation {
-        unknown: o.unknown.keys().map(|k| (k.clone(), String::new())).collect(),
+        unknown: o
+            .unknown
+            .keys()
+            .map(|k| (k.clone(), String::new()))
+            .collect(),
         sources: o
             .sources
             .iter()
@@ -176,7 +180,11 @@ mod tests {
         let mut phase = status(1030, 40.0, policy.clone());
         phase.phase = Some(Phase::RollingBack);
         assert!(needs_write(&written, &phase, at(1030), 5 * MIN));
-        let level = status(1030, 40.0, json!({"version": 1, "redis": {"level": "watch"}}));
+        let level = status(
+            1030,
+            40.0,
+            json!({"version": 1, "redis": {"level": "watch"}}),
+        );
         assert!(needs_write(&written, &level, at(1030), 5 * MIN));
         let window = status(
             1030,
@@ -185,8 +193,9 @@ mod tests {
         );
         assert!(needs_write(&written, &window, at(1030), 5 * MIN));
         let mut condition = status(1030, 40.0, policy);
-        condition.conditions.push(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        condition
+            .conditions
+            .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
                 type_: "Ready".into(),
                 status: "True".into(),
                 reason: "Reconciled".into(),
@@ -195,8 +204,7 @@ mod tests {
                 last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(
                     1030,
                 )),
-            },
-        );
+            });
         assert!(needs_write(&written, &condition, at(1030), 5 * MIN));
     }
 
@@ -209,12 +217,17 @@ mod tests {
         o.unknown.insert("p50LatencyMs".into(), "no samples".into());
         assert!(needs_write(&written, &unknown, at(1030), 5 * MIN));
         let mut failing = status(1030, 40.0, json!({"version": 1}));
-        failing.observed.as_mut().unwrap().sources.push(SourceHealth {
-            name: "scrape".into(),
-            ok: false,
-            reason: Some("timeout".into()),
-            latency_ms: Some(5000),
-        });
+        failing
+            .observed
+            .as_mut()
+            .unwrap()
+            .sources
+            .push(SourceHealth {
+                name: "scrape".into(),
+                ok: false,
+                reason: Some("timeout".into()),
+                latency_ms: Some(5000),
+            });
         assert!(needs_write(&written, &failing, at(1030), 5 * MIN));
     }
 
@@ -222,18 +235,17 @@ mod tests {
     fn a_condition_message_quoting_a_reading_is_not_a_change() {
         let mk = |message: &str| {
             let mut s = status(1000, 40.0, json!({"version": 1}));
-            s.conditions.push(
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            s.conditions
+                .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
                     type_: "MemoryPressure".into(),
                     status: "False".into(),
                     reason: "MemoryOk".into(),
                     message: message.into(),
                     observed_generation: Some(1),
-                    last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                        at(1000),
-                    ),
-                },
-            );
+                    last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(
+                        1000,
+                    )),
+                });
             s
         };
         assert!(!needs_write(
@@ -247,8 +259,16 @@ mod tests {
     #[test]
     fn error_test_counts_are_live_but_a_new_test_is_not() {
         let test = |n: f64| json!({"span": "sinceDeploy", "since": "2026-01-01T00:00:00Z", "canaryRequests": n, "canaryErrors": 0.0, "stableRequests": n, "stableErrors": 0.0});
-        let written = status(1000, 40.0, json!({"version": 1, "windows": {"errorTests": [test(10.0)]}}));
-        let more = status(1030, 40.0, json!({"version": 1, "windows": {"errorTests": [test(20.0)]}}));
+        let written = status(
+            1000,
+            40.0,
+            json!({"version": 1, "windows": {"errorTests": [test(10.0)]}}),
+        );
+        let more = status(
+            1030,
+            40.0,
+            json!({"version": 1, "windows": {"errorTests": [test(20.0)]}}),
+        );
         assert!(!needs_write(&written, &more, at(1030), 5 * MIN));
         let another = status(
             1030,

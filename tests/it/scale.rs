@@ -207,7 +207,11 @@ async fn a_healthy_fleet_writes_nothing_but_a_change_that_matters_at_once() {
     let traffic = Traffic::start(exporter.clone());
     const TIERS: usize = 20;
     for i in 0..TIERS {
-        create(&client, &tier(&format!("quiet-{i:02}"), &exporter.url(), "1s")).await;
+        create(
+            &client,
+            &tier(&format!("quiet-{i:02}"), &exporter.url(), "1s"),
+        )
+        .await;
     }
     let port = free_port();
     let run = controller(
@@ -266,7 +270,10 @@ async fn a_healthy_fleet_writes_nothing_but_a_change_that_matters_at_once() {
         },
     )
     .await;
-    println!("the breaker's opening was in status after {:?}", opened.elapsed());
+    println!(
+        "the breaker's opening was in status after {:?}",
+        opened.elapsed()
+    );
     assert!(server.write_counts().status > writes1.status);
     run.abort();
     drop(traffic);
@@ -280,7 +287,11 @@ async fn the_readings_in_status_are_refreshed_at_their_period() {
     let _traffic = Traffic::start(exporter.clone());
     const TIERS: usize = 6;
     for i in 0..TIERS {
-        create(&client, &tier(&format!("fresh-{i}"), &exporter.url(), "500ms")).await;
+        create(
+            &client,
+            &tier(&format!("fresh-{i}"), &exporter.url(), "500ms"),
+        )
+        .await;
     }
     let port = free_port();
     let refresh = Duration::from_secs(2);
@@ -450,19 +461,21 @@ async fn tiers_reading_one_prometheus_share_one_query_per_signal_split_back_per_
             }
         })
     };
-    let mut prometheus = support::servers::PrometheusServer::start(
-        &[exporter.target()],
-        Duration::from_millis(250),
-    );
+    let mut prometheus =
+        support::servers::PrometheusServer::start(&[exporter.target()], Duration::from_millis(250));
     // Both tiers' series scraped a few times (rates need two samples).
     let count_url = format!(
         "{}/api/v1/query?query=count(circuit_breaker_state)",
         prometheus.url()
     );
-    wait_for("Prometheus to hold both tiers' series", Duration::from_secs(30), || async {
-        let body = reqwest::get(&count_url).await.ok()?.text().await.ok()?;
-        body.contains("\"2\"").then_some(())
-    })
+    wait_for(
+        "Prometheus to hold both tiers' series",
+        Duration::from_secs(30),
+        || async {
+            let body = reqwest::get(&count_url).await.ok()?.text().await.ok()?;
+            body.contains("\"2\"").then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let network = tierguard::destinations::Network::new(support::loopback()).unwrap();
@@ -507,9 +520,17 @@ async fn tiers_reading_one_prometheus_share_one_query_per_signal_split_back_per_
 
     let metrics_url = format!("{}/metrics", prometheus.url());
     let requests = || async {
-        let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
-            .filter(|l| l.starts_with("prometheus_http_requests_total") && l.contains("handler=\"/api/v1/query\""))
+            .filter(|l| {
+                l.starts_with("prometheus_http_requests_total")
+                    && l.contains("handler=\"/api/v1/query\"")
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
@@ -536,7 +557,10 @@ async fn tiers_reading_one_prometheus_share_one_query_per_signal_split_back_per_
     let ghost = &seen["ghost"];
     assert_eq!(ghost.breaker_state, None);
     let reason = &ghost.unknown["breakerState"];
-    assert!(reason.contains("no data") && reason.contains("ghost"), "{reason}");
+    assert!(
+        reason.contains("no data") && reason.contains("ghost"),
+        "{reason}"
+    );
     assert!(ghost.sources.iter().all(|s| s.ok), "{:?}", ghost.sources);
 
     // The others read their own queries, as before.
@@ -614,9 +638,10 @@ async fn two_controllers_on_disjoint_shards_each_reconcile_their_own_under_their
         if write.path.contains("/leases") {
             continue;
         }
-        let object = write.path.rsplit('/').find(|p| {
-            (p.starts_with("a-") || p.starts_with("b-")) && p.len() >= 3
-        });
+        let object = write
+            .path
+            .rsplit('/')
+            .find(|p| (p.starts_with("a-") || p.starts_with("b-")) && p.len() >= 3);
         let Some(object) = object else { continue };
         let user = write.user.clone().unwrap_or_default();
         assert_eq!(
@@ -628,7 +653,10 @@ async fn two_controllers_on_disjoint_shards_each_reconcile_their_own_under_their
         );
         checked += 1;
     }
-    assert!(checked >= 6, "only {checked} writes of the shards' objects seen");
+    assert!(
+        checked >= 6,
+        "only {checked} writes of the shards' objects seen"
+    );
     // Each shard holds its own lease.
     for shard in ["a", "b"] {
         let lease = server
