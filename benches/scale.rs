@@ -21,7 +21,6 @@
 
 #[path = "../tests/it/support/exporter.rs"]
 mod exporter;
-#[allow(dead_code)]
 #[path = "../tests/it/support/servers.rs"]
 mod servers;
 
@@ -339,12 +338,12 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
     };
     if let Some(p) = &prometheus {
         // Two scrapes of every series, so every rate is known from the first reconcile on.
-        let wanted = format!("count(http_requests_total)");
+        let wanted = "count(http_requests_total)";
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let answer = http_get(
                 p.port(),
-                &format!("/api/v1/query?query={}", urlencode(&wanted)),
+                &format!("/api/v1/query?query={}", urlencode(wanted)),
             );
             if answer.contains(&format!("\"{tiers}\"")) {
                 break;

@@ -81,6 +81,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(5);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 impl Context {
+    // Every part is shared state of its own; a builder would only restate them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         events: EventPublisher,

@@ -79,6 +79,9 @@ struct GroupState {
     inflight: Option<Shared<BoxFuture<'static, Arc<Answer>>>>,
 }
 
+/// One query's value per member (by index in the answer's members), or why it failed.
+type MemberValues = Result<Vec<Option<f64>>, PrometheusError>;
+
 /// One round of the group's queries.
 struct Answer {
     /// When the queries were sent.
@@ -86,7 +89,7 @@ struct Answer {
     /// The members asked for, sorted.
     members: Vec<Vec<String>>,
     /// Each query's value per member (by index in `members`), or why the query failed.
-    results: BTreeMap<(Scope, Signal), Result<Vec<Option<f64>>, PrometheusError>>,
+    results: BTreeMap<(Scope, Signal), MemberValues>,
     /// The group's query of each signal, shortened for reasons.
     queries: BTreeMap<(Scope, Signal), String>,
 }
