@@ -55,9 +55,33 @@ fn rules() -> &'static Rules {
     })
 }
 
-/// Whether `text` matches a schema `pattern` (the subset of ECMA-262 the CRD uses).
+/// Whether `text` matches a schema `pattern` (the subset of ECMA-262 the CRD uses). The CRD's
+/// patterns are few and checked at every reconcile: each is compiled once (compiling them was
+/// the largest share of a healthy reconcile's CPU).
 pub fn pattern_matches(pattern: &str, text: &str) -> bool {
-    regex::Regex::new(pattern).is_ok_and(|re| re.is_match(text))
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    /// Patterns kept compiled; past this many (not the CRD's own), they are compiled each time.
+    const MAX_COMPILED: usize = 256;
+    static COMPILED: OnceLock<Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
+    let cache = COMPILED.get_or_init(Mutex::default);
+    let known = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(pattern)
+        .cloned();
+    let compiled = match known {
+        Some(compiled) => compiled,
+        None => {
+            let compiled = regex::Regex::new(pattern).ok();
+            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() < MAX_COMPILED {
+                cache.insert(pattern.to_owned(), compiled.clone());
+            }
+            compiled
+        }
+    };
+    compiled.is_some_and(|re| re.is_match(text))
 }
 
 /// Validate one parsed document. Returns the typed object when it is a valid MemoryTier.

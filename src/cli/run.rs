@@ -78,7 +78,8 @@ pub struct RunArgs {
     /// This replica's identity in the Lease and in Events (default: the pod name or host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Most reconciles running at once.
+    /// Most reconciles running at once. When more are due, an incident goes first, then a new or
+    /// changed tier, then healthy tiers' periodic ticks.
     #[arg(long, default_value_t = controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
     /// How long the Lease is valid without renewal; a standby takes over within this.
@@ -118,6 +119,11 @@ pub struct RunArgs {
     /// the pod's terminationGracePeriodSeconds.
     #[arg(long, default_value = "7s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How often a tier's live readings in status.observed are refreshed when nothing else
+    /// changed (a change of phase, condition, level, incident or action is written at once).
+    /// Between refreshes the readings are on /metrics; the status is not written.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub status_refresh: Duration,
 }
 
 impl RunArgs {
@@ -277,6 +283,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 job_timeout: args.background_job_timeout,
             },
             shutdown_timeout: args.shutdown_timeout,
+            status_refresh: args.status_refresh,
         },
         stop,
     )

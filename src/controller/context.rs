@@ -12,8 +12,9 @@ use super::events::EventPublisher;
 use super::leader::Leadership;
 use super::telemetry::Metrics;
 use super::work::Work;
-use crate::api::MemoryTierStatus;
+use crate::api::{MemoryTierSpec, MemoryTierStatus};
 use crate::destinations::Network;
+use crate::observe::fleet::Fleet;
 use crate::observe::{ConfigError, ObserveConfig, Observer};
 use crate::shutdown::Stop;
 use jiff::Timestamp;
@@ -45,6 +46,33 @@ pub struct Context {
     written: Mutex<HashMap<String, Timestamp>>,
     /// When each tier's next periodic tick is due, by MemoryTier uid.
     ticks: Mutex<HashMap<String, Instant>>,
+    /// The policy's memory of the ticks whose status was not written (only live readings
+    /// moved: [`super::quiet`]), by MemoryTier uid, with the `lastTick` of the status it follows.
+    pending: Mutex<HashMap<String, PendingMemory>>,
+    /// When each tier's ownership preflight last passed, and for which spec generation.
+    preflights: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+    /// How often the live readings in status are refreshed when nothing else changed.
+    pub status_refresh: Duration,
+    /// Which reconciles run first when many are due.
+    pub admission: super::admission::Admission,
+    /// The groups of tiers whose Prometheus queries are read together.
+    pub fleet: Fleet,
+}
+
+/// The memory of ticks not written, over the status written last.
+struct PendingMemory {
+    /// The `lastTick` of the status it follows (the one in the API server).
+    over: Option<Timestamp>,
+    policy: serde_json::Value,
+}
+
+/// The bounds a controller runs with.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most reconciles running at once.
+    pub concurrency: u16,
+    /// How often the live readings in status are refreshed when nothing else changed.
+    pub status_refresh: Duration,
 }
 
 /// The first retry after a failed reconcile; it doubles per consecutive failure.
@@ -53,6 +81,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(5);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 impl Context {
+    // Every part is shared state of its own; a builder would only restate them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         events: EventPublisher,
@@ -61,6 +91,7 @@ impl Context {
         network: Network,
         work: Work,
         stop: Stop,
+        limits: Limits,
     ) -> Self {
         Context {
             client,
@@ -75,6 +106,11 @@ impl Context {
             failures: Mutex::default(),
             written: Mutex::default(),
             ticks: Mutex::default(),
+            pending: Mutex::default(),
+            preflights: Mutex::default(),
+            status_refresh: limits.status_refresh,
+            admission: super::admission::Admission::new(limits.concurrency),
+            fleet: Fleet::default(),
         }
     }
 
@@ -104,8 +140,58 @@ impl Context {
         due.saturating_duration_since(now)
     }
 
+    /// Keep the memory of a tick whose status was not written: `over` is the `lastTick` of the
+    /// status in the API server, `next` the status decided.
+    pub fn keep_pending(&self, uid: &str, over: Option<Timestamp>, next: &MemoryTierStatus) {
+        let Some(policy) = next.policy.clone() else {
+            return;
+        };
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(uid.to_owned(), PendingMemory { over, policy });
+    }
+
+    /// `status` (the tier's, as stored) with the memory of the ticks not written since, when it
+    /// is still the status that memory follows; a status written since by anyone else (another
+    /// replica, a restore) is taken as it is.
+    pub fn with_pending_memory(&self, uid: &str, status: &mut MemoryTierStatus) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        match pending.get(uid) {
+            Some(p) if p.over == last_tick(status) => status.policy = Some(p.policy.clone()),
+            Some(_) => {
+                pending.remove(uid);
+            }
+            None => {}
+        }
+    }
+
+    /// Whether the ownership preflight of `uid` passed for this spec generation within the
+    /// status refresh period (the actuators check again at every write).
+    pub fn preflight_passed_recently(&self, uid: &str, generation: Option<i64>) -> bool {
+        self.preflights
+            .lock()
+            .expect("preflights lock")
+            .get(uid)
+            .is_some_and(|(g, at)| *g == generation && at.elapsed() < self.status_refresh)
+    }
+
+    /// Record that the ownership preflight of `uid` passed.
+    pub fn preflight_passed(&self, uid: &str, generation: Option<i64>) {
+        self.preflights
+            .lock()
+            .expect("preflights lock")
+            .insert(uid.to_owned(), (generation, Instant::now()));
+    }
+
+    /// Forget a passed preflight (a check failed since).
+    pub fn preflight_failed(&self, uid: &str) {
+        self.preflights.lock().expect("preflights lock").remove(uid);
+    }
+
     /// Remember when the status just written for `uid` was decided.
     pub fn remember_status(&self, uid: &str, status: &MemoryTierStatus) {
+        self.pending.lock().expect("pending lock").remove(uid);
         if let Some(tick) = last_tick(status) {
             self.written
                 .lock()
@@ -122,10 +208,13 @@ impl Context {
         lags(written.get(uid).copied(), from_watch)
     }
 
-    /// The tier's observer, created or updated for `config` (an unchanged config keeps its state).
+    /// The tier's observer, created or updated for `config` (an unchanged config keeps its
+    /// state), and in the fleet group its Prometheus queries are read with, if any.
     pub fn observer(
         &self,
         uid: &str,
+        namespace: &str,
+        spec: &MemoryTierSpec,
         config: ObserveConfig,
     ) -> Result<Arc<tokio::sync::Mutex<Observer>>, ConfigError> {
         let mut observers = self.observers.lock().expect("observers lock");
@@ -137,13 +226,20 @@ impl Context {
                 && observer.config() != &config
             {
                 observer.update(config)?;
+                observer.set_fleet(None);
+                let member = self
+                    .fleet
+                    .join(namespace, spec, observer.config(), observer.http());
+                observer.set_fleet(member);
             }
             return Ok(existing);
         }
-        let observer = Arc::new(tokio::sync::Mutex::new(Observer::with_network(
-            config,
-            &self.network,
-        )?));
+        let mut observer = Observer::with_network(config, &self.network)?;
+        let member = self
+            .fleet
+            .join(namespace, spec, observer.config(), observer.http());
+        observer.set_fleet(member);
+        let observer = Arc::new(tokio::sync::Mutex::new(observer));
         observers.insert(uid.to_owned(), observer.clone());
         Ok(observer)
     }
@@ -166,6 +262,14 @@ impl Context {
         self.ticks
             .lock()
             .expect("ticks lock")
+            .retain(|uid, _| live_uids.contains(uid));
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .retain(|uid, _| live_uids.contains(uid));
+        self.preflights
+            .lock()
+            .expect("preflights lock")
             .retain(|uid, _| live_uids.contains(uid));
     }
 

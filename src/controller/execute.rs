@@ -96,30 +96,47 @@ impl ActSecrets {
     }
 }
 
+/// How much of the preflight to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preflight {
+    /// Destinations and ownership.
+    Full,
+    /// Destinations only: the ownership checks passed for this spec not long ago (the actuators
+    /// check ownership again whenever they write).
+    DestinationsOnly,
+}
+
 /// Before anything is sent or written for `tier`: every destination it names is allowed, and
-/// every object it would write is its own (or adopted), or a workload that opted in. A refusal
-/// stalls the tier; a failure to read what decides is left to the actuators, which check again
-/// when they write.
+/// (with [`Preflight::Full`]) every object it would write is its own (or adopted), or a workload
+/// that opted in. A refusal stalls the tier; a failure to read what decides is left to the
+/// actuators, which check again when they write. Returns whether every ownership check was
+/// made and passed.
 pub async fn preflight(
     tier: &MemoryTier,
     ctx: &Context,
     observe: &ObserveConfig,
     secrets: &ActSecrets,
-) -> Result<(), ConfigError> {
+    scope: Preflight,
+) -> Result<bool, ConfigError> {
     check_destinations(&ctx.network.destinations, &tier.spec, observe, secrets).await?;
+    if scope == Preflight::DestinationsOnly {
+        return Ok(false);
+    }
     let namespace = tier.namespace().unwrap_or_default();
     let name = tier.name_any();
-    let mut checks = vec![
-        configmap::check_may_write(&ctx.client, tier, &tier.spec.target.config_map_name).await,
-        configmap::check_may_write(&ctx.client, tier, &report::incidents_config_map_name(&name))
-            .await,
-    ];
+    let incidents_name = report::incidents_config_map_name(&name);
+    let (target, incidents) = futures::join!(
+        configmap::check_may_write(&ctx.client, tier, &tier.spec.target.config_map_name),
+        configmap::check_may_write(&ctx.client, tier, &incidents_name),
+    );
+    let mut checks = vec![target, incidents];
     if let (true, Some(workload)) = (
         tier.spec.target.restart_on_change,
         &tier.spec.target.workload_ref,
     ) {
         checks.push(restart::check_opted_in(&ctx.client, &namespace, workload, &name).await);
     }
+    let mut all_passed = true;
     for check in checks {
         match check {
             Ok(()) => {}
@@ -130,10 +147,13 @@ pub async fn preflight(
             ) => {
                 return Err(ConfigError::NotOurs(Box::new(e)));
             }
-            Err(e) => tracing::warn!(error = %e, "preflight: could not check ownership"),
+            Err(e) => {
+                all_passed = false;
+                tracing::warn!(error = %e, "preflight: could not check ownership");
+            }
         }
     }
-    Ok(())
+    Ok(all_passed)
 }
 
 /// Every URL and address the tier would reach, against the allow-list of its kind.

@@ -4,6 +4,7 @@
 //! Lease reconciles past validation. The controller keeps no state outside the tiers' `status`,
 //! so a restarted or newly elected replica resumes mid-incident where the last one stopped.
 
+pub mod admission;
 mod context;
 pub mod error;
 pub mod events;
@@ -11,6 +12,7 @@ mod execute;
 pub mod leader;
 pub mod memory;
 mod namespaces;
+pub mod quiet;
 mod reconcile;
 pub mod selector;
 pub mod server;
@@ -30,11 +32,12 @@ use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 
-pub use context::Context;
+pub use context::{Context, Limits};
 pub use error::Error;
 pub use events::EventPublisher;
 pub use execute::Executed;
 pub use leader::{Leadership, LeaseConfig};
+pub use quiet::DEFAULT_STATUS_REFRESH;
 pub use reconcile::{Watched, error_policy, reconcile};
 
 use crate::api::MemoryTier;
@@ -63,8 +66,12 @@ pub struct RunConfig {
     /// Name of this replica in Events.
     pub instance: Option<String>,
     /// Most reconciles running at once. A bound keeps a start-up with a large fleet (every tier
-    /// due at once) from holding every tier's buffers at the same time.
+    /// due at once) from holding every tier's buffers at the same time. The ones waiting run
+    /// most urgent first ([`admission`]).
     pub concurrency: u16,
+    /// How often a tier's live readings in status are refreshed when nothing else changed
+    /// ([`quiet`]).
+    pub status_refresh: Duration,
     /// Where each kind of request may go.
     pub destinations: Destinations,
     /// The budget of warming, remediation and audit, which run outside the reconciles.
@@ -188,6 +195,10 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
         network,
         work::Work::new(config.background, Some(wake)),
         stop.clone(),
+        Limits {
+            concurrency: config.concurrency,
+            status_refresh: config.status_refresh,
+        },
     ));
 
     let mut tier_watch = watcher::Config::default();
@@ -249,7 +260,10 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
     }
 
     let controller = Controller::for_stream(tier_stream, reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        // Every due reconcile is started at once and waits for its slot in the admission, where
+        // an incident or a new tier goes before healthy tiers' periodic ticks (kube-runtime's
+        // own bound would queue them in the order they fell due).
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
         // Only the owner reference of a ConfigMap matters here, so its metadata is all that is
         // fetched: the incident reports in the `-incidents` ConfigMaps are never downloaded.
         .owns_stream(

@@ -20,9 +20,11 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::Context;
+use super::admission::Urgency;
 use super::error::{DecideError, Error, ReadError, StatusError, ValidateError};
 use super::execute::{self, ActSecrets};
 use super::memory::{self, Recalled};
+use super::quiet;
 use super::status::{self, Reconciled};
 use crate::act::configmap::CONFIG_HASH_ANNOTATION;
 use crate::act::record;
@@ -40,6 +42,15 @@ pub type Watched = DeserializeGuard<MemoryTier>;
 /// Reconcile one tier; kube-runtime calls this for every change and at every requeue.
 #[instrument(skip_all, fields(namespace = watched.namespace().unwrap_or_default(), tier = %watched.name_any()))]
 pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let urgency = match &watched.0 {
+        Ok(tier) => Urgency::of(tier),
+        Err(_) => Urgency::New,
+    };
+    // Due reconciles wait here, most urgent first, for one of the slots.
+    let _slot = tokio::select! {
+        slot = ctx.admission.admit(urgency) => slot,
+        _ = ctx.stop.cancelled() => return Ok(Requeue::await_change()),
+    };
     if ctx.stop.is_cancelled() {
         // Shutting down: nothing new starts.
         return Ok(Requeue::await_change());
@@ -47,9 +58,10 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Reque
     let _running = ctx.running();
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
+    // Boxed: a reconcile waiting for its slot holds only the small future above.
     let result = match &watched.0 {
-        Ok(tier) => run_pipeline(tier, &ctx).await,
-        Err(invalid) => report_invalid(&watched, invalid, &ctx).await,
+        Ok(tier) => Box::pin(run_pipeline(tier, &ctx)).await,
+        Err(invalid) => Box::pin(report_invalid(&watched, invalid, &ctx)).await,
     };
     ctx.metrics
         .reconcile_duration
@@ -182,8 +194,17 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
             now: t.now,
         },
     );
-    record_outcomes(ctx, tier, &next, claimed.as_deref()).await?;
-    ctx.remember_status(&t.uid, &next);
+    let quiet = decided.decision.actions.is_empty()
+        && executed.error.is_none()
+        && !quiet::needs_write(&decided.previous, &next, t.now, ctx.status_refresh);
+    if quiet {
+        // Only the live readings moved: they are on /metrics; status keeps them until the refresh.
+        ctx.keep_pending(&t.uid, decided.stored_tick, &next);
+    } else {
+        record_outcomes(ctx, tier, &next, claimed.as_deref()).await?;
+        ctx.remember_status(&t.uid, &next);
+        ctx.metrics.status_writes.inc();
+    }
     if decided.recalled.reset_now
         && let Some(note) = &decided.recalled.reset
     {
@@ -201,6 +222,7 @@ async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error
     );
     ctx.metrics
         .set_evicted_keys(&t.namespace, &t.name, observation.redis_evicted_keys);
+    ctx.metrics.set_reconciled(&t.namespace, &t.name, t.now);
     info!(phase = %next.phase.unwrap_or_default(), actions = decided.decision.actions.len(), "reconciled");
 
     match executed.error {
@@ -242,7 +264,22 @@ async fn resolve_secrets(
     let secrets = KubeSecrets::new(ctx.client.clone(), &t.namespace);
     let observe = ObserveConfig::resolve(&t.tier.spec, &secrets).await?;
     let act = ActSecrets::resolve(&t.tier.spec, &observe, &secrets).await?;
-    execute::preflight(t.tier, ctx, &observe, &act).await?;
+    let generation = t.tier.metadata.generation;
+    // Ownership is checked again by every actuator that writes: here it is checked once per spec
+    // generation and refresh period, so a healthy tick reads no ConfigMap for it.
+    let scope = if ctx.preflight_passed_recently(&t.uid, generation) {
+        execute::Preflight::DestinationsOnly
+    } else {
+        execute::Preflight::Full
+    };
+    match execute::preflight(t.tier, ctx, &observe, &act, scope).await {
+        Ok(true) => ctx.preflight_passed(&t.uid, generation),
+        Ok(false) => {}
+        Err(e) => {
+            ctx.preflight_failed(&t.uid);
+            return Err(e);
+        }
+    }
     Ok((observe, act))
 }
 
@@ -269,7 +306,7 @@ async fn observe(
     t: &Tier<'_>,
     config: ObserveConfig,
 ) -> Result<Observation, ConfigError> {
-    let observer = ctx.observer(&t.uid, config)?;
+    let observer = ctx.observer(&t.uid, &t.namespace, &t.tier.spec, config)?;
     let mut observer = observer.lock().await;
     let mut observation = observer.observe().await;
     // The last probe as the stored memory has it, so a new leader does not probe again at once.
@@ -288,7 +325,10 @@ async fn observe(
 
 /// What decide gives the later steps.
 struct Decided {
+    /// The status decided on: as stored, with the memory of the ticks not written since.
     previous: MemoryTierStatus,
+    /// The `lastTick` of the status as stored.
+    stored_tick: Option<jiff::Timestamp>,
     /// The resourceVersion of the tier `previous` was read from.
     version: Option<String>,
     recalled: Recalled,
@@ -319,6 +359,9 @@ async fn decide(
             tier.metadata.resource_version.clone(),
         )
     };
+    let stored_tick = memory::last_tick(&previous);
+    let mut previous = previous;
+    ctx.with_pending_memory(&t.uid, &mut previous);
     let recalled = memory::recall(&previous, tier.metadata.generation, t.now);
     let decide_ctx = DecideContext {
         generation: tier.metadata.generation,
@@ -338,6 +381,7 @@ async fn decide(
     );
     Ok(Decided {
         previous,
+        stored_tick,
         version,
         recalled,
         decision,

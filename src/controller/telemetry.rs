@@ -141,6 +141,8 @@ pub struct Metrics {
     pub tier_mitigation: Family<MitigationLabels, Gauge>,
     pub redis_evicted_keys: Family<TierLabels, Counter>,
     pub breaker_probes: Family<ProbeLabels, Counter>,
+    pub tier_reconciled: Family<TierLabels, Gauge<f64, AtomicU64>>,
+    pub status_writes: Counter,
     pub leader: Gauge,
 }
 
@@ -246,6 +248,18 @@ impl Default for Metrics {
             "Breaker probes made for each MemoryTier (spec.breaker.probe), by what they found: Down, AuthFailure, RateLimited or Healthy",
             breaker_probes.clone(),
         );
+        let tier_reconciled = Family::<TierLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "tier_last_reconcile_timestamp_seconds",
+            "When each MemoryTier was last reconciled to the end (Unix seconds); status.observed is refreshed less often when nothing changes",
+            tier_reconciled.clone(),
+        );
+        let status_writes = Counter::default();
+        registry.register(
+            "status_writes",
+            "Status writes of MemoryTiers after a decision (a reconcile where only live readings moved writes none)",
+            status_writes.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -264,6 +278,8 @@ impl Default for Metrics {
             tier_mitigation,
             redis_evicted_keys,
             breaker_probes,
+            tier_reconciled,
+            status_writes,
             leader,
         }
     }
@@ -405,8 +421,22 @@ impl Metrics {
         }
     }
 
+    /// Record that a tier was reconciled to the end at `at`.
+    pub fn set_reconciled(&self, namespace: &str, tier: &str, at: jiff::Timestamp) {
+        self.tier_reconciled
+            .get_or_create(&TierLabels {
+                namespace: namespace.to_owned(),
+                tier: tier.to_owned(),
+            })
+            .set(at.as_millisecond() as f64 / 1000.0);
+    }
+
     /// Forget a deleted tier's series.
     pub fn forget_tier(&self, namespace: &str, tier: &str) {
+        self.tier_reconciled.remove(&TierLabels {
+            namespace: namespace.to_owned(),
+            tier: tier.to_owned(),
+        });
         for p in ALL_PHASES {
             self.tier_phase.remove(&PhaseLabels {
                 namespace: namespace.to_owned(),

@@ -12,6 +12,7 @@
 //! connections); the controller holds one per MemoryTier.
 
 pub mod clinics;
+pub mod fleet;
 pub mod histogram;
 pub mod probe;
 pub mod postgres;
@@ -291,6 +292,8 @@ pub struct Observer {
     /// When this observer last probed, and the Retry-After it was given: the memory in status
     /// says the same, but may lag behind a status write.
     last_probe: Option<(Timestamp, Option<Timestamp>)>,
+    /// The group this tier's Prometheus queries are read with, if any ([`fleet`]).
+    fleet: Option<fleet::FleetMember>,
 }
 
 impl Observer {
@@ -318,6 +321,7 @@ impl Observer {
             probe_http: network.probe.clone(),
             prober: None,
             last_probe: None,
+            fleet: None,
         };
         observer.build(None)?;
         Ok(observer)
@@ -330,6 +334,22 @@ impl Observer {
     /// The PostgreSQL source, when the tier reads one.
     pub fn postgres(&self) -> Option<&PostgresObserver> {
         self.postgres.as_ref()
+    }
+
+    /// The HTTP client the observer reads with.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Read Prometheus with `member`'s group rather than with this tier's own queries (none:
+    /// with its own).
+    pub fn set_fleet(&mut self, member: Option<fleet::FleetMember>) {
+        self.fleet = member;
+    }
+
+    /// Whether Prometheus is read with a group.
+    pub fn in_fleet(&self) -> bool {
+        self.fleet.is_some()
     }
 
     /// Apply a new configuration (the spec or a Secret changed). What did not change keeps its
@@ -452,6 +472,7 @@ impl Observer {
             scraper,
             postgres,
             redis,
+            fleet,
             ..
         } = self;
         let breaker = config.breaker.as_str();
@@ -462,13 +483,20 @@ impl Observer {
             match prometheus.as_ref() {
                 Some(client) => Some(
                     timed(deadline, async {
+                        // A fleet group's answer, or this tier's own queries.
+                        let signals = async {
+                            match fleet.as_ref() {
+                                Some(member) => member.read_signals().await,
+                                None => client.read_signals(queries).await,
+                            }
+                        };
                         let per_clinic = async {
                             match clinic_config {
                                 Some(c) => Some(clinics::read_prometheus(client, c).await),
                                 None => None,
                             }
                         };
-                        futures::join!(client.read_signals(queries), per_clinic)
+                        futures::join!(signals, per_clinic)
                     })
                     .await,
                 ),

@@ -217,7 +217,15 @@ impl PrometheusClient {
     }
 
     async fn get(&self, url: Url, limit: usize) -> Result<ApiData, PrometheusError> {
-        let mut request = self.http.get(url).timeout(self.timeout);
+        self.send(self.http.get(url), limit).await
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        limit: usize,
+    ) -> Result<ApiData, PrometheusError> {
+        let mut request = request.timeout(self.timeout);
         request = match &self.auth {
             Some(PrometheusAuth::Bearer(token)) => request.bearer_auth(token.expose_secret()),
             Some(PrometheusAuth::Basic { user, password }) => {
@@ -254,30 +262,29 @@ impl PrometheusClient {
     /// Evaluate `promql` at the current time.
     pub async fn query(&self, promql: &str) -> Result<InstantValue, PrometheusError> {
         let url = self.endpoint("api/v1/query", &[("query", promql)]);
-        match self.get(url, MAX_ANSWER_BYTES).await? {
-            ApiData::Scalar((_, v)) => Ok(InstantValue::Scalar(parse_value(&v)?)),
-            ApiData::Vector(items) => {
-                let mut samples = Vec::with_capacity(items.len());
-                for item in items {
-                    let Some((_, v)) = item.value else {
-                        return Err(PrometheusError::UnexpectedResult(
-                            "the query returned a native histogram; turn it into a number, e.g. with histogram_quantile".to_owned(),
-                        ));
-                    };
-                    samples.push(Sample {
-                        labels: item.metric,
-                        value: parse_value(&v)?,
-                    });
-                }
-                Ok(InstantValue::Vector(samples))
-            }
-            ApiData::Matrix(_) => Err(PrometheusError::UnexpectedResult(
-                "the query returned a range vector; an instant value is needed (wrap it in rate(), max_over_time() or similar)".to_owned(),
-            )),
-            ApiData::String(_) => Err(PrometheusError::UnexpectedResult(
-                "the query returned a string; a number is needed".to_owned(),
-            )),
-        }
+        instant(self.get(url, MAX_ANSWER_BYTES).await?)
+    }
+
+    /// Evaluate `promql` at the current time, sent as a form (a fleet's query names every
+    /// member, too long for a URL), with an answer of at most `limit` bytes.
+    pub async fn query_form(
+        &self,
+        promql: &str,
+        limit: usize,
+    ) -> Result<InstantValue, PrometheusError> {
+        // The form body is the query string a GET would carry, encoded the same way.
+        let mut url = self.endpoint("api/v1/query", &[("query", promql)]);
+        let body = url.query().unwrap_or_default().to_owned();
+        url.set_query(None);
+        let request = self
+            .http
+            .post(url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body);
+        instant(self.send(request, limit).await?)
     }
 
     /// Evaluate `promql` from `start` to `end` every `step`.
@@ -355,18 +362,52 @@ impl PrometheusClient {
             };
             readings.insert(signal, reading);
         }
-        let health = match failures.as_slice() {
-            [] => None,
-            [(_, first), rest @ ..] if rest.iter().all(|(_, e)| e == first) => {
-                Some(first.to_string())
-            }
-            [((scope, signal), first), ..] => Some(format!(
-                "{} of {} queries failed, e.g. {signal} ({scope}): {first}",
-                failures.len(),
-                readings.len()
-            )),
-        };
+        let health = source_health(&failures, readings.len());
         (readings, health)
+    }
+}
+
+/// Why Prometheus is unhealthy, from the queries that failed at the server (not bad queries) out
+/// of `total`: none when none failed.
+pub fn source_health(
+    failures: &[((Scope, Signal), PrometheusError)],
+    total: usize,
+) -> Option<String> {
+    match failures {
+        [] => None,
+        [(_, first), rest @ ..] if rest.iter().all(|(_, e)| e == first) => Some(first.to_string()),
+        [((scope, signal), first), ..] => Some(format!(
+            "{} of {total} queries failed, e.g. {signal} ({scope}): {first}",
+            failures.len(),
+        )),
+    }
+}
+
+/// An instant query's answer as a value.
+fn instant(data: ApiData) -> Result<InstantValue, PrometheusError> {
+    match data {
+        ApiData::Scalar((_, v)) => Ok(InstantValue::Scalar(parse_value(&v)?)),
+        ApiData::Vector(items) => {
+            let mut samples = Vec::with_capacity(items.len());
+            for item in items {
+                let Some((_, v)) = item.value else {
+                    return Err(PrometheusError::UnexpectedResult(
+                        "the query returned a native histogram; turn it into a number, e.g. with histogram_quantile".to_owned(),
+                    ));
+                };
+                samples.push(Sample {
+                    labels: item.metric,
+                    value: parse_value(&v)?,
+                });
+            }
+            Ok(InstantValue::Vector(samples))
+        }
+        ApiData::Matrix(_) => Err(PrometheusError::UnexpectedResult(
+            "the query returned a range vector; an instant value is needed (wrap it in rate(), max_over_time() or similar)".to_owned(),
+        )),
+        ApiData::String(_) => Err(PrometheusError::UnexpectedResult(
+            "the query returned a string; a number is needed".to_owned(),
+        )),
     }
 }
 

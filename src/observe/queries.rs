@@ -79,6 +79,17 @@ impl QuerySet {
     /// Built-in queries for `selector`, `breaker` and the cohort label, with the spec's overrides
     /// applied.
     pub fn from_spec(spec: &MemoryTierSpec) -> Self {
+        Self::built(spec, &spec.metrics.selector, &[])
+    }
+
+    /// The built-in queries of a fleet of tiers read together ([`super::fleet`]): `selector`
+    /// selects every member's series, and each query keeps the labels `by` that tell them apart,
+    /// so its answer has one series per member. A spec with overrides has no fleet queries.
+    pub fn for_fleet(spec: &MemoryTierSpec, selector: &str, by: &[String]) -> Self {
+        Self::built(spec, selector, by)
+    }
+
+    fn built(spec: &MemoryTierSpec, selector: &str, by: &[String]) -> Self {
         let metrics = &spec.metrics;
         let label = &spec.canary.cohort_label;
         let window = metrics.rate_window.to_string();
@@ -120,12 +131,13 @@ impl QuerySet {
                             .map(|v| format!("{}={}", label.name, quote(v)))
                             .into_iter()
                             .collect();
-                        let Some(promql) = default_query(
+                        let Some(promql) = grouped_query(
                             signal,
-                            &metrics.selector,
+                            selector,
                             &extra,
                             &spec.breaker.name,
                             &window,
+                            by,
                         ) else {
                             continue;
                         };
@@ -216,48 +228,85 @@ pub fn default_query(
     breaker: &str,
     window: &str,
 ) -> Option<String> {
+    grouped_query(signal, selector, extra, breaker, window, &[])
+}
+
+/// [`default_query`], with one result per combination of the labels `by` (none: one result).
+/// Where the single query adds `or vector(0)` (no 5xx series at all means no errors), the grouped
+/// one adds a zero for each group that has requests, since `vector(0)` carries no labels.
+pub fn grouped_query(
+    signal: Signal,
+    selector: &str,
+    extra: &[String],
+    breaker: &str,
+    window: &str,
+    by: &[String],
+) -> Option<String> {
     let w = window;
     let with = |more: &[String]| {
         let all: Vec<&str> = extra.iter().chain(more).map(String::as_str).collect();
         matchers(selector, &all)
     };
     let all = with(&[]);
-    let rate_sum = |metric: &str, m: &str| format!("sum(rate({metric}{m}[{w}]))");
+    let by_labels = by.join(", ");
+    let grouping = if by.is_empty() {
+        String::new()
+    } else {
+        format!(" by ({by_labels})")
+    };
+    let rate_sum = |metric: &str, m: &str| format!("sum{grouping}(rate({metric}{m}[{w}]))");
+    // `x or <zero>`: x, or 0 where x has no series (for each group that `like` has).
+    let or_zero = |x: String, like: String| {
+        if by.is_empty() {
+            format!("({x} or vector(0))")
+        } else {
+            format!("({x} or {like} * 0)")
+        }
+    };
     Some(match signal {
         Signal::P50LatencyMs | Signal::P95LatencyMs | Signal::P99LatencyMs => {
             let q = quantile(signal).unwrap_or(0.5);
+            let le = if by.is_empty() {
+                "le".to_owned()
+            } else {
+                format!("le, {by_labels}")
+            };
             format!(
-                "1000 * histogram_quantile({q}, sum by (le) (rate({REQUEST_DURATION}_bucket{all}[{w}])))"
+                "1000 * histogram_quantile({q}, sum by ({le}) (rate({REQUEST_DURATION}_bucket{all}[{w}])))"
             )
         }
         Signal::ErrorRatePercent => {
             let errors = with(&[format!("{STATUS_LABEL}=~\"5..\"")]);
-            // `or vector(0)`: no 5xx series at all means no errors, not an unknown error rate.
+            let total = rate_sum(REQUESTS_TOTAL, &all);
+            // No 5xx series at all means no errors, not an unknown error rate.
             format!(
-                "100 * ({} or vector(0)) / {}",
-                rate_sum(REQUESTS_TOTAL, &errors),
-                rate_sum(REQUESTS_TOTAL, &all)
+                "100 * {} / {total}",
+                or_zero(rate_sum(REQUESTS_TOTAL, &errors), total.clone()),
             )
         }
         Signal::CacheHitRatePercent => {
-            let hits = format!("({} or vector(0))", rate_sum(CACHE_HITS_TOTAL, &all));
-            let misses = format!("({} or vector(0))", rate_sum(CACHE_MISSES_TOTAL, &all));
-            format!("100 * {hits} / ({hits} + {misses})")
+            let (hits, misses) = (
+                rate_sum(CACHE_HITS_TOTAL, &all),
+                rate_sum(CACHE_MISSES_TOTAL, &all),
+            );
+            let hits_or_zero = or_zero(hits.clone(), misses.clone());
+            let misses_or_zero = or_zero(misses, hits);
+            format!("100 * {hits_or_zero} / ({hits_or_zero} + {misses_or_zero})")
         }
         Signal::Mem0WriteSuccessPercent => {
             let ok = with(&[format!("{OUTCOME_LABEL}=\"success\"")]);
+            let total = rate_sum(MEM0_WRITES_TOTAL, &all);
             format!(
-                "100 * ({} or vector(0)) / {}",
-                rate_sum(MEM0_WRITES_TOTAL, &ok),
-                rate_sum(MEM0_WRITES_TOTAL, &all)
+                "100 * {} / {total}",
+                or_zero(rate_sum(MEM0_WRITES_TOTAL, &ok), total.clone()),
             )
         }
         Signal::BreakerState => {
             let m = with(&[format!("{BREAKER_LABEL}={}", quote(breaker))]);
             // Any replica open wins; otherwise half-open (2) over closed (0).
-            format!("max({BREAKER_STATE}{m} == 1) or max({BREAKER_STATE}{m})")
+            format!("max{grouping}({BREAKER_STATE}{m} == 1) or max{grouping}({BREAKER_STATE}{m})")
         }
-        Signal::Requests => format!("sum(increase({REQUESTS_TOTAL}{all}[{w}]))"),
+        Signal::Requests => format!("sum{grouping}(increase({REQUESTS_TOTAL}{all}[{w}]))"),
         _ => return None,
     })
 }

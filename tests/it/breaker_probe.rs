@@ -233,6 +233,7 @@ fn controller(client: Client, destinations: tierguard::destinations::Destination
                 destinations,
                 background: Default::default(),
                 shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+                status_refresh: crate::support::EVERY_TICK,
             },
         )
         .await

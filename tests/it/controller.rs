@@ -48,6 +48,7 @@ fn controller(client: Client, lease: Option<LeaseConfig>) -> tokio::task::JoinHa
                 destinations: support::loopback(),
                 background: Default::default(),
                 shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+                status_refresh: support::EVERY_TICK,
             },
         )
         .await
@@ -505,6 +506,7 @@ async fn readyz_answers_ready_once_the_watches_run() {
                 destinations: support::loopback(),
                 background: Default::default(),
                 shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+                status_refresh: support::EVERY_TICK,
             },
         )
         .await
@@ -941,6 +943,7 @@ async fn several_namespaces_are_watched_with_roles_in_those_namespaces_only() {
                 destinations: support::loopback(),
                 background: Default::default(),
                 shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+                status_refresh: support::EVERY_TICK,
             },
         )
         .await
@@ -1209,6 +1212,7 @@ async fn controller_with_metrics(
                 destinations: support::loopback(),
                 background: Default::default(),
                 shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+                status_refresh: support::EVERY_TICK,
             },
         )
         .await

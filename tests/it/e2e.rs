@@ -118,6 +118,7 @@ async fn a_real_cluster_runs_a_rollback() {
                     destinations: support::loopback(),
                     background: Default::default(),
                     shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+                    status_refresh: support::EVERY_TICK,
                 },
             )
             .await

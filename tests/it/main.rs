@@ -36,6 +36,7 @@ mod observe_redis;
 mod policy_properties;
 mod policy_runbooks;
 mod redis_diagnosis;
+mod scale;
 mod servers_smoke;
 mod shutdown;
 mod simulate;

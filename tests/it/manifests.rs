@@ -854,3 +854,42 @@ fn the_alerts_and_the_notifications_link_to_the_same_docs() {
         }
     }
 }
+
+#[test]
+fn kustomize_shards_run_one_deployment_per_shard_with_its_own_selector_and_lease() {
+    let docs = documents(&run("kubectl", &["kustomize", "deploy/shards/"]));
+    parse_all(&docs, "deploy/shards/");
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), 2);
+    let mut seen = Vec::new();
+    for d in deployments {
+        let args: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let selector = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--selector="))
+            .unwrap();
+        let lease = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--lease-name="))
+            .unwrap();
+        let shard = selector.strip_prefix("tierguard.dev/shard=").unwrap();
+        assert_eq!(lease, format!("tierguard-shard-{shard}"));
+        // The pods of one shard are never the other's.
+        assert_eq!(
+            d["spec"]["selector"]["matchLabels"]["tierguard.dev/shard"],
+            shard
+        );
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["labels"]["tierguard.dev/shard"],
+            shard
+        );
+        seen.push(shard.to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "b"]);
+}

@@ -871,6 +871,7 @@ async fn the_controller_reports_what_the_table_says_and_why_when_it_cannot() {
                     destinations: crate::support::loopback(),
                     background: Default::default(),
                     shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+                    status_refresh: crate::support::EVERY_TICK,
                 },
             )
             .await

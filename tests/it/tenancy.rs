@@ -61,6 +61,7 @@ fn controller_with(
                 destinations,
                 background,
                 shutdown_timeout: tierguard::controller::DEFAULT_SHUTDOWN_TIMEOUT,
+                status_refresh: support::EVERY_TICK,
             },
         )
         .await

@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,6 +55,49 @@ pub struct RequestRecord {
 impl RequestRecord {
     pub fn is_write(&self) -> bool {
         matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+    }
+}
+
+/// How many writes the server received, by what they wrote.
+#[derive(Default)]
+pub struct WriteCounter {
+    total: AtomicU64,
+    status: AtomicU64,
+    events: AtomicU64,
+}
+
+/// A snapshot of [`WriteCounter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// Every POST, PUT, PATCH and DELETE.
+    pub total: u64,
+    /// Writes of a `/status` subresource.
+    pub status: u64,
+    /// Writes of Events (core or events.k8s.io).
+    pub events: u64,
+}
+
+impl WriteCounter {
+    fn count(&self, record: &RequestRecord) {
+        if !record.is_write() {
+            return;
+        }
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let path = record.path.trim_end_matches('/');
+        if path.ends_with("/status") {
+            self.status.fetch_add(1, Ordering::Relaxed);
+        }
+        if path.contains("/events") {
+            self.events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> WriteCounts {
+        WriteCounts {
+            total: self.total.load(Ordering::Relaxed),
+            status: self.status.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -127,6 +171,8 @@ struct Matched<'a> {
 pub struct App {
     pub store: Mutex<Store>,
     pub log: Mutex<Vec<RequestRecord>>,
+    /// Writes counted since the start, kept apart from the log (which a long run clears).
+    pub writes: WriteCounter,
     pub faults: Mutex<Vec<Fault>>,
     pub shutdown: watch::Receiver<bool>,
     /// Bumped to end every open watch at once (a restart, a load balancer's idle timeout).
@@ -192,6 +238,7 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
             .is_some_and(|accept| accept.contains("as=PartialObjectMetadata")),
     };
     let user = record.user.clone();
+    app.writes.count(&record);
     let index = {
         let mut log = app.log.lock().unwrap_or_else(|p| p.into_inner());
         log.push(record);

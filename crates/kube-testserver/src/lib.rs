@@ -50,7 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::ApiError;
-pub use http::{Fault, FaultAction, RequestRecord};
+pub use http::{Fault, FaultAction, RequestRecord, WriteCounts};
 pub use kinds::{Gvr, Kind, Validator, default_kinds};
 
 /// kube's rustls needs a process-wide crypto provider; `ring`, as kube's own default. Installing
@@ -107,6 +107,7 @@ impl ApiServerBuilder {
         let app = Arc::new(App {
             store: Mutex::new(Store::new(self.kinds, self.history_limit)),
             log: Mutex::new(Vec::new()),
+            writes: Default::default(),
             faults: Mutex::new(Vec::new()),
             shutdown: stopped.clone(),
             dropped: watch::channel(0).0,
@@ -277,6 +278,12 @@ impl ApiServer {
             .into_iter()
             .filter(RequestRecord::is_write)
             .collect()
+    }
+
+    /// How many writes were received since the start, by kind; not reset by
+    /// [`ApiServer::clear_requests`].
+    pub fn write_counts(&self) -> WriteCounts {
+        self.app.writes.snapshot()
     }
 
     pub fn clear_requests(&self) {

@@ -74,3 +74,7 @@ pub fn loopback() -> tierguard::destinations::Destinations {
     tierguard::destinations::Destinations::everywhere(&["127.0.0.0/8", "::1"])
         .expect("loopback parses")
 }
+
+/// A status refresh period that writes the live readings at every tick: for the tests that
+/// follow them in status (a deployment refreshes them every 5 minutes when nothing else changes).
+pub const EVERY_TICK: std::time::Duration = std::time::Duration::ZERO;

@@ -56,6 +56,9 @@ impl ControllerProcess {
             .args(["--webhook-destinations", "127.0.0.0/8"])
             .args(["--redis-destinations", "127.0.0.0/8"])
             .args(["--probe-destinations", "127.0.0.0/8"])
+            // The drills follow the live readings in status at every tick; a real deployment
+            // refreshes them every 5 minutes when nothing else changes (tests/it/scale.rs).
+            .args(["--status-refresh", "1s"])
             .args(extra)
             .env("NO_COLOR", "1")
             .env(

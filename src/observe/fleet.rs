@@ -1,0 +1,461 @@
+//! Tiers that read the same Prometheus with the built-in queries, read together.
+//!
+//! With one set of queries per tier, 10,000 tiers on a 30 s interval send Prometheus about 3,000
+//! queries a second. Tiers of one namespace that read one Prometheus with the same credentials,
+//! the built-in queries, the same rate window, breaker and cohort label, and a selector of plain
+//! `label="value"` matchers form a group: one query per signal (and cohort) for the whole group,
+//! kept grouped by the selector's labels (`sum by (app) (...)`), its answer split back per tier
+//! by their values. A tier with overrides or any other selector reads its own queries.
+//!
+//! A group's answer is shared for half the shortest interval of the tiers reading it: a tier's
+//! readings are at most that old. A tier missing from the answer (no series for its selector) is
+//! unknown with a reason, as with its own query; a failed group query makes that signal unknown
+//! for every member, and Prometheus unhealthy, as a failed query of their own would. Groups never
+//! span namespaces: a tenant's selectors cannot slow or break another tenant's reads.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared, join_all};
+
+use super::prometheus::{
+    InstantValue, MAX_ANSWER_BYTES, PrometheusClient, PrometheusError, source_health,
+};
+use super::queries::{QuerySet, Scope};
+use super::signals::Readings;
+use super::{ObserveConfig, PrometheusConfig};
+use crate::api::{MemoryTierSpec, Signal};
+
+/// Room in a group's answer for each member: one series per query, labels included.
+const ANSWER_BYTES_PER_MEMBER: usize = 1024;
+/// The largest answer of one group query, however many members.
+const MAX_GROUP_ANSWER_BYTES: usize = 64 << 20;
+/// The most members of one group; more start a second group.
+pub const MAX_GROUP_MEMBERS: usize = 20_000;
+/// Labels the built-in queries use themselves: a selector on them is not a member's identity.
+const RESERVED_LABELS: &[&str] = &["le", "status", "outcome", "breaker", "__name__"];
+
+/// Every group of the controller.
+#[derive(Default)]
+pub struct Fleet {
+    groups: Mutex<Vec<Weak<Group>>>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").finish_non_exhaustive()
+    }
+}
+
+/// What tiers must share to be read together.
+#[derive(Clone, Debug, PartialEq)]
+struct GroupKey {
+    namespace: String,
+    prometheus: PrometheusConfig,
+    timeout: Duration,
+    rate_window: Duration,
+    breaker: String,
+    cohorts: crate::api::CohortLabel,
+    /// The selector's label names, sorted.
+    labels: Vec<String>,
+}
+
+/// A group of tiers read together.
+struct Group {
+    key: GroupKey,
+    client: PrometheusClient,
+    /// A member's spec: the queries are built from it (every member's would give the same).
+    spec: MemoryTierSpec,
+    /// Members by their label values (in `key.labels` order), with how many tiers have them.
+    members: Mutex<BTreeMap<Vec<String>, usize>>,
+    state: Mutex<GroupState>,
+}
+
+#[derive(Default)]
+struct GroupState {
+    answer: Option<Arc<Answer>>,
+    inflight: Option<Shared<BoxFuture<'static, Arc<Answer>>>>,
+}
+
+/// One query's value per member (by index in the answer's members), or why it failed.
+type MemberValues = Result<Vec<Option<f64>>, PrometheusError>;
+
+/// One round of the group's queries.
+struct Answer {
+    /// When the queries were sent.
+    at: Instant,
+    /// The members asked for, sorted.
+    members: Vec<Vec<String>>,
+    /// Each query's value per member (by index in `members`), or why the query failed.
+    results: BTreeMap<(Scope, Signal), MemberValues>,
+    /// The group's query of each signal, shortened for reasons.
+    queries: BTreeMap<(Scope, Signal), String>,
+}
+
+/// A tier's place in a group; leaving is dropping it.
+pub struct FleetMember {
+    group: Arc<Group>,
+    values: Vec<String>,
+    /// The selector, for reasons.
+    selector: String,
+    /// How old a shared answer may be.
+    max_age: Duration,
+}
+
+impl std::fmt::Debug for FleetMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetMember")
+            .field("selector", &self.selector)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FleetMember {
+    fn drop(&mut self) {
+        let mut members = self.group.members.lock().expect("members lock");
+        if let Some(count) = members.get_mut(&self.values) {
+            *count -= 1;
+            if *count == 0 {
+                members.remove(&self.values);
+            }
+        }
+    }
+}
+
+/// The `label="value"` matchers of a selector, sorted by label, when it has only those (at least
+/// one, each label once, none the built-in queries use, values without quotes or backslashes).
+pub fn plain_matchers(selector: &str, cohort_label: &str) -> Option<Vec<(String, String)>> {
+    let inner = selector
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim();
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut rest = inner;
+    while !rest.trim().is_empty() {
+        let (name, after) = rest.trim_start().split_once('=')?;
+        let name = name.trim();
+        let valid_name = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name || RESERVED_LABELS.contains(&name) || name == cohort_label {
+            return None;
+        }
+        let after = after.trim_start().strip_prefix('"')?;
+        let (value, tail) = after.split_once('"')?;
+        if value.contains('\\') {
+            return None;
+        }
+        out.push((name.to_owned(), value.to_owned()));
+        let tail = tail.trim_start();
+        rest = match tail.strip_prefix(',') {
+            Some(more) => more,
+            None if tail.is_empty() => "",
+            None => return None,
+        };
+    }
+    out.sort();
+    let distinct = out.windows(2).all(|w| w[0].0 != w[1].0);
+    (!out.is_empty() && distinct).then_some(out)
+}
+
+impl Fleet {
+    /// The group `config` (of a tier in `namespace` with `spec`) belongs to, joined; none when
+    /// the tier must read its own queries.
+    pub fn join(
+        &self,
+        namespace: &str,
+        spec: &MemoryTierSpec,
+        config: &ObserveConfig,
+        http: &reqwest::Client,
+    ) -> Option<FleetMember> {
+        let prometheus = config.prometheus.clone()?;
+        if config.queries.iter().any(|(_, q)| q.overridden) {
+            return None;
+        }
+        let selector = &spec.metrics.selector;
+        let matchers = plain_matchers(selector, &config.cohorts.name)?;
+        let key = GroupKey {
+            namespace: namespace.to_owned(),
+            prometheus,
+            timeout: config.timeout,
+            rate_window: config.rate_window,
+            breaker: config.breaker.clone(),
+            cohorts: config.cohorts.clone(),
+            labels: matchers.iter().map(|(l, _)| l.clone()).collect(),
+        };
+        let values: Vec<String> = matchers.into_iter().map(|(_, v)| v).collect();
+        let mut groups = self.groups.lock().expect("groups lock");
+        groups.retain(|g| g.strong_count() > 0);
+        let existing = groups.iter().filter_map(Weak::upgrade).find(|g| {
+            g.key == key && g.members.lock().expect("members lock").len() < MAX_GROUP_MEMBERS
+        });
+        let group = match existing {
+            Some(group) => group,
+            None => {
+                let client = PrometheusClient::new(
+                    http.clone(),
+                    &key.prometheus.url,
+                    key.prometheus.auth.clone(),
+                    key.timeout,
+                )
+                .ok()?;
+                let group = Arc::new(Group {
+                    key,
+                    client,
+                    spec: spec.clone(),
+                    members: Mutex::default(),
+                    state: Mutex::default(),
+                });
+                groups.push(Arc::downgrade(&group));
+                group
+            }
+        };
+        *group
+            .members
+            .lock()
+            .expect("members lock")
+            .entry(values.clone())
+            .or_insert(0) += 1;
+        Some(FleetMember {
+            group,
+            values,
+            selector: selector.clone(),
+            max_age: (spec.metrics.interval.as_std() / 2).max(Duration::from_millis(50)),
+        })
+    }
+
+    /// How many groups there are (for tests and metrics).
+    pub fn groups(&self) -> usize {
+        let groups = self.groups.lock().expect("groups lock");
+        groups.iter().filter(|g| g.strong_count() > 0).count()
+    }
+}
+
+impl FleetMember {
+    /// This tier's readings from the group's answer (fetched if none is fresh enough), and why
+    /// Prometheus is unhealthy, if it is: as [`PrometheusClient::read_signals`] gives them.
+    pub async fn read_signals(&self) -> (Readings, Option<String>) {
+        let mut answer = self.group.answer(self.max_age, None).await;
+        if answer.index(&self.values).is_none() {
+            // Joined after that round was sent: one more round, for everyone who joined since.
+            answer = self.group.answer(self.max_age, Some(answer.at)).await;
+        }
+        let index = answer.index(&self.values);
+        let mut readings = Readings::new();
+        let mut failures = Vec::new();
+        for (key, result) in &answer.results {
+            let reading = match (result, index) {
+                (Err(e), _) => {
+                    if !e.is_query_error() {
+                        failures.push((*key, e.clone()));
+                    }
+                    Err(format!("prometheus: {e}"))
+                }
+                (Ok(values), Some(i)) => match values.get(i).copied().flatten() {
+                    Some(v) => Ok(v),
+                    None => Err(format!(
+                        "no data: the query returned no series for {{{}}} ({})",
+                        self.selector,
+                        answer.queries.get(key).map(String::as_str).unwrap_or("")
+                    )),
+                },
+                (Ok(_), None) => Err(format!(
+                    "not read yet: {{{}}} joined the group query after it was sent",
+                    self.selector
+                )),
+            };
+            readings.insert(*key, reading);
+        }
+        let health = source_health(&failures, readings.len());
+        (readings, health)
+    }
+}
+
+impl Answer {
+    fn index(&self, values: &[String]) -> Option<usize> {
+        self.members
+            .binary_search_by(|m| m.as_slice().cmp(values))
+            .ok()
+    }
+}
+
+impl Group {
+    /// An answer at most `max_age` old (and newer than `after`, if given), shared by every
+    /// member that asks meanwhile; a round is one query per signal, run as its own task so a
+    /// member that stops waiting (its deadline) does not stop it for the others.
+    async fn answer(self: &Arc<Self>, max_age: Duration, after: Option<Instant>) -> Arc<Answer> {
+        let pending = {
+            let mut state = self.state.lock().expect("group lock");
+            if let Some(a) = &state.answer
+                && a.at.elapsed() < max_age
+                && after.is_none_or(|after| a.at > after)
+            {
+                return a.clone();
+            }
+            match &state.inflight {
+                Some(round) => round.clone(),
+                None => {
+                    let group = self.clone();
+                    let round = tokio::spawn(async move { group.round().await })
+                        .map(|joined| {
+                            joined.unwrap_or_else(|_| {
+                                Arc::new(Answer {
+                                    at: Instant::now(),
+                                    members: Vec::new(),
+                                    results: BTreeMap::new(),
+                                    queries: BTreeMap::new(),
+                                })
+                            })
+                        })
+                        .boxed()
+                        .shared();
+                    state.inflight = Some(round.clone());
+                    round
+                }
+            }
+        };
+        pending.await
+    }
+
+    /// One query per signal for every member.
+    async fn round(self: Arc<Self>) -> Arc<Answer> {
+        let at = Instant::now();
+        let members: Vec<Vec<String>> = self
+            .members
+            .lock()
+            .expect("members lock")
+            .keys()
+            .cloned()
+            .collect();
+        let selector = self
+            .key
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, label)| {
+                let mut values: Vec<&str> = members.iter().map(|m| m[i].as_str()).collect();
+                values.dedup();
+                let alternatives: Vec<String> = values.iter().map(|v| regex_literal(v)).collect();
+                format!("{label}=~\"{}\"", alternatives.join("|"))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let queries = QuerySet::for_fleet(&self.spec, &selector, &self.key.labels);
+        let limit = MAX_ANSWER_BYTES
+            .saturating_add(members.len().saturating_mul(ANSWER_BYTES_PER_MEMBER))
+            .min(MAX_GROUP_ANSWER_BYTES);
+        let client = &self.client;
+        let answers = join_all(queries.iter().map(|(key, query)| {
+            let promql = query.promql.clone();
+            async move { (key, client.query_form(&promql, limit).await) }
+        }))
+        .await;
+        let mut results = BTreeMap::new();
+        let mut shown = BTreeMap::new();
+        for (key, answer) in answers {
+            let values = answer.and_then(|value| match value {
+                InstantValue::Vector(samples) => {
+                    let mut values = vec![None; members.len()];
+                    for sample in samples {
+                        let Some(of) = self
+                            .key
+                            .labels
+                            .iter()
+                            .map(|l| sample.labels.get(l).cloned())
+                            .collect::<Option<Vec<String>>>()
+                        else {
+                            continue;
+                        };
+                        // Label combinations no member has (two labels' values crossed) are
+                        // left out.
+                        if let Ok(i) = members.binary_search(&of) {
+                            values[i] = Some(sample.value);
+                        }
+                    }
+                    Ok(values)
+                }
+                InstantValue::Scalar(_) => Err(PrometheusError::UnexpectedResult(
+                    "a group query returned a scalar".to_owned(),
+                )),
+            });
+            results.insert(key, values);
+            shown.insert(key, short(&queries, key));
+        }
+        let answer = Arc::new(Answer {
+            at,
+            members,
+            results,
+            queries: shown,
+        });
+        let mut state = self.state.lock().expect("group lock");
+        state.answer = Some(answer.clone());
+        state.inflight = None;
+        answer
+    }
+}
+
+/// A group query as a reason quotes it: the metric part, without the members' list.
+fn short(queries: &QuerySet, key: (Scope, Signal)) -> String {
+    let promql = queries
+        .get(key.0, key.1)
+        .map(|q| q.promql.as_str())
+        .unwrap_or("");
+    crate::remote::text::shown(promql, 160)
+}
+
+/// `value` as an alternative of a PromQL regex inside a double-quoted string: regex
+/// metacharacters escaped (the backslash doubled for the string literal).
+fn regex_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push_str("\\\\");
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_matchers_make_a_member() {
+        assert_eq!(
+            plain_matchers(r#"tier="a", app="b""#, "cohort"),
+            Some(vec![
+                ("app".into(), "b".into()),
+                ("tier".into(), "a".into())
+            ])
+        );
+        assert_eq!(
+            plain_matchers(r#"{tier="a,b"}"#, "cohort"),
+            Some(vec![("tier".into(), "a,b".into())])
+        );
+        for exotic in [
+            "",
+            r#"tier=~"a.*""#,
+            r#"tier!="a""#,
+            r#"tier="a",tier="b""#,
+            r#"le="0.1""#,
+            r#"cohort="canary""#,
+            r#"tier="a\"b""#,
+            r#"tier="a" app="b""#,
+            r#"1x="a""#,
+        ] {
+            assert_eq!(plain_matchers(exotic, "cohort"), None, "{exotic}");
+        }
+    }
+
+    #[test]
+    fn regex_literals_are_escaped_for_a_promql_string() {
+        assert_eq!(regex_literal("a.b|c"), r"a\\.b\\|c");
+        assert_eq!(regex_literal("tier-0001"), "tier-0001");
+    }
+}
