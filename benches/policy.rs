@@ -107,7 +107,7 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     clinics[0].hits = 20_000.0;
-    clinics[0].misses = 30_000.0;
+    clinics[0].misses = 60_000.0;
     let hot_obs = Observation {
         clinics: Some(tierguard::api::ClinicBreakdown::busiest(
             "clinic_id",
