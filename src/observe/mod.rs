@@ -14,8 +14,8 @@
 pub mod clinics;
 pub mod fleet;
 pub mod histogram;
-pub mod probe;
 pub mod postgres;
+pub mod probe;
 pub mod prometheus;
 pub mod queries;
 pub mod redis;

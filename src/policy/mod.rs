@@ -38,8 +38,8 @@
 
 mod action;
 pub mod breaker;
-pub mod diagnosis;
 pub mod clinics;
+pub mod diagnosis;
 pub mod effective;
 pub mod impact;
 pub mod incidents;
