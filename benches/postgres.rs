@@ -1,5 +1,5 @@
 //! What one observation from the PostgreSQL source costs: a real PostgreSQL (the Debian package,
-//! started here in a temporary directory on a free loopback port, as the `postgres` user when run
+//! started by the test harness in a temporary directory on a free loopback port, as the `postgres` user when run
 //! as root) holds the runbooks' `observability_events` with N events in the 5-minute window
 //! (requests, cache lookups over 100 clinics, mem0 writes, each with a cohort in `details`) and
 //! as many older ones; the index is the one docs/metrics.md recommends, `(event_type,
@@ -10,121 +10,19 @@
 //! Run with `cargo bench --bench postgres` (release build); `BENCH_PG_EVENTS=10000,100000` picks
 //! the sizes.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+// The integration tests' real servers; the bench uses PostgreSQL's.
+#[allow(dead_code)]
+#[path = "../tests/it/support/servers.rs"]
+mod servers;
+
 use std::time::{Duration, Instant};
 
+use servers::PostgresServer;
 use tierguard::api::MemoryTierSpec;
 use tierguard::destinations::{AllowList, Purpose};
 use tierguard::observe::postgres::{PostgresConfig, PostgresObserver};
 
 const RUNS: usize = 10;
-
-fn binary(name: &str) -> PathBuf {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (scripts/setup)")
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let p = e.path().join("bin").join(name);
-            p.is_file().then_some((v, p))
-        })
-        .collect();
-    found.sort();
-    found.pop().expect("a PostgreSQL server binary").1
-}
-
-fn root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn as_postgres(program: &Path) -> Command {
-    if root() {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--reset-env",
-        ])
-        .arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    if root() {
-        Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-    }
-    let data = dir.path().join("data");
-    let out = as_postgres(&binary("initdb"))
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "-A", "trust", "--no-sync"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = as_postgres(&binary("postgres"))
-        .arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string(), "-k"])
-        .arg(dir.path())
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !Command::new(binary("pg_isready"))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(Instant::now() < deadline, "postgres did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server {
-        child,
-        port,
-        _dir: dir,
-    }
-}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -175,11 +73,8 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let server = start();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-        server.port
-    );
+    let server = PostgresServer::start();
+    let url = server.url();
     let spec: MemoryTierSpec = serde_json::from_value(serde_json::json!({
         "target": {"configMapName": "f"},
         "metrics": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}, "timeout": "30s", "interval": "1m"},

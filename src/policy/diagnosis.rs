@@ -118,12 +118,18 @@ fn announce(step: &mut Step, m: &mut PolicyMemory, d: &BreakerDiagnosis) {
         Runbook::CircuitBreakerOpen,
         format!("Diagnosis {found}"),
     );
-    incidents::set_diagnosis(
-        step,
-        m,
-        Runbook::CircuitBreakerOpen,
-        format!("{found}; {}", d.class.advice()),
-    );
+    // mem0 found healthy after a fault was found is the fault healing (a rotated key, a lifted
+    // rate limit), not the incident's cause: the timeline has it, the cause stays.
+    let cause_known = incidents::find(m, Runbook::CircuitBreakerOpen)
+        .is_some_and(|incident| incident.diagnosis.is_some());
+    if d.class != ProbeClass::Healthy || !cause_known {
+        incidents::set_diagnosis(
+            step,
+            m,
+            Runbook::CircuitBreakerOpen,
+            format!("{found}; {}", d.class.advice()),
+        );
+    }
     // An auth failure pages level 2 through the escalation, unless level 2 was told already;
     // anything else tells whoever knows of the incident, unless they are told in this very step.
     let level_two = step

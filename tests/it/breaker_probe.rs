@@ -44,8 +44,14 @@ fn prober(mem0: &Mem0StandIn, key: &str, timeout: Duration) -> Prober {
     Prober::new(network().probe.clone(), config).expect("the key fits a header")
 }
 
+/// The tests of this module probe one after the other: the auth-failure test reads the probe's
+/// log line through a thread-local subscriber, and tracing caches whether a log line is wanted
+/// when it is first reached, which another test's thread, without a subscriber, may do first.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn each_answer_of_the_dependency_gives_its_class() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mem0 = Mem0StandIn::start(KEY).await;
     let probe = prober(&mem0, KEY, Duration::from_millis(400));
     let cases = [
@@ -152,6 +158,7 @@ fn reading_with(breaker: Option<BreakerState>) -> Observation {
 
 #[tokio::test]
 async fn the_observer_probes_while_open_once_per_interval_and_never_before_retry_after() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mem0 = Mem0StandIn::start(KEY).await;
     let mut observer = observer(&mem0, "1s").await;
 
@@ -298,6 +305,7 @@ async fn tier_now(client: &Client) -> MemoryTier {
 /// rotation; status, the Event and the webhook say so; the key is nowhere.
 #[tokio::test]
 async fn an_auth_failure_is_diagnosed_and_pages_level_two_without_ever_showing_the_key() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let logs = LogCapture::start();
     tierguard::install_crypto_provider();
     let server = support::api_server().await;
@@ -418,6 +426,7 @@ async fn an_auth_failure_is_diagnosed_and_pages_level_two_without_ever_showing_t
 /// the tier stalls with DestinationRefused naming the field, and the stand-in sees nothing.
 #[tokio::test]
 async fn a_probe_url_outside_the_allow_list_stalls_the_tier() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     tierguard::install_crypto_provider();
     let server = support::api_server().await;
     let client = server.client();
@@ -475,6 +484,7 @@ async fn flags(client: &Client) -> Option<BTreeMap<String, String>> {
 /// runbook's step-4 advice, and nothing is restarted.
 #[tokio::test]
 async fn a_rate_limit_sheds_the_canary_until_writes_succeed_and_a_healthy_mem0_gets_the_advice() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     tierguard::install_crypto_provider();
     let server = support::api_server().await;
     let client = server.client();
