@@ -11,7 +11,6 @@
 //! the sizes.
 
 // The integration tests' real servers; the bench uses PostgreSQL's.
-#[allow(dead_code)]
 #[path = "../tests/it/support/servers.rs"]
 mod servers;
 
