@@ -17,8 +17,8 @@
 //! `prometheus` or both, the default), INTERVAL (default 30s), ROUNDS (intervals measured,
 //! default 3), SCALE_LOG (a file for the controller's log), SCALE_ARGS (more arguments of
 //! `tierguard run`, e.g. `--status-refresh=0s` to write status at every tick as before the quiet
-//! steady state), TIERGUARD_BIN (the controller binary, default target/release/tierguard), MALLOC_ARENA_MAX
-//! (default 2, as the manifests set it).
+//! steady state), TIERGUARD_BIN (the controller binary, default target/release/tierguard),
+//! MALLOC_ARENA_MAX (default 2, as the manifests set it).
 
 #[path = "../tests/it/support/exporter.rs"]
 mod exporter;
