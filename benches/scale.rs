@@ -17,7 +17,8 @@
 //! `prometheus` or both, the default), INTERVAL (default 30s), ROUNDS (intervals measured,
 //! default 3), SCALE_LOG (a file for the controller's log), SCALE_ARGS (more arguments of
 //! `tierguard run`, e.g. `--status-refresh=0s` to write status at every tick as before the quiet
-//! steady state), TIERGUARD_BIN (the controller binary, default target/release/tierguard).
+//! steady state), TIERGUARD_BIN (the controller binary, default target/release/tierguard),
+//! MALLOC_ARENA_MAX (default 2, as the manifests set it).
 
 #[path = "../tests/it/support/exporter.rs"]
 mod exporter;
@@ -304,6 +305,11 @@ fn start_controller(binary: &Path, kubeconfig: &Path, metrics_port: u16) -> Chil
         .env(
             "RUST_LOG",
             std::env::var("SCALE_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        // As the shipped manifests run it (deploy/base/deployment.yaml).
+        .env(
+            "MALLOC_ARENA_MAX",
+            std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
         )
         .stdout(Stdio::null())
         .stderr(match std::env::var_os("SCALE_LOG") {

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::api::{
     ActionKind, ActionOutcome, MemoryTierSpec, Mitigation, MitigationName, Observation, Phase,
@@ -34,17 +34,26 @@ pub struct ActionLabels {
     pub outcome: String,
 }
 
+/// A tier's namespace or name as a label value: one allocation shared by all of a tier's series
+/// (a tier has dozens; with a string each, the label values were most of the registry).
+pub type Name = Arc<String>;
+
+/// `namespace` and `tier` as label values shared by the series created with them.
+fn names(namespace: &str, tier: &str) -> (Name, Name) {
+    (Arc::new(namespace.to_owned()), Arc::new(tier.to_owned()))
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
-    pub namespace: String,
-    pub tier: String,
-    pub phase: String,
+    pub namespace: Name,
+    pub tier: Name,
+    pub phase: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TierLabels {
-    pub namespace: String,
-    pub tier: String,
+    pub namespace: Name,
+    pub tier: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,24 +65,24 @@ pub struct ProbeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SignalLabels {
-    pub namespace: String,
-    pub tier: String,
-    pub signal: String,
+    pub namespace: Name,
+    pub tier: Name,
+    pub signal: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ThresholdLabels {
-    pub namespace: String,
-    pub tier: String,
-    pub signal: String,
-    pub threshold: String,
+    pub namespace: Name,
+    pub tier: Name,
+    pub signal: &'static str,
+    pub threshold: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MitigationLabels {
-    pub namespace: String,
-    pub tier: String,
-    pub mitigation: String,
+    pub namespace: Name,
+    pub tier: Name,
+    pub mitigation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,6 +140,10 @@ impl Format {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// The length of the last page rendered: the next is written into a buffer of about that
+    /// size at once, not grown by doubling (at 10,000 tiers a page is 31 MiB, and each doubling
+    /// copies it with the old buffer still held).
+    page_len: Arc<AtomicUsize>,
     pub reconciles: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Histogram,
@@ -267,6 +280,7 @@ impl Default for Metrics {
             leader.clone(),
         );
         Metrics {
+            page_len: Arc::default(),
             registry: Arc::new(root),
             reconciles,
             reconcile_errors,
@@ -293,7 +307,8 @@ impl Metrics {
 
     /// The exposition of every metric in `format`.
     pub fn render_as(&self, format: Format) -> String {
-        let mut out = String::new();
+        let last = self.page_len.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(last + last / 16);
         let written = match format {
             Format::OpenMetrics => {
                 prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -303,16 +318,18 @@ impl Metrics {
             }
         };
         written.expect("writing to a String cannot fail");
+        self.page_len.store(out.len(), Ordering::Relaxed);
         out
     }
 
     /// Record a tier's phase: 1 for the current phase, 0 for every other.
     pub fn set_phase(&self, namespace: &str, tier: &str, phase: Phase) {
+        let (ns, tier_name) = names(namespace, tier);
         for p in ALL_PHASES {
             let labels = PhaseLabels {
-                namespace: namespace.to_owned(),
-                tier: tier.to_owned(),
-                phase: p.as_str().to_owned(),
+                namespace: ns.clone(),
+                tier: tier_name.clone(),
+                phase: p.as_str(),
             };
             self.tier_phase
                 .get_or_create(&labels)
@@ -322,11 +339,12 @@ impl Metrics {
 
     /// Record a tier's signals; unknown signals are removed rather than reported as zero.
     pub fn set_signals(&self, namespace: &str, tier: &str, observation: &Observation) {
+        let (ns, tier_name) = names(namespace, tier);
         for signal in Signal::ALL.iter().filter(|s| s.on_telemetry()) {
             let labels = SignalLabels {
-                namespace: namespace.to_owned(),
-                tier: tier.to_owned(),
-                signal: signal.name().to_owned(),
+                namespace: ns.clone(),
+                tier: tier_name.clone(),
+                signal: signal.name(),
             };
             match observation.get(*signal).and_then(|v| v.as_gauge()) {
                 Some(v) => {
@@ -348,29 +366,31 @@ impl Metrics {
         memory: &PolicyMemory,
         active: &[Mitigation],
     ) {
+        let (ns, tier_name) = names(namespace, tier);
         self.forget_thresholds(namespace, tier);
         for t in thresholds::thresholds(spec, memory) {
             self.tier_threshold
                 .get_or_create(&ThresholdLabels {
-                    namespace: namespace.to_owned(),
-                    tier: tier.to_owned(),
-                    signal: t.signal.name().to_owned(),
-                    threshold: t.name.to_owned(),
+                    namespace: ns.clone(),
+                    tier: tier_name.clone(),
+                    signal: t.signal.name(),
+                    threshold: t.name,
                 })
                 .set(t.value);
         }
         for name in MitigationName::ALL {
             self.tier_mitigation
                 .get_or_create(&MitigationLabels {
-                    namespace: namespace.to_owned(),
-                    tier: tier.to_owned(),
-                    mitigation: name.as_str().to_owned(),
+                    namespace: ns.clone(),
+                    tier: tier_name.clone(),
+                    mitigation: name.as_str(),
                 })
                 .set(i64::from(active.iter().any(|m| m.name == *name)));
         }
     }
 
     fn forget_thresholds(&self, namespace: &str, tier: &str) {
+        let (ns, tier_name) = names(namespace, tier);
         // A bound that is no longer known (the error-rate baseline) must not linger.
         let spec_all = thresholds::thresholds(
             &default_spec(),
@@ -381,10 +401,10 @@ impl Metrics {
         );
         for t in spec_all {
             self.tier_threshold.remove(&ThresholdLabels {
-                namespace: namespace.to_owned(),
-                tier: tier.to_owned(),
-                signal: t.signal.name().to_owned(),
-                threshold: t.name.to_owned(),
+                namespace: ns.clone(),
+                tier: tier_name.clone(),
+                signal: t.signal.name(),
+                threshold: t.name,
             });
         }
     }
@@ -392,9 +412,10 @@ impl Metrics {
     /// Record Redis's evicted_keys counter as a counter: a reading below the last one is a reset
     /// (Redis restarted), exported as a new series start so that `rate()` treats it as one.
     pub fn set_evicted_keys(&self, namespace: &str, tier: &str, evicted: Option<u64>) {
+        let (ns, tier_name) = names(namespace, tier);
         let labels = TierLabels {
-            namespace: namespace.to_owned(),
-            tier: tier.to_owned(),
+            namespace: ns.clone(),
+            tier: tier_name.clone(),
         };
         let Some(raw) = evicted else {
             self.redis_evicted_keys.remove(&labels);
@@ -423,34 +444,36 @@ impl Metrics {
 
     /// Record that a tier was reconciled to the end at `at`.
     pub fn set_reconciled(&self, namespace: &str, tier: &str, at: jiff::Timestamp) {
+        let (ns, tier_name) = names(namespace, tier);
         self.tier_reconciled
             .get_or_create(&TierLabels {
-                namespace: namespace.to_owned(),
-                tier: tier.to_owned(),
+                namespace: ns.clone(),
+                tier: tier_name.clone(),
             })
             .set(at.as_millisecond() as f64 / 1000.0);
     }
 
     /// Forget a deleted tier's series.
     pub fn forget_tier(&self, namespace: &str, tier: &str) {
+        let (ns, tier_name) = names(namespace, tier);
         self.tier_reconciled.remove(&TierLabels {
-            namespace: namespace.to_owned(),
-            tier: tier.to_owned(),
+            namespace: ns.clone(),
+            tier: tier_name.clone(),
         });
         for p in ALL_PHASES {
             self.tier_phase.remove(&PhaseLabels {
-                namespace: namespace.to_owned(),
-                tier: tier.to_owned(),
-                phase: p.as_str().to_owned(),
+                namespace: ns.clone(),
+                tier: tier_name.clone(),
+                phase: p.as_str(),
             });
         }
         self.set_signals(namespace, tier, &Observation::default());
         self.forget_thresholds(namespace, tier);
         for name in MitigationName::ALL {
             self.tier_mitigation.remove(&MitigationLabels {
-                namespace: namespace.to_owned(),
-                tier: tier.to_owned(),
-                mitigation: name.as_str().to_owned(),
+                namespace: ns.clone(),
+                tier: tier_name.clone(),
+                mitigation: name.as_str(),
             });
         }
         self.set_evicted_keys(namespace, tier, None);

@@ -241,8 +241,13 @@ impl FleetMember {
     /// Prometheus is unhealthy, if it is: as [`PrometheusClient::read_signals`] gives them.
     pub async fn read_signals(&self) -> (Readings, Option<String>) {
         let mut answer = self.group.answer(self.max_age, None).await;
-        if answer.index(&self.values).is_none() {
-            // Joined after that round was sent: one more round, for everyone who joined since.
+        // Joined after that round was sent: wait for one that covers this tier. The round in
+        // flight may have been sent before it joined too, so at most two more: the one after
+        // that is sent once this tier is a member.
+        for _ in 0..2 {
+            if answer.index(&self.values).is_some() {
+                break;
+            }
             answer = self.group.answer(self.max_age, Some(answer.at)).await;
         }
         let index = answer.index(&self.values);

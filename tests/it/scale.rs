@@ -589,6 +589,98 @@ async fn tiers_reading_one_prometheus_share_one_query_per_signal_split_back_per_
     feeder.join().unwrap();
 }
 
+/// A page of `tiers` breakers told apart by `tier`: `t<i>` open when `i` is odd.
+fn breakers_page(tiers: usize) -> String {
+    let mut out = String::from("# TYPE circuit_breaker_state gauge\n");
+    for i in 0..tiers {
+        out.push_str(&format!(
+            "circuit_breaker_state{{tier=\"t{i}\",breaker=\"mem0\"}} {}\n",
+            i % 2
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_that_joins_its_group_while_a_round_is_in_flight_is_read_at_once() {
+    use tierguard::api::BreakerState;
+    use tierguard::observe::fleet::Fleet;
+    use tierguard::observe::secrets::LocalSecrets;
+    use tierguard::observe::{ObserveConfig, Observer};
+    tierguard::install_crypto_provider();
+
+    const TIERS: usize = 150;
+    let exporter = Exporter::start(&AppMetrics::default());
+    exporter.set_body(&breakers_page(TIERS));
+    let prometheus =
+        support::servers::PrometheusServer::start(&[exporter.target()], Duration::from_millis(250));
+    let count_url = format!(
+        "{}/api/v1/query?query=count(circuit_breaker_state)",
+        prometheus.url()
+    );
+    wait_for(
+        "Prometheus to hold every tier's breaker",
+        Duration::from_secs(30),
+        || async {
+            let body = reqwest::get(&count_url).await.ok()?.text().await.ok()?;
+            body.contains(&format!("\"{TIERS}\"")).then_some(())
+        },
+    )
+    .await;
+    let network = tierguard::destinations::Network::new(support::loopback()).unwrap();
+    let fleet = Fleet::default();
+    // Tiers join one after another, as in a first pass, each reading at once: many join while
+    // the round for the ones before them is in flight. Answers are fresh for 5 s, so only a
+    // round sent for latecomers can cover them.
+    let mut reads = Vec::new();
+    for i in 0..TIERS {
+        let metrics = json!({"prometheus": {"url": prometheus.url()}, "selector": format!("tier=\"t{i}\""), "interval": "10s", "timeout": "8s"});
+        let spec = support::tiers::tier("t", NS, json!({"metrics": metrics})).spec;
+        let config = ObserveConfig::resolve(&spec, &LocalSecrets::default())
+            .await
+            .unwrap();
+        let mut observer = Observer::with_network(config, &network).unwrap();
+        observer.set_fleet(fleet.join(NS, &spec, observer.config(), observer.http()));
+        assert!(observer.in_fleet());
+        reads.push(tokio::spawn(async move {
+            let observation = observer.observe().await;
+            (i, observation, observer)
+        }));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(fleet.groups(), 1);
+    let mut unread = Vec::new();
+    let mut _observers = Vec::new();
+    for read in reads {
+        let (i, observation, observer) = read.await.unwrap();
+        let expected = if i % 2 == 1 {
+            BreakerState::Open
+        } else {
+            BreakerState::Closed
+        };
+        if observation.breaker_state != Some(expected) {
+            unread.push(format!(
+                "t{i}: {:?} ({:?})",
+                observation.breaker_state,
+                observation.unknown.get("breakerState")
+            ));
+        }
+        // Every member stays in the group until all have read.
+        _observers.push(observer);
+    }
+    assert!(
+        unread.is_empty(),
+        "{} of {TIERS} tiers not read by their first observation: {}",
+        unread.len(),
+        unread
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_on_disjoint_shards_each_reconcile_their_own_under_their_own_lease() {
     use tierguard::controller::LeaseConfig;
