@@ -17,7 +17,8 @@
 //! `prometheus` or both, the default), INTERVAL (default 30s), ROUNDS (intervals measured,
 //! default 3), SCALE_LOG (a file for the controller's log), SCALE_ARGS (more arguments of
 //! `tierguard run`, e.g. `--status-refresh=0s` to write status at every tick as before the quiet
-//! steady state), TIERGUARD_BIN (the controller binary, default target/release/tierguard),
+//! steady state), TIERGUARD_BIN (the controller binary, default target/release/tierguard), SCALE_DUMP (a file
+//! for the first tier's object as stored at the end),
 //! MALLOC_ARENA_MAX (default 2, as the manifests set it).
 
 #[path = "../tests/it/support/exporter.rs"]
@@ -380,6 +381,7 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
         .write_kubeconfig(&kubeconfig)
         .expect("write a kubeconfig");
     let metrics_port = servers::free_port();
+    let before_start = server.write_counts();
     let mut child = start_controller(binary, &kubeconfig, metrics_port);
     let pid = child.id();
 
@@ -394,11 +396,16 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
             started.elapsed() < Duration::from_secs(600),
             "only {rendered} of {tiers} tiers rendered after 10 minutes"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        // Listing copies every ConfigMap under the API server's lock: not too often.
+        std::thread::sleep(Duration::from_secs(1));
     };
+    let after_first = server.write_counts();
     println!(
-        "scale: first reconcile of all {tiers} tiers within {first_pass:?} (two intervals: {}s)",
-        2 * interval_s
+        "scale: first reconcile of all {tiers} tiers within {first_pass:?} (two intervals: {}s); API writes meanwhile {:.2} per tier ({:.2} status, {:.2} Events)",
+        2 * interval_s,
+        (after_first.total - before_start.total) as f64 / tiers as f64,
+        (after_first.status - before_start.status) as f64 / tiers as f64,
+        (after_first.events - before_start.events) as f64 / tiers as f64,
     );
     // A tier created under full load.
     let newcomer = {
@@ -451,6 +458,13 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
         }
     }
     let elapsed = steady.elapsed().as_secs_f64();
+    let object = server
+        .get_json(&gvr, "scale", &tier_name(0))
+        .expect("the first tier is stored");
+    let object_bytes = serde_json::to_vec(&object).map_or(0, |v| v.len());
+    if let Some(path) = std::env::var_os("SCALE_DUMP") {
+        std::fs::write(path, serde_json::to_vec_pretty(&object).unwrap()).expect("SCALE_DUMP");
+    }
     let (rss, cpu1) = usage(pid);
     let peak_rss = high_water_mark(pid);
     let page = http_get(metrics_port, "/metrics");
@@ -525,8 +539,9 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
         }
     );
     println!(
-        "scale: the controller's /metrics page: {:.0} KiB",
-        figures.metrics_page_kib
+        "scale: the controller's /metrics page: {:.0} KiB; one MemoryTier as stored: {:.1} KiB of JSON",
+        figures.metrics_page_kib,
+        object_bytes as f64 / 1024.0
     );
     runtime.block_on(server.shutdown());
     figures

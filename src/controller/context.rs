@@ -51,6 +51,9 @@ pub struct Context {
     pending: Mutex<HashMap<String, PendingMemory>>,
     /// When each tier's ownership preflight last passed, and for which spec generation.
     preflights: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+    /// The spec generation of each tier whose spec last passed validation: a spec does not
+    /// change without a new generation, and the CEL rules cost more than the rest of a tick.
+    validated: Mutex<HashMap<String, i64>>,
     /// How often the live readings in status are refreshed when nothing else changed.
     pub status_refresh: Duration,
     /// Which reconciles run first when many are due.
@@ -63,7 +66,9 @@ pub struct Context {
 struct PendingMemory {
     /// The `lastTick` of the status it follows (the one in the API server).
     over: Option<Timestamp>,
-    policy: serde_json::Value,
+    /// `status.policy` as compact JSON: every quiet tier has one, and as text it is a sixth of
+    /// the JSON tree's size.
+    policy: Box<str>,
 }
 
 /// The bounds a controller runs with.
@@ -108,6 +113,7 @@ impl Context {
             ticks: Mutex::default(),
             pending: Mutex::default(),
             preflights: Mutex::default(),
+            validated: Mutex::default(),
             status_refresh: limits.status_refresh,
             admission: super::admission::Admission::new(limits.concurrency),
             fleet: Fleet::default(),
@@ -143,7 +149,7 @@ impl Context {
     /// Keep the memory of a tick whose status was not written: `over` is the `lastTick` of the
     /// status in the API server, `next` the status decided.
     pub fn keep_pending(&self, uid: &str, over: Option<Timestamp>, next: &MemoryTierStatus) {
-        let Some(policy) = next.policy.clone() else {
+        let Some(policy) = next.policy.as_ref().map(|p| p.to_string().into_boxed_str()) else {
             return;
         };
         self.pending
@@ -158,7 +164,13 @@ impl Context {
     pub fn with_pending_memory(&self, uid: &str, status: &mut MemoryTierStatus) {
         let mut pending = self.pending.lock().expect("pending lock");
         match pending.get(uid) {
-            Some(p) if p.over == last_tick(status) => status.policy = Some(p.policy.clone()),
+            // What was written as JSON reads back; were it not, the stored memory is used.
+            Some(p) if p.over == last_tick(status) => match serde_json::from_str(&p.policy) {
+                Ok(policy) => status.policy = Some(policy),
+                Err(_) => {
+                    pending.remove(uid);
+                }
+            },
             Some(_) => {
                 pending.remove(uid);
             }
@@ -174,6 +186,21 @@ impl Context {
             .expect("preflights lock")
             .get(uid)
             .is_some_and(|(g, at)| *g == generation && at.elapsed() < self.status_refresh)
+    }
+
+    /// Whether the spec of `uid` at `generation` passed validation already.
+    pub fn spec_validated(&self, uid: &str, generation: Option<i64>) -> bool {
+        generation.is_some()
+            && self.validated.lock().expect("validated lock").get(uid) == generation.as_ref()
+    }
+
+    /// Record that the spec of `uid` at `generation` passed validation (or, `None`, did not).
+    pub fn record_validation(&self, uid: &str, generation: Option<i64>, passed: bool) {
+        let mut validated = self.validated.lock().expect("validated lock");
+        match generation.filter(|_| passed) {
+            Some(generation) => validated.insert(uid.to_owned(), generation),
+            None => validated.remove(uid),
+        };
     }
 
     /// Record that the ownership preflight of `uid` passed.
@@ -270,6 +297,10 @@ impl Context {
         self.preflights
             .lock()
             .expect("preflights lock")
+            .retain(|uid, _| live_uids.contains(uid));
+        self.validated
+            .lock()
+            .expect("validated lock")
             .retain(|uid, _| live_uids.contains(uid));
     }
 

@@ -16,12 +16,15 @@ use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 use crate::api::Reason;
 
 /// How long a published Event may still be continued as a series.
 const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+/// How often the series that can no longer continue are forgotten (not at every Event: with
+/// thousands of tiers, each Event would go over them all).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Longest Event note in bytes: the API server refuses notes over 1 kB.
 const MAX_NOTE_BYTES: usize = 1024;
@@ -57,7 +60,14 @@ pub struct EventPublisher {
     instance: String,
     /// The last Event of each key: only what continuing its series needs, as a controller with a
     /// thousand tiers keeps a few thousand of these.
-    recent: Mutex<HashMap<Key, Published>>,
+    recent: Mutex<Recent>,
+}
+
+/// The series that may still continue, and when those that cannot were last forgotten.
+#[derive(Default)]
+struct Recent {
+    series: HashMap<Key, Published>,
+    pruned: Option<Timestamp>,
 }
 
 /// An Event already created, as far as its series is concerned.
@@ -93,12 +103,26 @@ impl EventPublisher {
             name: regarding.name.clone(),
             uid: regarding.uid.clone(),
         };
-        let mut recent = self.recent.lock().await;
         let ttl = jiff::SignedDuration::try_from(SERIES_TTL).unwrap_or_default();
-        recent.retain(|_, published| published.seen + ttl > now);
+        // Taken out while its Event is written (the lock is not held across the API call, so
+        // Events of different tiers are written side by side); put back once written.
+        let previous = {
+            let mut recent = self.recent.lock().expect("events lock");
+            let every = jiff::SignedDuration::try_from(PRUNE_EVERY).unwrap_or_default();
+            if recent.pruned.is_none_or(|at| at + every <= now) {
+                recent
+                    .series
+                    .retain(|_, published| published.seen + ttl > now);
+                recent.pruned = Some(now);
+            }
+            recent
+                .series
+                .remove(&key)
+                .filter(|published| published.seen + ttl > now)
+        };
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let published = match recent.remove(&key) {
+        let published = match previous {
             Some(previous) => {
                 // A repeat (count 2 for the first) only moves the series on.
                 let count = previous.count.saturating_add(1);
@@ -130,7 +154,11 @@ impl EventPublisher {
                 }
             }
         };
-        recent.insert(key, published);
+        self.recent
+            .lock()
+            .expect("events lock")
+            .series
+            .insert(key, published);
         Ok(())
     }
 

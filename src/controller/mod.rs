@@ -5,6 +5,7 @@
 //! so a restarted or newly elected replica resumes mid-incident where the last one stopped.
 
 pub mod admission;
+pub mod cached;
 mod context;
 pub mod error;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod selector;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+mod tier_metrics;
 pub mod work;
 
 use std::collections::HashSet;
@@ -91,6 +93,15 @@ const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default bound on concurrent reconciles.
 pub const DEFAULT_CONCURRENCY: u16 = 16;
+
+/// How many due reconciles wait for admission at once, per reconcile slot: enough that an
+/// incident among them overtakes a backlog of periodic ticks, few enough to poll cheaply.
+const ADMISSION_WINDOW_PER_SLOT: u16 = 16;
+
+/// The most reconciles started at once (running, or waiting in the admission).
+fn admission_window(concurrency: u16) -> u16 {
+    concurrency.max(1).saturating_mul(ADMISSION_WINDOW_PER_SLOT)
+}
 
 /// Background tasks that end with the controller: dropping the run future (a shutdown, or a test
 /// killing a replica) takes the lease holder, the server and the housekeeping with it.
@@ -208,14 +219,12 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
     let (reader, writer) = reflector::store();
     // Status writes do not trigger a reconcile (the interval does); spec and annotation changes
     // (e.g. the resume annotation) do, at once.
-    // managedFields are never read here, and with server-side apply of a large status they are
-    // large too: the cache keeps none.
-    // Every tier is watched through a guard: one stored object that does not deserialize is
-    // reported on its own and cannot stop the watch of the others.
+    // The cache keeps each tier packed ([`cached`]): no managedFields, the spec and status
+    // compressed; one stored object that does not deserialize is reported on its own and cannot
+    // stop the watch of the others.
     let tier_stream =
         namespaces::watch::<Watched>(&client, &config.namespaces, tier_watch, reader.clone())
             .inspect_err(|e| log_watch_error("MemoryTiers", e))
-            .modify(|tier: &mut Watched| tier.managed_fields_mut().clear())
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
@@ -253,17 +262,31 @@ pub async fn run_until(client: Client, config: RunConfig, stop: Stop) -> anyhow:
             // Forget observers of deleted tiers now and then.
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                let live: HashSet<String> = reader.state().iter().filter_map(|t| t.uid()).collect();
+                let tiers = reader.state();
+                let live: HashSet<String> = tiers.iter().filter_map(|t| t.uid()).collect();
                 ctx.retain_tiers(&live);
+                let names: HashSet<(String, String)> = tiers
+                    .iter()
+                    .map(|t| (t.namespace().unwrap_or_default(), t.name_any()))
+                    .collect();
+                ctx.metrics.retain_tiers(|namespace, name| {
+                    names.contains(&(namespace.to_owned(), name.to_owned()))
+                });
             }
         });
     }
 
     let controller = Controller::for_stream(tier_stream, reader)
-        // Every due reconcile is started at once and waits for its slot in the admission, where
-        // an incident or a new tier goes before healthy tiers' periodic ticks (kube-runtime's
-        // own bound would queue them in the order they fell due).
-        .with_config(kube::runtime::controller::Config::default().concurrency(0))
+        // Up to a window of due reconciles is started at once, and each waits for its slot in
+        // the admission, where an incident or a new tier goes before healthy tiers' periodic
+        // ticks; beyond the window, kube-runtime queues them in the order they fell due. The
+        // window is bounded because kube-runtime polls every started reconcile whenever any one
+        // of them wakes: with every due tier started (10,000 at a fleet's first pass), that
+        // polling took a third of the controller's CPU.
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(admission_window(config.concurrency)),
+        )
         // Only the owner reference of a ConfigMap matters here, so its metadata is all that is
         // fetched: the incident reports in the `-incidents` ConfigMaps are never downloaded.
         .owns_stream(

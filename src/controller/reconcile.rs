@@ -12,7 +12,6 @@ use std::time::Instant;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
@@ -20,7 +19,6 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::Context;
-use super::admission::Urgency;
 use super::error::{DecideError, Error, ReadError, StatusError, ValidateError};
 use super::execute::{self, ActSecrets};
 use super::memory::{self, Recalled};
@@ -36,16 +34,14 @@ use crate::observe::secrets::KubeSecrets;
 use crate::observe::{ConfigError, ObserveConfig};
 use crate::policy::{self, AppliedConfig, DecideContext, Decision};
 
-/// What kube-runtime hands over: a MemoryTier, or an object that failed to deserialize as one.
-pub type Watched = DeserializeGuard<MemoryTier>;
+/// What kube-runtime hands over: a MemoryTier as the cache keeps it, or an object that failed
+/// to deserialize as one.
+pub type Watched = super::cached::CachedTier;
 
 /// Reconcile one tier; kube-runtime calls this for every change and at every requeue.
 #[instrument(skip_all, fields(namespace = watched.namespace().unwrap_or_default(), tier = %watched.name_any()))]
 pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let urgency = match &watched.0 {
-        Ok(tier) => Urgency::of(tier),
-        Err(_) => Urgency::New,
-    };
+    let urgency = watched.urgency();
     // Due reconciles wait here, most urgent first, for one of the slots.
     let _slot = tokio::select! {
         slot = ctx.admission.admit(urgency) => slot,
@@ -58,10 +54,11 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Reque
     let _running = ctx.running();
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    // Boxed: a reconcile waiting for its slot holds only the small future above.
-    let result = match &watched.0 {
+    // Boxed: a reconcile waiting for its slot holds only the small future above. The tier is
+    // unpacked only now, so one waiting holds only the cache's packed form.
+    let result = match watched.unpack() {
         Ok(tier) => Box::pin(run_pipeline(tier, &ctx)).await,
-        Err(invalid) => Box::pin(report_invalid(&watched, invalid, &ctx)).await,
+        Err(invalid) => Box::pin(report_invalid(&watched, &invalid, &ctx)).await,
     };
     ctx.metrics
         .reconcile_duration
@@ -123,27 +120,46 @@ impl Tier<'_> {
 /// The shortest wait between two reconciles of a tier.
 const MIN_REQUEUE: std::time::Duration = std::time::Duration::from_millis(100);
 
-async fn run_pipeline(tier: &MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
-    let t = read(tier)?;
+async fn run_pipeline(tier: MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
+    let t = read(&tier)?;
     if !ctx.leadership.is_leader() {
         // A standby re-checks on the same cadence; a change of leader also reconciles every tier.
         return Ok(t.requeue);
     }
-    if let Err(problems) = validate_spec(tier) {
-        stall(ctx, &t, Reason::InvalidSpec, &problems.to_string()).await?;
-        // Nothing is done until the spec changes.
-        return Ok(Requeue::await_change());
+    let generation = tier.metadata.generation;
+    if !ctx.spec_validated(&t.uid, generation) {
+        let validated = validate_spec(&tier);
+        ctx.record_validation(&t.uid, generation, validated.is_ok());
+        if let Err(problems) = validated {
+            stall(ctx, &t, Reason::InvalidSpec, &problems.to_string()).await?;
+            // Nothing is done until the spec changes.
+            return Ok(Requeue::await_change());
+        }
     }
     // Whatever an older CRD let through, the controller works within the bounds.
+    let Tier {
+        namespace,
+        name,
+        uid,
+        now,
+        started,
+        requeue,
+        ..
+    } = t;
     let bounded = MemoryTier {
         spec: bounds::clamp(&tier.spec),
-        ..tier.clone()
+        ..tier
     };
     let (tier, t) = (
         &bounded,
         Tier {
             tier: &bounded,
-            ..t
+            namespace,
+            name,
+            uid,
+            now,
+            started,
+            requeue,
         },
     );
     let (observe_config, act_secrets) = match resolve_secrets(ctx, &t).await {

@@ -15,8 +15,9 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::tier_metrics::TierTable;
 use crate::api::{
     ActionKind, ActionOutcome, MemoryTierSpec, Mitigation, MitigationName, Observation, Phase,
     PolicyMemory, ProbeClass, Signal,
@@ -32,57 +33,6 @@ pub struct ErrorLabels {
 pub struct ActionLabels {
     pub action: String,
     pub outcome: String,
-}
-
-/// A tier's namespace or name as a label value: one allocation shared by all of a tier's series
-/// (a tier has dozens; with a string each, the label values were most of the registry).
-pub type Name = Arc<String>;
-
-/// `namespace` and `tier` as label values shared by the series created with them.
-fn names(namespace: &str, tier: &str) -> (Name, Name) {
-    (Arc::new(namespace.to_owned()), Arc::new(tier.to_owned()))
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PhaseLabels {
-    pub namespace: Name,
-    pub tier: Name,
-    pub phase: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TierLabels {
-    pub namespace: Name,
-    pub tier: Name,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProbeLabels {
-    pub namespace: String,
-    pub tier: String,
-    pub class: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SignalLabels {
-    pub namespace: Name,
-    pub tier: Name,
-    pub signal: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ThresholdLabels {
-    pub namespace: Name,
-    pub tier: Name,
-    pub signal: &'static str,
-    pub threshold: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MitigationLabels {
-    pub namespace: Name,
-    pub tier: Name,
-    pub mitigation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,27 +98,11 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub actions: Family<ActionLabels, Counter>,
-    pub tier_phase: Family<PhaseLabels, Gauge>,
-    pub tier_signal: Family<SignalLabels, Gauge<f64, AtomicU64>>,
-    pub tier_threshold: Family<ThresholdLabels, Gauge<f64, AtomicU64>>,
-    pub tier_mitigation: Family<MitigationLabels, Gauge>,
-    pub redis_evicted_keys: Family<TierLabels, Counter>,
-    pub breaker_probes: Family<ProbeLabels, Counter>,
-    pub tier_reconciled: Family<TierLabels, Gauge<f64, AtomicU64>>,
+    /// Every tier's own series.
+    tiers: TierTable,
     pub status_writes: Counter,
     pub leader: Gauge,
 }
-
-const ALL_PHASES: [Phase; 8] = [
-    Phase::Pending,
-    Phase::Healthy,
-    Phase::Degraded,
-    Phase::RollingBack,
-    Phase::RolledBack,
-    Phase::Recovering,
-    Phase::Paused,
-    Phase::Stalled,
-];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -225,48 +159,8 @@ impl Default for Metrics {
                 }));
             }
         }
-        let tier_phase = Family::<PhaseLabels, Gauge>::default();
-        registry.register(
-            "tier_phase",
-            "1 for the phase each MemoryTier is in, 0 for the others",
-            tier_phase.clone(),
-        );
-        let tier_signal = Family::<SignalLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "tier_signal",
-            "The last known value of each signal of each MemoryTier (absent when unknown)",
-            tier_signal.clone(),
-        );
-        let tier_threshold = Family::<ThresholdLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "tier_threshold",
-            "Each bound a MemoryTier's signal is held against (rollback, stampede, recovered, Redis memory levels), in the signal's unit",
-            tier_threshold.clone(),
-        );
-        let tier_mitigation = Family::<MitigationLabels, Gauge>::default();
-        registry.register(
-            "tier_mitigation",
-            "1 while the mitigation is in force on the MemoryTier, 0 otherwise",
-            tier_mitigation.clone(),
-        );
-        let redis_evicted_keys = Family::<TierLabels, Counter>::default();
-        registry.register(
-            "redis_evicted_keys",
-            "Redis's evicted_keys counter of each MemoryTier's Redis (summed over masters); it resets when Redis restarts, so rate() gives the eviction rate of the runbook's alert",
-            redis_evicted_keys.clone(),
-        );
-        let breaker_probes = Family::<ProbeLabels, Counter>::default();
-        registry.register(
-            "breaker_probes",
-            "Breaker probes made for each MemoryTier (spec.breaker.probe), by what they found: Down, AuthFailure, RateLimited or Healthy",
-            breaker_probes.clone(),
-        );
-        let tier_reconciled = Family::<TierLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "tier_last_reconcile_timestamp_seconds",
-            "When each MemoryTier was last reconciled to the end (Unix seconds); status.observed is refreshed less often when nothing changes",
-            tier_reconciled.clone(),
-        );
+        let tiers = TierTable::default();
+        registry.register_collector(Box::new(tiers.clone()));
         let status_writes = Counter::default();
         registry.register(
             "status_writes",
@@ -286,13 +180,7 @@ impl Default for Metrics {
             reconcile_errors,
             reconcile_duration,
             actions,
-            tier_phase,
-            tier_signal,
-            tier_threshold,
-            tier_mitigation,
-            redis_evicted_keys,
-            breaker_probes,
-            tier_reconciled,
+            tiers,
             status_writes,
             leader,
         }
@@ -324,37 +212,19 @@ impl Metrics {
 
     /// Record a tier's phase: 1 for the current phase, 0 for every other.
     pub fn set_phase(&self, namespace: &str, tier: &str, phase: Phase) {
-        let (ns, tier_name) = names(namespace, tier);
-        for p in ALL_PHASES {
-            let labels = PhaseLabels {
-                namespace: ns.clone(),
-                tier: tier_name.clone(),
-                phase: p.as_str(),
-            };
-            self.tier_phase
-                .get_or_create(&labels)
-                .set(i64::from(p == phase));
-        }
+        self.tiers
+            .update(namespace, tier, |row| row.phase = Some(phase));
     }
 
     /// Record a tier's signals; unknown signals are removed rather than reported as zero.
     pub fn set_signals(&self, namespace: &str, tier: &str, observation: &Observation) {
-        let (ns, tier_name) = names(namespace, tier);
-        for signal in Signal::ALL.iter().filter(|s| s.on_telemetry()) {
-            let labels = SignalLabels {
-                namespace: ns.clone(),
-                tier: tier_name.clone(),
-                signal: signal.name(),
-            };
-            match observation.get(*signal).and_then(|v| v.as_gauge()) {
-                Some(v) => {
-                    self.tier_signal.get_or_create(&labels).set(v);
-                }
-                None => {
-                    self.tier_signal.remove(&labels);
-                }
-            }
-        }
+        let signals = Signal::ALL
+            .iter()
+            .filter(|s| s.on_telemetry())
+            .filter_map(|s| Some((*s, observation.get(*s)?.as_gauge()?)))
+            .collect();
+        self.tiers
+            .update(namespace, tier, |row| row.signals = signals);
     }
 
     /// Record the bounds a tier's signals are held against, and which mitigations are in force.
@@ -366,128 +236,67 @@ impl Metrics {
         memory: &PolicyMemory,
         active: &[Mitigation],
     ) {
-        let (ns, tier_name) = names(namespace, tier);
-        self.forget_thresholds(namespace, tier);
-        for t in thresholds::thresholds(spec, memory) {
-            self.tier_threshold
-                .get_or_create(&ThresholdLabels {
-                    namespace: ns.clone(),
-                    tier: tier_name.clone(),
-                    signal: t.signal.name(),
-                    threshold: t.name,
-                })
-                .set(t.value);
-        }
-        for name in MitigationName::ALL {
-            self.tier_mitigation
-                .get_or_create(&MitigationLabels {
-                    namespace: ns.clone(),
-                    tier: tier_name.clone(),
-                    mitigation: name.as_str(),
-                })
-                .set(i64::from(active.iter().any(|m| m.name == *name)));
-        }
-    }
-
-    fn forget_thresholds(&self, namespace: &str, tier: &str) {
-        let (ns, tier_name) = names(namespace, tier);
-        // A bound that is no longer known (the error-rate baseline) must not linger.
-        let spec_all = thresholds::thresholds(
-            &default_spec(),
-            &PolicyMemory {
-                error_rate_baseline_percent: Some(0.0),
-                ..PolicyMemory::default()
-            },
-        );
-        for t in spec_all {
-            self.tier_threshold.remove(&ThresholdLabels {
-                namespace: ns.clone(),
-                tier: tier_name.clone(),
-                signal: t.signal.name(),
-                threshold: t.name,
-            });
-        }
+        let thresholds = thresholds::thresholds(spec, memory)
+            .into_iter()
+            .map(|t| (t.signal, t.name, t.value))
+            .collect();
+        let mitigations = MitigationName::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| active.iter().any(|m| m.name == **name))
+            .fold(0u32, |bits, (i, _)| bits | 1 << i);
+        self.tiers.update(namespace, tier, |row| {
+            row.thresholds = thresholds;
+            row.mitigations = Some(mitigations);
+        });
     }
 
     /// Record Redis's evicted_keys counter as a counter: a reading below the last one is a reset
-    /// (Redis restarted), exported as a new series start so that `rate()` treats it as one.
+    /// (Redis restarted), and the series starts again from it, so that `rate()` treats it as one.
     pub fn set_evicted_keys(&self, namespace: &str, tier: &str, evicted: Option<u64>) {
-        let (ns, tier_name) = names(namespace, tier);
-        let labels = TierLabels {
-            namespace: ns.clone(),
-            tier: tier_name.clone(),
-        };
-        let Some(raw) = evicted else {
-            self.redis_evicted_keys.remove(&labels);
-            return;
-        };
-        let current = self.redis_evicted_keys.get_or_create(&labels).get();
-        if raw < current {
-            self.redis_evicted_keys.remove(&labels);
-        }
-        let counter = self.redis_evicted_keys.get_or_create(&labels);
-        counter.inc_by(raw.saturating_sub(counter.get()));
+        self.tiers
+            .update(namespace, tier, |row| row.evicted_keys = evicted);
     }
 
     /// Count the breaker probe this observation made, if it made one.
     pub fn count_probe(&self, namespace: &str, tier: &str, observation: &Observation) {
-        if let Some(probe) = &observation.breaker_probe {
-            self.breaker_probes
-                .get_or_create(&ProbeLabels {
-                    namespace: namespace.to_owned(),
-                    tier: tier.to_owned(),
-                    class: probe.class.as_str().to_owned(),
-                })
-                .inc();
-        }
+        let Some(probe) = &observation.breaker_probe else {
+            return;
+        };
+        let Some(class) = ProbeClass::ALL.iter().position(|c| *c == probe.class) else {
+            return;
+        };
+        self.tiers.update(namespace, tier, |row| {
+            row.probes.resize(ProbeClass::ALL.len(), 0);
+            row.probes[class] += 1;
+        });
     }
 
     /// Record that a tier was reconciled to the end at `at`.
     pub fn set_reconciled(&self, namespace: &str, tier: &str, at: jiff::Timestamp) {
-        let (ns, tier_name) = names(namespace, tier);
-        self.tier_reconciled
-            .get_or_create(&TierLabels {
-                namespace: ns.clone(),
-                tier: tier_name.clone(),
-            })
-            .set(at.as_millisecond() as f64 / 1000.0);
+        let at = at.as_millisecond() as f64 / 1000.0;
+        self.tiers
+            .update(namespace, tier, |row| row.reconciled_at = Some(at));
     }
 
     /// Forget a deleted tier's series.
     pub fn forget_tier(&self, namespace: &str, tier: &str) {
-        let (ns, tier_name) = names(namespace, tier);
-        self.tier_reconciled.remove(&TierLabels {
-            namespace: ns.clone(),
-            tier: tier_name.clone(),
-        });
-        for p in ALL_PHASES {
-            self.tier_phase.remove(&PhaseLabels {
-                namespace: ns.clone(),
-                tier: tier_name.clone(),
-                phase: p.as_str(),
-            });
-        }
-        self.set_signals(namespace, tier, &Observation::default());
-        self.forget_thresholds(namespace, tier);
-        for name in MitigationName::ALL {
-            self.tier_mitigation.remove(&MitigationLabels {
-                namespace: ns.clone(),
-                tier: tier_name.clone(),
-                mitigation: name.as_str(),
-            });
-        }
-        self.set_evicted_keys(namespace, tier, None);
-        for class in ProbeClass::ALL {
-            self.breaker_probes.remove(&ProbeLabels {
-                namespace: namespace.to_owned(),
-                tier: tier.to_owned(),
-                class: class.as_str().to_owned(),
-            });
-        }
+        self.tiers.forget(namespace, tier);
+    }
+
+    /// Forget the series of every tier for which `live` does not hold.
+    pub fn retain_tiers(&self, live: impl Fn(&str, &str) -> bool) {
+        self.tiers.retain(live);
+    }
+
+    /// How many tiers have series.
+    pub fn tiers_exported(&self) -> usize {
+        self.tiers.tier_count()
     }
 }
 
-/// A spec with every default, to enumerate the threshold series' names.
+/// A spec with every default.
+#[cfg(test)]
 fn default_spec() -> MemoryTierSpec {
     serde_json::from_value(serde_json::json!({"target": {"configMapName": "x"}}))
         .expect("a spec of defaults parses")
@@ -668,6 +477,27 @@ mod tests {
                 .render_as(Format::Text)
                 .contains("class=\"AuthFailure\"")
         );
+    }
+
+    #[test]
+    fn the_series_of_tiers_no_longer_watched_are_dropped() {
+        let metrics = Metrics::default();
+        for tier in ["kept", "deleted"] {
+            metrics.set_phase("clinic", tier, Phase::Healthy);
+            metrics.set_reconciled("clinic", tier, "2026-12-02T03:00:00Z".parse().unwrap());
+        }
+        metrics.set_phase("other", "deleted", Phase::Degraded);
+        assert_eq!(metrics.tiers_exported(), 3);
+        metrics.retain_tiers(|namespace, name| namespace == "clinic" && name == "kept");
+        assert_eq!(metrics.tiers_exported(), 1);
+        let text = metrics.render_as(Format::Text);
+        assert!(
+            text.contains(
+                "tierguard_tier_last_reconcile_timestamp_seconds{namespace=\"clinic\",tier=\"kept\"} 1796180400.0"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("deleted"), "{text}");
     }
 
     #[test]

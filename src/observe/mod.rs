@@ -214,7 +214,13 @@ impl ObserveConfig {
             prometheus,
             scrape_url: metrics.scrape.as_ref().map(|s| s.url.clone()),
             postgres,
-            queries: QuerySet::from_spec(spec),
+            // Only Prometheus is read with PromQL; the scrape and PostgreSQL have their own
+            // readings, and a controller keeps each tier's configuration for its whole life.
+            queries: if metrics.prometheus.is_some() {
+                QuerySet::from_spec(spec)
+            } else {
+                QuerySet::default()
+            },
             breaker: spec.breaker.name.clone(),
             redis,
             timeout: metrics.timeout.as_std(),

@@ -60,7 +60,7 @@ pub const COHORT_PLACEHOLDER: &str = "{cohort}";
 
 /// The query of every application signal, for the whole service and for each cohort, resolved
 /// from the spec.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QuerySet {
     queries: BTreeMap<(Scope, Signal), Query>,
     /// Signals without a per-cohort query, and why (an override without `{cohort}`).
