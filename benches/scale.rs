@@ -94,6 +94,30 @@ fn http_get(port: u16, path: &str) -> String {
     text
 }
 
+/// The controller's /metrics page as Prometheus reads it: asked for gzip, and decompressed.
+fn metrics_page(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut raw = Vec::new();
+    if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\nAccept-Encoding: gzip\r\n\r\n"
+        );
+        let _ = stream.read_to_end(&mut raw);
+    }
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return String::new();
+    };
+    let (head, body) = (String::from_utf8_lossy(&raw[..split]), &raw[split + 4..]);
+    if !head.to_ascii_lowercase().contains("content-encoding: gzip") {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    let mut text = String::new();
+    let _ = flate2::read::GzDecoder::new(body).read_to_string(&mut text);
+    text
+}
+
 /// The sum of a metric's samples in an exposition, over the series whose line contains `with`.
 fn metric_sum(text: &str, name: &str, with: &str) -> f64 {
     text.lines()
@@ -433,7 +457,7 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
 
     // Steady state: measured over whole intervals.
     let (_, cpu0) = usage(pid);
-    let page = http_get(metrics_port, "/metrics");
+    let page = metrics_page(metrics_port);
     let reconciles0 = metric_sum(&page, "tierguard_reconciles_total", "");
     let writes0 = server.write_counts();
     let reads0 = reads(&prometheus, &exporter);
@@ -446,7 +470,7 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
     let poll = Duration::from_secs(interval_s) / 3;
     while steady.elapsed() < Duration::from_secs(interval_s * rounds) {
         std::thread::sleep(poll);
-        let page = http_get(metrics_port, "/metrics");
+        let page = metrics_page(metrics_port);
         page_bytes = page_bytes.max(page.len());
         for (tier, at) in last_reconciles(&page) {
             if let Some(before) = last.get(&tier)
@@ -467,7 +491,7 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
     }
     let (rss, cpu1) = usage(pid);
     let peak_rss = high_water_mark(pid);
-    let page = http_get(metrics_port, "/metrics");
+    let page = metrics_page(metrics_port);
     let reconciles = metric_sum(&page, "tierguard_reconciles_total", "") - reconciles0;
     let writes1 = server.write_counts();
     let reads1 = reads(&prometheus, &exporter);

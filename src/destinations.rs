@@ -235,7 +235,8 @@ pub enum Refused {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowList {
     purpose: Purpose,
-    entries: Vec<Allowed>,
+    /// Shared: every tier's observer holds the controller's lists.
+    entries: std::sync::Arc<[Allowed]>,
     /// Unix sockets (of the host running tierguard) are reached too: only the command line tools.
     local_sockets: bool,
 }
@@ -244,7 +245,7 @@ impl AllowList {
     pub fn new(purpose: Purpose, entries: Vec<Allowed>) -> Self {
         AllowList {
             purpose,
-            entries,
+            entries: entries.into(),
             local_sockets: false,
         }
     }

@@ -189,6 +189,13 @@ words! {
 }
 
 impl ActionKind {
+    /// Whether doing it twice leaves things as doing it once: rendering the same ConfigMap again
+    /// (a server-side apply of the same content), or an Event (a repeat is counted in its
+    /// series). A decision made only of these is not claimed before it acts.
+    pub const fn repeats_harmlessly(self) -> bool {
+        matches!(self, ActionKind::RenderConfig | ActionKind::Event)
+    }
+
     /// The reason of the Event that reports how an action went.
     pub const fn outcome_reason(self, outcome: ActionOutcome) -> Reason {
         match (self, outcome) {

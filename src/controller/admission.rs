@@ -3,7 +3,7 @@
 //! kube-runtime's Controller starts reconciles in the order they fall due; with a large fleet
 //! under load, a tier just created, or one in the middle of an incident, would wait behind every
 //! healthy tier's periodic tick that fell due before it. Here the Controller hands over a window
-//! of due reconciles (sixteen per slot) at once, and each waits for a slot in its class: an
+//! of due reconciles (256 beyond those running) at once, and each waits for a slot in its class: an
 //! incident before a new or changed tier, and that before a periodic tick of a healthy tier; in
 //! arrival order within a class. A waiting reconcile holds only the tier's shared handle, so
 //! waiting costs little. Only a backlog larger than the window (a controller that cannot keep up

@@ -82,10 +82,12 @@ impl CachedTier {
     }
 
     /// The MemoryTier, or why the stored object is not one.
-    pub fn unpack(&self) -> Result<MemoryTier, InvalidObject> {
-        let invalid = |error: String| InvalidObject {
-            error,
-            metadata: self.metadata.clone(),
+    pub fn unpack(&self) -> Result<MemoryTier, Box<InvalidObject>> {
+        let invalid = |error: String| {
+            Box::new(InvalidObject {
+                error,
+                metadata: self.metadata.clone(),
+            })
         };
         let packed = self.body.as_ref().map_err(|e| invalid(e.to_string()))?;
         let unpacked = match (packed.with_dictionary, DICTIONARY.get()) {

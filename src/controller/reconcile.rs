@@ -431,7 +431,14 @@ async fn claim(
     observation: &Observation,
 ) -> Result<Claim, StatusError> {
     let decision = &decided.decision;
-    if decision.actions.is_empty() {
+    // Nothing to claim when taking the decision twice would do no harm (a first render, a ramp
+    // step: the same ConfigMap applied again); the status written after it is still checked
+    // against the version decided on.
+    if decision
+        .actions
+        .iter()
+        .all(|a| a.kind().repeats_harmlessly())
+    {
         return Ok(Claim::Written(decided.version.clone()));
     }
     let started = execute::Executed {

@@ -48,10 +48,13 @@ pub struct TierRow {
     pub reconciled_at: Option<f64>,
 }
 
-/// The rows, by namespace and then name; clones share them.
+/// Rows by namespace, then by name.
+type Rows = HashMap<Box<str>, HashMap<Box<str>, TierRow>>;
+
+/// The rows; clones share them.
 #[derive(Clone, Debug, Default)]
 pub struct TierTable {
-    rows: Arc<RwLock<HashMap<Box<str>, HashMap<Box<str>, TierRow>>>>,
+    rows: Arc<RwLock<Rows>>,
 }
 
 impl TierTable {
@@ -121,7 +124,7 @@ impl Samples {
 /// Write one family: its descriptor, then each tier's samples as `sample` gives them.
 fn family(
     encoder: &mut DescriptorEncoder,
-    rows: &HashMap<Box<str>, HashMap<Box<str>, TierRow>>,
+    rows: &Rows,
     name: &str,
     help: &str,
     counter: bool,

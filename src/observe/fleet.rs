@@ -34,6 +34,13 @@ const ANSWER_BYTES_PER_MEMBER: usize = 1024;
 const MAX_GROUP_ANSWER_BYTES: usize = 64 << 20;
 /// The most members of one group; more start a second group.
 pub const MAX_GROUP_MEMBERS: usize = 20_000;
+/// From this many members on, a group's queries select its labels by presence (`app!=""`) and
+/// keep the members' series from the answer, rather than naming every member in a regex: a
+/// Prometheus that matches each series against such a regex alternative by alternative
+/// (Debian 12's 2.42 does) spent more than a core on a group of 10,000. Should such an answer
+/// not fit (the label has many more values than the group has members), the group goes back to
+/// naming its members.
+const WIDE_GROUP_MEMBERS: usize = 256;
 /// Labels the built-in queries use themselves: a selector on them is not a member's identity.
 const RESERVED_LABELS: &[&str] = &["le", "status", "outcome", "breaker", "__name__"];
 
@@ -71,6 +78,8 @@ struct Group {
     /// Members by their label values (in `key.labels` order), with how many tiers have them.
     members: Mutex<BTreeMap<Vec<String>, usize>>,
     state: Mutex<GroupState>,
+    /// Set once a query selecting the labels by presence failed: the members are named since.
+    named: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -174,7 +183,7 @@ impl Fleet {
         http: &reqwest::Client,
     ) -> Option<FleetMember> {
         let prometheus = config.prometheus.clone()?;
-        if config.queries.iter().any(|(_, q)| q.overridden) {
+        if config.queries.overridden() {
             return None;
         }
         let selector = &spec.metrics.selector;
@@ -210,6 +219,7 @@ impl Fleet {
                     spec: spec.clone(),
                     members: Mutex::default(),
                     state: Mutex::default(),
+                    named: std::sync::atomic::AtomicBool::new(false),
                 });
                 groups.push(Arc::downgrade(&group));
                 group
@@ -337,12 +347,17 @@ impl Group {
             .keys()
             .cloned()
             .collect();
+        use std::sync::atomic::Ordering;
+        let wide = members.len() >= WIDE_GROUP_MEMBERS && !self.named.load(Ordering::Relaxed);
         let selector = self
             .key
             .labels
             .iter()
             .enumerate()
             .map(|(i, label)| {
+                if wide {
+                    return format!("{label}!=\"\"");
+                }
                 let mut values: Vec<&str> = members.iter().map(|m| m[i].as_str()).collect();
                 values.dedup();
                 let alternatives: Vec<String> = values.iter().map(|v| regex_literal(v)).collect();
@@ -351,9 +366,13 @@ impl Group {
             .collect::<Vec<_>>()
             .join(",");
         let queries = QuerySet::for_fleet(&self.spec, &selector, &self.key.labels);
-        let limit = MAX_ANSWER_BYTES
-            .saturating_add(members.len().saturating_mul(ANSWER_BYTES_PER_MEMBER))
-            .min(MAX_GROUP_ANSWER_BYTES);
+        let limit = if wide {
+            MAX_GROUP_ANSWER_BYTES
+        } else {
+            MAX_ANSWER_BYTES
+                .saturating_add(members.len().saturating_mul(ANSWER_BYTES_PER_MEMBER))
+                .min(MAX_GROUP_ANSWER_BYTES)
+        };
         let client = &self.client;
         let answers = join_all(queries.iter().map(|(key, query)| {
             let promql = query.promql.clone();
@@ -388,6 +407,9 @@ impl Group {
                     "a group query returned a scalar".to_owned(),
                 )),
             });
+            if wide && values.is_err() {
+                self.named.store(true, Ordering::Relaxed);
+            }
             results.insert(key, values);
             shown.insert(key, short(&queries, key));
         }

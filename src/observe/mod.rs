@@ -34,7 +34,7 @@ use crate::destinations::{AllowList, Network};
 use crate::secret::{ExposeSecret, SecretString};
 use postgres::{PostgresConfig, PostgresObserver};
 use prometheus::{PrometheusAuth, PrometheusClient};
-use queries::QuerySet;
+use queries::{QueryInputs, QuerySet};
 use redis::RedisObserver;
 use scrape::Scraper;
 use secrets::{SecretError, SecretResolver};
@@ -132,7 +132,8 @@ pub struct ObserveConfig {
     pub prometheus: Option<PrometheusConfig>,
     pub scrape_url: Option<String>,
     pub postgres: Option<PostgresConfig>,
-    pub queries: QuerySet,
+    /// What this tier's Prometheus queries are made of.
+    pub queries: QueryInputs,
     /// spec.breaker.name: the `breaker` label of the breaker-state gauge.
     pub breaker: String,
     pub redis: Option<RedisConfig>,
@@ -214,13 +215,7 @@ impl ObserveConfig {
             prometheus,
             scrape_url: metrics.scrape.as_ref().map(|s| s.url.clone()),
             postgres,
-            // Only Prometheus is read with PromQL; the scrape and PostgreSQL have their own
-            // readings, and a controller keeps each tier's configuration for its whole life.
-            queries: if metrics.prometheus.is_some() {
-                QuerySet::from_spec(spec)
-            } else {
-                QuerySet::default()
-            },
+            queries: QueryInputs::from_spec(spec),
             breaker: spec.breaker.name.clone(),
             redis,
             timeout: metrics.timeout.as_std(),
@@ -482,7 +477,13 @@ impl Observer {
             ..
         } = self;
         let breaker = config.breaker.as_str();
-        let queries = &config.queries;
+        // Only a Prometheus read on its own sends them (and only an override can leave a
+        // signal without a per-cohort query, which a group's members never have).
+        let queries = match (prometheus.as_ref(), fleet.as_ref()) {
+            (Some(_), None) => config.queries.queries(),
+            _ => QuerySet::default(),
+        };
+        let queries = &queries;
         let clinic_config = config.clinics.as_ref();
 
         let prometheus_read = async {

@@ -16,9 +16,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::MemoryTierSpec;
-use crate::api::Signal;
 use crate::api::signals::Cohort;
+use crate::api::{CohortLabel, MemoryTierSpec, Signal, SignalQueries};
 
 /// Request-duration histogram (seconds), base name without `_bucket`.
 pub const REQUEST_DURATION: &str = "http_request_duration_seconds";
@@ -75,24 +74,56 @@ pub struct Query {
     pub overridden: bool,
 }
 
+/// What a tier's queries are made of: kept in place of the queries (a controller keeps one per
+/// tier, and the queries themselves are 4 KiB of text), which are made when they are sent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryInputs {
+    selector: String,
+    overrides: SignalQueries,
+    window: String,
+    cohorts: CohortLabel,
+    breaker: String,
+}
+
+impl QueryInputs {
+    pub fn from_spec(spec: &MemoryTierSpec) -> Self {
+        QueryInputs {
+            selector: spec.metrics.selector.clone(),
+            overrides: spec.metrics.queries.clone(),
+            window: spec.metrics.rate_window.to_string(),
+            cohorts: spec.canary.cohort_label.clone(),
+            breaker: spec.breaker.name.clone(),
+        }
+    }
+
+    /// Whether the spec overrides any built-in query.
+    pub fn overridden(&self) -> bool {
+        Signal::app().any(|signal| self.overrides.get(signal).is_some())
+    }
+
+    /// The queries.
+    pub fn queries(&self) -> QuerySet {
+        QuerySet::built(self, &self.selector, &[])
+    }
+}
+
 impl QuerySet {
     /// Built-in queries for `selector`, `breaker` and the cohort label, with the spec's overrides
     /// applied.
     pub fn from_spec(spec: &MemoryTierSpec) -> Self {
-        Self::built(spec, &spec.metrics.selector, &[])
+        QueryInputs::from_spec(spec).queries()
     }
 
     /// The built-in queries of a fleet of tiers read together ([`super::fleet`]): `selector`
     /// selects every member's series, and each query keeps the labels `by` that tell them apart,
     /// so its answer has one series per member. A spec with overrides has no fleet queries.
     pub fn for_fleet(spec: &MemoryTierSpec, selector: &str, by: &[String]) -> Self {
-        Self::built(spec, selector, by)
+        Self::built(&QueryInputs::from_spec(spec), selector, by)
     }
 
-    fn built(spec: &MemoryTierSpec, selector: &str, by: &[String]) -> Self {
-        let metrics = &spec.metrics;
-        let label = &spec.canary.cohort_label;
-        let window = metrics.rate_window.to_string();
+    fn built(inputs: &QueryInputs, selector: &str, by: &[String]) -> Self {
+        let label = &inputs.cohorts;
+        let window = &inputs.window;
         let mut queries = BTreeMap::new();
         let mut no_cohort = BTreeMap::new();
         for signal in Signal::app() {
@@ -108,7 +139,7 @@ impl QuerySet {
                     Scope::Cohort(Cohort::Canary) => Some(label.canary.as_str()),
                     Scope::Cohort(Cohort::Stable) => Some(label.stable.as_str()),
                 };
-                let query = match (metrics.queries.get(signal), cohort_value) {
+                let query = match (inputs.overrides.get(signal), cohort_value) {
                     (Some(q), None) => Query {
                         promql: q.to_owned(),
                         overridden: true,
@@ -131,14 +162,9 @@ impl QuerySet {
                             .map(|v| format!("{}={}", label.name, quote(v)))
                             .into_iter()
                             .collect();
-                        let Some(promql) = grouped_query(
-                            signal,
-                            selector,
-                            &extra,
-                            &spec.breaker.name,
-                            &window,
-                            by,
-                        ) else {
+                        let Some(promql) =
+                            grouped_query(signal, selector, &extra, &inputs.breaker, window, by)
+                        else {
                             continue;
                         };
                         Query {

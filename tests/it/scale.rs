@@ -681,6 +681,89 @@ async fn a_tier_that_joins_its_group_while_a_round_is_in_flight_is_read_at_once(
     );
 }
 
+/// A group of hundreds of members selects its label by presence (`tier!=""`) rather than naming
+/// every member in one regex; the members' series are kept from the answer, the others' (here a
+/// tier that is no member) left out, and a member without a series is unknown as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_selects_its_label_by_presence_and_keeps_its_members_series() {
+    use tierguard::api::BreakerState;
+    use tierguard::observe::fleet::Fleet;
+    use tierguard::observe::secrets::LocalSecrets;
+    use tierguard::observe::{ObserveConfig, Observer};
+    tierguard::install_crypto_provider();
+
+    // 300 members: t0..t298 have a series, t299 has none; t300..t319 are not members.
+    const SERIES: usize = 320;
+    const MEMBERS: usize = 300;
+    let exporter = Exporter::start(&AppMetrics::default());
+    exporter.set_body(&breakers_page(SERIES - 1).replace("tier=\"t299\"", "tier=\"t319\""));
+    let prometheus =
+        support::servers::PrometheusServer::start(&[exporter.target()], Duration::from_millis(250));
+    let count_url = format!(
+        "{}/api/v1/query?query=count(circuit_breaker_state)",
+        prometheus.url()
+    );
+    wait_for(
+        "Prometheus to hold every series",
+        Duration::from_secs(30),
+        || async {
+            let body = reqwest::get(&count_url).await.ok()?.text().await.ok()?;
+            body.contains(&format!("\"{}\"", SERIES - 1)).then_some(())
+        },
+    )
+    .await;
+    let network = tierguard::destinations::Network::new(support::loopback()).unwrap();
+    let fleet = Fleet::default();
+    let mut observers = Vec::new();
+    for i in 0..MEMBERS {
+        let metrics = json!({"prometheus": {"url": prometheus.url()}, "selector": format!("tier=\"t{i}\""), "interval": "10s", "timeout": "8s"});
+        let spec = support::tiers::tier("t", NS, json!({"metrics": metrics})).spec;
+        let config = ObserveConfig::resolve(&spec, &LocalSecrets::default())
+            .await
+            .unwrap();
+        let mut observer = Observer::with_network(config, &network).unwrap();
+        observer.set_fleet(fleet.join(NS, &spec, observer.config(), observer.http()));
+        observers.push(observer);
+    }
+    assert_eq!(fleet.groups(), 1);
+    // Every member has joined: one round reads them all.
+    let reads = observers.into_iter().enumerate().map(|(i, mut observer)| {
+        tokio::spawn(async move { (i, observer.observe().await, observer) })
+    });
+    let mut wrong = Vec::new();
+    let mut kept = Vec::new();
+    for read in reads.collect::<Vec<_>>() {
+        let (i, observation, observer) = read.await.unwrap();
+        kept.push(observer);
+        let expected = match i {
+            299 => None,
+            odd if odd % 2 == 1 => Some(BreakerState::Open),
+            _ => Some(BreakerState::Closed),
+        };
+        if observation.breaker_state != expected {
+            wrong.push(format!("t{i}: {:?}", observation.breaker_state));
+        }
+        if i == 299 {
+            let reason = observation
+                .unknown
+                .get("breakerState")
+                .cloned()
+                .unwrap_or_default();
+            assert!(reason.contains("t299"), "{reason}");
+            assert!(
+                reason.contains("tier!=\"\""),
+                "the group named its members: {reason}"
+            );
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controllers_on_disjoint_shards_each_reconcile_their_own_under_their_own_lease() {
     use tierguard::controller::LeaseConfig;
