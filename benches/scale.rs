@@ -162,6 +162,8 @@ struct Figures {
     tiers: usize,
     mode: Mode,
     first_pass: Duration,
+    /// Tiers not rendered when the first pass was given up (after 10 minutes).
+    unrendered: usize,
     newcomer: Duration,
     reconciles_per_s: f64,
     rss_mib: f64,
@@ -411,15 +413,18 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
 
     // First pass: every new tier gets its first reconcile (and its ConfigMap).
     let started = Instant::now();
+    let mut unrendered = 0;
     let first_pass = loop {
         let rendered = configmaps(&server);
         if rendered >= tiers {
             break started.elapsed();
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "only {rendered} of {tiers} tiers rendered after 10 minutes"
-        );
+        if started.elapsed() >= Duration::from_secs(600) {
+            // Measured on as it is: the table says how many were not rendered.
+            unrendered = tiers - rendered;
+            println!("scale: only {rendered} of {tiers} tiers rendered after 10 minutes");
+            break started.elapsed();
+        }
         // Listing copies every ConfigMap under the API server's lock: not too often.
         std::thread::sleep(Duration::from_secs(1));
     };
@@ -511,6 +516,7 @@ fn run(binary: &Path, tiers: usize, mode: Mode, interval_s: u64, rounds: u64) ->
         tiers,
         mode,
         first_pass,
+        unrendered,
         newcomer,
         reconciles_per_s: reconciles / elapsed,
         rss_mib: rss as f64 / 1024.0,
@@ -648,10 +654,18 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for f in &all {
         println!(
-            "| {} | {} | {:.1}s | {:.2}s | {:.1} | {:.0} / {:.0} | {:.3} | {:.2} | {:.1} | {} | {:.2} | {:.1} |",
+            "| {} | {} | {} | {:.2}s | {:.1} | {:.0} / {:.0} | {:.3} | {:.2} | {:.1} | {} | {:.2} | {:.1} |",
             f.tiers,
             f.mode.name(),
-            f.first_pass.as_secs_f64(),
+            if f.unrendered > 0 {
+                format!(
+                    "{} not rendered after {:.0}s",
+                    f.unrendered,
+                    f.first_pass.as_secs_f64()
+                )
+            } else {
+                format!("{:.1}s", f.first_pass.as_secs_f64())
+            },
             f.newcomer.as_secs_f64(),
             f.reconciles_per_s,
             f.rss_mib,

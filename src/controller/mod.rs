@@ -91,11 +91,8 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one start-up check of the API may take.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The default bound on concurrent reconciles. Most of a reconcile is waiting (for a scrape,
-/// for the round of queries its group of tiers shares, for the API server), so this is a bound
-/// on memory and on requests in flight more than on CPU: at 10,000 tiers every 30 s, reads
-/// that take 0.2 s keep 67 reconciles busy.
-pub const DEFAULT_CONCURRENCY: u16 = 64;
+/// The default bound on concurrent reconciles.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// How many due reconciles wait for admission at once beyond those running: enough that an
 /// incident among them overtakes a backlog of periodic ticks, few enough to poll cheaply.
