@@ -37,9 +37,9 @@ pub const MAX_GROUP_MEMBERS: usize = 20_000;
 /// From this many members on, a group's queries select its labels by presence (`app!=""`) and
 /// keep the members' series from the answer, rather than naming every member in a regex: a
 /// Prometheus that matches each series against such a regex alternative by alternative
-/// (Debian 12's 2.42 does) spent more than a core on a group of 10,000. Should such an answer
-/// not fit (the label has many more values than the group has members), the group goes back to
-/// naming its members.
+/// (Debian 12's 2.42 does) spent more than a core on a group of 10,000. The answer keeps the
+/// named form's bound; should it not fit (the label has many more values than the group has
+/// members) or the query fail, the round is sent again naming the members, as every round after.
 const WIDE_GROUP_MEMBERS: usize = 256;
 /// Labels the built-in queries use themselves: a selector on them is not a member's identity.
 const RESERVED_LABELS: &[&str] = &["le", "status", "outcome", "breaker", "__name__"];
@@ -366,13 +366,11 @@ impl Group {
             .collect::<Vec<_>>()
             .join(",");
         let queries = QuerySet::for_fleet(&self.spec, &selector, &self.key.labels);
-        let limit = if wide {
-            MAX_GROUP_ANSWER_BYTES
-        } else {
-            MAX_ANSWER_BYTES
-                .saturating_add(members.len().saturating_mul(ANSWER_BYTES_PER_MEMBER))
-                .min(MAX_GROUP_ANSWER_BYTES)
-        };
+        // The same bound either way: a label with far more values than the group has members
+        // (other applications' series) fails the wide query rather than filling memory.
+        let limit = MAX_ANSWER_BYTES
+            .saturating_add(members.len().saturating_mul(ANSWER_BYTES_PER_MEMBER))
+            .min(MAX_GROUP_ANSWER_BYTES);
         let client = &self.client;
         let answers = join_all(queries.iter().map(|(key, query)| {
             let promql = query.promql.clone();
@@ -408,7 +406,9 @@ impl Group {
                 )),
             });
             if wide && values.is_err() {
+                // Named from now on, beginning with this round.
                 self.named.store(true, Ordering::Relaxed);
+                return Box::pin(self.clone().round()).await;
             }
             results.insert(key, values);
             shown.insert(key, short(&queries, key));
