@@ -34,25 +34,73 @@ impl Urgency {
 
     /// The urgency of reconciling `tier` as the watch cache has it.
     pub fn of(tier: &MemoryTier) -> Urgency {
-        match &tier.status {
+        Urgency::from_status(
+            tier.metadata.generation,
+            tier.status.as_ref().map(StatusSummary::of),
+        )
+    }
+
+    /// The urgency of a tier at `generation` whose status says `status`.
+    pub fn from_status(generation: Option<i64>, status: Option<StatusSummary>) -> Urgency {
+        match status {
             None
-            | Some(MemoryTierStatus {
+            | Some(StatusSummary {
                 phase: None | Some(Phase::Pending),
                 ..
             }) => Urgency::New,
-            Some(status) if in_incident(status) => Urgency::Incident,
-            Some(status) if status.observed_generation != tier.metadata.generation => Urgency::New,
+            Some(s) if s.in_incident() => Urgency::Incident,
+            Some(s) if s.observed_generation != generation => Urgency::New,
             Some(_) => Urgency::Periodic,
         }
     }
 }
 
-fn in_incident(status: &MemoryTierStatus) -> bool {
-    matches!(
-        status.phase,
-        Some(Phase::Degraded | Phase::RollingBack | Phase::RolledBack | Phase::Recovering)
-    ) || !status.mitigations.is_empty()
-        || status.incidents.iter().any(|i| i.resolved_at.is_none())
+/// What a status tells of how soon its tier must be reconciled.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StatusSummary {
+    pub phase: Option<Phase>,
+    pub observed_generation: Option<i64>,
+    /// Any mitigation in force.
+    pub mitigating: bool,
+    /// Any incident not resolved.
+    pub incident_open: bool,
+}
+
+impl StatusSummary {
+    pub fn of(status: &MemoryTierStatus) -> StatusSummary {
+        StatusSummary {
+            phase: status.phase,
+            observed_generation: status.observed_generation,
+            mitigating: !status.mitigations.is_empty(),
+            incident_open: status.incidents.iter().any(|i| i.resolved_at.is_none()),
+        }
+    }
+
+    fn in_incident(&self) -> bool {
+        matches!(
+            self.phase,
+            Some(Phase::Degraded | Phase::RollingBack | Phase::RolledBack | Phase::Recovering)
+        ) || self.mitigating
+            || self.incident_open
+    }
+}
+
+/// A reconcile's slot, which it can give up while it only waits (a fleet group's round in
+/// flight), and take again with the same urgency.
+pub struct Held<'a> {
+    admission: &'a Admission,
+    urgency: Urgency,
+    permit: Option<Permit<'a>>,
+}
+
+impl Held<'_> {
+    /// Run `wait` without the slot, then take a slot again.
+    pub async fn without_slot<F: std::future::Future>(&mut self, wait: F) -> F::Output {
+        self.permit = None;
+        let out = wait.await;
+        self.permit = Some(self.admission.admit(self.urgency).await);
+        out
+    }
 }
 
 /// A bounded number of slots, handed out most urgent first.
@@ -100,6 +148,15 @@ impl Admission {
             waiting.rx = None;
         }
         Permit(self)
+    }
+
+    /// Wait for a slot, held by a reconcile that may give it up while it waits on the network.
+    pub async fn hold(&self, urgency: Urgency) -> Held<'_> {
+        Held {
+            admission: self,
+            urgency,
+            permit: Some(self.admit(urgency).await),
+        }
     }
 
     /// How many reconciles wait, by urgency (for /metrics and tests).

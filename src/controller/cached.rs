@@ -8,20 +8,23 @@
 //! cache packed. A reconcile unpacks its tier again, which costs a few tens of microseconds; what
 //! decides when it runs (its urgency) is worked out once, when the watch delivers the object.
 //!
-//! An object that does not deserialize as a MemoryTier keeps its metadata and the error, as
-//! kube's `DeserializeGuard` does, so one bad object cannot stop the watch of the others.
+//! The watch packs the spec and status as they are stored: they become a MemoryTier only when a
+//! reconcile unpacks them, not at every watch event (each status write comes back as one). An
+//! object that is not a MemoryTier is found then, with its metadata and the field at fault, so
+//! one bad object cannot stop the watch of the others (as kube's `DeserializeGuard` would).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use serde::{Deserialize, Serialize};
+use serde_value::Value;
 
-use super::admission::Urgency;
-use crate::api::{MemoryTier, MemoryTierSpec, MemoryTierStatus};
+use super::admission::{StatusSummary, Urgency};
+use crate::api::{MemoryTier, MemoryTierSpec, MemoryTierStatus, Phase};
 
 /// A watched MemoryTier as the cache keeps it.
 #[derive(Clone, Debug)]
@@ -61,7 +64,44 @@ impl CachedTier {
             status: tier.status.as_ref(),
         })
         .expect("a MemoryTier serializes");
-        if tier.status.is_some() {
+        CachedTier::packed(tier.metadata, urgency, json, tier.status.is_some())
+    }
+
+    /// The stored object as the watch delivers it, packed as it is: its spec and status are
+    /// turned into a MemoryTier only when a reconcile unpacks them (which reports an object that
+    /// is not one), not at every watch event (a status write comes back as one).
+    fn pack_stored(mut object: BTreeMap<Value, Value>) -> Result<CachedTier, String> {
+        let mut metadata = object.remove(&key("metadata")).unwrap_or(Value::Unit);
+        if let Value::Map(fields) = &mut metadata {
+            fields.remove(&key("managedFields"));
+        }
+        let metadata = ObjectMeta::deserialize(metadata).map_err(|e| format!("metadata: {e}"))?;
+        let status = object.remove(&key("status")).and_then(present);
+        let Some(spec) = object.remove(&key("spec")).and_then(present) else {
+            return Ok(CachedTier {
+                metadata,
+                body: Err("missing field `spec`".into()),
+            });
+        };
+        let urgency = Urgency::from_status(
+            metadata.generation,
+            status.as_ref().map(|s| summary(s).unwrap_or_default()),
+        );
+        let json = serde_json::to_vec(&Parts {
+            spec: &spec,
+            status: status.as_ref(),
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(CachedTier::packed(
+            metadata,
+            urgency,
+            json,
+            status.is_some(),
+        ))
+    }
+
+    fn packed(metadata: ObjectMeta, urgency: Urgency, json: Vec<u8>, with_status: bool) -> Self {
+        if with_status {
             DICTIONARY.get_or_init(|| json.clone().into_boxed_slice());
         }
         let (with_dictionary, bytes) = match DICTIONARY.get() {
@@ -72,7 +112,7 @@ impl CachedTier {
             None => (false, lz4_flex::compress_prepend_size(&json)),
         };
         CachedTier {
-            metadata: tier.metadata,
+            metadata,
             body: Ok(Packed {
                 urgency,
                 with_dictionary,
@@ -100,8 +140,10 @@ impl CachedTier {
         };
         let json =
             unpacked.map_err(|e| invalid(format!("the cached object does not unpack: {e}")))?;
-        let parts: Parts<MemoryTierSpec, MemoryTierStatus> = serde_json::from_slice(&json)
-            .map_err(|e| invalid(format!("the cached object does not unpack: {e}")))?;
+        // Where the stored object is not a MemoryTier, the error names the field.
+        let parts: Parts<MemoryTierSpec, MemoryTierStatus> =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&json))
+                .map_err(|e| invalid(format!("{}: {}", e.path(), e.inner())))?;
         let mut tier = MemoryTier::new(
             self.metadata.name.as_deref().unwrap_or_default(),
             parts.spec,
@@ -124,22 +166,59 @@ impl CachedTier {
 
 impl<'de> Deserialize<'de> for CachedTier {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(
-            match DeserializeGuard::<MemoryTier>::deserialize(deserializer)?.0 {
-                Ok(tier) => CachedTier::pack(tier),
-                Err(InvalidObject {
-                    error,
-                    mut metadata,
-                }) => {
-                    metadata.managed_fields = None;
-                    CachedTier {
-                        metadata,
-                        body: Err(error.into()),
-                    }
-                }
-            },
-        )
+        use serde::de::Error as _;
+        match Value::deserialize(deserializer)? {
+            Value::Map(object) => CachedTier::pack_stored(object).map_err(D::Error::custom),
+            _ => Err(D::Error::custom("a MemoryTier is a mapping")),
+        }
     }
+}
+
+fn key(name: &str) -> Value {
+    Value::String(name.to_owned())
+}
+
+/// A value that is there: not null.
+fn present(value: Value) -> Option<Value> {
+    match value {
+        Value::Unit | Value::Option(None) => None,
+        Value::Option(Some(inner)) => present(*inner),
+        value => Some(value),
+    }
+}
+
+/// What the urgency needs of a stored status, read where it lies (None: not a mapping).
+fn summary(status: &Value) -> Option<StatusSummary> {
+    let Value::Map(fields) = status else {
+        return None;
+    };
+    let field = |name: &str| fields.get(&key(name));
+    let phase = match field("phase") {
+        Some(Value::String(phase)) => Phase::deserialize(Value::String(phase.clone())).ok(),
+        _ => None,
+    };
+    let observed_generation = match field("observedGeneration") {
+        Some(Value::I64(n)) => Some(*n),
+        Some(Value::U64(n)) => i64::try_from(*n).ok(),
+        _ => None,
+    };
+    let listed = |name: &str| match field(name) {
+        Some(Value::Seq(items)) => items.as_slice(),
+        _ => &[],
+    };
+    let incident_open = listed("incidents").iter().any(|incident| match incident {
+        Value::Map(i) => i
+            .get(&key("resolvedAt"))
+            .and_then(|v| present(v.clone()))
+            .is_none(),
+        _ => false,
+    });
+    Some(StatusSummary {
+        phase,
+        observed_generation,
+        mitigating: !listed("mitigations").is_empty(),
+        incident_open,
+    })
 }
 
 impl Resource for CachedTier {

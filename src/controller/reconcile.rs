@@ -19,6 +19,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::Context;
+use super::admission::Held;
 use super::error::{DecideError, Error, ReadError, StatusError, ValidateError};
 use super::execute::{self, ActSecrets};
 use super::memory::{self, Recalled};
@@ -43,8 +44,8 @@ pub type Watched = super::cached::CachedTier;
 pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let urgency = watched.urgency();
     // Due reconciles wait here, most urgent first, for one of the slots.
-    let _slot = tokio::select! {
-        slot = ctx.admission.admit(urgency) => slot,
+    let mut slot = tokio::select! {
+        slot = ctx.admission.hold(urgency) => slot,
         _ = ctx.stop.cancelled() => return Ok(Requeue::await_change()),
     };
     if ctx.stop.is_cancelled() {
@@ -57,7 +58,7 @@ pub async fn reconcile(watched: Arc<Watched>, ctx: Arc<Context>) -> Result<Reque
     // Boxed: a reconcile waiting for its slot holds only the small future above. The tier is
     // unpacked only now, so one waiting holds only the cache's packed form.
     let result = match watched.unpack() {
-        Ok(tier) => Box::pin(run_pipeline(tier, &ctx)).await,
+        Ok(tier) => Box::pin(run_pipeline(tier, &ctx, &mut slot)).await,
         Err(invalid) => Box::pin(report_invalid(&watched, &invalid, &ctx)).await,
     };
     ctx.metrics
@@ -120,7 +121,11 @@ impl Tier<'_> {
 /// The shortest wait between two reconciles of a tier.
 const MIN_REQUEUE: std::time::Duration = std::time::Duration::from_millis(100);
 
-async fn run_pipeline(tier: MemoryTier, ctx: &Context) -> Result<Requeue, Error> {
+async fn run_pipeline(
+    tier: MemoryTier,
+    ctx: &Context,
+    slot: &mut Held<'_>,
+) -> Result<Requeue, Error> {
     let t = read(&tier)?;
     if !ctx.leadership.is_leader() {
         // A standby re-checks on the same cadence; a change of leader also reconciles every tier.
@@ -172,7 +177,7 @@ async fn run_pipeline(tier: MemoryTier, ctx: &Context) -> Result<Requeue, Error>
             return Err(Error::Secrets(e));
         }
     };
-    let observation = match observe(ctx, &t, observe_config).await {
+    let observation = match observe(ctx, &t, observe_config, slot).await {
         Ok(observation) => observation,
         Err(e) => {
             stall(ctx, &t, config_reason(&e), &e.to_string()).await?;
@@ -321,9 +326,16 @@ async fn observe(
     ctx: &Context,
     t: &Tier<'_>,
     config: ObserveConfig,
+    slot: &mut Held<'_>,
 ) -> Result<Observation, ConfigError> {
     let observer = ctx.observer(&t.uid, &t.namespace, &t.tier.spec, config)?;
     let mut observer = observer.lock().await;
+    // A tier that joined its fleet group after the group's last round waits for the next one:
+    // network time, so its slot goes to another tier meanwhile (in a first pass over thousands
+    // of new tiers, the slots would otherwise all be waiting on rounds).
+    if let Some(round) = observer.fleet_round_to_wait_for() {
+        slot.without_slot(round).await;
+    }
     let mut observation = observer.observe().await;
     // The last probe as the stored memory has it, so a new leader does not probe again at once.
     let last_probe = t
@@ -630,8 +642,6 @@ async fn write_status_if(
     status: &MemoryTierStatus,
     version: Option<&str>,
 ) -> Result<Option<String>, StatusError> {
-    let api: Api<MemoryTier> =
-        Api::namespaced(ctx.client.clone(), &tier.namespace().unwrap_or_default());
     let mut patch = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -640,15 +650,35 @@ async fn write_status_if(
     if let Some(version) = version {
         patch["metadata"] = json!({"resourceVersion": version});
     }
-    let written = api
-        .patch_status(
+    let namespace = tier.namespace().unwrap_or_default();
+    let mut request = kube::core::Request::new(MemoryTier::url_path(&(), Some(&namespace)))
+        .patch_subresource(
+            "status",
             &tier.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
+        .map_err(|e| StatusError(Box::new(kube::Error::BuildRequest(e))))?;
+    request.extensions_mut().insert("patch_status");
+    let written: Written = ctx
+        .client
+        .request(request)
         .await
         .map_err(|e| StatusError(Box::new(e)))?;
     Ok(written.metadata.resource_version)
+}
+
+/// What the answer to a status write is read for: the tier's new resourceVersion. The rest (the
+/// whole tier, with the managedFields of every writer) is skipped unread, not decoded.
+#[derive(serde::Deserialize)]
+struct Written {
+    metadata: WrittenMetadata,
+}
+
+#[derive(serde::Deserialize)]
+struct WrittenMetadata {
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
 }
 
 /// An Event on the tier.

@@ -32,19 +32,32 @@ impl ClinicsConfig {
         }
         let window = spec.metrics.rate_window.to_string();
         let selector = matchers(&spec.metrics.selector, &[]);
-        let by = |metric: &str| {
-            format!(
-                "sum by ({}) (increase({metric}{selector}[{window}]))",
-                clinics.label
-            )
-        };
+        let [hits_query, misses_query] =
+            per_clinic_queries(&selector, &[], &clinics.label, &window);
         Some(ClinicsConfig {
             label: clinics.label.clone(),
             keep: clinics.keep,
-            hits_query: by(CACHE_HITS_TOTAL),
-            misses_query: by(CACHE_MISSES_TOTAL),
+            hits_query,
+            misses_query,
         })
     }
+}
+
+/// The hits and misses queries per clinic over `window` (a tier's own, or a fleet group's kept
+/// apart by its members' labels `by` too).
+pub fn per_clinic_queries(selector: &str, by: &[String], label: &str, window: &str) -> [String; 2] {
+    let mut grouping: Vec<&str> = by.iter().map(String::as_str).collect();
+    grouping.push(label);
+    let grouping = grouping.join(", ");
+    [CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL]
+        .map(|metric| format!("sum by ({grouping}) (increase({metric}{selector}[{window}]))"))
+}
+
+/// Why a tier's clinics are unknown when neither query returned a series with the label.
+pub fn no_series_reason(label: &str, hits_query: &str) -> String {
+    format!(
+        "no cache_hits_total / cache_misses_total series carry the label {label} ({hits_query})"
+    )
 }
 
 /// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -96,10 +109,7 @@ pub async fn read_prometheus(
     );
     let (hits, misses) = (hits?, misses?);
     if hits.is_empty() && misses.is_empty() {
-        return Err(format!(
-            "no cache_hits_total / cache_misses_total series carry the label {} ({})",
-            config.label, config.hits_query
-        ));
+        return Err(no_series_reason(&config.label, &config.hits_query));
     }
     Ok(merge(&config.label, hits, misses, config.keep))
 }

@@ -5,7 +5,10 @@
 //! the built-in queries, the same rate window, breaker and cohort label, and a selector of plain
 //! `label="value"` matchers form a group: one query per signal (and cohort) for the whole group,
 //! kept grouped by the selector's labels (`sum by (app) (...)`), its answer split back per tier
-//! by their values. A tier with overrides or any other selector reads its own queries.
+//! by their values. The cache per clinic (`spec.stampede.clinics`) is two more group queries,
+//! kept apart by the selector's labels and the clinic label; a group whose clinics do not fit its
+//! answer bound leaves them to each member's own two queries. A tier with overrides or any other
+//! selector reads its own queries.
 //!
 //! A group's answer is shared for half the shortest interval of the tiers reading it: a tier's
 //! readings are at most that old. A tier missing from the answer (no series for its selector) is
@@ -20,13 +23,14 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
 
+use super::clinics::{self, ClinicsConfig};
 use super::prometheus::{
     InstantValue, MAX_ANSWER_BYTES, PrometheusClient, PrometheusError, source_health,
 };
 use super::queries::{QuerySet, Scope};
 use super::signals::Readings;
 use super::{ObserveConfig, PrometheusConfig};
-use crate::api::{MemoryTierSpec, Signal};
+use crate::api::{ClinicBreakdown, ClinicCache, MemoryTierSpec, Signal};
 
 /// Room in a group's answer for each member: one series per query, labels included.
 const ANSWER_BYTES_PER_MEMBER: usize = 1024;
@@ -41,6 +45,9 @@ pub const MAX_GROUP_MEMBERS: usize = 20_000;
 /// named form's bound; should it not fit (the label has many more values than the group has
 /// members) or the query fail, the round is sent again naming the members, as every round after.
 const WIDE_GROUP_MEMBERS: usize = 256;
+/// Room in a group's per-clinic answers for each member: a few dozen clinics. A group whose
+/// clinics do not fit leaves them to each member's own queries, bounded as before.
+const CLINIC_BYTES_PER_MEMBER: usize = 8 * 1024;
 /// Labels the built-in queries use themselves: a selector on them is not a member's identity.
 const RESERVED_LABELS: &[&str] = &["le", "status", "outcome", "breaker", "__name__"];
 
@@ -67,6 +74,8 @@ struct GroupKey {
     cohorts: crate::api::CohortLabel,
     /// The selector's label names, sorted.
     labels: Vec<String>,
+    /// The clinic label, when the members' cache is read per clinic with the group's queries.
+    clinics: Option<String>,
 }
 
 /// A group of tiers read together.
@@ -80,6 +89,8 @@ struct Group {
     state: Mutex<GroupState>,
     /// Set once a query selecting the labels by presence failed: the members are named since.
     named: std::sync::atomic::AtomicBool,
+    /// Set once the per-clinic answers did not fit: each member reads its own since.
+    clinics_own: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -101,6 +112,24 @@ struct Answer {
     results: BTreeMap<(Scope, Signal), MemberValues>,
     /// The group's query of each signal, shortened for reasons.
     queries: BTreeMap<(Scope, Signal), String>,
+    /// Each member's cache per clinic (by index in `members`), or why it is unknown; none when
+    /// the members read their own.
+    clinics: Option<Result<Vec<Vec<ClinicCache>>, String>>,
+    /// The group's hits-per-clinic query, shortened for reasons.
+    clinics_query: String,
+}
+
+impl Answer {
+    fn empty() -> Self {
+        Answer {
+            at: Instant::now(),
+            members: Vec::new(),
+            results: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            clinics: None,
+            clinics_query: String::new(),
+        }
+    }
 }
 
 /// A tier's place in a group; leaving is dropping it.
@@ -196,6 +225,16 @@ impl Fleet {
             breaker: config.breaker.clone(),
             cohorts: config.cohorts.clone(),
             labels: matchers.iter().map(|(l, _)| l.clone()).collect(),
+            clinics: None,
+        };
+        // A clinic label that is also a member's identity cannot be kept apart from it.
+        let key = GroupKey {
+            clinics: config
+                .clinics
+                .as_ref()
+                .map(|c| c.label.clone())
+                .filter(|label| !key.labels.contains(label)),
+            ..key
         };
         let values: Vec<String> = matchers.into_iter().map(|(_, v)| v).collect();
         let mut groups = self.groups.lock().expect("groups lock");
@@ -220,6 +259,7 @@ impl Fleet {
                     members: Mutex::default(),
                     state: Mutex::default(),
                     named: std::sync::atomic::AtomicBool::new(false),
+                    clinics_own: std::sync::atomic::AtomicBool::new(false),
                 });
                 groups.push(Arc::downgrade(&group));
                 group
@@ -247,19 +287,47 @@ impl Fleet {
 }
 
 impl FleetMember {
-    /// This tier's readings from the group's answer (fetched if none is fresh enough), and why
-    /// Prometheus is unhealthy, if it is: as [`PrometheusClient::read_signals`] gives them.
-    pub async fn read_signals(&self) -> (Readings, Option<String>) {
+    /// A wait for the group's round that will cover this tier, when the freshest answer does not
+    /// (it is too old, or was sent before the tier joined); none when it does.
+    pub fn round_to_wait_for(&self) -> Option<impl std::future::Future<Output = ()> + '_> {
+        let covered = {
+            let state = self.group.state.lock().expect("group lock");
+            state
+                .answer
+                .as_ref()
+                .is_some_and(|a| a.at.elapsed() < self.max_age && a.index(&self.values).is_some())
+        };
+        (!covered).then_some(async move {
+            self.covering_answer().await;
+        })
+    }
+
+    /// A fresh answer that covers this tier if one comes: joined after a round was sent, it waits
+    /// for one that covers it. The round in flight may have been sent before it joined too, so
+    /// at most two more: the one after that is sent once this tier is a member.
+    async fn covering_answer(&self) -> Arc<Answer> {
         let mut answer = self.group.answer(self.max_age, None).await;
-        // Joined after that round was sent: wait for one that covers this tier. The round in
-        // flight may have been sent before it joined too, so at most two more: the one after
-        // that is sent once this tier is a member.
         for _ in 0..2 {
             if answer.index(&self.values).is_some() {
                 break;
             }
             answer = self.group.answer(self.max_age, Some(answer.at)).await;
         }
+        answer
+    }
+
+    /// This tier's readings from the group's answer (fetched if none is fresh enough), and why
+    /// Prometheus is unhealthy, if it is: as [`PrometheusClient::read_signals`] gives them; with
+    /// its cache per clinic when `clinics` asks for it and the group read it (none: the tier
+    /// reads its own with [`clinics::read_prometheus`]).
+    pub async fn read(
+        &self,
+        clinics: Option<&ClinicsConfig>,
+    ) -> (
+        (Readings, Option<String>),
+        Option<Result<ClinicBreakdown, String>>,
+    ) {
+        let answer = self.covering_answer().await;
         let index = answer.index(&self.values);
         let mut readings = Readings::new();
         let mut failures = Vec::new();
@@ -287,7 +355,28 @@ impl FleetMember {
             readings.insert(*key, reading);
         }
         let health = source_health(&failures, readings.len());
-        (readings, health)
+        let per_clinic = clinics.and_then(|config| {
+            let of_members = answer.clinics.as_ref()?;
+            Some(match (of_members, index) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(all), Some(i)) => match all.get(i) {
+                    Some(mine) if !mine.is_empty() => Ok(ClinicBreakdown::busiest(
+                        &config.label,
+                        mine.iter().cloned(),
+                        config.keep,
+                    )),
+                    _ => Err(clinics::no_series_reason(
+                        &config.label,
+                        &answer.clinics_query,
+                    )),
+                },
+                (Ok(_), None) => Err(format!(
+                    "not read yet: {{{}}} joined the group query after it was sent",
+                    self.selector
+                )),
+            })
+        });
+        ((readings, health), per_clinic)
     }
 }
 
@@ -317,16 +406,7 @@ impl Group {
                 None => {
                     let group = self.clone();
                     let round = tokio::spawn(async move { group.round().await })
-                        .map(|joined| {
-                            joined.unwrap_or_else(|_| {
-                                Arc::new(Answer {
-                                    at: Instant::now(),
-                                    members: Vec::new(),
-                                    results: BTreeMap::new(),
-                                    queries: BTreeMap::new(),
-                                })
-                            })
-                        })
+                        .map(|joined| joined.unwrap_or_else(|_| Arc::new(Answer::empty())))
                         .boxed()
                         .shared();
                     state.inflight = Some(round.clone());
@@ -372,11 +452,54 @@ impl Group {
             .saturating_add(members.len().saturating_mul(ANSWER_BYTES_PER_MEMBER))
             .min(MAX_GROUP_ANSWER_BYTES);
         let client = &self.client;
-        let answers = join_all(queries.iter().map(|(key, query)| {
+        let clinic_label = self
+            .key
+            .clinics
+            .as_deref()
+            .filter(|_| !self.clinics_own.load(Ordering::Relaxed));
+        let clinic_queries = clinic_label.map(|label| {
+            clinics::per_clinic_queries(
+                &super::queries::matchers(&selector, &[]),
+                &self.key.labels,
+                label,
+                &self.spec.metrics.rate_window.to_string(),
+            )
+        });
+        let clinic_limit = MAX_ANSWER_BYTES
+            .saturating_add(members.len().saturating_mul(CLINIC_BYTES_PER_MEMBER))
+            .min(MAX_GROUP_ANSWER_BYTES);
+        let per_clinic = async {
+            match (&clinic_queries, clinic_label) {
+                (Some([hits, misses]), Some(label)) => {
+                    let (hits, misses) = futures::join!(
+                        client.query_form(hits, clinic_limit),
+                        client.query_form(misses, clinic_limit)
+                    );
+                    Some(self.split_clinics(&members, label, hits, misses))
+                }
+                _ => None,
+            }
+        };
+        let signals = join_all(queries.iter().map(|(key, query)| {
             let promql = query.promql.clone();
             async move { (key, client.query_form(&promql, limit).await) }
-        }))
-        .await;
+        }));
+        let (answers, per_clinic) = futures::join!(signals, per_clinic);
+        let per_clinic = match per_clinic {
+            Some(Err(e)) if wide => {
+                tracing::debug!(error = %e, "a wide group's per-clinic query failed: naming the members");
+                self.named.store(true, Ordering::Relaxed);
+                return Box::pin(self.clone().round()).await;
+            }
+            Some(Err(PrometheusError::TooLarge(_))) => {
+                // More clinics than the group's bound: each member's own queries, bounded each.
+                self.clinics_own.store(true, Ordering::Relaxed);
+                None
+            }
+            Some(Err(e)) => Some(Err(format!("prometheus: {e}"))),
+            Some(Ok(values)) => Some(Ok(values)),
+            None => None,
+        };
         let mut results = BTreeMap::new();
         let mut shown = BTreeMap::new();
         for (key, answer) in answers {
@@ -413,16 +536,77 @@ impl Group {
             results.insert(key, values);
             shown.insert(key, short(&queries, key));
         }
+        let clinics_query = clinic_queries
+            .as_ref()
+            .map(|[hits, _]| crate::remote::text::shown(hits, 160))
+            .unwrap_or_default();
         let answer = Arc::new(Answer {
             at,
             members,
             results,
             queries: shown,
+            clinics: per_clinic,
+            clinics_query,
         });
         let mut state = self.state.lock().expect("group lock");
         state.answer = Some(answer.clone());
         state.inflight = None;
         answer
+    }
+}
+
+impl Group {
+    /// The two per-clinic answers split by member: each member's clinics with their hits and
+    /// misses (a clinic in only one answer has none of the other).
+    fn split_clinics(
+        &self,
+        members: &[Vec<String>],
+        label: &str,
+        hits: Result<InstantValue, PrometheusError>,
+        misses: Result<InstantValue, PrometheusError>,
+    ) -> Result<Vec<Vec<ClinicCache>>, PrometheusError> {
+        let mut of_members: Vec<BTreeMap<String, ClinicCache>> =
+            vec![BTreeMap::new(); members.len()];
+        for (answer, is_hits) in [(hits?, true), (misses?, false)] {
+            let InstantValue::Vector(samples) = answer else {
+                return Err(PrometheusError::UnexpectedResult(
+                    "a group's per-clinic query returned a scalar".to_owned(),
+                ));
+            };
+            for sample in samples {
+                let Some(clinic) = sample.labels.get(label) else {
+                    continue;
+                };
+                let Some(of) = self
+                    .key
+                    .labels
+                    .iter()
+                    .map(|l| sample.labels.get(l).cloned())
+                    .collect::<Option<Vec<String>>>()
+                else {
+                    continue;
+                };
+                let Ok(i) = members.binary_search(&of) else {
+                    continue;
+                };
+                let entry = of_members[i]
+                    .entry(clinic.clone())
+                    .or_insert_with(|| ClinicCache {
+                        clinic: clinic.clone(),
+                        hits: 0.0,
+                        misses: 0.0,
+                    });
+                if is_hits {
+                    entry.hits += sample.value;
+                } else {
+                    entry.misses += sample.value;
+                }
+            }
+        }
+        Ok(of_members
+            .into_iter()
+            .map(|clinics| clinics.into_values().collect())
+            .collect())
     }
 }
 

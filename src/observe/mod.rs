@@ -353,6 +353,17 @@ impl Observer {
         self.fleet.is_some()
     }
 
+    /// A wait (within `spec.metrics.timeout`) for the group round this tier's next observation
+    /// will read, when none is ready for it: the caller may wait without holding resources.
+    pub fn fleet_round_to_wait_for(&self) -> Option<impl std::future::Future<Output = ()> + '_> {
+        let timeout = self.config.timeout;
+        let round = self.fleet.as_ref()?.round_to_wait_for()?;
+        Some(async move {
+            // Past the timeout, the observation reports the group's answer as late.
+            let _ = tokio::time::timeout(timeout, round).await;
+        })
+    }
+
     /// Apply a new configuration (the spec or a Secret changed). What did not change keeps its
     /// state: the previous scrape and the Redis connections survive.
     pub fn update(&mut self, config: ObserveConfig) -> Result<(), ConfigError> {
@@ -490,20 +501,20 @@ impl Observer {
             match prometheus.as_ref() {
                 Some(client) => Some(
                     timed(deadline, async {
-                        // A fleet group's answer, or this tier's own queries.
-                        let signals = async {
-                            match fleet.as_ref() {
-                                Some(member) => member.read_signals().await,
-                                None => client.read_signals(queries).await,
-                            }
-                        };
-                        let per_clinic = async {
+                        let own_clinics = async {
                             match clinic_config {
                                 Some(c) => Some(clinics::read_prometheus(client, c).await),
                                 None => None,
                             }
                         };
-                        futures::join!(signals, per_clinic)
+                        // A fleet group's answer, or this tier's own queries.
+                        match fleet.as_ref() {
+                            Some(member) => match member.read(clinic_config).await {
+                                (signals, Some(per_clinic)) => (signals, Some(per_clinic)),
+                                (signals, None) => (signals, own_clinics.await),
+                            },
+                            None => futures::join!(client.read_signals(queries), own_clinics),
+                        }
                     })
                     .await,
                 ),

@@ -185,6 +185,12 @@ impl Change {
         }
     }
 
+    /// Pending to Healthy: a new tier's first tick found it well.
+    fn is_first_healthy_phase(&self) -> bool {
+        matches!(self, Change::Transition { subject: Subject::Phase, from, to, .. }
+            if from == Phase::Pending.as_str() && to == Phase::Healthy.as_str())
+    }
+
     /// The Kubernetes Event that reports it.
     pub fn event(&self) -> Action {
         let (warning, reason) = match self {
@@ -394,7 +400,14 @@ pub fn decide(
     let dry_run = spec.mode == Mode::DryRun;
     let mut actions = step.actions;
     actions.sort_by_key(rank);
-    let mut events: Vec<Action> = step.changes.iter().map(Change::event).collect();
+    // A new tier's first phase, Healthy, is in status; its first render's Event says it is taken
+    // over (one Event, not two, for each of a fleet's new tiers).
+    let mut events: Vec<Action> = step
+        .changes
+        .iter()
+        .filter(|c| !c.is_first_healthy_phase())
+        .map(Change::event)
+        .collect();
     events.extend(actions.iter().filter_map(|a| action_event(a, dry_run)));
     if dry_run {
         for event in &mut events {

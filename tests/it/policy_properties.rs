@@ -194,6 +194,59 @@ fn ctx(resume: Option<&str>) -> DecideContext {
     }
 }
 
+/// A new tier found healthy at its first tick is announced by one Event, its first render's: the
+/// phase it starts in is in status (a fleet of new tiers writes one Event each, not two).
+#[test]
+fn a_new_healthy_tier_is_announced_by_its_first_render_alone() {
+    let runbook_defaults = defaults();
+    let healthy = Observation {
+        p50_latency_ms: Some(300.0),
+        error_rate_percent: Some(0.5),
+        cache_hit_rate_percent: Some(97.0),
+        mem0_write_success_percent: Some(99.9),
+        breaker_state: Some(BreakerState::Closed),
+        redis_used_memory_percent: Some(40.0),
+        ..Observation::default()
+    };
+    let now = "2026-12-01T03:00:00Z".parse().unwrap();
+    let first = decide(
+        &runbook_defaults,
+        &PolicyMemory::default(),
+        &healthy,
+        now,
+        &ctx(None),
+    );
+    assert_eq!(first.phase, Phase::Healthy);
+    let events: Vec<_> = first
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [tierguard::api::Reason::ConfigRendered],
+        "{:?}",
+        first.actions
+    );
+    // Any other phase change is still an Event.
+    let spec_paused = spec(json!({"mode": "Paused"}));
+    let paused = decide(
+        &spec_paused,
+        &PolicyMemory::default(),
+        &healthy,
+        now,
+        &ctx(None),
+    );
+    assert!(
+        paused.actions.iter().any(|a| matches!(a, Action::Event { reason, .. } if *reason == tierguard::api::Reason::PhaseChanged)),
+        "{:?}",
+        paused.actions
+    );
+}
+
 /// Run a history; return every decision.
 fn run(spec: &MemoryTierSpec, history: &[Sample]) -> Vec<Decision> {
     let mut memory = PolicyMemory::default();

@@ -410,7 +410,7 @@ async fn under_full_load_a_new_tier_and_an_incident_go_before_healthy_ticks() {
 }
 
 /// Two tiers' series on one page, told apart by `tier`: `a` with its breaker open, `b` closed,
-/// counters growing with `step`.
+/// counters growing with `step`; `a` caches for clinics 1 (with misses) and 2, `b` for 3.
 fn two_tiers_page(step: u64) -> String {
     let n = 1000 + step * 20;
     let mut out = String::new();
@@ -431,6 +431,17 @@ fn two_tiers_page(step: u64) -> String {
             "http_request_duration_seconds_bucket{{tier=\"{t}\",le=\"0.05\"}} {fast}\nhttp_request_duration_seconds_bucket{{tier=\"{t}\",le=\"0.5\"}} {n}\nhttp_request_duration_seconds_bucket{{tier=\"{t}\",le=\"+Inf\"}} {n}\nhttp_request_duration_seconds_sum{{tier=\"{t}\"}} 1\nhttp_request_duration_seconds_count{{tier=\"{t}\"}} {n}\n"
         ));
     }
+    out.push_str("# TYPE cache_hits_total counter\n");
+    for (t, clinic, hits) in [("a", 1, n * 9 / 10), ("a", 2, n / 2), ("b", 3, n)] {
+        out.push_str(&format!(
+            "cache_hits_total{{tier=\"{t}\",clinic_id=\"{clinic}\"}} {hits}\n"
+        ));
+    }
+    out.push_str("# TYPE cache_misses_total counter\n");
+    out.push_str(&format!(
+        "cache_misses_total{{tier=\"a\",clinic_id=\"1\"}} {}\n",
+        n / 10
+    ));
     out.push_str("# TYPE circuit_breaker_state gauge\n");
     for (t, state) in [("a", 1), ("b", 0)] {
         out.push_str(&format!(
@@ -543,12 +554,11 @@ async fn tiers_reading_one_prometheus_share_one_query_per_signal_split_back_per_
     let per_tier = tierguard::observe::queries::QuerySet::from_spec(&specs[0].1)
         .iter()
         .count();
-    // One round for the group: one query per signal, not one per tier and signal. The per-clinic
-    // cache queries (hits and misses by clinic, `spec.stampede.clinics`) are still each tier's own.
-    let clinic_queries_per_tier = 2;
+    // One round for the group: one query per signal, not one per tier and signal, and the
+    // group's two per-clinic cache queries (hits and misses by member and clinic).
     assert_eq!(
         grouped_requests as usize,
-        per_tier + 3 * clinic_queries_per_tier,
+        per_tier + 2,
         "{grouped_requests}"
     );
 
@@ -568,12 +578,47 @@ async fn tiers_reading_one_prometheus_share_one_query_per_signal_split_back_per_
         "{reason}"
     );
     assert!(ghost.sources.iter().all(|s| s.ok), "{:?}", ghost.sources);
+    // Each member's clinics, and only its own, from the group's per-clinic answers.
+    let clinics_of = |o: &tierguard::api::Observation| -> Vec<(String, f64, f64)> {
+        let breakdown = o.clinics.as_ref().unwrap_or_else(|| panic!("{o:?}"));
+        assert_eq!(breakdown.label, "clinic_id");
+        let mut all: Vec<_> = breakdown
+            .clinics
+            .iter()
+            .map(|c| (c.clinic.clone(), c.hits, c.misses))
+            .collect();
+        all.sort_by(|x, y| x.0.cmp(&y.0));
+        all
+    };
+    let of_a = clinics_of(a);
+    assert_eq!(
+        of_a.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["1", "2"],
+        "{of_a:?}"
+    );
+    let (one, two) = (&of_a[0], &of_a[1]);
+    assert!(one.1 > one.2 && one.2 > 0.0, "clinic 1: {one:?}");
+    assert!(
+        two.1 > 0.0 && two.2 == 0.0,
+        "clinic 2 has no misses series: {two:?}"
+    );
+    let of_b = clinics_of(b);
+    assert_eq!(of_b.len(), 1, "{of_b:?}");
+    assert!(of_b[0].0 == "3" && of_b[0].1 > 0.0, "{of_b:?}");
+    let why = ghost.without_clinics.as_deref().unwrap_or_default();
+    assert!(
+        ghost.clinics.is_none() && why.contains("clinic_id"),
+        "{:?} {why}",
+        ghost.clinics
+    );
 
     // The others read their own queries, as before.
     for (name, observer) in observers.iter_mut().skip(3) {
         seen.insert(*name, observer.observe().await);
     }
     assert_eq!(seen["regex"].breaker_state, Some(BreakerState::Closed));
+    let own = clinics_of(&seen["regex"]);
+    assert!(own.len() == 1 && own[0].0 == "3", "{own:?}");
     assert_eq!(seen["override"].breaker_state, Some(BreakerState::Closed));
 
     // Prometheus down: every member's signals unknown, Prometheus unhealthy, for each tier.

@@ -63,8 +63,38 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The last panic message of a drill's thread, repeated after the logs a failed drill prints
+/// (a log's tail is often all that is kept of a failed run).
+static FAILED_ON: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn remember_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| {
+                    info.payload()
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                })
+                .unwrap_or_default();
+            *FAILED_ON.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{message}{at}"));
+            previous(info);
+        }));
+    });
+}
+
 /// A Tokio runtime for one drill.
 pub fn runtime() -> tokio::runtime::Runtime {
+    remember_panics();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -991,6 +1021,10 @@ impl Drop for Drill {
             .is_some_and(|p| p.is_running())
         {
             eprintln!("the controller process is not running");
+        }
+        if let Some(message) = FAILED_ON.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let shown: String = message.chars().take(4000).collect();
+            eprintln!("=== the drill failed on ===\n{shown}");
         }
         let _ = &self.prometheus;
     }
