@@ -757,7 +757,7 @@ impl TopN {
                 samples.sort_by(|a, b| b.value.total_cmp(&a.value));
                 samples
                     .iter()
-                    .filter_map(|s| s.labels.get(&top.label)?.parse::<i64>().ok())
+                    .filter_map(|s| s.label(&top.label)?.parse::<i64>().ok())
                     .take(top.count as usize)
                     .collect()
             }

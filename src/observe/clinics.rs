@@ -122,7 +122,7 @@ async fn by_label(
     match client.query(promql).await {
         Ok(InstantValue::Vector(samples)) => Ok(samples
             .into_iter()
-            .filter_map(|s| Some((s.labels.get(label)?.clone(), s.value)))
+            .filter_map(|s| Some((s.label(label)?.to_owned(), s.value)))
             .collect()),
         Ok(InstantValue::Scalar(_)) => Err(format!(
             "{promql} returned a scalar, not one series per clinic"

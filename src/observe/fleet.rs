@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared, join_all};
+use futures::StreamExt;
+use futures::future::{BoxFuture, Shared};
 
 use super::clinics::{self, ClinicsConfig};
 use super::prometheus::{
@@ -43,11 +44,15 @@ pub const MAX_GROUP_MEMBERS: usize = 20_000;
 /// Prometheus that matches each series against such a regex alternative by alternative
 /// (Debian 12's 2.42 does) spent more than a core on a group of 10,000. The answer keeps the
 /// named form's bound; should it not fit (the label has many more values than the group has
-/// members) or the query fail, the round is sent again naming the members, as every round after.
+/// members) or the query be refused, the round is sent again naming the members, as every round
+/// after. A timeout does not: naming the members would only make each query slower.
 const WIDE_GROUP_MEMBERS: usize = 256;
 /// Room in a group's per-clinic answers for each member: a few dozen clinics. A group whose
 /// clinics do not fit leaves them to each member's own queries, bounded as before.
 const CLINIC_BYTES_PER_MEMBER: usize = 8 * 1024;
+/// How many of a round's signal queries are in flight at once (the two per-clinic queries run
+/// beside them).
+const GROUP_QUERIES_AT_ONCE: usize = 6;
 /// Labels the built-in queries use themselves: a selector on them is not a member's identity.
 const RESERVED_LABELS: &[&str] = &["le", "status", "outcome", "breaker", "__name__"];
 
@@ -290,12 +295,12 @@ impl FleetMember {
     /// A wait for the group's round that will cover this tier, when the freshest answer does not
     /// (it is too old, or was sent before the tier joined); none when it does.
     pub fn round_to_wait_for(&self) -> Option<impl std::future::Future<Output = ()> + '_> {
+        let wide = self.group.is_wide();
         let covered = {
             let state = self.group.state.lock().expect("group lock");
-            state
-                .answer
-                .as_ref()
-                .is_some_and(|a| a.at.elapsed() < self.max_age && a.index(&self.values).is_some())
+            state.answer.as_ref().is_some_and(|a| {
+                a.at.elapsed() < self.max_age && (wide || a.index(&self.values).is_some())
+            })
         };
         (!covered).then_some(async move {
             self.covering_answer().await;
@@ -305,8 +310,17 @@ impl FleetMember {
     /// A fresh answer that covers this tier if one comes: joined after a round was sent, it waits
     /// for one that covers it. The round in flight may have been sent before it joined too, so
     /// at most two more: the one after that is sent once this tier is a member.
+    ///
+    /// Not in a wide group: there a round costs Prometheus seconds of CPU, and rounds sent for
+    /// each wave of newcomers (a first pass over thousands of tiers) would follow one another
+    /// without end. A newcomer is read by the next round that falls due; its first reconcile
+    /// renders its config with its signals "not read yet", as a direct scrape's first reconcile
+    /// does without a previous scrape.
     async fn covering_answer(&self) -> Arc<Answer> {
         let mut answer = self.group.answer(self.max_age, None).await;
+        if self.group.is_wide() {
+            return answer;
+        }
         for _ in 0..2 {
             if answer.index(&self.values).is_some() {
                 break;
@@ -389,6 +403,11 @@ impl Answer {
 }
 
 impl Group {
+    /// Whether the group is large enough to select its labels by presence.
+    fn is_wide(&self) -> bool {
+        self.members.lock().expect("members lock").len() >= WIDE_GROUP_MEMBERS
+    }
+
     /// An answer at most `max_age` old (and newer than `after`, if given), shared by every
     /// member that asks meanwhile; a round is one query per signal, run as its own task so a
     /// member that stops waiting (its deadline) does not stop it for the others.
@@ -480,14 +499,23 @@ impl Group {
                 _ => None,
             }
         };
-        let signals = join_all(queries.iter().map(|(key, query)| {
-            let promql = query.promql.clone();
-            async move { (key, client.query_form(&promql, limit).await) }
-        }));
+        // A few at a time: each answer holds a series per member until it is split, and a
+        // round of two dozen answers for 10,000 members at once would be tens of megabytes.
+        let owned: Vec<((Scope, Signal), String)> = queries
+            .iter()
+            .map(|(key, query)| (key, query.promql.clone()))
+            .collect();
+        let signals = futures::stream::iter(owned)
+            .map(|(key, promql)| {
+                let client = client.clone();
+                async move { (key, client.query_form(&promql, limit).await) }
+            })
+            .buffer_unordered(GROUP_QUERIES_AT_ONCE)
+            .collect::<Vec<_>>();
         let (answers, per_clinic) = futures::join!(signals, per_clinic);
         let per_clinic = match per_clinic {
-            Some(Err(e)) if wide => {
-                tracing::debug!(error = %e, "a wide group's per-clinic query failed: naming the members");
+            Some(Err(e)) if wide && refuses_the_wide_form(&e) => {
+                tracing::debug!(error = %e, "a wide group's per-clinic query was refused: naming the members");
                 self.named.store(true, Ordering::Relaxed);
                 return Box::pin(self.clone().round()).await;
             }
@@ -511,7 +539,7 @@ impl Group {
                             .key
                             .labels
                             .iter()
-                            .map(|l| sample.labels.get(l).cloned())
+                            .map(|l| sample.label(l).map(str::to_owned))
                             .collect::<Option<Vec<String>>>()
                         else {
                             continue;
@@ -528,7 +556,7 @@ impl Group {
                     "a group query returned a scalar".to_owned(),
                 )),
             });
-            if wide && values.is_err() {
+            if wide && values.as_ref().is_err_and(refuses_the_wide_form) {
                 // Named from now on, beginning with this round.
                 self.named.store(true, Ordering::Relaxed);
                 return Box::pin(self.clone().round()).await;
@@ -574,14 +602,14 @@ impl Group {
                 ));
             };
             for sample in samples {
-                let Some(clinic) = sample.labels.get(label) else {
+                let Some(clinic) = sample.label(label) else {
                     continue;
                 };
                 let Some(of) = self
                     .key
                     .labels
                     .iter()
-                    .map(|l| sample.labels.get(l).cloned())
+                    .map(|l| sample.label(l).map(str::to_owned))
                     .collect::<Option<Vec<String>>>()
                 else {
                     continue;
@@ -590,9 +618,9 @@ impl Group {
                     continue;
                 };
                 let entry = of_members[i]
-                    .entry(clinic.clone())
+                    .entry(clinic.to_owned())
                     .or_insert_with(|| ClinicCache {
-                        clinic: clinic.clone(),
+                        clinic: clinic.to_owned(),
                         hits: 0.0,
                         misses: 0.0,
                     });
@@ -608,6 +636,14 @@ impl Group {
             .map(|clinics| clinics.into_values().collect())
             .collect())
     }
+}
+
+/// Whether a wide query failed for being wide (an answer over the bound: the label has far more
+/// values than the group has members; or a query error, as other series under the label can
+/// cause), so that naming the members would do better. A timeout or an unreachable Prometheus
+/// is no reason: naming the members only makes each query slower.
+fn refuses_the_wide_form(error: &PrometheusError) -> bool {
+    matches!(error, PrometheusError::TooLarge(_)) || error.is_query_error()
 }
 
 /// A group query as a reason quotes it: the metric part, without the members' list.

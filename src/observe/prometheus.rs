@@ -104,8 +104,45 @@ impl PrometheusError {
 /// One series of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
-    pub labels: BTreeMap<String, String>,
+    /// Its labels, as Prometheus lists them (sorted by name). A list, not a map: a fleet group's
+    /// answer has a series per member, and a map's node for two labels takes half a kilobyte.
+    pub labels: Vec<(String, String)>,
     pub value: f64,
+}
+
+impl Sample {
+    /// The value of the label `name`, if the series has it.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A series' labels as a list of pairs, in the answer's order.
+fn label_pairs<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<(String, String)>, D::Error> {
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(String, String)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping of label names to values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(2).min(16));
+            while let Some(pair) = map.next_entry::<String, String>()? {
+                out.push(pair);
+            }
+            out.shrink_to_fit();
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Pairs)
 }
 
 /// The result of an instant query.
@@ -144,8 +181,8 @@ enum ApiData {
 
 #[derive(Deserialize)]
 struct VectorItem {
-    #[serde(default)]
-    metric: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "label_pairs")]
+    metric: Vec<(String, String)>,
     #[serde(default)]
     value: Option<(f64, String)>,
 }

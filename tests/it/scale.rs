@@ -761,12 +761,8 @@ async fn a_large_group_selects_its_label_by_presence_and_keeps_its_members_serie
     let fleet = Fleet::default();
     let mut observers = Vec::new();
     for i in 0..MEMBERS {
-        let metrics = json!({"prometheus": {"url": prometheus.url()}, "selector": format!("tier=\"t{i}\""), "interval": "10s", "timeout": "8s"});
-        // Only the group's queries: each tier's own two per-clinic queries (600 at once) would
-        // keep a test Prometheus past the deadline.
-        let stampede = json!({"clinics": {"enabled": false}});
-        let spec =
-            support::tiers::tier("t", NS, json!({"metrics": metrics, "stampede": stampede})).spec;
+        let metrics = json!({"prometheus": {"url": prometheus.url()}, "selector": format!("tier=\"t{i}\""), "interval": "20s", "timeout": "8s"});
+        let spec = support::tiers::tier("t", NS, json!({"metrics": metrics})).spec;
         let config = ObserveConfig::resolve(&spec, &LocalSecrets::default())
             .await
             .unwrap();
@@ -815,6 +811,39 @@ async fn a_large_group_selects_its_label_by_presence_and_keeps_its_members_serie
         wrong.len(),
         &wrong[..wrong.len().min(5)]
     );
+
+    // A newcomer to a group this wide gets no round of its own: its first observation has its
+    // signals not read yet (Prometheus healthy), and the next round that falls due (answers are
+    // fresh for half the 20 s interval) reads it.
+    let metrics = json!({"prometheus": {"url": prometheus.url()}, "selector": "tier=\"t300\"", "interval": "20s", "timeout": "8s"});
+    let spec = support::tiers::tier("t", NS, json!({"metrics": metrics})).spec;
+    let config = ObserveConfig::resolve(&spec, &LocalSecrets::default())
+        .await
+        .unwrap();
+    let mut newcomer = Observer::with_network(config, &network).unwrap();
+    newcomer.set_fleet(fleet.join(NS, &spec, newcomer.config(), newcomer.http()));
+    assert_eq!(fleet.groups(), 1, "the newcomer is in the members' group");
+    let first = newcomer.observe().await;
+    let reason = first
+        .unknown
+        .get("breakerState")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        first.breaker_state.is_none() && reason.contains("not read yet"),
+        "{:?}: {reason}",
+        first.breaker_state
+    );
+    assert!(first.sources.iter().all(|s| s.ok), "{:?}", first.sources);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let next = newcomer.observe().await;
+    assert_eq!(
+        next.breaker_state,
+        Some(BreakerState::Closed),
+        "{:?}",
+        next.unknown.get("breakerState")
+    );
+    drop(kept);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
