@@ -140,10 +140,21 @@ impl CachedTier {
         };
         let json =
             unpacked.map_err(|e| invalid(format!("the cached object does not unpack: {e}")))?;
-        // Where the stored object is not a MemoryTier, the error names the field.
-        let parts: Parts<MemoryTierSpec, MemoryTierStatus> =
-            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&json))
-                .map_err(|e| invalid(format!("{}: {}", e.path(), e.inner())))?;
+        // Where the stored object is not a MemoryTier, it is read again to name the field (only
+        // then: tracking the path costs every reconcile's unpack otherwise).
+        let parts: Parts<MemoryTierSpec, MemoryTierStatus> = match serde_json::from_slice(&json) {
+            Ok(parts) => parts,
+            Err(plain) => {
+                let named = serde_path_to_error::deserialize::<
+                    _,
+                    Parts<MemoryTierSpec, MemoryTierStatus>,
+                >(&mut serde_json::Deserializer::from_slice(&json));
+                return Err(invalid(match named {
+                    Err(e) => format!("{}: {}", e.path(), e.inner()),
+                    Ok(_) => plain.to_string(),
+                }));
+            }
+        };
         let mut tier = MemoryTier::new(
             self.metadata.name.as_deref().unwrap_or_default(),
             parts.spec,
