@@ -26,7 +26,7 @@ use futures::future::{BoxFuture, Shared};
 
 use super::clinics::{self, ClinicsConfig};
 use super::prometheus::{
-    InstantValue, MAX_ANSWER_BYTES, PrometheusClient, PrometheusError, source_health,
+    InstantValue, MAX_ANSWER_BYTES, PrometheusClient, PrometheusError, Sample, source_health,
 };
 use super::queries::{QuerySet, Scope};
 use super::signals::Readings;
@@ -535,18 +535,7 @@ impl Group {
                 InstantValue::Vector(samples) => {
                     let mut values = vec![None; members.len()];
                     for sample in samples {
-                        let Some(of) = self
-                            .key
-                            .labels
-                            .iter()
-                            .map(|l| sample.label(l).map(str::to_owned))
-                            .collect::<Option<Vec<String>>>()
-                        else {
-                            continue;
-                        };
-                        // Label combinations no member has (two labels' values crossed) are
-                        // left out.
-                        if let Ok(i) = members.binary_search(&of) {
+                        if let Some(i) = self.member_of(&sample, &members) {
                             values[i] = Some(sample.value);
                         }
                     }
@@ -584,6 +573,19 @@ impl Group {
 }
 
 impl Group {
+    /// The index in `members` (sorted) of the member a series belongs to, by the group's labels;
+    /// none for a series without them, or with a combination no member has (two labels' values
+    /// crossed).
+    fn member_of(&self, sample: &Sample, members: &[Vec<String>]) -> Option<usize> {
+        let of = self
+            .key
+            .labels
+            .iter()
+            .map(|l| sample.label(l).map(str::to_owned))
+            .collect::<Option<Vec<String>>>()?;
+        members.binary_search(&of).ok()
+    }
+
     /// The two per-clinic answers split by member: each member's clinics with their hits and
     /// misses (a clinic in only one answer has none of the other).
     fn split_clinics(
@@ -605,16 +607,7 @@ impl Group {
                 let Some(clinic) = sample.label(label) else {
                     continue;
                 };
-                let Some(of) = self
-                    .key
-                    .labels
-                    .iter()
-                    .map(|l| sample.label(l).map(str::to_owned))
-                    .collect::<Option<Vec<String>>>()
-                else {
-                    continue;
-                };
-                let Ok(i) = members.binary_search(&of) else {
+                let Some(i) = self.member_of(&sample, members) else {
                     continue;
                 };
                 let entry = of_members[i]

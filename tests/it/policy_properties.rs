@@ -194,20 +194,27 @@ fn ctx(resume: Option<&str>) -> DecideContext {
     }
 }
 
-/// A new tier found healthy at its first tick is announced by one Event, its first render's: the
-/// phase it starts in is in status (a fleet of new tiers writes one Event each, not two).
-#[test]
-fn a_new_healthy_tier_is_announced_by_its_first_render_alone() {
-    let runbook_defaults = defaults();
-    let healthy = Observation {
+/// Every signal well within the runbooks' bounds, with Redis's eviction counter at `evicted`.
+fn healthy_observation(evicted: Option<u64>) -> Observation {
+    Observation {
         p50_latency_ms: Some(300.0),
         error_rate_percent: Some(0.5),
         cache_hit_rate_percent: Some(97.0),
         mem0_write_success_percent: Some(99.9),
         breaker_state: Some(BreakerState::Closed),
         redis_used_memory_percent: Some(40.0),
+        redis_evicted_keys: evicted,
+        redis_run_id: Some("steady".into()),
         ..Observation::default()
-    };
+    }
+}
+
+/// A new tier found healthy at its first tick is announced by one Event, its first render's: the
+/// phase it starts in is in status (a fleet of new tiers writes one Event each, not two).
+#[test]
+fn a_new_healthy_tier_is_announced_by_its_first_render_alone() {
+    let runbook_defaults = defaults();
+    let healthy = healthy_observation(None);
     let now = "2026-12-01T03:00:00Z".parse().unwrap();
     let first = decide(
         &runbook_defaults,
@@ -499,17 +506,7 @@ proptest! {
         let decisions = run(&spec, &history);
         let mut memory = decisions.last().unwrap().memory.clone();
         let mut at = history.last().unwrap().at;
-        let healthy = |evicted| Observation {
-            p50_latency_ms: Some(300.0),
-            error_rate_percent: Some(0.5),
-            cache_hit_rate_percent: Some(97.0),
-            mem0_write_success_percent: Some(99.9),
-            breaker_state: Some(BreakerState::Closed),
-            redis_used_memory_percent: Some(40.0),
-            redis_evicted_keys: evicted,
-            redis_run_id: Some("steady".into()),
-            ..Observation::default()
-        };
+        let healthy = healthy_observation;
         let evicted = memory.redis.eviction_samples.last().map(|s| s.raw);
         // Healthy for 36 ramp intervals (three hours with the defaults): every exit window, and
         // the pace of one loosening per ramp interval, fit in far less.
