@@ -191,8 +191,13 @@ impl Change {
             if from == Phase::Pending.as_str() && to == Phase::Healthy.as_str())
     }
 
-    /// The Kubernetes Event that reports it.
-    pub fn event(&self) -> Action {
+    /// The Kubernetes Event that reports it. None for a new tier's first phase, Healthy: that is
+    /// in status, and its first render's Event says it is taken over (one Event, not two, for
+    /// each of a fleet's new tiers).
+    pub fn event(&self) -> Option<Action> {
+        if self.is_first_healthy_phase() {
+            return None;
+        }
         let (warning, reason) = match self {
             Change::Transition { subject, .. } => (false, subject.event_reason()),
             Change::Alert { code, warning, .. } => (*warning, *code),
@@ -205,11 +210,11 @@ impl Change {
                 },
             ),
         };
-        Action::Event {
+        Some(Action::Event {
             warning,
             reason,
             message: self.describe(),
-        }
+        })
     }
 }
 
@@ -400,14 +405,7 @@ pub fn decide(
     let dry_run = spec.mode == Mode::DryRun;
     let mut actions = step.actions;
     actions.sort_by_key(rank);
-    // A new tier's first phase, Healthy, is in status; its first render's Event says it is taken
-    // over (one Event, not two, for each of a fleet's new tiers).
-    let mut events: Vec<Action> = step
-        .changes
-        .iter()
-        .filter(|c| !c.is_first_healthy_phase())
-        .map(Change::event)
-        .collect();
+    let mut events: Vec<Action> = step.changes.iter().filter_map(Change::event).collect();
     events.extend(actions.iter().filter_map(|a| action_event(a, dry_run)));
     if dry_run {
         for event in &mut events {

@@ -18,7 +18,7 @@ pub fn decision_key(entry: &Entry) -> Option<String> {
     Some(match &entry.what {
         EntryKind::Input(_) => return None,
         EntryKind::Change(change) => {
-            let reason = match change.event() {
+            let reason = match change.event()? {
                 Action::Event { reason, .. } => reason,
                 _ => return None,
             };
@@ -50,7 +50,7 @@ pub fn decision_key(entry: &Entry) -> Option<String> {
 pub fn announced(entry: &Entry) -> Option<(Reason, String)> {
     let event = match &entry.what {
         EntryKind::Input(_) => return None,
-        EntryKind::Change(change) => change.event(),
+        EntryKind::Change(change) => change.event()?,
         EntryKind::Action {
             action, dry_run, ..
         } => action_event(action, *dry_run)?,
