@@ -54,19 +54,6 @@ struct Parts<S, T> {
 }
 
 impl CachedTier {
-    /// Pack a MemoryTier (its managedFields are dropped: nothing here reads them, and with
-    /// server-side apply of a large status they are large too).
-    pub fn pack(mut tier: MemoryTier) -> CachedTier {
-        tier.metadata.managed_fields = None;
-        let urgency = Urgency::of(&tier);
-        let json = serde_json::to_vec(&Parts {
-            spec: &tier.spec,
-            status: tier.status.as_ref(),
-        })
-        .expect("a MemoryTier serializes");
-        CachedTier::packed(tier.metadata, urgency, json, tier.status.is_some())
-    }
-
     /// The stored object as the watch delivers it, packed as it is: its spec and status are
     /// turned into a MemoryTier only when a reconcile unpacks them (which reports an object that
     /// is not one), not at every watch event (a status write comes back as one).
